@@ -1,0 +1,323 @@
+"""Array-API plumbing and the numerically stable primitives.
+
+Everything above this module is written once against the Python array API: the namespace
+``xp`` comes from :func:`array_api_compat.array_namespace`, so one function serves NumPy,
+PyTorch, JAX and array-api-strict arrays. This module holds
+
+- the namespace lookup (:func:`namespace`) that also accepts Python lists and scalars,
+- the dtype policy: half-precision floats are computed in float32 and returned in their own
+  dtype (:func:`compute_dtype`, :func:`to_compute`),
+- the stable primitives ``logsumexp``, ``softmax``, ``log_softmax``, ``sigmoid``,
+  ``log_sigmoid`` (public) and ``softplus`` (private).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import array_api_compat
+import numpy as np
+
+Array = Any
+"""Any array the array API covers (NumPy, PyTorch, JAX, array-api-strict)."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def quiet(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Silence NumPy's floating-point warnings inside a public function.
+
+    log(0) = -inf, 1/0 = inf and the NaNs of branches that ``where`` discards are
+    deliberate here: the answers are defined by the documented limits, not by warnings.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with np.errstate(all="ignore"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _as_array(x: Any) -> Any:
+    """Lists, tuples and Python scalars become NumPy arrays; arrays pass through."""
+    if isinstance(x, list | tuple | int | float | bool):
+        return np.asarray(x)
+    return x
+
+
+def namespace(*arrays: Any) -> tuple[Any, list[Any]]:
+    """The array namespace of ``arrays`` (``None`` entries skipped) and the arrays themselves.
+
+    Non-array inputs (lists, scalars) are converted in the namespace of the first real array,
+    or with NumPy when there is none, so ``entropy([0.5, 0.5])`` works.
+    """
+    real = [a for a in arrays if a is not None and not isinstance(a, list | tuple | int | float)]
+    if real:
+        try:
+            xp = array_api_compat.array_namespace(*real)
+        except TypeError as error:
+            kinds = sorted({type(a).__module__ + "." + type(a).__qualname__ for a in real})
+            raise TypeError(
+                f"arrays: expected arrays of one library (NumPy, PyTorch, JAX or "
+                f"array-api-strict); got {', '.join(kinds)}"
+            ) from error
+    else:
+        xp = array_api_compat.array_namespace(np.asarray(0.0))
+    device = array_api_compat.device(real[0]) if real else None
+    out = []
+    for a in arrays:
+        if a is None or (real and any(a is r for r in real)):
+            out.append(a)
+        else:
+            out.append(xp.asarray(_as_array(a), device=device))
+    return xp, out
+
+
+def is_floating(x: Array, xp: Any) -> bool:
+    return bool(xp.isdtype(x.dtype, "real floating"))
+
+
+def default_float(xp: Any, like: Array | None = None) -> Any:
+    """The namespace's default real floating dtype (float64 in NumPy, float32 in PyTorch)."""
+    if like is not None:
+        return xp.asarray(0.0, device=array_api_compat.device(like)).dtype
+    return xp.asarray(0.0).dtype
+
+
+def compute_dtype(x: Array, xp: Any) -> Any:
+    """The dtype the math runs in: float32 for float16/bfloat16, the default float for
+    integers and booleans, the input's own dtype otherwise."""
+    if not is_floating(x, xp):
+        return default_float(xp, x)
+    if xp.finfo(x.dtype).bits < 32:
+        return xp.float32
+    return x.dtype
+
+
+def to_compute(x: Array, xp: Any) -> Array:
+    """``x`` in its compute dtype (see :func:`compute_dtype`)."""
+    dtype = compute_dtype(x, xp)
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def result_dtype(x: Array, xp: Any) -> Any:
+    """The dtype a result is returned in: the input's float dtype, else the default float."""
+    return x.dtype if is_floating(x, xp) else default_float(xp, x)
+
+
+def from_compute(y: Array, dtype: Any, xp: Any) -> Array:
+    return y if y.dtype == dtype else xp.astype(y, dtype)
+
+
+def size(x: Array) -> int:
+    n = 1
+    for d in x.shape:
+        n *= int(d)
+    return n
+
+
+def move_axis_last(x: Array, axis: int, xp: Any) -> Array:
+    """``x`` with ``axis`` moved to the end (a view where the library allows)."""
+    if axis in (-1, x.ndim - 1):
+        return x
+    return xp.moveaxis(x, axis, -1)
+
+
+def move_last_axis_to(x: Array, axis: int, xp: Any) -> Array:
+    """The inverse of :func:`move_axis_last`."""
+    if axis in (-1, x.ndim - 1):
+        return x
+    return xp.moveaxis(x, -1, axis)
+
+
+# --- the stable primitives --------------------------------------------------------------
+#
+# log sum_j exp(x_j) = m + log sum_j exp(x_j - m) with m = max_j x_j: every exponent is <= 0,
+# so nothing overflows, and the largest term is exp(0) = 1, so the sum is >= 1 and its log
+# loses nothing. A row whose max is -inf (all -inf) would give -inf - -inf = nan; the shift
+# is taken as 0 there instead, which yields log(0) = -inf, the right answer. A row containing
+# +inf has logsumexp +inf.
+
+
+def _safe_max(x: Array, axis: int, xp: Any) -> Array:
+    m = xp.max(x, axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+
+
+def _logsumexp(x: Array, axis: int, xp: Any) -> Array:
+    """logsumexp with keepdims=True, in ``x``'s dtype (callers upcast first)."""
+    if x.shape[axis] == 0:
+        shape = list(x.shape)
+        shape[axis] = 1
+        return xp.full(tuple(shape), -xp.inf, dtype=x.dtype, device=array_api_compat.device(x))
+    m = _safe_max(x, axis, xp)
+    out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
+    # a +inf entry makes x - m = nan when m = +inf was zeroed out above; the answer is +inf
+    has_pos_inf = xp.any(x == xp.inf, axis=axis, keepdims=True)
+    return xp.where(has_pos_inf, xp.asarray(xp.inf, dtype=x.dtype), out)
+
+
+@quiet
+def logsumexp(x: Array, *, axis: int = -1, keepdims: bool = False) -> Array:
+    r"""The log of the sum of exponentials, computed without overflow.
+
+    .. math::
+
+        \operatorname{logsumexp}(x) = m + \log \sum_j e^{x_j - m}, \qquad m = \max_j x_j
+
+    Args:
+        x: array of any shape.
+        axis: the axis to reduce.
+        keepdims: keep the reduced axis with length 1.
+
+    Returns:
+        The reduction of ``x`` over ``axis``, in ``x``'s dtype (float16/bfloat16 are computed
+        in float32).
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import logsumexp
+        >>> print(f"{float(logsumexp(np.array([1000.0, 1000.0]))):.6f}")
+        1000.693147
+
+    References:
+        scipy.special.logsumexp.
+    """
+    xp, (x,) = namespace(x)
+    dtype = result_dtype(x, xp)
+    out = _logsumexp(to_compute(x, xp), axis, xp)
+    if not keepdims:
+        out = xp.squeeze(out, axis=axis)
+    return from_compute(out, dtype, xp)
+
+
+def _log_softmax(x: Array, axis: int, xp: Any) -> Array:
+    return x - _logsumexp(x, axis, xp)
+
+
+def _softmax(x: Array, axis: int, xp: Any) -> Array:
+    m = _safe_max(x, axis, xp)
+    e = xp.exp(x - m)
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+@quiet
+def log_softmax(x: Array, *, axis: int = -1) -> Array:
+    r"""The logarithm of the softmax, stable for any finite logits.
+
+    .. math::
+
+        \log \operatorname{softmax}(x)_i = x_i - \operatorname{logsumexp}(x)
+
+    Args:
+        x: logits of any shape.
+        axis: the class axis.
+
+    Returns:
+        Log-probabilities of the same shape and dtype. A ``-inf`` logit gives ``-inf``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import log_softmax
+        >>> print(np.round(log_softmax(np.array([2.0, 1.0, 0.1])), 4))
+        [-0.417 -1.417 -2.317]
+    """
+    xp, (x,) = namespace(x)
+    dtype = result_dtype(x, xp)
+    return from_compute(_log_softmax(to_compute(x, xp), axis, xp), dtype, xp)
+
+
+@quiet
+def softmax(x: Array, *, axis: int = -1) -> Array:
+    r"""Softmax: exponentials normalised to sum to one along ``axis``.
+
+    .. math::
+
+        \operatorname{softmax}(x)_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}},
+        \qquad m = \max_j x_j
+
+    Args:
+        x: logits of any shape.
+        axis: the class axis.
+
+    Returns:
+        Probabilities of the same shape and dtype.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import softmax
+        >>> print(np.round(softmax(np.array([2.0, 1.0, 0.1])), 4))
+        [0.659  0.2424 0.0986]
+    """
+    xp, (x,) = namespace(x)
+    dtype = result_dtype(x, xp)
+    return from_compute(_softmax(to_compute(x, xp), axis, xp), dtype, xp)
+
+
+# sigmoid(x) = 1 / (1 + e^-x) overflows e^-x for very negative x; the two-branch form
+# e^x / (1 + e^x) for x < 0 only ever exponentiates a non-positive number.
+# log sigmoid(x) = -softplus(-x) = min(x, 0) - log1p(e^-|x|), exact at both tails.
+
+
+def _sigmoid(x: Array, xp: Any) -> Array:
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(x: Array, xp: Any) -> Array:
+    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|); +inf at +inf, 0 at -inf."""
+    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+@quiet
+def sigmoid(x: Array) -> Array:
+    r"""The logistic function, stable in both tails.
+
+    .. math::
+
+        \sigma(x) = \frac{1}{1 + e^{-x}}
+
+    Args:
+        x: array of any shape.
+
+    Returns:
+        Values in [0, 1], same shape and dtype.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import sigmoid
+        >>> print(np.round(sigmoid(np.array([-800.0, 0.0, 2.0])), 4))
+        [0.     0.5    0.8808]
+    """
+    xp, (x,) = namespace(x)
+    dtype = result_dtype(x, xp)
+    return from_compute(_sigmoid(to_compute(x, xp), xp), dtype, xp)
+
+
+@quiet
+def log_sigmoid(x: Array) -> Array:
+    r"""The log of the logistic function, exact in both tails.
+
+    .. math::
+
+        \log \sigma(x) = -\operatorname{softplus}(-x) = \min(x, 0) - \log(1 + e^{-|x|})
+
+    Args:
+        x: array of any shape.
+
+    Returns:
+        Values in (-inf, 0], same shape and dtype.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import log_sigmoid
+        >>> print([round(float(v), 4) for v in log_sigmoid(np.array([-800.0, 0.0, 800.0]))])
+        [-800.0, -0.6931, -0.0]
+    """
+    xp, (x,) = namespace(x)
+    dtype = result_dtype(x, xp)
+    return from_compute(-_softplus(-to_compute(x, xp), xp), dtype, xp)

@@ -1,0 +1,149 @@
+"""Checks of user input: each raises ``ValueError``/``TypeError`` naming the argument, what
+was given and what is accepted. Never ``assert``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._array import Array, size
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def reduction(value: object) -> str:
+    if not isinstance(value, str) or value not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of 'mean', 'sum', 'none'; got {value!r}")
+    return value
+
+
+def base(value: object) -> float | None:
+    """``None`` (nats) or a positive real number other than 1; returns log(base)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"base: expected None or a positive number; got {value!r}")
+    if not value > 0 or value == 1 or not math.isfinite(value):
+        raise ValueError(
+            f"base: expected None (nats) or a positive finite number other than 1 "
+            f"(2 for bits); got {value!r}"
+        )
+    return math.log(value)
+
+
+def number_in(name: str, value: object, low: float, high: float, *, what: str) -> float:
+    """A real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name}: expected a number {what}; got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}: expected a number {what}; got {value!r}")
+    return float(value)
+
+
+def softcap(value: object) -> float | None:
+    if value is None:
+        return None
+    return number_in("softcap", value, math.ulp(0.0), math.inf, what="> 0, or None")
+
+
+def axis(name: str, value: object, ndim: int) -> int:
+    """A valid axis of an ``ndim``-dimensional array, normalised to be non-negative."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"axis: expected an integer; got {value!r}")
+    if not -ndim <= value < ndim:
+        raise ValueError(
+            f"axis: expected an axis of {name} with {ndim} dimension(s), "
+            f"in [{-ndim}, {ndim}); got {value}"
+        )
+    return value % ndim
+
+
+def at_least_1d(name: str, x: Array) -> None:
+    if x.ndim == 0:
+        raise ValueError(
+            f"{name}: expected an array with a class axis (at least 1-D); got a scalar"
+        )
+
+
+def same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{name_b}: expected the shape of {name_a} {tuple(a.shape)}; got {tuple(b.shape)}"
+        )
+
+
+def broadcastable(name_a: str, a: Array, name_b: str, b: Array) -> None:
+    try:
+        np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    except ValueError:
+        raise ValueError(
+            f"{name_b}: expected a shape that broadcasts with {name_a} {tuple(a.shape)}; "
+            f"got {tuple(b.shape)}"
+        ) from None
+
+
+def floating(name: str, x: Array, xp: Any) -> None:
+    if xp.isdtype(x.dtype, "complex floating"):
+        raise TypeError(f"{name}: expected real numbers; got dtype {x.dtype}")
+
+
+def _first(mask: Array, x: Array, xp: Any) -> tuple[object, tuple[int, ...]]:
+    """The value of ``x`` and its position at the first True of ``mask``."""
+    flat = xp.reshape(mask, (-1,))
+    index = int(xp.nonzero(flat)[0][0])
+    position = tuple(int(i) for i in np.unravel_index(index, tuple(mask.shape)))
+    value = xp.reshape(x, (-1,))[index]
+    number = float(value) if xp.isdtype(x.dtype, "real floating") else int(value)
+    return number, position
+
+
+def probabilities(name: str, p: Array, xp: Any, *, upper: bool = False) -> None:
+    """Values in [0, inf) (or [0, 1] with ``upper``); NaN is rejected too."""
+    if size(p) == 0:
+        return
+    bad = ~(p >= 0) if not upper else ~((p >= 0) & (p <= 1))
+    if bool(xp.any(bad)):
+        value, position = _first(bad, p, xp)
+        accepted = "probabilities in [0, 1]" if upper else "non-negative probabilities"
+        raise ValueError(f"{name}: expected {accepted}; got {value} at position {position}")
+
+
+def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp: Any) -> None:
+    """Integer dtype, values in [0, num_classes) or equal to ``ignore_index``."""
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(
+            f"labels: expected integer class indices; got dtype {labels.dtype} "
+            f"(for probabilities or one-hot rows use softmax_cross_entropy)"
+        )
+    if size(labels) == 0:
+        return
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad = bad & (labels != ignore_index)
+    if bool(xp.any(bad)):
+        value, position = _first(bad, labels, xp)
+        also = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
+        raise ValueError(
+            f"labels: expected class indices in [0, {num_classes}){also}; "
+            f"got {value} at position {position}"
+        )
+
+
+def class_weight(weight: Array, num_classes: int) -> None:
+    if tuple(weight.shape) != (num_classes,):
+        raise ValueError(
+            f"weight: expected one weight per class, shape ({num_classes},); "
+            f"got {tuple(weight.shape)}"
+        )
+
+
+def label_shape(logits_shape: tuple[int, ...], class_axis: int, labels: Array) -> None:
+    """Integer labels have the shape of the logits without the class axis."""
+    expected = tuple(d for i, d in enumerate(logits_shape) if i != class_axis)
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"labels: expected shape {expected} (the logits' shape {tuple(logits_shape)} "
+            f"without the class axis {class_axis}); got {tuple(labels.shape)}"
+        )

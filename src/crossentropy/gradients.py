@@ -1,0 +1,431 @@
+r"""Analytic gradients of every loss: ``(loss, d loss / d first argument)``.
+
+Each function has the name and arguments of the loss in :mod:`crossentropy.losses` and
+returns the reduced loss together with its gradient with respect to the first argument
+(the logits, probabilities, log-probabilities or predictions), in that argument's shape and
+dtype. For ``reduction="none"`` the gradient is that of ``loss.sum()``: each element's
+loss depends on its own row only, so this is every per-example gradient at once.
+
+The forward pieces (log-probabilities, masks, weights, the mean's denominator) come from
+the loss's own ``_..._terms`` function, so nothing is computed twice or written twice; only
+the derivative is written here, next to its derivation.
+
+The reduction enters as one factor: ``d mean / d l_i = 1 / count`` (0 for a mean over
+nothing), ``d sum / d l_i = 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import losses
+from ._array import Array, _sigmoid, from_compute, move_last_axis_to, quiet
+from .losses import LOG_CLAMP, Terms, reduction_scale
+
+
+def _finish(t: Terms, grad: Array, reduction: str) -> tuple[Array, Array]:
+    """The reduced loss and the gradient scaled by the reduction, in the caller's layout."""
+    xp = t.xp
+    loss = losses._reduce(t.per_example, reduction, t.count, xp)
+    grad = grad * reduction_scale(reduction, t.count, xp)
+    grad = move_last_axis_to(grad, t.axis, xp)
+    return from_compute(loss, t.dtype, xp), from_compute(grad, t.dtype, xp)
+
+
+def _zeros_where_not(mask: Array, grad: Array, xp: Any) -> Array:
+    return xp.where(mask, grad, xp.zeros_like(grad))
+
+
+@quiet
+def softmax_cross_entropy(
+    logits: Array,
+    labels: Array,
+    *,
+    axis: int = -1,
+    weight: Array | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> tuple[Array, Array]:
+    r"""Softmax cross entropy with soft labels and its gradient with respect to the logits.
+
+    Derivation. With a_c = w_c y'_c (the smoothed, weighted label mass) and
+    log p_c = x_c - logsumexp(x):
+
+    .. math::
+
+        \ell = -\sum_c a_c (x_c - \operatorname{logsumexp}(x)), \qquad
+        \frac{\partial \operatorname{logsumexp}(x)}{\partial x_j} = p_j
+
+        \frac{\partial \ell}{\partial x_j} = -a_j + \Big(\sum_c a_c\Big) p_j
+
+    For one-hot (or normalised, unweighted) labels sum_c a_c = 1 and this is p - y; labels
+    that do not sum to one keep their true derivative sum(y) p - y.
+
+    Args:
+        As :func:`crossentropy.softmax_cross_entropy`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``logits``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.softmax_cross_entropy(
+        ...     np.array([2.0, 1.0, 0.1]), np.array([1.0, 0.0, 0.0]))
+        >>> print(f"{float(loss):.4f}", np.round(grad, 4))
+        0.417 [-0.341   0.2424  0.0986]
+    """
+    t = losses._softmax_cross_entropy_terms(
+        logits,
+        labels,
+        axis=axis,
+        weight=weight,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
+    xp = t.xp
+    a = t.extra["mass"]
+    p = xp.exp(t.extra["log_probs"])
+    grad = xp.sum(a, axis=-1, keepdims=True) * p - a
+    return _finish(t, grad, reduction)
+
+
+@quiet
+def sparse_softmax_cross_entropy(
+    logits: Array,
+    labels: Array,
+    *,
+    axis: int = -1,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: str = "mean",
+) -> tuple[Array, Array]:
+    r"""Softmax cross entropy with integer labels and its gradient with respect to the logits.
+
+    Derivation. Write z for the (soft-capped) logits, p = softmax(z), L = logsumexp(z),
+    W = sum_c w_c, and use dL/dz_j = p_j. Each of the three terms of the loss:
+
+    .. math::
+
+        \frac{\partial}{\partial z_j}\big[-w_y \log p_y\big] = w_y (p_j - \delta_{jy})
+
+        \frac{\partial}{\partial z_j}\Big[-\sum_c w_c \log p_c\Big] = W p_j - w_j
+
+        \frac{\partial}{\partial z_j}\big[w_y L^2\big] = 2 w_y L\, p_j
+
+    so that
+
+    .. math::
+
+        \frac{\partial \ell}{\partial z_j} =
+            \Big[(1-\varepsilon) w_y + \tfrac{\varepsilon}{C} W + 2 \lambda_z w_y L\Big] p_j
+            - (1-\varepsilon) w_y \delta_{jy} - \tfrac{\varepsilon}{C} w_j
+
+    and the soft cap z = c tanh(x / c) contributes dz/dx = 1 - tanh^2(x / c) = 1 - (z / c)^2.
+    Ignored rows, and zero-weight rows without smoothing, are set to exactly zero.
+
+    Args:
+        As :func:`crossentropy.sparse_softmax_cross_entropy`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``logits``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.sparse_softmax_cross_entropy(
+        ...     np.array([[2.0, 1.0, 0.1], [0.0, 0.0, 0.0]]), np.array([0, -100]))
+        >>> print(f"{float(loss):.4f}")
+        0.4170
+        >>> print(np.round(grad, 4))
+        [[-0.341   0.2424  0.0986]
+         [ 0.      0.      0.    ]]
+    """
+    t = losses._sparse_softmax_cross_entropy_terms(
+        logits,
+        labels,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+    )
+    xp, e = t.xp, t.extra
+    eps, w, w_y = e["eps"], e["w"], e["w_target"]
+    num_classes = int(t.x.shape[-1])
+    p = xp.exp(e["log_probs"])
+    row = (1.0 - eps) * w_y
+    if eps > 0:
+        total = float(num_classes) if w is None else xp.sum(w)
+        row = row + (eps / num_classes) * total
+    if e["z_loss"] > 0:
+        row = row + 2.0 * e["z_loss"] * w_y * e["lse"]
+    onehot = xp.astype(e["onehot"], p.dtype)
+    grad = xp.expand_dims(row, axis=-1) * p - xp.expand_dims((1.0 - eps) * w_y, axis=-1) * onehot
+    if eps > 0:
+        grad = grad - (eps / num_classes) * (xp.ones_like(p) if w is None else w)
+    live = e["counted"] if eps > 0 else e["counted"] & (w_y != 0)
+    grad = _zeros_where_not(xp.expand_dims(live, axis=-1), grad, xp)
+    cap = e["cap"]
+    if cap is not None:
+        squashed = e["z"] / cap
+        grad = grad * (1.0 - squashed * squashed)
+    return _finish(t, grad, reduction)
+
+
+@quiet
+def nll_loss(
+    log_probs: Array,
+    labels: Array,
+    *,
+    axis: int = -1,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> tuple[Array, Array]:
+    r"""Negative log likelihood and its gradient with respect to the log-probabilities.
+
+    Derivation. The loss reads one entry of each row, so
+
+    .. math::
+
+        \frac{\partial \ell_i}{\partial \log p_{ij}} = -w_{y_i} \delta_{j y_i}
+
+    and every other entry (and every ignored row) has gradient zero.
+
+    Args:
+        As :func:`crossentropy.nll_loss`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``log_probs``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.nll_loss(np.log(np.array([[0.7, 0.2, 0.1]])), np.array([0]))
+        >>> print(np.round(grad, 4))
+        [[-1.  0.  0.]]
+    """
+    t = losses._nll_loss_terms(
+        log_probs, labels, axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction
+    )
+    xp, e = t.xp, t.extra
+    w_y = xp.expand_dims(e["w_target"], axis=-1)
+    grad = _zeros_where_not(e["onehot"], -w_y * xp.ones_like(t.x), xp)
+    return _finish(t, grad, reduction)
+
+
+@quiet
+def sigmoid_cross_entropy(
+    logits: Array,
+    labels: Array,
+    *,
+    pos_weight: Array | float | None = None,
+    weight: Array | None = None,
+    reduction: str = "mean",
+) -> tuple[Array, Array]:
+    r"""Sigmoid cross entropy and its gradient with respect to the logits.
+
+    Derivation. With P = p_w y, d softplus(x)/dx = sigma(x) and
+    d softplus(-x)/dx = sigma(x) - 1:
+
+    .. math::
+
+        \frac{\partial}{\partial x}\big[P \operatorname{softplus}(-x)
+            + (1 - y) \operatorname{softplus}(x)\big]
+        = \sigma(x) (P + 1 - y) - P
+
+    which is sigma(x) - y when p_w = 1, finite even at x = ±inf; times the weight w.
+
+    Args:
+        As :func:`crossentropy.sigmoid_cross_entropy`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``logits``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.sigmoid_cross_entropy(
+        ...     np.array([0.0, np.inf, -np.inf]), np.array([1.0, 0.0, 0.0]), reduction="sum")
+        >>> print(float(loss), np.round(grad, 4))
+        inf [-0.5  1.   0. ]
+    """
+    t = losses._sigmoid_cross_entropy_terms(
+        logits, labels, pos_weight=pos_weight, weight=weight, reduction=reduction
+    )
+    xp, e = t.xp, t.extra
+    positive = e["positive"]
+    grad = _sigmoid(t.x, xp) * (positive + 1.0 - e["y"]) - positive
+    if e["w"] is not None:
+        grad = xp.broadcast_to(e["w"] * grad, t.x.shape)
+    return _finish(t, grad, reduction)
+
+
+@quiet
+def binary_cross_entropy(
+    probs: Array,
+    labels: Array,
+    *,
+    eps: float | None = None,
+    weight: Array | None = None,
+    reduction: str = "mean",
+) -> tuple[Array, Array]:
+    r"""Binary cross entropy on probabilities and its gradient with respect to them.
+
+    Derivation. d/dp [-y log p - (1-y) log(1-p)] = -y / p + (1 - y) / (1 - p)
+    = (p - y) / (p (1 - p)). A clamped log (``eps=None``, log below -100) or a clipped
+    probability (``eps`` given, p outside [eps, 1 - eps]) is constant there, so that term's
+    derivative is 0: the gradient is the true derivative of the loss as computed, and finite
+    at p = 0 and p = 1.
+
+    Args:
+        As :func:`crossentropy.binary_cross_entropy`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``probs``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.binary_cross_entropy(
+        ...     np.array([0.9, 0.2]), np.array([1.0, 0.0]), reduction="sum")
+        >>> print(np.round(grad, 4))
+        [-1.1111  1.25  ]
+    """
+    t = losses._binary_cross_entropy_terms(
+        probs, labels, eps=eps, weight=weight, reduction=reduction
+    )
+    xp, e = t.xp, t.extra
+    p, y, eps = t.x, e["y"], e["eps"]
+    zero, one = xp.zeros_like(p), xp.ones_like(p)
+    if eps is None:
+        live_p = xp.log(p) > LOG_CLAMP
+        live_q = xp.log1p(-p) > LOG_CLAMP
+        q = 1.0 - p
+    else:
+        inside = (p >= eps) & (p <= 1.0 - eps)
+        p = xp.clip(p, eps, 1.0 - eps)
+        q = 1.0 - p
+        live_p = live_q = inside
+    d_log_p = xp.where(live_p, one / xp.where(live_p, p, one), zero)
+    d_log_q = xp.where(live_q, one / xp.where(live_q, q, one), zero)
+    grad = -losses._times(y, d_log_p, xp) + losses._times(1.0 - y, d_log_q, xp)
+    if e["w"] is not None:
+        grad = xp.broadcast_to(e["w"] * grad, t.x.shape)
+    return _finish(t, grad, reduction)
+
+
+def _regression(
+    name: str, input: Array, target: Array, reduction: str, parameter: tuple[str, float] | None
+) -> tuple[Array, Array]:
+    t = losses._regression_terms(name, input, target, reduction, parameter)
+    xp, d = t.xp, t.extra["d"]
+    sign = xp.sign(d)
+    if name == "mse":
+        grad = 2.0 * d
+    elif name == "l1":
+        grad = sign
+    else:
+        assert parameter is not None  # internal: smooth_l1 and huber always pass theirs
+        k = parameter[1]
+        inside = xp.abs(d) < k
+        if name == "huber":
+            grad = xp.where(inside, d, k * sign)
+        else:
+            grad = xp.where(inside, d / (k if k > 0 else 1.0), sign)
+    return _finish(t, grad, reduction)
+
+
+@quiet
+def mse(input: Array, target: Array, *, reduction: str = "mean") -> tuple[Array, Array]:
+    r"""Squared error and its gradient: d/dx (x - t)^2 = 2 (x - t).
+
+    Args:
+        As :func:`crossentropy.mse`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``input``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.mse(np.array([0.3, 0.3, 0.4]), np.array([0.0, 0.0, 1.0]))
+        >>> print(np.round(grad, 4))
+        [ 0.2  0.2 -0.4]
+    """
+    return _regression("mse", input, target, reduction, None)
+
+
+@quiet
+def l1(input: Array, target: Array, *, reduction: str = "mean") -> tuple[Array, Array]:
+    r"""Absolute error and its (sub)gradient: d/dx |x - t| = sign(x - t), 0 at x = t.
+
+    Args:
+        As :func:`crossentropy.l1`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``input``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.l1(np.array([0.5, -3.0]), np.array([0.0, 1.0]), reduction="sum")
+        >>> print(np.round(grad, 4))
+        [ 1. -1.]
+    """
+    return _regression("l1", input, target, reduction, None)
+
+
+@quiet
+def smooth_l1(
+    input: Array, target: Array, *, beta: float = 1.0, reduction: str = "mean"
+) -> tuple[Array, Array]:
+    r"""Smooth L1 and its gradient: d / beta inside |d| < beta, sign(d) outside.
+
+    Args:
+        As :func:`crossentropy.smooth_l1`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``input``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.smooth_l1(np.array([0.5, 3.0]), np.zeros(2), reduction="sum")
+        >>> print(np.round(grad, 4))
+        [0.5 1. ]
+    """
+    return _regression(
+        "smooth_l1", input, target, reduction, losses._parameter("beta", beta, zero_ok=True)
+    )
+
+
+@quiet
+def huber(
+    input: Array, target: Array, *, delta: float = 1.0, reduction: str = "mean"
+) -> tuple[Array, Array]:
+    r"""Huber loss and its gradient: d inside |d| < delta, delta sign(d) outside.
+
+    Args:
+        As :func:`crossentropy.huber`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``input``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.huber(
+        ...     np.array([0.5, 3.0]), np.zeros(2), delta=2.0, reduction="sum")
+        >>> print(np.round(grad, 4))
+        [0.5 2. ]
+    """
+    return _regression(
+        "huber", input, target, reduction, losses._parameter("delta", delta, zero_ok=False)
+    )

@@ -1,0 +1,790 @@
+"""Every loss of the cross-entropy family, and the regression losses it is compared with.
+
+Each loss is computed in two steps that :mod:`crossentropy.gradients` shares:
+
+1. a ``_..._terms`` function validates the input, moves the class axis last, upcasts half
+   precision to float32 and computes the per-example loss together with the pieces its
+   derivative needs (log-probabilities, masks, weights, the mean's denominator);
+2. :func:`_reduce` applies the reduction.
+
+Conventions, decided once for every loss:
+
+- ``reduction="mean"`` divides by the number of examples, or, for integer labels, by the
+  summed class weight of the counted (not ignored) targets, as PyTorch does. A mean over
+  nothing (an empty batch, every target ignored, zero total weight) is 0, never NaN.
+- A term ``0 · log 0`` or ``0 · inf`` (zero label mass on a ``-inf`` logit, a zero weight on
+  an infinite loss) is 0: such entries are selected away with ``where``, never multiplied.
+- float16/bfloat16 inputs are computed in float32 and the result is cast back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _validate
+from ._array import (
+    Array,
+    _log_softmax,
+    _logsumexp,
+    _softplus,
+    from_compute,
+    move_axis_last,
+    namespace,
+    quiet,
+    result_dtype,
+    size,
+    to_compute,
+)
+
+# ----------------------------------------------------------------------------------------
+# shared pieces
+
+
+def _zeros(x: Array, xp: Any) -> Array:
+    return xp.zeros_like(x)
+
+
+def _times(coefficient: Array, value: Array, xp: Any) -> Array:
+    """coefficient · value, with 0 wherever the coefficient is 0 (even if value is ±inf)."""
+    return xp.where(coefficient == 0, _zeros(value * coefficient, xp), coefficient * value)
+
+
+def _mean_scale(count: Array, xp: Any) -> Array:
+    """1 / count, or 0 when count is 0 (a mean over nothing is 0 and has zero gradient)."""
+    safe = xp.where(count > 0, count, xp.ones_like(count))
+    return xp.where(count > 0, 1.0 / safe, xp.zeros_like(count))
+
+
+def _reduce(per_example: Array, reduction: str, count: Array, xp: Any) -> Array:
+    if reduction == "none":
+        return per_example
+    total = xp.sum(per_example)
+    if reduction == "sum":
+        return total
+    return total * _mean_scale(count, xp)
+
+
+def reduction_scale(reduction: str, count: Array, xp: Any) -> Array | float:
+    """d(reduced loss) / d(per-example loss); ``"none"`` is treated as ``"sum"``."""
+    return _mean_scale(count, xp) if reduction == "mean" else 1.0
+
+
+def _as_float(name: str, x: Array, like: Array, xp: Any) -> Array:
+    """``x`` converted to ``like``'s (compute) dtype."""
+    _validate.floating(name, x, xp)
+    return x if x.dtype == like.dtype else xp.astype(x, like.dtype)
+
+
+def _count(n: int, like: Array, xp: Any) -> Array:
+    return xp.asarray(float(n), dtype=like.dtype)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A loss's per-example values and what its derivative needs.
+
+    ``x`` is the first argument in its compute dtype with the class axis last; ``axis`` is
+    where that axis was; ``dtype`` is the dtype results are returned in; ``count`` is the
+    mean's denominator; ``extra`` holds the loss-specific pieces for the gradient.
+    """
+
+    xp: Any
+    x: Array
+    axis: int
+    dtype: Any
+    per_example: Array
+    count: Array
+    extra: dict[str, Any]
+
+
+def _logits(name: str, logits: Array, axis: int, xp: Any) -> tuple[Array, int, Any]:
+    _validate.floating(name, logits, xp)
+    _validate.at_least_1d(name, logits)
+    axis = _validate.axis(name, axis, logits.ndim)
+    dtype = result_dtype(logits, xp)
+    return move_axis_last(to_compute(logits, xp), axis, xp), axis, dtype
+
+
+def _class_weight(weight: Array | None, x: Array, xp: Any) -> Array | None:
+    if weight is None:
+        return None
+    _validate.class_weight(weight, int(x.shape[-1]))
+    return _as_float("weight", weight, x, xp)
+
+
+def _onehot(labels: Array, num_classes: int, xp: Any) -> Array:
+    """Boolean (..., C): True at each label's class (nowhere for an ignored label)."""
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=_device(labels))
+    return xp.expand_dims(labels, axis=-1) == classes
+
+
+def _device(x: Array) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
+def _pick(values: Array, onehot: Array, xp: Any) -> Array:
+    """values[..., label] for each row (0 where the row has no label)."""
+    return xp.sum(xp.where(onehot, values, _zeros(values, xp)), axis=-1)
+
+
+def _integer_labels(
+    labels: Array,
+    logits_shape: tuple[int, ...],
+    axis: int,
+    x: Array,
+    ignore_index: int | None,
+    xp: Any,
+) -> tuple[Array, Array]:
+    """Validated labels, their one-hot mask and the mask of counted rows."""
+    _validate.label_shape(logits_shape, axis, labels)
+    _validate.integer_labels(labels, int(x.shape[-1]), ignore_index, xp)
+    counted = labels != ignore_index if ignore_index is not None else xp.ones_like(labels) == 1
+    return _onehot(labels, int(x.shape[-1]), xp), counted
+
+
+def _check_ignore_index(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"ignore_index: expected an integer; got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------
+# softmax cross entropy with soft (dense) labels
+
+
+def _softmax_cross_entropy_terms(
+    logits: Array,
+    labels: Array,
+    *,
+    axis: int,
+    weight: Array | None,
+    label_smoothing: float,
+    reduction: str,
+) -> Terms:
+    _validate.reduction(reduction)
+    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
+    xp, (logits, labels, weight) = namespace(logits, labels, weight)
+    _validate.same_shape("logits", logits, "labels", labels)
+    x, axis, dtype = _logits("logits", logits, axis, xp)
+    y = _as_float("labels", move_axis_last(labels, axis, xp), x, xp)
+    _validate.probabilities("labels", y, xp)
+    w = _class_weight(weight, x, xp)
+    num_classes = int(x.shape[-1])
+    if eps > 0:
+        y = (1.0 - eps) * y + eps / num_classes
+    # a_c = w_c y'_c is the mass each class's log-probability is weighted with
+    a = y if w is None else w * y
+    log_probs = _log_softmax(x, -1, xp)
+    per_example = -xp.sum(_times(a, log_probs, xp), axis=-1)
+    count = _count(size(per_example), x, xp)
+    return Terms(xp, x, axis, dtype, per_example, count, {"mass": a, "log_probs": log_probs})
+
+
+@quiet
+def softmax_cross_entropy(
+    logits: Array,
+    labels: Array,
+    *,
+    axis: int = -1,
+    weight: Array | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Array:
+    r"""Softmax cross entropy with soft (probability or one-hot) labels.
+
+    .. math::
+
+        \ell = -\sum_c w_c\, y'_c \log \operatorname{softmax}(x)_c, \qquad
+        y' = (1 - \varepsilon)\, y + \varepsilon / C
+
+    Args:
+        logits: unnormalised scores, shape (..., C) with the classes along ``axis``.
+        labels: a distribution over the classes for each example, the shape of ``logits``.
+            Labels that do not sum to one are used as given.
+        axis: the class axis.
+        weight: per-class weights w, shape (C,); ``None`` for all ones.
+        label_smoothing: epsilon in [0, 1], mixing the labels with the uniform distribution.
+        reduction: ``"mean"`` over examples, ``"sum"``, or ``"none"`` for per-example losses.
+
+    Returns:
+        The reduced loss, or the per-example losses (the class axis removed).
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import softmax_cross_entropy
+        >>> logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+        >>> labels = np.array([[1.0, 0.0, 0.0], [0.0, 0.8, 0.2]])
+        >>> print(np.round(softmax_cross_entropy(logits, labels, reduction="none"), 4))
+        [0.417 0.66 ]
+
+    References:
+        optax.softmax_cross_entropy; torch.nn.functional.cross_entropy with class
+        probabilities; C. Szegedy et al., "Rethinking the Inception Architecture", 2016
+        (label smoothing).
+    """
+    t = _softmax_cross_entropy_terms(
+        logits,
+        labels,
+        axis=axis,
+        weight=weight,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
+    )
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+
+
+# ----------------------------------------------------------------------------------------
+# softmax cross entropy with integer (sparse) labels
+
+
+def _sparse_softmax_cross_entropy_terms(
+    logits: Array,
+    labels: Array,
+    *,
+    axis: int,
+    weight: Array | None,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    reduction: str,
+) -> Terms:
+    _validate.reduction(reduction)
+    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
+    z_coef = _validate.number_in("z_loss", z_loss, 0.0, float("inf"), what=">= 0")
+    cap = _validate.softcap(softcap)
+    ignore_index = _check_ignore_index(ignore_index)
+    xp, (logits, labels, weight) = namespace(logits, labels, weight)
+    shape = tuple(logits.shape)
+    x, axis, dtype = _logits("logits", logits, axis, xp)
+    onehot, counted = _integer_labels(labels, shape, axis, x, ignore_index, xp)
+    w = _class_weight(weight, x, xp)
+    num_classes = int(x.shape[-1])
+
+    z = x if cap is None else cap * xp.tanh(x / cap)
+    lse = _logsumexp(z, -1, xp)
+    log_probs = z - lse
+    lse = xp.squeeze(lse, axis=-1)
+    ones = xp.ones(onehot.shape[:-1], dtype=x.dtype, device=_device(x))
+    w_target = ones if w is None else _pick(xp.broadcast_to(w, x.shape), onehot, xp)
+    w_target = xp.where(counted, w_target, _zeros(w_target, xp))
+
+    # l = (1-eps) w_y (-log p_y) + (eps/C) sum_c w_c (-log p_c) + z_loss w_y lse^2
+    loss = _times((1.0 - eps) * w_target, -_pick(log_probs, onehot, xp), xp)
+    if eps > 0:
+        w_all = xp.ones_like(x) if w is None else xp.broadcast_to(w, x.shape)
+        loss = loss + (eps / num_classes) * xp.sum(_times(w_all, -log_probs, xp), axis=-1)
+    if z_coef > 0:
+        loss = loss + _times(z_coef * w_target, lse * lse, xp)
+    per_example = xp.where(counted, loss, _zeros(loss, xp))
+    extra = {
+        "z": z,
+        "cap": cap,
+        "lse": lse,
+        "log_probs": log_probs,
+        "onehot": onehot,
+        "counted": counted,
+        "w_target": w_target,
+        "w": w,
+        "eps": eps,
+        "z_loss": z_coef,
+    }
+    return Terms(xp, x, axis, dtype, per_example, xp.sum(w_target), extra)
+
+
+@quiet
+def sparse_softmax_cross_entropy(
+    logits: Array,
+    labels: Array,
+    *,
+    axis: int = -1,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    reduction: str = "mean",
+) -> Array:
+    r"""Softmax cross entropy with integer class labels.
+
+    .. math::
+
+        z = c \tanh(x / c), \qquad \log p = z - \operatorname{logsumexp}(z)
+
+        \ell_i = (1 - \varepsilon)\, w_{y_i} (-\log p_{i y_i})
+               + \frac{\varepsilon}{C} \sum_c w_c (-\log p_{ic})
+               + \lambda_z\, w_{y_i} \operatorname{logsumexp}(z_i)^2
+
+    The soft-capping (``softcap=c``) is skipped when ``c`` is ``None``. With
+    ``reduction="mean"`` the sum is divided by the summed weight of the counted targets,
+    sum_i w_{y_i} over rows whose label is not ``ignore_index`` (PyTorch's rule); the z-loss
+    term is weighted like its row, so with no class weights it is averaged over the counted
+    tokens (PaLM's z-loss).
+
+    Args:
+        logits: unnormalised scores, shape (..., C) with the classes along ``axis``.
+        labels: integer class indices in [0, C), the shape of ``logits`` without ``axis``.
+            Entries equal to ``ignore_index`` contribute zero loss and zero gradient.
+        axis: the class axis.
+        weight: per-class weights, shape (C,); ``None`` for all ones.
+        ignore_index: the label value that marks a target to skip.
+        label_smoothing: epsilon in [0, 1].
+        z_loss: lambda_z >= 0, the weight of the log-partition penalty logsumexp(z)^2.
+        softcap: c > 0 to soft-cap the logits to (-c, c) first, or ``None``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per example, the class axis removed).
+
+    Returns:
+        The reduced loss, or the per-example losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import sparse_softmax_cross_entropy
+        >>> logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3], [9.0, 0.0, 0.0]])
+        >>> labels = np.array([0, 1, -100])
+        >>> print(f"{float(sparse_softmax_cross_entropy(logits, labels)):.4f}")
+        0.3185
+
+    References:
+        optax.softmax_cross_entropy_with_integer_labels; torch.nn.functional.cross_entropy;
+        A. Chowdhery et al., "PaLM", 2022 (z-loss); Gemma 2 report, 2024 (logit soft-capping).
+    """
+    t = _sparse_softmax_cross_entropy_terms(
+        logits,
+        labels,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+    )
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+
+
+# ----------------------------------------------------------------------------------------
+# negative log likelihood on log-probabilities
+
+
+def _nll_loss_terms(
+    log_probs: Array,
+    labels: Array,
+    *,
+    axis: int,
+    weight: Array | None,
+    ignore_index: int,
+    reduction: str,
+) -> Terms:
+    _validate.reduction(reduction)
+    ignore_index = _check_ignore_index(ignore_index)
+    xp, (log_probs, labels, weight) = namespace(log_probs, labels, weight)
+    shape = tuple(log_probs.shape)
+    x, axis, dtype = _logits("log_probs", log_probs, axis, xp)
+    onehot, counted = _integer_labels(labels, shape, axis, x, ignore_index, xp)
+    w = _class_weight(weight, x, xp)
+    ones = xp.ones(onehot.shape[:-1], dtype=x.dtype, device=_device(x))
+    w_target = ones if w is None else _pick(xp.broadcast_to(w, x.shape), onehot, xp)
+    w_target = xp.where(counted, w_target, _zeros(w_target, xp))
+    per_example = _times(w_target, -_pick(x, onehot, xp), xp)
+    extra = {"onehot": onehot, "w_target": w_target}
+    return Terms(xp, x, axis, dtype, per_example, xp.sum(w_target), extra)
+
+
+@quiet
+def nll_loss(
+    log_probs: Array,
+    labels: Array,
+    *,
+    axis: int = -1,
+    weight: Array | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Array:
+    r"""Negative log likelihood of integer labels under given log-probabilities.
+
+    .. math::
+
+        \ell_i = -w_{y_i} \log p_{i y_i}
+
+    With ``reduction="mean"`` the sum is divided by sum_i w_{y_i} over counted targets.
+    ``nll_loss(log_softmax(x), y)`` equals ``sparse_softmax_cross_entropy(x, y)``.
+
+    Args:
+        log_probs: log-probabilities, shape (..., C) with the classes along ``axis``.
+        labels: integer class indices in [0, C) or ``ignore_index``, the shape of
+            ``log_probs`` without ``axis``.
+        axis: the class axis.
+        weight: per-class weights, shape (C,).
+        ignore_index: the label value that marks a target to skip.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The reduced loss, or the per-example losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import nll_loss
+        >>> log_probs = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]]))
+        >>> print(f"{float(nll_loss(log_probs, np.array([0, 1]))):.4f}")
+        0.2899
+
+    References:
+        torch.nn.functional.nll_loss.
+    """
+    t = _nll_loss_terms(
+        log_probs, labels, axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction
+    )
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+
+
+# ----------------------------------------------------------------------------------------
+# elementwise losses: sigmoid and binary cross entropy
+
+
+def _elementwise(
+    name: str, x: Array, target_name: str, target: Array, xp: Any
+) -> tuple[Array, Array, Any]:
+    """First argument and target in the compute dtype, same shape."""
+    _validate.floating(name, x, xp)
+    _validate.same_shape(name, x, target_name, target)
+    dtype = result_dtype(x, xp)
+    x = to_compute(x, xp)
+    return x, _as_float(target_name, target, x, xp), dtype
+
+
+def _broadcast_weight(name: str, w: Array | None, x: Array, xp: Any) -> Array | None:
+    """An optional weight that broadcasts to ``x``'s shape, in ``x``'s dtype."""
+    if w is None:
+        return None
+    _validate.broadcastable("the input", x, name, w)
+    w = _as_float(name, w, x, xp)
+    if tuple(xp.broadcast_arrays(x, w)[1].shape) != tuple(x.shape):
+        raise ValueError(
+            f"{name}: expected a shape that broadcasts to the input's {tuple(x.shape)}; "
+            f"got {tuple(w.shape)}"
+        )
+    return w
+
+
+def _sigmoid_cross_entropy_terms(
+    logits: Array,
+    labels: Array,
+    *,
+    pos_weight: Array | float | None,
+    weight: Array | None,
+    reduction: str,
+) -> Terms:
+    _validate.reduction(reduction)
+    xp, (logits, labels, pos_weight, weight) = namespace(logits, labels, pos_weight, weight)
+    x, y, dtype = _elementwise("logits", logits, "labels", labels, xp)
+    pw = _broadcast_weight("pos_weight", pos_weight, x, xp)
+    w = _broadcast_weight("weight", weight, x, xp)
+    # -[pw y log s(x) + (1-y) log(1 - s(x))] = pw y softplus(-x) + (1-y) softplus(x)
+    positive = y if pw is None else pw * y
+    loss = _times(positive, _softplus(-x, xp), xp) + _times(1.0 - y, _softplus(x, xp), xp)
+    if w is not None:
+        loss = _times(w, loss, xp)
+    per_element = loss if w is None else xp.broadcast_to(loss, x.shape)
+    count = _count(size(per_element), x, xp)
+    return Terms(xp, x, -1, dtype, per_element, count, {"y": y, "positive": positive, "w": w})
+
+
+@quiet
+def sigmoid_cross_entropy(
+    logits: Array,
+    labels: Array,
+    *,
+    pos_weight: Array | float | None = None,
+    weight: Array | None = None,
+    reduction: str = "mean",
+) -> Array:
+    r"""Sigmoid (binary and multi-label) cross entropy on logits, elementwise.
+
+    .. math::
+
+        \ell = -w \,[\, p_w\, y \log \sigma(x) + (1 - y) \log(1 - \sigma(x)) \,]
+             = w \,[\, p_w\, y \operatorname{softplus}(-x) + (1 - y) \operatorname{softplus}(x) \,]
+
+    Each element is an independent yes/no question, so n-hot (multi-label) targets work as
+    they are. At infinite logits the loss takes its limits: 0 for (+inf, 1) and (-inf, 0),
+    +inf for (+inf, 0) and (-inf, 1).
+
+    Args:
+        logits: any shape.
+        labels: targets in [0, 1], the shape of ``logits``.
+        pos_weight: weight p_w of the positive term, broadcast along the last (class)
+            axis, e.g. shape (C,); ``None`` for 1. Values > 1 raise recall.
+        weight: elementwise weight broadcastable to the logits' shape.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The reduced loss, or the elementwise losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import sigmoid_cross_entropy
+        >>> logits = np.array([[3.0, -1.0, 0.5], [-2.0, 2.0, -0.5]])
+        >>> labels = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+        >>> print(np.round(sigmoid_cross_entropy(logits, labels, reduction="none"), 4))
+        [[0.0486 0.3133 0.4741]
+         [0.1269 0.1269 0.4741]]
+
+    References:
+        tf.nn.sigmoid_cross_entropy_with_logits; tf.nn.weighted_cross_entropy_with_logits;
+        torch.nn.functional.binary_cross_entropy_with_logits.
+    """
+    t = _sigmoid_cross_entropy_terms(
+        logits, labels, pos_weight=pos_weight, weight=weight, reduction=reduction
+    )
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+
+
+LOG_CLAMP = -100.0
+"""PyTorch's floor for each log in ``binary_cross_entropy`` when ``eps`` is ``None``."""
+
+
+def _binary_cross_entropy_terms(
+    probs: Array,
+    labels: Array,
+    *,
+    eps: float | None,
+    weight: Array | None,
+    reduction: str,
+) -> Terms:
+    _validate.reduction(reduction)
+    if eps is not None:
+        eps = _validate.number_in("eps", eps, 0.0, 0.5, what="in [0, 0.5], or None")
+    xp, (probs, labels, weight) = namespace(probs, labels, weight)
+    p, y, dtype = _elementwise("probs", probs, "labels", labels, xp)
+    _validate.probabilities("probs", p, xp, upper=True)
+    _validate.probabilities("labels", y, xp, upper=True)
+    w = _broadcast_weight("weight", weight, p, xp)
+    if eps is None:
+        # each log clamped at -100: finite for p = 0 or 1, and exact elsewhere
+        log_p = xp.maximum(xp.log(p), xp.full_like(p, LOG_CLAMP))
+        log_q = xp.maximum(xp.log1p(-p), xp.full_like(p, LOG_CLAMP))
+    else:
+        clipped = xp.clip(p, eps, 1.0 - eps)
+        log_p, log_q = xp.log(clipped), xp.log1p(-clipped)
+    loss = -(_times(y, log_p, xp) + _times(1.0 - y, log_q, xp))
+    if w is not None:
+        loss = xp.broadcast_to(_times(w, loss, xp), p.shape)
+    count = _count(size(loss), p, xp)
+    return Terms(xp, p, -1, dtype, loss, count, {"y": y, "w": w, "eps": eps})
+
+
+@quiet
+def binary_cross_entropy(
+    probs: Array,
+    labels: Array,
+    *,
+    eps: float | None = None,
+    weight: Array | None = None,
+    reduction: str = "mean",
+) -> Array:
+    r"""Binary cross entropy on probabilities, elementwise.
+
+    .. math::
+
+        \ell = -w \,[\, y \log p + (1 - y) \log(1 - p) \,]
+
+    Probabilities of exactly 0 or 1 make a log infinite. ``eps=None`` clamps each log at
+    -100, as PyTorch does; a float ``eps`` clips p to [eps, 1 - eps] first, as
+    scikit-learn's ``log_loss`` does. From logits, prefer :func:`sigmoid_cross_entropy`,
+    which needs neither.
+
+    Args:
+        probs: predicted probabilities in [0, 1], any shape.
+        labels: targets in [0, 1], the shape of ``probs``.
+        eps: ``None`` or the clipping margin in [0, 0.5].
+        weight: elementwise weight broadcastable to the shape of ``probs``.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The reduced loss, or the elementwise losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import binary_cross_entropy
+        >>> probs = np.array([0.9, 0.2, 0.0])
+        >>> labels = np.array([1.0, 0.0, 1.0])
+        >>> print(np.round(binary_cross_entropy(probs, labels, reduction="none"), 4))
+        [  0.1054   0.2231 100.    ]
+        >>> print(np.round(binary_cross_entropy(probs, labels, eps=1e-15, reduction="none"), 4))
+        [ 0.1054  0.2231 34.5388]
+
+    References:
+        torch.nn.functional.binary_cross_entropy; sklearn.metrics.log_loss.
+    """
+    t = _binary_cross_entropy_terms(probs, labels, eps=eps, weight=weight, reduction=reduction)
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+
+
+# ----------------------------------------------------------------------------------------
+# regression losses, for comparison
+
+
+def _regression_terms(
+    name: str, input: Array, target: Array, reduction: str, parameter: tuple[str, float] | None
+) -> Terms:
+    _validate.reduction(reduction)
+    xp, (input, target) = namespace(input, target)
+    x, t, dtype = _elementwise("input", input, "target", target, xp)
+    d = x - t
+    a = xp.abs(d)
+    if name == "mse":
+        loss = d * d
+    elif name == "l1":
+        loss = a
+    else:
+        assert parameter is not None  # internal: smooth_l1 and huber always pass theirs
+        k = parameter[1]
+        # smooth_l1 (beta=k): 0.5 d^2 / k inside |d| < k, |d| - 0.5 k outside
+        # huber (delta=k):   0.5 d^2     inside |d| < k, k (|d| - 0.5 k) outside = k * smooth_l1
+        scale = 1.0 if name == "huber" else (1.0 / k if k > 0 else 0.0)
+        inside = 0.5 * d * d * scale
+        outside = (a - 0.5 * k) * (k if name == "huber" else 1.0)
+        loss = xp.where(a < k, inside, outside)
+    count = _count(size(loss), x, xp)
+    return Terms(xp, x, -1, dtype, loss, count, {"d": d, "name": name, "parameter": parameter})
+
+
+def _parameter(name: str, value: object, *, zero_ok: bool) -> tuple[str, float]:
+    low = 0.0 if zero_ok else float.fromhex("0x1p-1074")
+    what = ">= 0" if zero_ok else "> 0"
+    return name, _validate.number_in(name, value, low, float("inf"), what=what)
+
+
+@quiet
+def mse(input: Array, target: Array, *, reduction: str = "mean") -> Array:
+    r"""Mean squared error (squared L2), elementwise.
+
+    .. math::
+
+        \ell = (x - t)^2
+
+    Args:
+        input: predictions, any shape.
+        target: targets, the shape of ``input``.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The reduced loss, or the elementwise losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import mse
+        >>> print(f"{float(mse(np.array([0.3, 0.3, 0.4]), np.array([0.0, 0.0, 1.0]))):.2f}")
+        0.18
+
+    References:
+        torch.nn.functional.mse_loss.
+    """
+    t = _regression_terms("mse", input, target, reduction, None)
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+
+
+@quiet
+def l1(input: Array, target: Array, *, reduction: str = "mean") -> Array:
+    r"""Absolute error (L1), elementwise.
+
+    .. math::
+
+        \ell = |x - t|
+
+    Args:
+        input: predictions, any shape.
+        target: targets, the shape of ``input``.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The reduced loss, or the elementwise losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import l1
+        >>> print(f"{float(l1(np.array([0.5, 3.0]), np.array([0.0, 1.0]))):.2f}")
+        1.25
+
+    References:
+        torch.nn.functional.l1_loss.
+    """
+    t = _regression_terms("l1", input, target, reduction, None)
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+
+
+@quiet
+def smooth_l1(input: Array, target: Array, *, beta: float = 1.0, reduction: str = "mean") -> Array:
+    r"""Smooth L1: quadratic near zero, linear beyond ``beta``.
+
+    .. math::
+
+        \ell = \begin{cases} 0.5\, d^2 / \beta & |d| < \beta \\
+                             |d| - 0.5\, \beta & \text{otherwise} \end{cases},
+        \qquad d = x - t
+
+    ``beta=0`` is L1.
+
+    Args:
+        input: predictions, any shape.
+        target: targets, the shape of ``input``.
+        beta: the width of the quadratic zone, >= 0.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The reduced loss, or the elementwise losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import smooth_l1
+        >>> print(np.round(smooth_l1(np.array([0.5, 3.0]), np.zeros(2), reduction="none"), 4))
+        [0.125 2.5  ]
+
+    References:
+        R. Girshick, "Fast R-CNN", 2015; torch.nn.functional.smooth_l1_loss.
+    """
+    t = _regression_terms(
+        "smooth_l1", input, target, reduction, _parameter("beta", beta, zero_ok=True)
+    )
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+
+
+@quiet
+def huber(input: Array, target: Array, *, delta: float = 1.0, reduction: str = "mean") -> Array:
+    r"""Huber loss: quadratic near zero, linear with slope ``delta`` beyond it.
+
+    .. math::
+
+        \ell = \begin{cases} 0.5\, d^2 & |d| < \delta \\
+                             \delta (|d| - 0.5\, \delta) & \text{otherwise} \end{cases},
+        \qquad d = x - t
+
+    ``huber(x, t, delta=k) == k * smooth_l1(x, t, beta=k)``.
+
+    Args:
+        input: predictions, any shape.
+        target: targets, the shape of ``input``.
+        delta: the threshold, > 0.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The reduced loss, or the elementwise losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import huber
+        >>> losses = huber(np.array([0.5, 3.0]), np.zeros(2), delta=2.0, reduction="none")
+        >>> print(np.round(losses, 4))
+        [0.125 4.   ]
+
+    References:
+        P. J. Huber, "Robust Estimation of a Location Parameter", 1964;
+        torch.nn.functional.huber_loss.
+    """
+    t = _regression_terms(
+        "huber", input, target, reduction, _parameter("delta", delta, zero_ok=False)
+    )
+    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
