@@ -139,8 +139,8 @@ def move_last_axis_to(x: Array, axis: int, xp: Any) -> Array:
 # log sum_j exp(x_j) = m + log sum_j exp(x_j - m) with m = max_j x_j: every exponent is <= 0,
 # so nothing overflows, and the largest term is exp(0) = 1, so the sum is >= 1 and its log
 # loses nothing. A row whose max is -inf (all -inf) would give -inf - -inf = nan; the shift
-# is taken as 0 there instead, which yields log(0) = -inf, the right answer. A row containing
-# +inf has logsumexp +inf.
+# is taken as 0 there instead, which yields log(0) = -inf, the right answer; likewise a row
+# containing +inf gets shift 0 and logsumexp +inf.
 
 
 def _safe_max(x: Array, axis: int, xp: Any) -> Array:
@@ -148,17 +148,27 @@ def _safe_max(x: Array, axis: int, xp: Any) -> Array:
     return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
 
 
-def _logsumexp(x: Array, axis: int, xp: Any) -> Array:
-    """logsumexp with keepdims=True, in ``x``'s dtype (callers upcast first)."""
+def _shift_and_log_sum(x: Array, axis: int, xp: Any) -> tuple[Array, Array]:
+    """m = max(x) and log sum exp(x - m) along ``axis``, both with keepdims.
+
+    Kept apart rather than added: log-softmax is (x - m) - log_sum, which is exact for
+    equal logits at any offset, while m + log_sum would first round to the spacing of m
+    (0.0625 at 1e6 in float32) and lose the answer.
+    """
     if x.shape[axis] == 0:
         shape = list(x.shape)
         shape[axis] = 1
-        return xp.full(tuple(shape), -xp.inf, dtype=x.dtype, device=array_api_compat.device(x))
+        device = array_api_compat.device(x)
+        zero = xp.zeros(tuple(shape), dtype=x.dtype, device=device)
+        return zero, zero - xp.inf
     m = _safe_max(x, axis, xp)
-    out = m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
-    # a +inf entry makes x - m = nan when m = +inf was zeroed out above; the answer is +inf
-    has_pos_inf = xp.any(x == xp.inf, axis=axis, keepdims=True)
-    return xp.where(has_pos_inf, xp.asarray(xp.inf, dtype=x.dtype), out)
+    return m, xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
+
+
+def _logsumexp(x: Array, axis: int, xp: Any) -> Array:
+    """logsumexp with keepdims=True, in ``x``'s dtype (callers upcast first)."""
+    m, log_sum = _shift_and_log_sum(x, axis, xp)
+    return m + log_sum
 
 
 @quiet
@@ -196,7 +206,8 @@ def logsumexp(x: Array, *, axis: int = -1, keepdims: bool = False) -> Array:
 
 
 def _log_softmax(x: Array, axis: int, xp: Any) -> Array:
-    return x - _logsumexp(x, axis, xp)
+    m, log_sum = _shift_and_log_sum(x, axis, xp)
+    return (x - m) - log_sum
 
 
 def _softmax(x: Array, axis: int, xp: Any) -> Array:

@@ -26,7 +26,7 @@ from . import _validate
 from ._array import (
     Array,
     _log_softmax,
-    _logsumexp,
+    _shift_and_log_sum,
     _softplus,
     from_compute,
     move_axis_last,
@@ -265,9 +265,9 @@ def _sparse_softmax_cross_entropy_terms(
     num_classes = int(x.shape[-1])
 
     z = x if cap is None else cap * xp.tanh(x / cap)
-    lse = _logsumexp(z, -1, xp)
-    log_probs = z - lse
-    lse = xp.squeeze(lse, axis=-1)
+    shift, log_sum = _shift_and_log_sum(z, -1, xp)
+    log_probs = (z - shift) - log_sum
+    lse = xp.squeeze(shift + log_sum, axis=-1)
     ones = xp.ones(onehot.shape[:-1], dtype=x.dtype, device=_device(x))
     w_target = ones if w is None else _pick(xp.broadcast_to(w, x.shape), onehot, xp)
     w_target = xp.where(counted, w_target, _zeros(w_target, xp))
