@@ -25,6 +25,9 @@ def _prepare(name: str, p: Any, xp: Any) -> Array:
 
 
 def _in_base(nats: Array, log_base: float | None) -> Array:
+    # "+ 0.0" turns the -0.0 of a negated zero (the entropy of a certain outcome, the
+    # information of p = 1) into 0.0, and changes no other value
+    nats = nats + 0.0
     return nats if log_base is None else nats / log_base
 
 
