@@ -1,0 +1,113 @@
+"""The ``crossentropy`` command-line application (Typer).
+
+Usage errors (an unknown option, a bad value) print one line on stderr and exit with status 2,
+never a traceback or a multi-line panel: :class:`_OneLineErrors` handles them for every command.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from crossentropy.cli.explain import explain
+
+try:  # typer >= 0.2x vendors click as typer._click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import (  # type: ignore[no-redef, assignment]
+        ClickException,
+        UsageError,
+    )
+
+__all__ = ["app", "version"]
+
+PROG = "crossentropy"
+
+
+def version() -> str:
+    """The installed version of the package."""
+    try:
+        return metadata.version("crossentropy")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        import crossentropy
+
+        return str(getattr(crossentropy, "__version__", "unknown"))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _OneLineErrors(TyperGroup):
+    """A Typer group whose usage errors are one line on stderr, with exit status 2."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except UsageError as exc:
+            ctx = exc.ctx
+            where = ctx.command_path if ctx is not None else (prog_name or PROG)
+            hint = f" (see '{where} --help')" if ctx is not None else ""
+            sys.stderr.write(f"{where}: error: {_one_line(exc.format_message())}{hint}\n")
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            sys.stderr.write(f"{prog_name or PROG}: error: {_one_line(exc.format_message())}\n")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.stderr.write("Aborted.\n")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    name=PROG,
+    cls=_OneLineErrors,
+    help="Cross entropy and the information theory behind it: exact, explained, and fast.",
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {version()}")
+        raise typer.Exit(0)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Cross entropy and the information theory behind it: exact, explained, and fast."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+app.command("explain")(explain)
