@@ -256,3 +256,91 @@ def test_float32_torch_and_strict_stay_float32():
     )
     assert out.dtype == xps.float32
     np.testing.assert_allclose(to_numpy(out), ref.sparse_softmax_cross_entropy(x, INTS), rtol=1e-5)
+
+
+# ----------------------------------------------- edge cases on the other backends
+# (name, args, kw): -inf logits with zero label mass, infinite sigmoid logits, all ignored,
+# zero total weight, empty batch.  Each must give the NumPy answer with finite gradients.
+
+EDGE_CASES = [
+    (
+        "softmax_cross_entropy",
+        (
+            np.array([[0.0, -np.inf, 1.0], [2.0, 0.5, -np.inf]]),
+            np.array([[0.3, 0, 0.7], [0, 1.0, 0]]),
+        ),
+        {},
+    ),
+    (
+        "sparse_softmax_cross_entropy",
+        (np.array([[0.0, -np.inf, 1.0], [-np.inf, -np.inf, 0.0]]), np.array([2, -100])),
+        {},
+    ),
+    (
+        "sparse_softmax_cross_entropy",
+        (np.array([[-np.inf, 1.0, 2.0], [0.5, 1.0, 3.0]]), np.array([0, 2])),
+        {"weight": np.array([0.0, 1.0, 2.0])},
+    ),
+    (
+        "sparse_softmax_cross_entropy",
+        (np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 3.0]]), np.array([-100, -100])),
+        {"label_smoothing": 0.1},
+    ),
+    (
+        "sparse_softmax_cross_entropy",
+        (np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 3.0]]), np.array([0, 0])),
+        {"weight": np.array([0.0, 1.0, 2.0])},
+    ),
+    (
+        "sparse_softmax_cross_entropy",
+        (np.array([[0.0, -np.inf, 1.0], [2.0, 0.5, 0.0]]), np.array([0, 1])),
+        {"label_smoothing": 0.1},
+    ),
+    ("sparse_softmax_cross_entropy", (np.zeros((0, 3)), np.zeros((0,), dtype=np.int64)), {}),
+    ("nll_loss", (np.zeros((0, 3)), np.zeros((0,), dtype=np.int64)), {}),
+    ("softmax_cross_entropy", (np.zeros((0, 3)), np.zeros((0, 3))), {}),
+    (
+        "sigmoid_cross_entropy",
+        (np.array([np.inf, -np.inf, np.inf, -np.inf]), np.array([1.0, 0.0, 0.0, 1.0])),
+        {},
+    ),
+    ("sigmoid_cross_entropy", (np.zeros((0, 3)), np.zeros((0, 3))), {}),
+    ("mse", (np.zeros((0, 3)), np.zeros((0, 3))), {}),
+]
+EDGE_IDS = [f"{i}-{c[0]}" for i, c in enumerate(EDGE_CASES)]
+
+
+def _same_with_infs(got, expected, rtol, atol):
+    g = to_numpy(got).astype(np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert g.shape == e.shape
+    np.testing.assert_array_equal(np.isposinf(g), np.isposinf(e))
+    assert not np.any(np.isnan(g)), g
+    fin = np.isfinite(e)
+    np.testing.assert_allclose(g[fin], e[fin], rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize(("name", "args", "kw"), EDGE_CASES, ids=EDGE_IDS)
+def test_edge_cases_same_on_every_backend(backend, name, args, kw, reduction):
+    kw = {**kw, "reduction": reduction}
+    expected_loss, expected_grad = getattr(G, name)(*args, **kw)
+    assert np.all(np.isfinite(np.asarray(expected_grad)))
+    loss, grad = _run(backend, getattr(G, name), args, kw)
+    _same_with_infs(loss, expected_loss, backend.rtol, backend.atol)
+    _same_with_infs(grad, expected_grad, backend.rtol, backend.atol)
+    out = _run(backend, getattr(ce, name), args, kw)
+    _same_with_infs(out, expected_loss, backend.rtol, backend.atol)
+
+
+@pytest.mark.parametrize(("name", "args", "kw"), EDGE_CASES, ids=EDGE_IDS)
+def test_torch_autograd_edge_cases_match_gradients(name, args, kw):
+    x = torch.as_tensor(np.array(args[0], dtype=np.float64)).requires_grad_(True)
+    rest = [TORCH.convert(a) for a in args[1:]]
+    out = getattr(ce, name)(x, *rest, **{k: TORCH.convert(v) for k, v in kw.items()})
+    out.sum().backward()
+    _, expected = getattr(G, name)(*args, **kw)
+    assert x.grad is not None
+    assert not torch.isnan(x.grad).any(), x.grad
+    assert_close64(x.grad, np.asarray(expected))

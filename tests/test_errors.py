@@ -219,3 +219,46 @@ def test_keyword_only_arguments():
         ce.entropy([0.5, 0.5], -1)
     with pytest.raises(TypeError):
         ce.mse(X, Y, "sum")
+
+
+# ------------------------------------------------- the same checks on other backends
+
+
+def _backend_arrays(kind):
+    if kind == "torch":
+        import torch
+
+        return (
+            lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)),
+            lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64)),
+        )
+    import array_api_strict as xps
+
+    return (
+        lambda a: xps.asarray(np.asarray(a, dtype=np.float64)),
+        lambda a: xps.asarray(np.asarray(a, dtype=np.int64)),
+    )
+
+
+@pytest.mark.parametrize("kind", ["torch", "array_api_strict"])
+def test_label_range_is_checked_on_other_backends(kind):
+    fl, it = _backend_arrays(kind)
+    with pytest.raises(ValueError, match="labels") as excinfo:
+        ce.sparse_softmax_cross_entropy(
+            fl(np.zeros((10, 4))), it([0, 1, 2, 3, 0, -100, 9, 2, 1, 1])
+        )
+    msg = _message(excinfo)
+    assert _has_number(msg, 9) and _has_number(msg, 6), msg
+    with pytest.raises(ValueError, match="labels"):
+        ce.nll_loss(fl(np.zeros((3, 4))), it([0, 4, 1]))
+
+
+@pytest.mark.parametrize("kind", ["torch", "array_api_strict"])
+def test_negative_probabilities_and_float_labels_on_other_backends(kind):
+    fl, _ = _backend_arrays(kind)
+    with pytest.raises(ValueError, match=r"\bp\b"):
+        ce.entropy(fl([0.5, -0.25, 0.75]))
+    with pytest.raises(BAD, match="labels"):
+        ce.sparse_softmax_cross_entropy(fl(np.zeros((2, 3))), fl([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"\(2, 4\)"):
+        ce.softmax_cross_entropy(fl(np.zeros((2, 3))), fl(np.zeros((2, 4))))

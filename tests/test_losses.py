@@ -362,3 +362,32 @@ def test_float32_losses_stay_float32(rng):
         out = np.asarray(out)
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_positive_axis_equals_negative_axis(rng):
+    x = make_logits(rng, (2, 3, 5))
+    t = make_int_labels(rng, (2, 3, 5), -1)
+    y = make_soft_labels(rng, (2, 3, 5), -1)
+    for reduction in REDUCTIONS:
+        assert_close64(
+            ce.sparse_softmax_cross_entropy(x, t, axis=2, reduction=reduction),
+            np.asarray(ce.sparse_softmax_cross_entropy(x, t, axis=-1, reduction=reduction)),
+        )
+        assert_close64(
+            ce.softmax_cross_entropy(x, y, axis=2, reduction=reduction),
+            np.asarray(ce.softmax_cross_entropy(x, y, axis=-1, reduction=reduction)),
+        )
+    # class axis 0 of a (C, N) array
+    assert_close64(
+        ce.sparse_softmax_cross_entropy(x[0].T, t[0], axis=0, reduction="none"),
+        ref.sparse_softmax_cross_entropy(x[0], t[0], reduction="none"),
+    )
+
+
+def test_unbatched_sparse_with_scalar_label():
+    x = np.array([1.0, 2.0, 3.0])
+    expected = ref.sparse_softmax_cross_entropy(x, np.array(2), reduction="none")
+    assert expected.shape == ()
+    assert_close64(ce.sparse_softmax_cross_entropy(x, 2, reduction="none"), expected)
+    assert_close64(ce.sparse_softmax_cross_entropy(x, np.int64(2)), expected)
+    assert_close64(ce.nll_loss(ref.log_softmax(x), 2), expected)
