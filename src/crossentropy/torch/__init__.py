@@ -1,0 +1,62 @@
+"""crossentropy.torch: what a PyTorch user imports instead of ``torch.nn.functional``.
+
+The losses of ``torch.nn.functional`` and ``torch.nn`` with PyTorch's names, signatures and
+results (:mod:`crossentropy.torch.functional`, :mod:`crossentropy.torch.modules`), computed by
+the library's core under autograd or, for ``cross_entropy``, by a fused kernel.
+
+Needs PyTorch: ``pip install crossentropy[torch]``.
+"""
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as _error:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "crossentropy.torch needs PyTorch, which is not installed; "
+        "install it with: pip install crossentropy[torch]"
+    ) from _error
+
+from . import functional
+from .functional import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    huber_loss,
+    kl_div,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+    smooth_l1_loss,
+)
+from .modules import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
+
+__all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "HuberLoss",
+    "KLDivLoss",
+    "L1Loss",
+    "MSELoss",
+    "NLLLoss",
+    "SmoothL1Loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "functional",
+    "huber_loss",
+    "kl_div",
+    "l1_loss",
+    "mse_loss",
+    "nll_loss",
+    "smooth_l1_loss",
+]

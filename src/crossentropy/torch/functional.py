@@ -1,0 +1,870 @@
+r"""The losses of :mod:`torch.nn.functional`, with the same names, signatures and results.
+
+``import crossentropy.torch.functional as F`` in place of ``import torch.nn.functional as F``:
+every function here takes the arguments of its PyTorch namesake, in the same order with the
+same defaults (the legacy ``size_average``/``reduce`` included), and returns what PyTorch
+returns, with gradients through autograd. The math is the library's core
+(:mod:`crossentropy.losses`) run on torch tensors; :func:`cross_entropy` can also run the
+fused kernel (``impl="fused"``) and takes the extra keyword-only arguments ``z_loss``,
+``softcap``, ``inplace_backward`` and ``impl``.
+
+Where PyTorch returns NaN for a finite answer, the core's answer is returned instead:
+
+- a mean over nothing (an empty batch, every target ignored, zero total weight) is 0 with a
+  zero gradient, where PyTorch divides 0 by 0;
+- a ``-inf`` logit with zero label mass (probability targets) contributes 0, where PyTorch
+  computes ``0 * -inf``;
+- ``binary_cross_entropy_with_logits`` at infinite logits takes its limits: 0 for
+  (+inf, 1) and (-inf, 0), +inf for (-inf, 1) and (+inf, 0);
+- ``kl_div`` gives 0 where the target is 0 whatever the input (``-inf`` included), and a
+  ``"batchmean"``/``"mean"`` over an empty input is 0;
+- ``mse_loss``/``l1_loss`` with ``weight`` and ``reduction="mean"`` divide by the summed
+  weight, and give 0 when that sum is 0.
+
+Other differences, on purpose: bad input raises ``ValueError``/``TypeError`` naming the
+argument (PyTorch raises ``RuntimeError``/``IndexError`` for some), and class-index targets
+may have any integer dtype (PyTorch requires int64 or uint8).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from types import ModuleType
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import _validate
+from .. import losses as _losses
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "huber_loss",
+    "kl_div",
+    "l1_loss",
+    "mse_loss",
+    "nll_loss",
+    "smooth_l1_loss",
+]
+
+IMPLS = ("auto", "torch", "fused")
+"""The accepted values of ``cross_entropy(..., impl=)``."""
+
+# ----------------------------------------------------------------------------------------
+# argument handling shared by every loss
+
+
+def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
+    """PyTorch's rule for the deprecated ``size_average`` and ``reduce`` flags.
+
+    Either one given (not ``None``) overrides ``reduction``: a missing flag counts as True;
+    both True is ``"mean"``, ``reduce`` alone True is ``"sum"``, ``reduce=False`` is
+    ``"none"``. PyTorch warns that the flags are deprecated, and so do we.
+    """
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    if size_average and reduce:
+        result = "mean"
+    elif reduce:
+        result = "sum"
+    else:
+        result = "none"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use "
+        f"reduction='{result}' instead.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return result
+
+
+def _reduction(
+    size_average: bool | None,
+    reduce: bool | None,
+    reduction: str,
+    accepted: tuple[str, ...] = _validate.REDUCTIONS,
+) -> str:
+    """The reduction in force: the legacy flags if either is given, else ``reduction``."""
+    if size_average is not None or reduce is not None:
+        return _legacy_reduction(size_average, reduce)
+    if reduction == "elementwise_mean":  # PyTorch's deprecated spelling of "mean"
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return "mean"
+    if not isinstance(reduction, str) or reduction not in accepted:
+        names = ", ".join(repr(r) for r in accepted)
+        raise ValueError(f"reduction: expected one of {names}; got {reduction!r}")
+    return reduction
+
+
+def _tensor(name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor; got {type(value).__name__}")
+    return value
+
+
+def _optional_tensor(name: str, value: object) -> Tensor | None:
+    return None if value is None else _tensor(name, value)
+
+
+def _broadcast(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """PyTorch's regression losses broadcast ``target`` against ``input``, with a warning."""
+    if input.shape == target.shape:
+        return input, target
+    warnings.warn(
+        f"Using a target size ({target.size()}) that is different to the input size "
+        f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
+        f"Please ensure they have the same size.",
+        UserWarning,
+        stacklevel=3,
+    )
+    try:
+        shape = np.broadcast_shapes(tuple(input.shape), tuple(target.shape))
+    except ValueError:
+        raise ValueError(
+            f"target: expected a shape that broadcasts with the input's "
+            f"{tuple(input.shape)}; got {tuple(target.shape)}"
+        ) from None
+    return input.expand(shape), target.expand(shape)
+
+
+def _same_size_weight(weight: Tensor | None, input: Tensor) -> Tensor | None:
+    if weight is not None and weight.shape != input.shape:
+        raise ValueError(
+            f"weight: expected the input's shape {tuple(input.shape)} (one weight per "
+            f"element); got {tuple(weight.shape)}"
+        )
+    return weight
+
+
+def _class_axis(name: str, input: Tensor) -> int:
+    """PyTorch's class axis: 1 for (N, C, d1, ..., dK), 0 for an unbatched (C,) input."""
+    if input.ndim == 0:
+        raise ValueError(
+            f"{name}: expected a tensor with a class axis, shape (C,), (N, C) or "
+            f"(N, C, d1, ..., dK); got a 0-dimensional tensor"
+        )
+    return 1 if input.ndim >= 2 else 0
+
+
+def _mean(per_example: Tensor, count: Tensor | float) -> Tensor:
+    """sum / count, and 0 (with a zero gradient) when count is 0."""
+    total = per_example.sum()
+    count = torch.as_tensor(count, dtype=total.dtype, device=total.device)
+    nonzero = count != 0
+    safe = torch.where(nonzero, count, torch.ones_like(count))
+    return torch.where(nonzero, total / safe, torch.zeros_like(total))
+
+
+# ----------------------------------------------------------------------------------------
+# cross entropy and negative log likelihood
+
+
+def _fused_module() -> ModuleType | None:
+    """``crossentropy.torch._fused`` if it can be imported, else ``None``."""
+    try:
+        from . import _fused
+    except ImportError:
+        return None
+    return _fused
+
+
+def _choose_impl(impl: object, input: Tensor, probabilities: bool) -> str:
+    if not isinstance(impl, str) or impl not in IMPLS:
+        names = ", ".join(repr(i) for i in IMPLS)
+        raise ValueError(f"impl: expected one of {names}; got {impl!r}")
+    if impl != "auto":
+        return impl
+    if probabilities or input.device.type != "cpu":
+        return "torch"
+    fused = _fused_module()
+    available = fused is not None and bool(fused.fused_available())
+    return "fused" if available else "torch"
+
+
+def _softcapped(input: Tensor, softcap: float | None) -> Tensor:
+    cap = _validate.softcap(softcap)
+    return input if cap is None else cap * torch.tanh(input / cap)
+
+
+def _cross_entropy_probabilities(
+    input: Tensor,
+    target: Tensor,
+    axis: int,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+) -> Tensor:
+    """Probability targets: the core's softmax_cross_entropy, plus optional z-loss."""
+    if not target.is_floating_point():
+        raise TypeError(
+            f"target: a target of the input's shape {tuple(input.shape)} holds class "
+            f"probabilities and must be floating point; got dtype {target.dtype} (class "
+            f"indices have the input's shape without the class axis 1)"
+        )
+    if isinstance(ignore_index, int) and ignore_index >= 0:
+        raise ValueError(
+            f"ignore_index: not supported with probability targets (a target of the input's "
+            f"shape); expected a negative value such as the default -100; got {ignore_index}"
+        )
+    z_coef = _validate.number_in("z_loss", z_loss, 0.0, math.inf, what=">= 0")
+    logits = _softcapped(input, softcap)
+    if z_coef == 0:
+        result: Tensor = _losses.softmax_cross_entropy(
+            logits,
+            target,
+            axis=axis,
+            weight=weight,
+            label_smoothing=label_smoothing,
+            reduction=reduction,
+        )
+        return result
+    per_example: Tensor = _losses.softmax_cross_entropy(
+        logits,
+        target,
+        axis=axis,
+        weight=weight,
+        label_smoothing=label_smoothing,
+        reduction="none",
+    )
+    lse = torch.logsumexp(logits.float() if logits.itemsize < 4 else logits, dim=axis)
+    per_example = per_example + (z_coef * lse * lse).to(per_example.dtype)
+    if reduction == "none":
+        return per_example
+    if reduction == "sum":
+        return per_example.sum()
+    return _mean(per_example, per_example.numel())
+
+
+def _cross_entropy_fused(
+    input: Tensor,
+    target: Tensor,
+    axis: int,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    inplace_backward: bool,
+) -> Tensor:
+    """Class-index targets on the fused kernel: (N, C, d1..dK) and (C,) become (M, C)."""
+    fused = _fused_module()
+    if fused is None:
+        raise RuntimeError(
+            "impl='fused': the fused kernel (crossentropy.torch._fused) is not available in "
+            "this installation; use impl='torch' or impl='auto'"
+        )
+    _validate.label_shape(tuple(input.shape), axis, target)
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"target: expected integer class indices; got dtype {target.dtype} "
+            f"(probability targets have the input's shape)"
+        )
+    num_classes = int(input.shape[axis])
+    if input.ndim == 1:
+        logits = input.reshape(1, num_classes)
+    elif input.ndim == 2:
+        logits = input
+    else:
+        logits = input.movedim(1, -1).reshape(-1, num_classes)
+    loss: Tensor = fused.fused_cross_entropy(
+        logits,
+        target.reshape(-1),
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+        inplace_backward=inplace_backward,
+    )
+    return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    inplace_backward: bool = False,
+    impl: str = "auto",
+) -> Tensor:
+    r"""Cross entropy between logits and class indices or class probabilities.
+
+    ``torch.nn.functional.cross_entropy`` with the same arguments and results, plus z-loss,
+    logit soft-capping and a fused kernel. With :math:`z = c \tanh(x / c)` (``softcap=c``;
+    :math:`z = x` without it), :math:`\log p = \operatorname{log\_softmax}(z)` over the class
+    axis and class-index targets :math:`y_i`,
+
+    .. math::
+
+        \ell_i = (1 - \varepsilon)\, w_{y_i} (-\log p_{i y_i})
+               + \frac{\varepsilon}{C} \sum_c w_c (-\log p_{ic})
+               + \lambda_z\, w_{y_i} \operatorname{logsumexp}(z_i)^2
+
+    and ``reduction="mean"`` divides the sum by :math:`\sum_i w_{y_i}` over the targets that
+    are not ``ignore_index``. With probability targets :math:`q` (a target of the input's
+    shape) the loss is :math:`-\sum_c w_c q'_c \log p_c` with
+    :math:`q' = (1 - \varepsilon) q + \varepsilon / C`, plus
+    :math:`\lambda_z \operatorname{logsumexp}(z)^2`, and the mean is over examples.
+
+    Args:
+        input: logits, shape (C,), (N, C) or (N, C, d1, ..., dK): classes on axis 1
+            (axis 0 when unbatched).
+        target: class indices in [0, C) (or ``ignore_index``) of shape (), (N) or
+            (N, d1, ..., dK); or class probabilities of the input's shape.
+        weight: per-class weights, shape (C,), or ``None``.
+        size_average: deprecated; see ``reduction``.
+        ignore_index: class-index targets equal to it add zero loss and zero gradient.
+        reduce: deprecated; see ``reduction``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one loss per example).
+        label_smoothing: epsilon in [0, 1].
+        z_loss: lambda_z >= 0, the weight of the log-partition penalty (PaLM); 0 turns it off.
+        softcap: c > 0 to soft-cap the logits to (-c, c) first (Gemma 2), or ``None``.
+        inplace_backward: let the fused kernel write the gradient into ``input``'s storage,
+            for callers that do not need the logits after the loss. Needs the fused path:
+            an error with ``impl="torch"``; ignored when ``impl="auto"`` picks ``"torch"``.
+        impl: ``"fused"`` (the fused forward+backward kernel; class-index targets only),
+            ``"torch"`` (the core's math under autograd), or ``"auto"``: ``"fused"`` for
+            class-index targets on CPU when the kernel is available, else ``"torch"``.
+
+    Returns:
+        A scalar, or with ``reduction="none"`` the per-example losses of the target's shape
+        (class indices) or the input's shape without the class axis (probabilities).
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> logits = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+        >>> target = torch.tensor([0, 1])
+        >>> print(f"{F.cross_entropy(logits, target, impl='torch').item():.4f}")
+        0.3185
+        >>> print(f"{F.cross_entropy(logits, target, z_loss=1e-4, impl='torch').item():.4f}")
+        0.3192
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    weight = _optional_tensor("weight", weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    axis = _class_axis("input", input)
+    probabilities = input.shape == target.shape
+    chosen = _choose_impl(impl, input, probabilities)
+    if not isinstance(inplace_backward, bool):
+        raise TypeError(f"inplace_backward: expected True or False; got {inplace_backward!r}")
+    if chosen == "fused":
+        if probabilities:
+            raise ValueError(
+                f"impl='fused': the fused kernel takes class-index targets (shape "
+                f"{tuple(input.shape[:axis]) + tuple(input.shape[axis + 1 :])}); got a target "
+                f"of the input's shape {tuple(target.shape)} (class probabilities). "
+                f"Use impl='torch' or impl='auto' for probability targets"
+            )
+        return _cross_entropy_fused(
+            input,
+            target,
+            axis,
+            weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            z_loss,
+            softcap,
+            inplace_backward,
+        )
+    if inplace_backward and impl == "torch":
+        raise ValueError(
+            "inplace_backward: True needs the fused kernel (impl='fused' or 'auto'); "
+            "impl='torch' keeps the logits and cannot write the gradient into them"
+        )
+    if probabilities:
+        return _cross_entropy_probabilities(
+            input,
+            target,
+            axis,
+            weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            z_loss,
+            softcap,
+        )
+    result: Tensor = _losses.sparse_softmax_cross_entropy(
+        input,
+        target,
+        axis=axis,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+    )
+    return result
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Negative log likelihood of class indices under log-probabilities.
+
+    ``torch.nn.functional.nll_loss`` with the same arguments and results:
+
+    .. math::
+
+        \ell_i = -w_{y_i} \log p_{i y_i}
+
+    and ``reduction="mean"`` divides the sum by :math:`\sum_i w_{y_i}` over the targets that
+    are not ``ignore_index`` (0 when there are none).
+
+    Args:
+        input: log-probabilities, shape (C,), (N, C) or (N, C, d1, ..., dK).
+        target: class indices in [0, C) or ``ignore_index``, shape (), (N) or (N, d1..dK).
+        weight: per-class weights, shape (C,), or ``None``.
+        size_average: deprecated; see ``reduction``.
+        ignore_index: targets equal to it add zero loss and zero gradient.
+        reduce: deprecated; see ``reduction``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or the per-example losses of the target's shape.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> log_probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]]).log()
+        >>> print(f"{F.nll_loss(log_probs, torch.tensor([0, 1])).item():.4f}")
+        0.2899
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    weight = _optional_tensor("weight", weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    result: Tensor = _losses.nll_loss(
+        input,
+        target,
+        axis=_class_axis("input", input),
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# binary cross entropy
+
+
+def binary_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Binary cross entropy between probabilities and targets, elementwise.
+
+    ``torch.nn.functional.binary_cross_entropy`` with the same arguments and results, each
+    log clamped at -100 as PyTorch does:
+
+    .. math::
+
+        \ell = -w \,[\, y \max(\log p, -100) + (1 - y) \max(\log(1 - p), -100) \,]
+
+    Args:
+        input: probabilities in [0, 1], any shape.
+        target: targets in [0, 1], the input's shape.
+        weight: weights broadcastable to the input's shape, or ``None``.
+        size_average: deprecated; see ``reduction``.
+        reduce: deprecated; see ``reduction``.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or the elementwise losses.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> probs, target = torch.tensor([0.9, 0.2, 0.6]), torch.tensor([1.0, 0.0, 0.0])
+        >>> print(F.binary_cross_entropy(probs, target, reduction="none"))
+        tensor([0.1054, 0.2231, 0.9163])
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    weight = _optional_tensor("weight", weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    result: Tensor = _losses.binary_cross_entropy(
+        input, target, eps=None, weight=weight, reduction=reduction
+    )
+    return result
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    r"""Binary cross entropy on logits (sigmoid cross entropy), elementwise.
+
+    ``torch.nn.functional.binary_cross_entropy_with_logits`` with the same arguments and
+    results, computed stably as
+
+    .. math::
+
+        \ell = w \,[\, p_w\, y \operatorname{softplus}(-x) + (1 - y) \operatorname{softplus}(x) \,]
+
+    At infinite logits the loss takes its limits (0 for (+inf, 1) and (-inf, 0), +inf for
+    (-inf, 1) and (+inf, 0)) where PyTorch gives NaN for three of the four.
+
+    Args:
+        input: logits, any shape.
+        target: targets in [0, 1], the input's shape.
+        weight: weights broadcastable to the input's shape, or ``None``.
+        size_average: deprecated; see ``reduction``.
+        reduce: deprecated; see ``reduction``.
+        reduction: ``"mean"`` over all elements, ``"sum"`` or ``"none"``.
+        pos_weight: weight of the positive term, broadcast along the last (class) axis,
+            e.g. shape (C,), or ``None``.
+
+    Returns:
+        A scalar, or the elementwise losses.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> logits, target = torch.tensor([3.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 1.0])
+        >>> print(F.binary_cross_entropy_with_logits(logits, target, reduction="none"))
+        tensor([0.0486, 0.3133, 0.4741])
+        >>> pos_weight = torch.tensor([2.0, 2.0, 2.0])
+        >>> print(F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight))
+        tensor(0.4529)
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    weight = _optional_tensor("weight", weight)
+    pos_weight = _optional_tensor("pos_weight", pos_weight)
+    reduction = _reduction(size_average, reduce, reduction)
+    result: Tensor = _losses.sigmoid_cross_entropy(
+        input, target, pos_weight=pos_weight, weight=weight, reduction=reduction
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# Kullback-Leibler divergence
+
+
+def kl_div(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    log_target: bool = False,
+) -> Tensor:
+    r"""Pointwise Kullback-Leibler divergence of a target from log-probabilities.
+
+    ``torch.nn.functional.kl_div`` with the same arguments and results. ``input`` holds
+    :math:`\log q` and ``target`` holds :math:`p` (or :math:`\log p` with
+    ``log_target=True``); each element is
+
+    .. math::
+
+        \ell = p \,(\log p - \log q), \qquad 0 \text{ where } p = 0
+
+    ``reduction="batchmean"`` divides the sum by the batch size ``input.size(0)``, which is
+    the KL divergence :math:`D_{KL}(p \,\|\, q)` averaged over the batch; ``"mean"``, kept for
+    compatibility, divides by the number of elements (batch times support), as PyTorch does,
+    and warns about it.
+
+    Args:
+        input: log-probabilities :math:`\log q`, any shape.
+        target: probabilities :math:`p` (or :math:`\log p`), broadcastable with ``input``.
+        size_average: deprecated; see ``reduction``.
+        reduce: deprecated; see ``reduction``.
+        reduction: ``"batchmean"``, ``"mean"``, ``"sum"`` or ``"none"``.
+        log_target: whether ``target`` holds log-probabilities.
+
+    Returns:
+        A scalar, or the elementwise terms.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> log_q = torch.tensor([[0.25, 0.75], [0.5, 0.5]]).log()
+        >>> p = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+        >>> print(f"{F.kl_div(log_q, p, reduction='batchmean').item():.4f}")
+        0.4185
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    if not isinstance(log_target, bool):
+        raise TypeError(f"log_target: expected True or False; got {log_target!r}")
+    legacy = size_average is not None or reduce is not None
+    reduction = _reduction(
+        size_average, reduce, reduction, accepted=("mean", "batchmean", "sum", "none")
+    )
+    if reduction == "mean" and not legacy:
+        warnings.warn(
+            "kl_div: reduction='mean' divides the total by the number of elements (batch "
+            "size times support size), as torch.nn.functional.kl_div does; "
+            "reduction='batchmean' divides by the batch size only and is the KL divergence.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if log_target:
+        # p (log p - log q) with p = exp(target); a target of -inf (p = 0) contributes 0
+        zero = target == -math.inf
+        safe = torch.where(zero, torch.zeros_like(target), target)
+        terms = torch.exp(safe) * (safe - torch.where(zero, torch.zeros_like(input), input))
+        pointwise = torch.where(zero, torch.zeros_like(terms), terms)
+    else:
+        positive = target > 0
+        safe = torch.where(positive, target, torch.ones_like(target))
+        terms = safe * (torch.log(safe) - torch.where(positive, input, torch.zeros_like(input)))
+        # p = 0 contributes 0; p < 0 or NaN is not a probability, and gives NaN as in PyTorch
+        invalid = (target < 0) | torch.isnan(target)
+        pointwise = torch.where(positive, terms, torch.zeros_like(terms))
+        pointwise = torch.where(invalid, torch.full_like(pointwise, math.nan), pointwise)
+    if reduction == "none":
+        return pointwise
+    if reduction == "sum":
+        return pointwise.sum()
+    if reduction == "batchmean":
+        if input.ndim == 0:
+            return pointwise.sum()
+        return _mean(pointwise, int(input.shape[0]))
+    return _mean(pointwise, pointwise.numel())
+
+
+# ----------------------------------------------------------------------------------------
+# regression losses
+
+
+def _weighted(
+    per_element: Tensor, weight: Tensor | None, reduction: str, mean_over_weight: bool
+) -> Tensor:
+    """Apply an elementwise ``weight`` and reduce, as PyTorch's weighted regression losses do.
+
+    ``mean_over_weight``: the mean divides by the summed weight (``mse_loss``, ``l1_loss``)
+    rather than by the number of elements (``huber_loss``).
+    """
+    loss = per_element if weight is None else per_element * weight
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if weight is not None and mean_over_weight:
+        return _mean(loss, weight.sum())
+    return _mean(loss, loss.numel())
+
+
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Mean squared error, elementwise, optionally weighted.
+
+    ``torch.nn.functional.mse_loss`` with the same arguments and results:
+
+    .. math::
+
+        \ell = w\,(x - t)^2
+
+    With ``weight`` and ``reduction="mean"`` the sum is divided by the summed weight.
+
+    Args:
+        input: predictions, any shape.
+        target: targets, broadcast against ``input`` (with a warning) if shapes differ.
+        size_average: deprecated; see ``reduction``.
+        reduce: deprecated; see ``reduction``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        weight: elementwise weights of the input's shape, or ``None``.
+
+    Returns:
+        A scalar, or the elementwise losses.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> print(F.mse_loss(torch.tensor([0.3, 0.3, 0.4]), torch.tensor([0.0, 0.0, 1.0])))
+        tensor(0.1800)
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    weight = _same_size_weight(_optional_tensor("weight", weight), input)
+    reduction = _reduction(size_average, reduce, reduction)
+    x, t = _broadcast(input, target)
+    if weight is None:
+        result: Tensor = _losses.mse(x, t, reduction=reduction)
+        return result
+    return _weighted(_losses.mse(x, t, reduction="none"), weight, reduction, True)
+
+
+def l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Absolute error, elementwise, optionally weighted.
+
+    ``torch.nn.functional.l1_loss`` with the same arguments and results:
+
+    .. math::
+
+        \ell = w\,|x - t|
+
+    With ``weight`` and ``reduction="mean"`` the sum is divided by the summed weight.
+
+    Args:
+        input: predictions, any shape.
+        target: targets, broadcast against ``input`` (with a warning) if shapes differ.
+        size_average: deprecated; see ``reduction``.
+        reduce: deprecated; see ``reduction``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        weight: elementwise weights of the input's shape, or ``None``.
+
+    Returns:
+        A scalar, or the elementwise losses.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> print(F.l1_loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 1.0])))
+        tensor(1.2500)
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    weight = _same_size_weight(_optional_tensor("weight", weight), input)
+    reduction = _reduction(size_average, reduce, reduction)
+    x, t = _broadcast(input, target)
+    if weight is None:
+        result: Tensor = _losses.l1(x, t, reduction=reduction)
+        return result
+    return _weighted(_losses.l1(x, t, reduction="none"), weight, reduction, True)
+
+
+def smooth_l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> Tensor:
+    r"""Smooth L1: quadratic below ``beta``, linear beyond, elementwise.
+
+    ``torch.nn.functional.smooth_l1_loss`` with the same arguments and results:
+
+    .. math::
+
+        \ell = \begin{cases} 0.5\, d^2 / \beta & |d| < \beta \\
+                             |d| - 0.5\, \beta & \text{otherwise} \end{cases},
+        \qquad d = x - t
+
+    Args:
+        input: predictions, any shape.
+        target: targets, broadcast against ``input`` (with a warning) if shapes differ.
+        size_average: deprecated; see ``reduction``.
+        reduce: deprecated; see ``reduction``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        beta: the width of the quadratic zone, >= 0 (0 is L1).
+
+    Returns:
+        A scalar, or the elementwise losses.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> print(F.smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none"))
+        tensor([0.1250, 2.5000])
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    reduction = _reduction(size_average, reduce, reduction)
+    x, t = _broadcast(input, target)
+    result: Tensor = _losses.smooth_l1(x, t, beta=beta, reduction=reduction)
+    return result
+
+
+def huber_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""Huber loss: quadratic below ``delta``, linear with slope ``delta`` beyond.
+
+    ``torch.nn.functional.huber_loss`` with the same arguments and results:
+
+    .. math::
+
+        \ell = w \begin{cases} 0.5\, d^2 & |d| < \delta \\
+                               \delta (|d| - 0.5\, \delta) & \text{otherwise} \end{cases},
+        \qquad d = x - t
+
+    With ``weight`` and ``reduction="mean"`` the weighted losses are averaged over the
+    elements (not divided by the summed weight), as PyTorch does.
+
+    Args:
+        input: predictions, any shape.
+        target: targets, broadcast against ``input`` (with a warning) if shapes differ.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        delta: the threshold, > 0.
+        weight: elementwise weights of the input's shape, or ``None``.
+
+    Returns:
+        A scalar, or the elementwise losses.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import functional as F
+        >>> x = torch.tensor([0.5, 3.0])
+        >>> print(F.huber_loss(x, torch.zeros(2), delta=2.0, reduction="none"))
+        tensor([0.1250, 4.0000])
+    """
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    weight = _same_size_weight(_optional_tensor("weight", weight), input)
+    reduction = _reduction(None, None, reduction)
+    x, t = _broadcast(input, target)
+    if weight is None:
+        result: Tensor = _losses.huber(x, t, delta=delta, reduction=reduction)
+        return result
+    return _weighted(_losses.huber(x, t, delta=delta, reduction="none"), weight, reduction, False)
