@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# lint what exists: a fresh clone has no folder that holds no tracked file
+LINT_PATHS := $(wildcard src tests benchmarks)
+
 .PHONY: demo test lint unit venv bench clean
 
 $(STAMP): pyproject.toml
@@ -20,8 +23,8 @@ demo: $(STAMP)
 	$(BIN)/crossentropy explain
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 unit: $(STAMP)
