@@ -782,8 +782,21 @@ def test_probability_targets_must_be_floating() -> None:
 def test_out_of_range_target_names_value_and_position(impl: str) -> None:
     _skip_unless_impl(impl)
     x, t = torch.zeros(3, 4), torch.tensor([0, 7, 1])
-    with pytest.raises(ValueError, match=r"\[0, 4\).*got 7 at position \(1,\)"):
+    with pytest.raises(ValueError, match=r"^target: .*\[0, 4\).*got 7 at position \(1,\)"):
         F.cross_entropy(x, t, impl=impl)
+
+
+@pytest.mark.parametrize("impl", ["torch", "fused"])
+def test_target_of_wrong_shape_names_target(impl: str) -> None:
+    _skip_unless_impl(impl)
+    x, t = torch.zeros(3, 4, 2), torch.zeros(3, 4, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"^target: expected shape \(3, 2\).*got \(3, 4\)"):
+        F.cross_entropy(x, t, impl=impl)
+
+
+def test_float_index_target_names_target() -> None:
+    with pytest.raises(TypeError, match=r"^target: expected integer class indices"):
+        F.nll_loss(torch.zeros(3, 4), torch.zeros(3))
 
 
 @pytest.mark.parametrize("name", NAMES)

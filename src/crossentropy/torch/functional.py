@@ -28,9 +28,12 @@ may have any integer dtype (PyTorch requires int64 or uint8).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+from collections.abc import Callable
 from types import ModuleType
+from typing import ParamSpec
 
 import numpy as np
 import torch
@@ -56,6 +59,34 @@ IMPLS = ("auto", "torch", "fused")
 
 # ----------------------------------------------------------------------------------------
 # argument handling shared by every loss
+
+
+_CORE_NAMES = (
+    ("labels", "target"),
+    ("logits", "input"),
+    ("log_probs", "input"),
+    ("probs", "input"),
+)
+
+_P = ParamSpec("_P")
+
+
+def _torch_names(function: Callable[_P, Tensor]) -> Callable[_P, Tensor]:
+    """Errors raised by the core name its arguments (``logits``, ``labels``); re-raise them
+    with the names of PyTorch's arguments (``input``, ``target``)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Tensor:
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            for core, ours in _CORE_NAMES:
+                if message.startswith(core + ":"):
+                    raise type(error)(ours + message[len(core) :]) from error
+            raise
+
+    return wrapper
 
 
 def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
@@ -292,6 +323,7 @@ def _cross_entropy_fused(
     return loss.reshape(target.shape) if reduction == "none" else loss
 
 
+@_torch_names
 def cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -420,6 +452,7 @@ def cross_entropy(
     return result
 
 
+@_torch_names
 def nll_loss(
     input: Tensor,
     target: Tensor,
@@ -478,6 +511,7 @@ def nll_loss(
 # binary cross entropy
 
 
+@_torch_names
 def binary_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -523,6 +557,7 @@ def binary_cross_entropy(
     return result
 
 
+@_torch_names
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
@@ -582,6 +617,7 @@ def binary_cross_entropy_with_logits(
 # Kullback-Leibler divergence
 
 
+@_torch_names
 def kl_div(
     input: Tensor,
     target: Tensor,
@@ -687,6 +723,7 @@ def _weighted(
     return _mean(loss, loss.numel())
 
 
+@_torch_names
 def mse_loss(
     input: Tensor,
     target: Tensor,
@@ -733,6 +770,7 @@ def mse_loss(
     return _weighted(_losses.mse(x, t, reduction="none"), weight, reduction, True)
 
 
+@_torch_names
 def l1_loss(
     input: Tensor,
     target: Tensor,
@@ -779,6 +817,7 @@ def l1_loss(
     return _weighted(_losses.l1(x, t, reduction="none"), weight, reduction, True)
 
 
+@_torch_names
 def smooth_l1_loss(
     input: Tensor,
     target: Tensor,
@@ -822,6 +861,7 @@ def smooth_l1_loss(
     return result
 
 
+@_torch_names
 def huber_loss(
     input: Tensor,
     target: Tensor,
