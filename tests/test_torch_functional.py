@@ -903,3 +903,18 @@ def test_cross_entropy_half_precision(shape: str, reduction: str, dtype: Any, im
     # 0.0532 for 0.0507); ours is never further from the float64 answer than torch's
     assert (mine.double() - exact).abs().max() <= (theirs.double() - exact).abs().max()
     torch.testing.assert_close(my_grads[0], exact_grads[0].to(dtype))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: losses._mean_scale divides only when the summed weight is > 0, so a "
+    "negative total class weight gives 0 where torch divides by it",
+)
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+def test_negative_total_class_weight_divides_like_torch(name: str) -> None:
+    x = torch.log_softmax(randn((3, 4), F64, generator("negative-weight", name)), dim=1)
+    t = torch.tensor([0, 1, 2])
+    w = torch.tensor([-1.0, -2.0, -3.0, 1.0], dtype=F64)
+    ours = {"impl": "torch"} if name == "cross_entropy" else {}
+    mine = getattr(F, name)(x, t, weight=w, **ours)
+    torch.testing.assert_close(mine, getattr(TF, name)(x, t, weight=w), rtol=1e-7, atol=1e-12)
