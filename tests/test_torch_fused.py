@@ -263,3 +263,19 @@ def test_non_contiguous_rows_and_many_threads():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_loss_only_without_gradient_writes_no_buffer():
+    generator = torch.Generator().manual_seed(7)
+    logits = torch.randn(30, 11, dtype=torch.float64, generator=generator)
+    target = torch.randint(0, 11, (30,), generator=generator)
+    expected, _ = reference(logits, target)
+    release_cached_buffers()
+    x = logits.clone().requires_grad_()
+    with torch.no_grad():
+        loss = fused_cross_entropy(x, target)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-12)
+    assert _fused._cache._storage is None  # no gradient buffer was taken
+    loss = fused_cross_entropy(logits, target)  # logits that need no gradient
+    assert not loss.requires_grad and _fused._cache._storage is None
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-12)

@@ -113,7 +113,8 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
 /*
  * One kernel per storage type T, computing in ACC with the exponential EXP.
  * Returns the number of rows processed.
- *   x, g        row-major (rows, C) with row strides in elements; g may equal x
+ *   x, g        row-major (rows, C) with row strides in elements; g may equal x, or be
+ *               NULL when only the loss is wanted (no gradient pass, nothing written)
  *   target      (rows,) class ids, already validated to be in [0, C) or ignore_index
  *   weight      (C,) class weights or NULL; weight_sum = sum_c w_c (C when NULL)
  *   scale       d(reduced loss)/d(row loss): 1/count for a mean, 1 otherwise
@@ -130,12 +131,13 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
         const ACC smooth = eps / (ACC)C;                                                       \
         for (int64_t i = 0; i < rows; ++i) {                                                   \
             const T *xr = x + i * x_stride;                                                    \
-            T *gr = g + i * g_stride;                                                          \
+            T *gr = g ? g + i * g_stride : (T *)0;                                             \
             const int64_t y = target[i];                                                       \
             const ACC wy = (y == ignore_index) ? (ACC)0 : (weight ? weight[y] : (ACC)1);       \
             if (y == ignore_index || (wy == 0 && eps == 0)) {                                  \
                 /* ignored, or weighted out entirely: zero loss, exactly zero gradient */      \
                 loss[i] = 0.0;                                                                 \
+                if (!g) continue;                                                              \
                 for (int64_t j = 0; j < C; ++j) scratch[j] = 0;                                \
                 WRITE_ROW(gr, scratch, C);                                                     \
                 continue;                                                                      \
@@ -186,6 +188,7 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
             if (eps > 0) l += (double)smooth * ((double)W * log_s - (double)sw);               \
             if (zl > 0) l += (double)(zl * wy) * (double)lse * (double)lse;                   \
             loss[i] = l;                                                                       \
+            if (!g) continue; /* loss only: no gradient wanted */                              \
             /* pass C: the gradient, in the scratch row */                                     \
             ACC r = target_coef + smooth * W;                                                  \
             if (zl > 0) r += 2 * zl * wy * lse;                                                \

@@ -194,7 +194,7 @@ _KERNELS = {
 
 def _launch(
     logits: torch.Tensor,
-    grad: torch.Tensor,
+    grad: torch.Tensor | None,
     target: torch.Tensor,
     weight: torch.Tensor | None,
     *,
@@ -205,7 +205,8 @@ def _launch(
     weight_sum: float,
     scale: float,
 ) -> torch.Tensor:
-    """Run the kernel over all rows; returns the per-row losses (float64)."""
+    """Run the kernel over all rows; returns the per-row losses (float64). With ``grad``
+    ``None`` only the losses are computed."""
     name, compute_dtype = _KERNELS[logits.dtype]
     kernel = getattr(_load(), name)
     rows, classes = logits.shape
@@ -222,8 +223,8 @@ def _launch(
             kernel(
                 logits.data_ptr() + start * logits.stride(0) * size,
                 logits.stride(0),
-                grad.data_ptr() + start * grad.stride(0) * size,
-                grad.stride(0),
+                None if grad is None else grad.data_ptr() + start * grad.stride(0) * size,
+                0 if grad is None else grad.stride(0),
                 target.data_ptr() + start * 8,
                 None if weight_ptr is None else weight_ptr.data_ptr(),
                 stop - start,
@@ -264,6 +265,7 @@ class FusedCrossEntropy(torch.autograd.Function):
         softcap: float | None,
         reduction: str,
         inplace_backward: bool,
+        want_grad: bool,
     ) -> torch.Tensor:
         classes = logits.shape[1]
         target = target.to(torch.int64).contiguous()
@@ -277,7 +279,9 @@ class FusedCrossEntropy(torch.autograd.Function):
             weight_sum = float(weight.double().sum())
         # d(reduced)/d(row loss): a mean over nothing is 0 with zero gradient
         scale = (1.0 / count if count > 0 else 0.0) if reduction == "mean" else 1.0
-        if inplace_backward:
+        if not want_grad:
+            grad = None  # no_grad, or logits that need no gradient: the loss alone
+        elif inplace_backward:
             grad = logits.detach()
             torch.autograd.graph.increment_version(logits)
         else:
@@ -294,7 +298,8 @@ class FusedCrossEntropy(torch.autograd.Function):
             weight_sum=weight_sum,
             scale=scale,
         )
-        ctx.save_for_backward(grad)
+        if grad is not None:
+            ctx.save_for_backward(grad)
         ctx.reduction = reduction
         ctx.inplace = inplace_backward
         ctx.used = False
@@ -316,10 +321,10 @@ class FusedCrossEntropy(torch.autograd.Function):
         if ctx.reduction == "none":
             factor = factor.unsqueeze(-1)
         elif bool(factor == 1):
-            return grad, *([None] * 8)
+            return grad, *([None] * 9)
         if ctx.inplace:
-            return grad.mul_(factor), *([None] * 8)
-        return (grad * factor).to(grad.dtype), *([None] * 8)
+            return grad.mul_(factor), *([None] * 9)
+        return (grad * factor).to(grad.dtype), *([None] * 9)
 
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -399,6 +404,15 @@ def fused_cross_entropy(
             )
         logits = logits.contiguous()
     result: torch.Tensor = FusedCrossEntropy.apply(  # type: ignore[no-untyped-call]
-        logits, target, weight, ignore_index, eps, z_coef, cap, reduction, inplace_backward
+        logits,
+        target,
+        weight,
+        ignore_index,
+        eps,
+        z_coef,
+        cap,
+        reduction,
+        inplace_backward,
+        torch.is_grad_enabled() and logits.requires_grad,
     )
     return result
