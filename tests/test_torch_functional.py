@@ -450,6 +450,29 @@ def test_binary_cross_entropy(
 
 
 @pytest.mark.parametrize(
+    ("reduction", "dtype", "weighted"), list(itertools.product(REDUCTIONS, DTYPES, (False, True)))
+)
+def test_binary_cross_entropy_at_zero_and_one(reduction: str, dtype: str, weighted: bool) -> None:
+    """p of exactly 0 or 1: the loss clamped at 100 and torch's finite derivative
+    (p - y) / max(p (1 - p), 1e-12), not the NaN of autograd through the clamped log."""
+    d = DTYPES[dtype]
+    p = torch.tensor([0.0, 1.0, 0.0, 1.0, 1e-20, 0.3, 1.0 - 2**-20], dtype=d)
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.4, 0.5], dtype=d)
+    w = torch.linspace(0.5, 2.0, 7, dtype=d) if weighted else None
+    mine, my_grads = forward_backward(
+        F.binary_cross_entropy, (p, y), {"weight": w, "reduction": reduction}, (0, 1)
+    )
+    theirs, their_grads = forward_backward(
+        TF.binary_cross_entropy, (p, y), {"weight": w, "reduction": reduction}, (0, 1)
+    )
+    torch.testing.assert_close(mine, theirs, **tolerances(d))
+    assert torch.isfinite(my_grads[0]).all()
+    torch.testing.assert_close(my_grads[0], their_grads[0], **tolerances(d))
+    # d/dy = w (log(1 - p) - log p) is infinite at p = 0 or 1 in torch and here
+    torch.testing.assert_close(my_grads[1], their_grads[1], **tolerances(d))
+
+
+@pytest.mark.parametrize(
     ("shape", "weight_kind", "pos_weight_kind", "reduction", "dtype"),
     list(
         itertools.product(
@@ -905,11 +928,6 @@ def test_cross_entropy_half_precision(shape: str, reduction: str, dtype: Any, im
     torch.testing.assert_close(my_grads[0], exact_grads[0].to(dtype))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: losses._mean_scale divides only when the summed weight is > 0, so a "
-    "negative total class weight gives 0 where torch divides by it",
-)
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
 def test_negative_total_class_weight_divides_like_torch(name: str) -> None:
     x = torch.log_softmax(randn((3, 4), F64, generator("negative-weight", name)), dim=1)

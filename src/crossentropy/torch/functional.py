@@ -21,6 +21,10 @@ Where PyTorch returns NaN for a finite answer, the core's answer is returned ins
 - ``mse_loss``/``l1_loss`` with ``weight`` and ``reduction="mean"`` divide by the summed
   weight, and give 0 when that sum is 0.
 
+``binary_cross_entropy`` takes its forward from the core and its derivative from PyTorch's
+formula, (p - y) / max(p (1 - p), 1e-12), which stays finite at p = 0 or 1 where autograd
+through the clamped logs would give NaN.
+
 Other differences, on purpose: bad input raises ``ValueError``/``TypeError`` naming the
 argument (PyTorch raises ``RuntimeError``/``IndexError`` for some), and class-index targets
 may have any integer dtype (PyTorch requires int64 or uint8).
@@ -33,7 +37,7 @@ import math
 import warnings
 from collections.abc import Callable
 from types import ModuleType
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
 import numpy as np
 import torch
@@ -510,6 +514,43 @@ def nll_loss(
 # ----------------------------------------------------------------------------------------
 # binary cross entropy
 
+BCE_EPSILON = 1e-12
+"""PyTorch's floor for p (1 - p) in the derivative of ``binary_cross_entropy``."""
+
+
+class _BinaryCrossEntropy(torch.autograd.Function):
+    """Elementwise binary cross entropy: the core's forward, PyTorch's backward.
+
+    Autograd through the clamped logs would give 0 * inf = NaN at p = 0 or 1 (the clamp
+    passes no gradient, and d log p / dp = 1/p is infinite). PyTorch's derivative is finite
+    there; it is written out here, beside the forward:
+
+        d loss / d p = w (p - y) / max(p (1 - p), 1e-12)
+        d loss / d y = w (log(1 - p) - log p)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+        loss: Tensor = _losses.binary_cross_entropy(
+            input, target, eps=None, weight=weight, reduction="none"
+        )
+        ctx.save_for_backward(input, target, weight)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        input, target, weight = ctx.saved_tensors
+        p = input.float() if input.itemsize < 4 else input
+        y = target.to(p.dtype)
+        scale = grad.to(p.dtype) if weight is None else grad.to(p.dtype) * weight.to(p.dtype)
+        grad_input = grad_target = None
+        if ctx.needs_input_grad[0]:
+            slope = (p - y) / torch.clamp_min(p * (1 - p), BCE_EPSILON)
+            grad_input = (scale * slope).to(input.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_target = (scale * (torch.log1p(-p) - torch.log(p))).to(target.dtype)
+        return grad_input, grad_target, None
+
 
 @_torch_names
 def binary_cross_entropy(
@@ -551,10 +592,19 @@ def binary_cross_entropy(
     target = _tensor("target", target)
     weight = _optional_tensor("weight", weight)
     reduction = _reduction(size_average, reduce, reduction)
-    result: Tensor = _losses.binary_cross_entropy(
-        input, target, eps=None, weight=weight, reduction=reduction
-    )
-    return result
+    if not input.is_floating_point():
+        raise TypeError(f"input: expected floating-point probabilities; got dtype {input.dtype}")
+    if weight is not None and weight.requires_grad:
+        raise ValueError(
+            "weight: expected a tensor that does not require grad; the derivative for "
+            "'weight' is not implemented (as in PyTorch)"
+        )
+    per_element: Tensor = _BinaryCrossEntropy.apply(input, target, weight)  # type: ignore[no-untyped-call]
+    if reduction == "none":
+        return per_element
+    if reduction == "sum":
+        return per_element.sum()
+    return _mean(per_element, per_element.numel())
 
 
 @_torch_names
