@@ -936,3 +936,35 @@ def test_negative_total_class_weight_divides_like_torch(name: str) -> None:
     ours = {"impl": "torch"} if name == "cross_entropy" else {}
     mine = getattr(F, name)(x, t, weight=w, **ours)
     torch.testing.assert_close(mine, getattr(TF, name)(x, t, weight=w), rtol=1e-7, atol=1e-12)
+
+
+def _ignored_minus_inf_row(impl: str) -> tuple[Tensor, Tensor]:
+    inf = math.inf
+    x = torch.tensor([[2.0, -inf, 0.5], [-inf, -inf, -inf]], dtype=F64, requires_grad=True)
+    target = torch.tensor([0, -100])
+    loss = F.cross_entropy(x, target, impl=impl)
+    (grad,) = torch.autograd.grad(loss, x)
+    return loss, grad
+
+
+@pytest.mark.parametrize(
+    "impl",
+    [
+        pytest.param(
+            "torch",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="core bug: autograd through sparse_softmax_cross_entropy gives NaN "
+                "(0 * 1/0 in log(sum exp)) for an ignored row of all -inf logits; the API "
+                "says ignored rows get exactly zero gradient",
+            ),
+        ),
+        "fused",
+    ],
+)
+def test_ignored_row_of_minus_inf_has_zero_gradient(impl: str) -> None:
+    _skip_unless_impl(impl)
+    loss, grad = _ignored_minus_inf_row(impl)
+    expected = TF.cross_entropy(torch.tensor([[2.0, 0.5]], dtype=F64), torch.tensor([0]))
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    assert torch.equal(grad[1], torch.zeros(3, dtype=F64))
