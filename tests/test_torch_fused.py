@@ -279,3 +279,15 @@ def test_loss_only_without_gradient_writes_no_buffer():
     loss = fused_cross_entropy(logits, target)  # logits that need no gradient
     assert not loss.requires_grad and _fused._cache._storage is None
     np.testing.assert_allclose(float(loss), expected, rtol=1e-12)
+
+
+def test_negative_total_weight_is_divided_by_like_torch():
+    logits = torch.randn(3, 4, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2])
+    weight = torch.tensor([-1.0, -2.0, -3.0, 1.0], dtype=torch.float64)
+    loss, grad = run(logits, target, weight=weight)
+    x = logits.clone().requires_grad_()
+    expected = F.cross_entropy(x, target, weight=weight)
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, x.grad, rtol=1e-12, atol=1e-14)

@@ -51,9 +51,13 @@ def _times(coefficient: Array, value: Array, xp: Any) -> Array:
 
 
 def _mean_scale(count: Array, xp: Any) -> Array:
-    """1 / count, or 0 when count is 0 (a mean over nothing is 0 and has zero gradient)."""
-    safe = xp.where(count > 0, count, xp.ones_like(count))
-    return xp.where(count > 0, 1.0 / safe, xp.zeros_like(count))
+    """1 / count, or 0 when count is 0 (a mean over nothing is 0 and has zero gradient).
+
+    The count is a summed weight: negative class weights can make it negative, and then it
+    is divided by like any other non-zero total, as PyTorch does.
+    """
+    safe = xp.where(count != 0, count, xp.ones_like(count))
+    return xp.where(count != 0, 1.0 / safe, xp.zeros_like(count))
 
 
 def _reduce(per_example: Array, reduction: str, count: Array, xp: Any) -> Array:

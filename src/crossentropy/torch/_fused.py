@@ -278,7 +278,7 @@ class FusedCrossEntropy(torch.autograd.Function):
             count = float(torch.where(counted, picked, 0.0).sum())
             weight_sum = float(weight.double().sum())
         # d(reduced)/d(row loss): a mean over nothing is 0 with zero gradient
-        scale = (1.0 / count if count > 0 else 0.0) if reduction == "mean" else 1.0
+        scale = (1.0 / count if count != 0 else 0.0) if reduction == "mean" else 1.0
         if not want_grad:
             grad = None  # no_grad, or logits that need no gradient: the loss alone
         elif inplace_backward:
