@@ -950,15 +950,7 @@ def _ignored_minus_inf_row(impl: str) -> tuple[Tensor, Tensor]:
 @pytest.mark.parametrize(
     "impl",
     [
-        pytest.param(
-            "torch",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="core bug: autograd through sparse_softmax_cross_entropy gives NaN "
-                "(0 * 1/0 in log(sum exp)) for an ignored row of all -inf logits; the API "
-                "says ignored rows get exactly zero gradient",
-            ),
-        ),
+        "torch",
         "fused",
     ],
 )

@@ -169,8 +169,7 @@ def sparse_softmax_cross_entropy(
     grad = xp.expand_dims(row, axis=-1) * p - xp.expand_dims((1.0 - eps) * w_y, axis=-1) * onehot
     if eps > 0:
         grad = grad - (eps / num_classes) * (xp.ones_like(p) if w is None else w)
-    live = e["counted"] if eps > 0 else e["counted"] & (w_y != 0)
-    grad = _zeros_where_not(xp.expand_dims(live, axis=-1), grad, xp)
+    grad = _zeros_where_not(xp.expand_dims(e["live"], axis=-1), grad, xp)
     cap = e["cap"]
     if cap is not None:
         squashed = e["z"] / cap

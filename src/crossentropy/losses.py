@@ -267,14 +267,19 @@ def _sparse_softmax_cross_entropy_terms(
     onehot, counted = _integer_labels(labels, shape, axis, x, ignore_index, xp)
     w = _class_weight(weight, x, xp)
     num_classes = int(x.shape[-1])
+    ones = xp.ones(onehot.shape[:-1], dtype=x.dtype, device=_device(x))
+    w_target = ones if w is None else _pick(xp.broadcast_to(w, x.shape), onehot, xp)
+    w_target = xp.where(counted, w_target, _zeros(w_target, xp))
+    # rows that cannot contribute (ignored; zero weight without smoothing) are replaced by
+    # zeros before any math: their loss is 0 either way, and autograd through the core then
+    # never meets log(0) or inf - inf in them (an all -inf ignored row gave NaN gradients)
+    live = counted if eps > 0 else counted & (w_target != 0)
+    x = xp.where(xp.expand_dims(live, axis=-1), x, _zeros(x, xp))
 
     z = x if cap is None else cap * xp.tanh(x / cap)
     shift, log_sum = _shift_and_log_sum(z, -1, xp)
     log_probs = (z - shift) - log_sum
     lse = xp.squeeze(shift + log_sum, axis=-1)
-    ones = xp.ones(onehot.shape[:-1], dtype=x.dtype, device=_device(x))
-    w_target = ones if w is None else _pick(xp.broadcast_to(w, x.shape), onehot, xp)
-    w_target = xp.where(counted, w_target, _zeros(w_target, xp))
 
     # l = (1-eps) w_y (-log p_y) + (eps/C) sum_c w_c (-log p_c) + z_loss w_y lse^2
     loss = _times((1.0 - eps) * w_target, -_pick(log_probs, onehot, xp), xp)
@@ -291,6 +296,7 @@ def _sparse_softmax_cross_entropy_terms(
         "log_probs": log_probs,
         "onehot": onehot,
         "counted": counted,
+        "live": live,
         "w_target": w_target,
         "w": w,
         "eps": eps,
