@@ -326,3 +326,14 @@ def test_half_precision_in_same_dtype_out(rng, backend, dtype):
         want = to_numpy(call(_f32(backend, x))).astype(np.float64)
         # computed in float32 then rounded once to the half type: <= 0.5 ulp, allow 1 eps
         np.testing.assert_allclose(got, want, rtol=eps, atol=eps * 1e-3, err_msg=f"call {k}")
+
+
+def test_autograd_through_bce_is_finite_at_zero_and_one():
+    """The clamped logs are never differentiated at their poles: autograd through the core
+    equals the analytic gradient, finite at p = 0 and p = 1."""
+    p = torch.tensor([0.0, 1.0, 0.3, 1e-50, 0.9], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    ce.binary_cross_entropy(p, y, reduction="sum").backward()
+    _, expected = G.binary_cross_entropy(p.detach().numpy(), y.numpy(), reduction="sum")
+    assert torch.all(torch.isfinite(p.grad))
+    np.testing.assert_allclose(p.grad.numpy(), expected, rtol=1e-12)

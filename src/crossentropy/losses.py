@@ -556,6 +556,15 @@ LOG_CLAMP = -100.0
 """PyTorch's floor for each log in ``binary_cross_entropy`` when ``eps`` is ``None``."""
 
 
+def _clamped_log(finite: Array, log: Any, v: Array, neutral: float, xp: Any) -> Array:
+    """max(log(v), -100), where ``finite`` marks the entries whose log is finite. The others
+    are fed ``neutral`` (whose log is 0) instead, so that autograd through the core never
+    differentiates a log at its pole (0 * inf = NaN for p = 0 or p = 1)."""
+    floor = xp.full_like(v, LOG_CLAMP)
+    safe = xp.where(finite, v, xp.full_like(v, neutral))
+    return xp.where(finite, xp.maximum(log(safe), floor), floor)
+
+
 def _binary_cross_entropy_terms(
     probs: Array,
     labels: Array,
@@ -574,8 +583,8 @@ def _binary_cross_entropy_terms(
     w = _broadcast_weight("weight", weight, p, xp)
     if eps is None:
         # each log clamped at -100: finite for p = 0 or 1, and exact elsewhere
-        log_p = xp.maximum(xp.log(p), xp.full_like(p, LOG_CLAMP))
-        log_q = xp.maximum(xp.log1p(-p), xp.full_like(p, LOG_CLAMP))
+        log_p = _clamped_log(p > 0, xp.log, p, 1.0, xp)
+        log_q = _clamped_log(p < 1, xp.log1p, -p, 0.0, xp)
     else:
         clipped = xp.clip(p, eps, 1.0 - eps)
         log_p, log_q = xp.log(clipped), xp.log1p(-clipped)
