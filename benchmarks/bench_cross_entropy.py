@@ -788,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="re-time a variant up to this many times when other processes took more than "
-        f"{NOISY:.0%} of the CPU during its runs (default 1; 0 with --quick)",
+        f"{NOISY * 100:.0f}%% of the CPU during its runs (default 1; 0 with --quick)",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON file to write")
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
