@@ -32,5 +32,9 @@ unit: $(STAMP)
 
 test: lint unit
 
+# issue 3's benchmark: prints the table and writes benchmarks/results/cross_entropy.json
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_cross_entropy.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

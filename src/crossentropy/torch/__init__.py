@@ -16,6 +16,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess by
     ) from _error
 
 from . import functional
+from ._fused import fused_available, release_cached_buffers
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -53,10 +54,12 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "functional",
+    "fused_available",
     "huber_loss",
     "kl_div",
     "l1_loss",
     "mse_loss",
     "nll_loss",
+    "release_cached_buffers",
     "smooth_l1_loss",
 ]

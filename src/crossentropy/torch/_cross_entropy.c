@@ -119,7 +119,8 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
  *   weight      (C,) class weights or NULL; weight_sum = sum_c w_c (C when NULL)
  *   scale       d(reduced loss)/d(row loss): 1/count for a mean, 1 otherwise
  *   loss        (rows,) per-row losses, unscaled
- *   scratch     (C,) ACC values private to the calling thread
+ *   scratch     (2 C,) ACC values private to the calling thread (the generic kernel uses
+ *               the first C, the pipelined AVX-512 rows both halves)
  */
 #define DEFINE_KERNEL(NAME, T, ACC, LOAD, WRITE_ROW, EXP, LOG, TANH)                          \
     int64_t NAME(const T *x, int64_t x_stride, T *g, int64_t g_stride, const int64_t *target, \
@@ -248,28 +249,34 @@ static inline __m512 exp16_neg(__m512 d) {
 
 /* 16 values of each storage type in and out of float lanes: loads (whole and masked),
  * streaming stores of 16 lanes (alignment ALIGN bytes), and single values. */
+/* 16 values of each storage type in and out of float lanes: loads (whole and masked),
+ * stores of 16 lanes, streaming (to an address aligned to ALIGN bytes) or not, and single
+ * values. */
 #define F32_LOAD(p) _mm512_loadu_ps(p)
 #define F32_MASKLOAD(k, p) _mm512_maskz_loadu_ps(k, p)
-#define F32_STREAM(p, v) _mm512_stream_ps(p, v)
+#define F32_NTSTORE(p, v) _mm512_stream_ps(p, v)
+#define F32_STORE(p, v) _mm512_storeu_ps(p, v)
 #define F32_ONE(v) (v)
 #define F32_FROM(v) (v)
 
-#define BF16_LOAD(p) \
-    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
-#define BF16_MASKLOAD(k, p) \
-    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16))
+#define BF16_WIDEN(h) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+#define BF16_LOAD(p) BF16_WIDEN(_mm256_loadu_si256((const __m256i *)(p)))
+#define BF16_MASKLOAD(k, p) BF16_WIDEN(_mm256_maskz_loadu_epi16(k, p))
 #if defined(__AVX512BF16__)
-#define BF16_STREAM(p, v) _mm256_stream_si256((__m256i *)(p), (__m256i)_mm512_cvtneps_pbh(v))
+#define BF16_NARROW(v) ((__m256i)_mm512_cvtneps_pbh(v))
 #else
-#define BF16_STREAM(p, v) _mm256_stream_si256((__m256i *)(p), bf16_round16(v))
+#define BF16_NARROW(v) bf16_round16(v)
 #endif
+#define BF16_NTSTORE(p, v) _mm256_stream_si256((__m256i *)(p), BF16_NARROW(v))
+#define BF16_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), BF16_NARROW(v))
 #define BF16_ONE(v) f32_to_bf16(v)
 #define BF16_FROM(v) bf16_to_f32(v)
 
+#define F16_NARROW(v) _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define F16_LOAD(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 #define F16_MASKLOAD(k, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p))
-#define F16_STREAM(p, v) \
-    _mm256_stream_si256((__m256i *)(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+#define F16_NTSTORE(p, v) _mm256_stream_si256((__m256i *)(p), F16_NARROW(v))
+#define F16_STORE(p, v) _mm256_storeu_si256((__m256i *)(p), F16_NARROW(v))
 #define F16_ONE(v) ((_Float16)(v))
 #define F16_FROM(v) ((float)(v))
 
@@ -285,80 +292,118 @@ static inline __m256i bf16_round16(__m512 v) {
 }
 #endif
 
-/* One row: loss into *loss, and (unless gr is NULL) the gradient streamed into gr. */
-#define DEFINE_ROW_AVX512(NAME, T, LOAD, MASKLOAD, STREAM, ONE, FROM, ALIGN)                   \
-    static void NAME(const T *xr, T *gr, int64_t y, float wy, float zl, float scale,           \
-                     int64_t C, double *loss, float *scratch) {                                  \
+/*
+ * The rows of one thread, software-pipelined: while pass B computes row i's exponentials
+ * (compute-bound), the same loop streams out row i-1's gradient (memory-bound) and
+ * prefetches row i+1's logits, so that the arithmetic and the memory traffic overlap
+ * instead of taking turns. Two scratch rows alternate: row i's exponentials go into one
+ * while row i-1's are read from the other. The math per row is that of the generic kernel
+ * with eps = 0 and no cap.
+ */
+#define DEFINE_ROWS_AVX512(NAME, T, LOAD, MASKLOAD, NTSTORE, STORE, ONE, FROM, ALIGN)          \
+    static int64_t NAME(const T *x, int64_t x_stride, T *g, int64_t g_stride,                   \
+                        const int64_t *target, const float *weight, int64_t rows, int64_t C,    \
+                        int64_t ignore_index, float zl, float scale, double *loss,               \
+                        float *scratch) {                                                         \
         const __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1u);                               \
         const int64_t body = C - C % 16;                                                         \
-        /* pass A: the maximum */                                                                \
-        __m512 vm = _mm512_set1_ps(-INFINITY);                                                   \
-        for (int64_t j = 0; j < body; j += 16) vm = _mm512_max_ps(vm, LOAD(xr + j));             \
-        if (tail) vm = _mm512_mask_max_ps(vm, tail, vm, MASKLOAD(tail, xr + body));              \
-        const float m = _mm512_reduce_max_ps(vm);                                                \
-        const float shift = isfinite(m) ? m : 0.0f;                                              \
-        /* pass B: e_j into the scratch row, s = sum e_j */                                      \
-        const __m512 vshift = _mm512_set1_ps(shift);                                             \
-        __m512 vs = _mm512_setzero_ps();                                                         \
-        for (int64_t j = 0; j < body; j += 16) {                                                 \
-            __m512 e = exp16_neg(_mm512_sub_ps(LOAD(xr + j), vshift));                           \
-            _mm512_storeu_ps(scratch + j, e);                                                    \
-            vs = _mm512_add_ps(vs, e);                                                           \
+        float *cur = scratch, *old = scratch + C;                                                \
+        /* the row whose gradient is still to be written: its output, a, w_y scale and y */     \
+        T *pend = (T *)0;                                                                        \
+        float pend_a = 0, pend_ty = 0;                                                           \
+        int64_t pend_y = 0;                                                                      \
+        int pend_stream = 0;                                                                     \
+        for (int64_t i = 0; i < rows; ++i) {                                                     \
+            const T *xr = x + i * x_stride;                                                      \
+            T *gr = g ? g + i * g_stride : (T *)0;                                               \
+            const T *next = i + 1 < rows ? x + (i + 1) * x_stride : (const T *)0;              \
+            const int64_t y = target[i];                                                         \
+            const float wy = (y == ignore_index) ? 0.0f : (weight ? weight[y] : 1.0f);           \
+            if (wy == 0) { /* ignored or weighted out: zero loss, exactly zero gradient */       \
+                loss[i] = 0.0;                                                                   \
+                if (gr) memset(gr, 0, (size_t)C * sizeof(T));                                     \
+                continue;                                                                        \
+            }                                                                                    \
+            /* pass A: the maximum (the row was prefetched while the previous one ran) */       \
+            __m512 vm = _mm512_set1_ps(-INFINITY);                                               \
+            for (int64_t j = 0; j < body; j += 16) vm = _mm512_max_ps(vm, LOAD(xr + j));         \
+            if (tail) vm = _mm512_mask_max_ps(vm, tail, vm, MASKLOAD(tail, xr + body));          \
+            const float m = _mm512_reduce_max_ps(vm);                                            \
+            const float shift = isfinite(m) ? m : 0.0f;                                          \
+            const __m512 vshift = _mm512_set1_ps(shift);                                         \
+            const __m512 pa = _mm512_set1_ps(pend_a), pty = _mm512_set1_ps(pend_ty);             \
+            /* pass B: e_j = exp(x_j - m) into cur, s = sum e_j; interleaved: the pending     \
+             * row's gradient g_j = a e_j - w_y scale [j = y] out of old, and a prefetch */     \
+            __m512 vs = _mm512_setzero_ps();                                                     \
+            for (int64_t j = 0; j < body; j += 16) {                                             \
+                __m512 e = exp16_neg(_mm512_sub_ps(LOAD(xr + j), vshift));                       \
+                _mm512_storeu_ps(cur + j, e);                                                    \
+                vs = _mm512_add_ps(vs, e);                                                       \
+                if (pend) {                                                                      \
+                    __m512 v = _mm512_mul_ps(pa, _mm512_loadu_ps(old + j));                      \
+                    if ((uint64_t)(pend_y - j) < 16)                                             \
+                        v = _mm512_mask_sub_ps(v, (__mmask16)(1u << (pend_y - j)), v, pty);      \
+                    if (pend_stream) NTSTORE(pend + j, v); else STORE(pend + j, v);              \
+                }                                                                                \
+                if (next) _mm_prefetch((const char *)(next + j), _MM_HINT_T1);                   \
+            }                                                                                    \
+            if (tail) {                                                                          \
+                __m512 e = exp16_neg(_mm512_sub_ps(MASKLOAD(tail, xr + body), vshift));          \
+                e = _mm512_maskz_mov_ps(tail, e);                                                \
+                _mm512_mask_storeu_ps(cur + body, tail, e);                                      \
+                vs = _mm512_add_ps(vs, e);                                                       \
+            }                                                                                    \
+            if (pend)                                                                            \
+                for (int64_t j = body; j < C; ++j)                                               \
+                    pend[j] = ONE(pend_a * old[j] - (j == pend_y ? pend_ty : 0.0f));              \
+            const float s = _mm512_reduce_add_ps(vs);                                            \
+            const float log_s = logf(s), lse = shift + log_s;                                    \
+            double l = (double)wy * (double)(log_s - (FROM(xr[y]) - shift));                    \
+            if (zl > 0) l += (double)(zl * wy) * (double)lse * (double)lse;                     \
+            loss[i] = l;                                                                         \
+            /* this row's gradient is written during the next row's pass B */                   \
+            pend = gr;                                                                           \
+            if (gr) {                                                                            \
+                float r = wy;                                                                    \
+                if (zl > 0) r += 2 * zl * wy * lse;                                              \
+                pend_a = r * scale / s;                                                          \
+                pend_ty = wy * scale;                                                            \
+                pend_y = y;                                                                      \
+                pend_stream = ((uintptr_t)gr & (ALIGN - 1)) == 0;                                \
+                float *swap = cur;                                                               \
+                cur = old;                                                                       \
+                old = swap;                                                                      \
+            }                                                                                    \
         }                                                                                        \
-        if (tail) {                                                                              \
-            __m512 e = exp16_neg(_mm512_sub_ps(MASKLOAD(tail, xr + body), vshift));              \
-            e = _mm512_maskz_mov_ps(tail, e);                                                    \
-            _mm512_mask_storeu_ps(scratch + body, tail, e);                                      \
-            vs = _mm512_add_ps(vs, e);                                                           \
+        if (pend) { /* the last row's gradient */                                                \
+            const __m512 pa = _mm512_set1_ps(pend_a), pty = _mm512_set1_ps(pend_ty);             \
+            for (int64_t j = 0; j < body; j += 16) {                                             \
+                __m512 v = _mm512_mul_ps(pa, _mm512_loadu_ps(old + j));                          \
+                if ((uint64_t)(pend_y - j) < 16)                                                 \
+                    v = _mm512_mask_sub_ps(v, (__mmask16)(1u << (pend_y - j)), v, pty);          \
+                if (pend_stream) NTSTORE(pend + j, v); else STORE(pend + j, v);                  \
+            }                                                                                    \
+            for (int64_t j = body; j < C; ++j)                                                   \
+                pend[j] = ONE(pend_a * old[j] - (j == pend_y ? pend_ty : 0.0f));                  \
         }                                                                                        \
-        const float s = _mm512_reduce_add_ps(vs);                                                \
-        const float log_s = logf(s), lse = shift + log_s;                                        \
-        double l = (double)wy * (double)(log_s - (FROM(xr[y]) - shift));                        \
-        if (zl > 0) l += (double)(zl * wy) * (double)lse * (double)lse;                         \
-        *loss = l;                                                                               \
-        if (!gr) return;                                                                         \
-        /* pass C fused with the store: g_j = a e_j - w_y scale [j = y], streamed out */        \
-        float r = wy;                                                                            \
-        if (zl > 0) r += 2 * zl * wy * lse;                                                      \
-        const float a = r * scale / s, ty = wy * scale;                                          \
-        const __m512 va = _mm512_set1_ps(a), vty = _mm512_set1_ps(ty);                          \
-        int64_t j = 0;                                                                           \
-        for (; j < C && ((uintptr_t)(gr + j) & (ALIGN - 1)); ++j)                                \
-            gr[j] = ONE(a * scratch[j] - (j == y ? ty : 0.0f));                                  \
-        for (; j + 16 <= C; j += 16) {                                                           \
-            __m512 v = _mm512_mul_ps(va, _mm512_loadu_ps(scratch + j));                          \
-            if ((uint64_t)(y - j) < 16) v = _mm512_mask_sub_ps(v, (__mmask16)(1u << (y - j)), v, vty); \
-            STREAM(gr + j, v);                                                                   \
-        }                                                                                        \
-        for (; j < C; ++j) gr[j] = ONE(a * scratch[j] - (j == y ? ty : 0.0f));                  \
+        _mm_sfence(); /* streaming stores are visible before the caller reads g */              \
+        return rows;                                                                             \
     }
 
-DEFINE_ROW_AVX512(row_f32_avx512, float, F32_LOAD, F32_MASKLOAD, F32_STREAM, F32_ONE, F32_FROM, 64)
-DEFINE_ROW_AVX512(row_bf16_avx512, uint16_t, BF16_LOAD, BF16_MASKLOAD, BF16_STREAM, BF16_ONE, BF16_FROM, 32)
-DEFINE_ROW_AVX512(row_f16_avx512, _Float16, F16_LOAD, F16_MASKLOAD, F16_STREAM, F16_ONE, F16_FROM, 32)
+DEFINE_ROWS_AVX512(rows_f32_avx512, float, F32_LOAD, F32_MASKLOAD, F32_NTSTORE, F32_STORE, F32_ONE, F32_FROM, 64)
+DEFINE_ROWS_AVX512(rows_bf16_avx512, uint16_t, BF16_LOAD, BF16_MASKLOAD, BF16_NTSTORE, BF16_STORE, BF16_ONE, BF16_FROM, 32)
+DEFINE_ROWS_AVX512(rows_f16_avx512, _Float16, F16_LOAD, F16_MASKLOAD, F16_NTSTORE, F16_STORE, F16_ONE, F16_FROM, 32)
 #endif
 
 /* The exported kernels: the AVX-512 rows for the common case (no smoothing, no cap), the
  * generic kernel otherwise. */
 #if defined(__AVX512F__)
-#define FAST_ROWS(ROW, T)                                                                      \
-    if (eps == 0 && cap == 0) {                                                                \
-        for (int64_t i = 0; i < rows; ++i) {                                                   \
-            T *gr = g ? g + i * g_stride : (T *)0;                                             \
-            const int64_t y = target[i];                                                       \
-            const float wy = (y == ignore_index) ? 0.0f : (weight ? weight[y] : 1.0f);         \
-            if (wy == 0) { /* ignored or weighted out: zero loss, exactly zero gradient */     \
-                loss[i] = 0.0;                                                                 \
-                if (gr) memset(gr, 0, (size_t)C * sizeof(T));                                   \
-                continue;                                                                      \
-            }                                                                                  \
-            ROW(x + i * x_stride, gr, y, wy, (float)z_loss, (float)scale, C, loss + i, scratch); \
-        }                                                                                      \
-        _mm_sfence();                                                                          \
-        return rows;                                                                           \
-    }
+#define FAST_ROWS(ROWS)                                                                        \
+    if (eps == 0 && cap == 0)                                                                  \
+        return ROWS(x, x_stride, g, g_stride, target, weight, rows, C, ignore_index,          \
+                    (float)z_loss, (float)scale, loss, scratch);
 #else
-#define FAST_ROWS(ROW, T)
+#define FAST_ROWS(ROWS)
 #endif
 
 #define DEFINE_DISPATCH(NAME, T, ROW, GENERIC)                                                 \
@@ -366,11 +411,11 @@ DEFINE_ROW_AVX512(row_f16_avx512, _Float16, F16_LOAD, F16_MASKLOAD, F16_STREAM, 
                  const float *weight, int64_t rows, int64_t C, int64_t ignore_index, double eps, \
                  double z_loss, double cap, double weight_sum, double scale, double *loss,       \
                  float *scratch) {                                                               \
-        FAST_ROWS(ROW, T)                                                                        \
+        FAST_ROWS(ROW)                                                                           \
         return GENERIC(x, x_stride, g, g_stride, target, weight, rows, C, ignore_index, eps,   \
                        z_loss, cap, weight_sum, scale, loss, scratch);                          \
     }
 
-DEFINE_DISPATCH(ce_forward_f32, float, row_f32_avx512, ce_forward_f32_generic)
-DEFINE_DISPATCH(ce_forward_bf16, uint16_t, row_bf16_avx512, ce_forward_bf16_generic)
-DEFINE_DISPATCH(ce_forward_f16, _Float16, row_f16_avx512, ce_forward_f16_generic)
+DEFINE_DISPATCH(ce_forward_f32, float, rows_f32_avx512, ce_forward_f32_generic)
+DEFINE_DISPATCH(ce_forward_bf16, uint16_t, rows_bf16_avx512, ce_forward_bf16_generic)
+DEFINE_DISPATCH(ce_forward_f16, _Float16, rows_f16_avx512, ce_forward_f16_generic)

@@ -218,7 +218,7 @@ def _launch(
     def run(start: int, stop: int) -> int:
         # each thread's scratch row (the exponentials, then the gradient, before they are
         # streamed out); the local name keeps it alive for the duration of the call
-        scratch = torch.empty(classes, dtype=compute_dtype)
+        scratch = torch.empty(2 * classes, dtype=compute_dtype)
         return int(
             kernel(
                 logits.data_ptr() + start * logits.stride(0) * size,
