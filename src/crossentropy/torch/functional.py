@@ -773,6 +773,27 @@ def _weighted(
     return _mean(loss, loss.numel())
 
 
+def _regression(
+    loss: Callable[..., Tensor],
+    input: object,
+    target: object,
+    reduction: str,
+    weight: object,
+    divide_by_weight: bool,
+    **parameter: float,
+) -> Tensor:
+    """A core regression loss with torch's argument handling: tensors checked, the target
+    broadcast against the input as torch does, and an optional elementwise weight."""
+    input = _tensor("input", input)
+    target = _tensor("target", target)
+    w = _same_size_weight(_optional_tensor("weight", weight), input)
+    x, t = _broadcast(input, target)
+    if w is None:
+        result: Tensor = loss(x, t, reduction=reduction, **parameter)
+        return result
+    return _weighted(loss(x, t, reduction="none", **parameter), w, reduction, divide_by_weight)
+
+
 @_torch_names
 def mse_loss(
     input: Tensor,
@@ -809,15 +830,8 @@ def mse_loss(
         >>> print(F.mse_loss(torch.tensor([0.3, 0.3, 0.4]), torch.tensor([0.0, 0.0, 1.0])))
         tensor(0.1800)
     """
-    input = _tensor("input", input)
-    target = _tensor("target", target)
-    weight = _same_size_weight(_optional_tensor("weight", weight), input)
     reduction = _reduction(size_average, reduce, reduction)
-    x, t = _broadcast(input, target)
-    if weight is None:
-        result: Tensor = _losses.mse(x, t, reduction=reduction)
-        return result
-    return _weighted(_losses.mse(x, t, reduction="none"), weight, reduction, True)
+    return _regression(_losses.mse, input, target, reduction, weight, True)
 
 
 @_torch_names
@@ -856,15 +870,8 @@ def l1_loss(
         >>> print(F.l1_loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 1.0])))
         tensor(1.2500)
     """
-    input = _tensor("input", input)
-    target = _tensor("target", target)
-    weight = _same_size_weight(_optional_tensor("weight", weight), input)
     reduction = _reduction(size_average, reduce, reduction)
-    x, t = _broadcast(input, target)
-    if weight is None:
-        result: Tensor = _losses.l1(x, t, reduction=reduction)
-        return result
-    return _weighted(_losses.l1(x, t, reduction="none"), weight, reduction, True)
+    return _regression(_losses.l1, input, target, reduction, weight, True)
 
 
 @_torch_names
@@ -903,12 +910,8 @@ def smooth_l1_loss(
         >>> print(F.smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none"))
         tensor([0.1250, 2.5000])
     """
-    input = _tensor("input", input)
-    target = _tensor("target", target)
     reduction = _reduction(size_average, reduce, reduction)
-    x, t = _broadcast(input, target)
-    result: Tensor = _losses.smooth_l1(x, t, beta=beta, reduction=reduction)
-    return result
+    return _regression(_losses.smooth_l1, input, target, reduction, None, True, beta=beta)
 
 
 @_torch_names
@@ -949,12 +952,5 @@ def huber_loss(
         >>> print(F.huber_loss(x, torch.zeros(2), delta=2.0, reduction="none"))
         tensor([0.1250, 4.0000])
     """
-    input = _tensor("input", input)
-    target = _tensor("target", target)
-    weight = _same_size_weight(_optional_tensor("weight", weight), input)
     reduction = _reduction(None, None, reduction)
-    x, t = _broadcast(input, target)
-    if weight is None:
-        result: Tensor = _losses.huber(x, t, delta=delta, reduction=reduction)
-        return result
-    return _weighted(_losses.huber(x, t, delta=delta, reduction="none"), weight, reduction, False)
+    return _regression(_losses.huber, input, target, reduction, weight, False, delta=delta)
