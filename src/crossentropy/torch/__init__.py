@@ -17,6 +17,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess by
 
 from . import functional
 from ._fused import fused_available, release_cached_buffers
+from .linear import LinearCrossEntropyLoss, linear_cross_entropy
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -47,6 +48,7 @@ __all__ = [
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
+    "LinearCrossEntropyLoss",
     "MSELoss",
     "NLLLoss",
     "SmoothL1Loss",
@@ -58,6 +60,7 @@ __all__ = [
     "huber_loss",
     "kl_div",
     "l1_loss",
+    "linear_cross_entropy",
     "mse_loss",
     "nll_loss",
     "release_cached_buffers",

@@ -119,6 +119,7 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
  *   weight      (C,) class weights or NULL; weight_sum = sum_c w_c (C when NULL)
  *   scale       d(reduced loss)/d(row loss): 1/count for a mean, 1 otherwise
  *   loss        (rows,) per-row losses, unscaled
+ *   lse_out     (rows,) per-row logsumexp of z (0 for skipped rows), or NULL
  *   scratch     (2 C,) ACC values private to the calling thread (the generic kernel uses
  *               the first C, the pipelined AVX-512 rows both halves)
  */
@@ -126,7 +127,7 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
     int64_t NAME(const T *x, int64_t x_stride, T *g, int64_t g_stride, const int64_t *target, \
                  const ACC *weight, int64_t rows, int64_t C, int64_t ignore_index, double eps_, \
                  double z_loss_, double cap_, double weight_sum_, double scale_, double *loss,  \
-                 ACC *scratch) {                                                                \
+                 double *lse_out, ACC *scratch) {                                                                \
         const ACC eps = (ACC)eps_, zl = (ACC)z_loss_, cap = (ACC)cap_;                        \
         const ACC scale = (ACC)scale_, W = (ACC)weight_sum_;                                  \
         const ACC smooth = eps / (ACC)C;                                                       \
@@ -138,6 +139,7 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
             if (y == ignore_index || (wy == 0 && eps == 0)) {                                  \
                 /* ignored, or weighted out entirely: zero loss, exactly zero gradient */      \
                 loss[i] = 0.0;                                                                 \
+                if (lse_out) lse_out[i] = 0.0;                                                 \
                 if (!g) continue;                                                              \
                 for (int64_t j = 0; j < C; ++j) scratch[j] = 0;                                \
                 WRITE_ROW(gr, scratch, C);                                                     \
@@ -189,6 +191,7 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
             if (eps > 0) l += (double)smooth * ((double)W * log_s - (double)sw);               \
             if (zl > 0) l += (double)(zl * wy) * (double)lse * (double)lse;                   \
             loss[i] = l;                                                                       \
+            if (lse_out) lse_out[i] = (double)lse;                                             \
             if (!g) continue; /* loss only: no gradient wanted */                              \
             /* pass C: the gradient, in the scratch row */                                     \
             ACC r = target_coef + smooth * W;                                                  \
@@ -304,7 +307,7 @@ static inline __m256i bf16_round16(__m512 v) {
     static int64_t NAME(const T *x, int64_t x_stride, T *g, int64_t g_stride,                   \
                         const int64_t *target, const float *weight, int64_t rows, int64_t C,    \
                         int64_t ignore_index, float zl, float scale, double *loss,               \
-                        float *scratch) {                                                         \
+                        double *lse_out, float *scratch) {                                                         \
         const __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1u);                               \
         const int64_t body = C - C % 16;                                                         \
         float *cur = scratch, *old = scratch + C;                                                \
@@ -321,6 +324,7 @@ static inline __m256i bf16_round16(__m512 v) {
             const float wy = (y == ignore_index) ? 0.0f : (weight ? weight[y] : 1.0f);           \
             if (wy == 0) { /* ignored or weighted out: zero loss, exactly zero gradient */       \
                 loss[i] = 0.0;                                                                   \
+                if (lse_out) lse_out[i] = 0.0;                                                   \
                 if (gr) memset(gr, 0, (size_t)C * sizeof(T));                                     \
                 continue;                                                                        \
             }                                                                                    \
@@ -361,6 +365,7 @@ static inline __m256i bf16_round16(__m512 v) {
             double l = (double)wy * (double)(log_s - (FROM(xr[y]) - shift));                    \
             if (zl > 0) l += (double)(zl * wy) * (double)lse * (double)lse;                     \
             loss[i] = l;                                                                         \
+            if (lse_out) lse_out[i] = (double)lse;                                               \
             /* this row's gradient is written during the next row's pass B */                   \
             pend = gr;                                                                           \
             if (gr) {                                                                            \
@@ -401,7 +406,7 @@ DEFINE_ROWS_AVX512(rows_f16_avx512, _Float16, F16_LOAD, F16_MASKLOAD, F16_NTSTOR
 #define FAST_ROWS(ROWS)                                                                        \
     if (eps == 0 && cap == 0)                                                                  \
         return ROWS(x, x_stride, g, g_stride, target, weight, rows, C, ignore_index,          \
-                    (float)z_loss, (float)scale, loss, scratch);
+                    (float)z_loss, (float)scale, loss, lse_out, scratch);
 #else
 #define FAST_ROWS(ROWS)
 #endif
@@ -410,10 +415,10 @@ DEFINE_ROWS_AVX512(rows_f16_avx512, _Float16, F16_LOAD, F16_MASKLOAD, F16_NTSTOR
     int64_t NAME(const T *x, int64_t x_stride, T *g, int64_t g_stride, const int64_t *target,  \
                  const float *weight, int64_t rows, int64_t C, int64_t ignore_index, double eps, \
                  double z_loss, double cap, double weight_sum, double scale, double *loss,       \
-                 float *scratch) {                                                               \
+                 double *lse_out, float *scratch) {                                              \
         FAST_ROWS(ROW)                                                                           \
         return GENERIC(x, x_stride, g, g_stride, target, weight, rows, C, ignore_index, eps,   \
-                       z_loss, cap, weight_sum, scale, loss, scratch);                          \
+                       z_loss, cap, weight_sum, scale, loss, lse_out, scratch);                 \
     }
 
 DEFINE_DISPATCH(ce_forward_f32, float, rows_f32_avx512, ce_forward_f32_generic)

@@ -95,7 +95,7 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     for name, _ in _KERNELS.values():
         kernel = getattr(library, name)
-        kernel.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, f64, f64, f64, f64, f64, p, p]
+        kernel.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, f64, f64, f64, f64, f64, p, p, p]
         kernel.restype = i64
     return library
 
@@ -208,9 +208,11 @@ def _launch(
     cap: float,
     weight_sum: float,
     scale: float,
+    lse: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the kernel over all rows; returns the per-row losses (float64). With ``grad``
-    ``None`` only the losses are computed."""
+    ``None`` only the losses are computed; a float64 ``lse`` of (rows,) receives each row's
+    logsumexp (0 for skipped rows)."""
     name, compute_dtype = _KERNELS[logits.dtype]
     kernel = getattr(_load(), name)
     rows, classes = logits.shape
@@ -240,6 +242,7 @@ def _launch(
                 weight_sum,
                 scale,
                 losses.data_ptr() + start * 8,
+                None if lse is None else lse.data_ptr() + start * 8,
                 scratch.data_ptr(),
             )
         )

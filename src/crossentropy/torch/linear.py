@@ -1,0 +1,518 @@
+r"""Linear + cross entropy for large vocabularies, without the (tokens x vocabulary) logits.
+
+A language model's loss is ``cross_entropy(hidden @ W.T + b, targets)``; the logits and
+their gradient are the largest tensors in training. Here the tokens are taken in chunks:
+
+.. code-block:: text
+
+    for each chunk of c tokens h (c, D):
+        z  = h @ W.T + b                      (c, V), one reusable buffer
+        G  = d loss / d z, written over z     the fused kernel: loss, logsumexp and gradient
+        dh = G @ W                            (c, D), into the input's gradient
+        dW += G.T @ h,  db += sum_rows G      float32 accumulators
+
+so the peak beyond the inputs and their gradients is one chunk of logits. For a mean or a
+sum the gradients are complete after the forward (the incoming gradient is a scalar, applied
+in the backward); for ``reduction="none"`` the forward computes only the losses and the
+backward sweeps again with each token's incoming gradient as a row factor of G, which is
+correct for any incoming gradient. The three matrix products are those of the unfused
+computation; nothing is recomputed for a mean or a sum.
+
+Derivation: with z = h W^T + b and G = d loss / d z (the softmax cross-entropy gradient,
+:func:`crossentropy.gradients.sparse_softmax_cross_entropy`), the chain rule gives
+d loss / d h = G W, d loss / d W = G^T h and d loss / d b = sum over tokens of G.
+
+float16/bfloat16: the logits and input-gradient products run in the input dtype; the
+log-sum-exp is computed in float32 by the kernel; the weight and bias gradients are
+accumulated in float32 across chunks and rounded once at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import torch
+from torch import Tensor
+
+from .. import _validate
+from . import _fused
+from . import functional as _functional
+
+IMPLS = ("auto", "chunked", "torch")
+"""The accepted values of ``linear_cross_entropy(..., impl=)``."""
+
+CHUNK_BYTES = 256 * 2**20
+"""The most memory one chunk of logits may take when ``chunk_size`` is ``None``."""
+
+
+def default_chunk_size(tokens: int, vocabulary: int, itemsize: int) -> int:
+    """Tokens per chunk: the chunk's logits take at most 1/16 of the whole logits and at
+    most 256 MiB, rounded down to a multiple of 8 tokens (at least 8, at most all)."""
+    whole = tokens * vocabulary * itemsize
+    budget = min(CHUNK_BYTES, max(whole // 16, 1))
+    rows = budget // max(vocabulary * itemsize, 1)
+    rows = max(8, rows - rows % 8)
+    return max(1, min(tokens, rows))
+
+
+def _step(
+    logits: Tensor,
+    target: Tensor,
+    grad: bool,
+    weight: Tensor | None,
+    options: dict[str, Any],
+    scale: float,
+    losses: Tensor,
+    lse: Tensor | None,
+) -> None:
+    """The chunk's cross entropy: per-token losses (and logsumexp) into ``losses``/``lse``,
+    and, with ``grad``, the gradient d(reduced loss)/d logits written over ``logits``."""
+    row_losses = _fused._launch(
+        logits,
+        logits if grad else None,
+        target,
+        weight,
+        ignore_index=options["ignore_index"],
+        eps=options["label_smoothing"],
+        z_loss=options["z_loss"],
+        cap=0.0 if options["softcap"] is None else options["softcap"],
+        weight_sum=options["weight_sum"],
+        scale=scale,
+        lse=lse,
+    )
+    losses.copy_(row_losses)
+
+
+def _sweep(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    options: dict[str, Any],
+    *,
+    scale: float,
+    row_factor: Tensor | None,
+    wants: tuple[bool, bool, bool],
+    lse: Tensor | None,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """One pass over the token chunks: per-token losses (float64) and the wanted gradients
+    of input, weight and bias (the last two in float32 at least), each token's gradient
+    times ``scale`` and its ``row_factor``."""
+    tokens, _ = input.shape
+    vocabulary = linear_weight.shape[0]
+    chunk = options["chunk_size"]
+    want_input, want_weight, want_bias = wants
+    any_grad = any(wants)
+    losses = torch.empty(tokens, dtype=torch.float64)
+    grad_input = torch.empty_like(input) if want_input else None
+    # weight and bias gradients accumulate over the chunks in float32 at least
+    accumulate = torch.promote_types(input.dtype, torch.float32)
+    grad_weight = torch.zeros(linear_weight.shape, dtype=accumulate) if want_weight else None
+    grad_bias = torch.zeros(vocabulary, dtype=accumulate) if want_bias else None
+    buffer = torch.empty(min(chunk, tokens), vocabulary, dtype=input.dtype)
+    weight_t = linear_weight.t()
+    for start in range(0, tokens, chunk):
+        stop = min(start + chunk, tokens)
+        h = input[start:stop]
+        z = buffer[: stop - start]
+        if linear_bias is None:
+            torch.mm(h, weight_t, out=z)
+        else:
+            torch.addmm(linear_bias, h, weight_t, out=z)
+        _step(
+            z,
+            target[start:stop],
+            any_grad,
+            weight,
+            options,
+            scale,
+            losses[start:stop],
+            None if lse is None else lse[start:stop],
+        )
+        if not any_grad:
+            continue
+        if row_factor is not None:
+            z.mul_(row_factor[start:stop, None].to(z.dtype))
+        if grad_input is not None:
+            torch.mm(z, linear_weight, out=grad_input[start:stop])
+        if grad_weight is not None:
+            if z.dtype == accumulate:
+                grad_weight.addmm_(z.t(), h)
+            else:  # half precision: each chunk's product computed and added in float32
+                grad_weight.addmm_(z.t().to(accumulate), h.to(accumulate))
+        if grad_bias is not None:
+            grad_bias.add_(z.sum(0, dtype=accumulate))
+    return losses, grad_input, grad_weight, grad_bias
+
+
+def _scale(target: Tensor, weight: Tensor | None, ignore_index: int, reduction: str) -> float:
+    """d(reduced loss)/d(token loss): 1/(summed weight of counted targets) for a mean (0 for a
+    mean over nothing), 1 otherwise."""
+    if reduction != "mean":
+        return 1.0
+    counted = target != ignore_index
+    if weight is None:
+        count = float(counted.sum())
+    else:
+        picked = weight.double()[torch.where(counted, target, 0)]
+        count = float(torch.where(counted, picked, 0.0).sum())
+    return 1.0 / count if count != 0 else 0.0
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Chunked linear + cross entropy; see the module docstring for the sweep."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        input: Tensor,
+        linear_weight: Tensor,
+        linear_bias: Tensor | None,
+        target: Tensor,
+        weight: Tensor | None,
+        options: dict[str, Any],
+        wants: tuple[bool, bool, bool],
+    ) -> tuple[Tensor, Tensor]:
+        reduction = options["reduction"]
+        scale = _scale(target, weight, options["ignore_index"], reduction)
+        lse = torch.empty(input.shape[0], dtype=torch.float64)
+        now = wants if reduction != "none" else (False, False, False)
+        losses, grad_input, grad_weight, grad_bias = _sweep(
+            input,
+            linear_weight,
+            linear_bias,
+            target,
+            weight,
+            options,
+            scale=scale,
+            row_factor=None,
+            wants=now,
+            lse=lse,
+        )
+        ctx.options, ctx.wants = options, wants
+        ctx.dtypes = (
+            input.dtype,
+            linear_weight.dtype,
+            None if linear_bias is None else linear_bias.dtype,
+        )
+        if reduction == "none":
+            ctx.save_for_backward(input, linear_weight, linear_bias, target, weight)
+            loss = losses.to(input.dtype)
+        else:
+            ctx.save_for_backward(grad_input, grad_weight, grad_bias)
+            loss = (losses.sum() * scale).to(input.dtype)
+        ctx.mark_non_differentiable(lse)
+        return loss, lse.float()
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor, _grad_lse: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        options = ctx.options
+        input_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        if options["reduction"] == "none":
+            input, linear_weight, linear_bias, target, weight = ctx.saved_tensors
+            _, grad_input, grad_weight, grad_bias = _sweep(
+                input,
+                linear_weight,
+                linear_bias,
+                target,
+                weight,
+                options,
+                scale=1.0,
+                row_factor=grad_loss.double(),
+                wants=ctx.wants,
+                lse=None,
+            )
+        else:
+            grad_input, grad_weight, grad_bias = ctx.saved_tensors
+            factor = grad_loss.double()
+            if not bool(factor == 1):
+                grad_input = None if grad_input is None else grad_input * factor.to(input_dtype)
+                grad_weight = None if grad_weight is None else grad_weight * float(factor)
+                grad_bias = None if grad_bias is None else grad_bias * float(factor)
+        return (
+            grad_input,
+            None if grad_weight is None else grad_weight.to(weight_dtype),
+            None if grad_bias is None else grad_bias.to(bias_dtype),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _check_shapes(
+    input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None
+) -> bool:
+    """Validates the shapes; returns whether ``target`` holds class probabilities."""
+    if not isinstance(input, Tensor) or input.ndim < 1 or not input.is_floating_point():
+        raise TypeError(f"input: expected a floating tensor (..., D); got {input!r:.60}")
+    if not isinstance(linear_weight, Tensor) or linear_weight.ndim != 2:
+        shape = tuple(linear_weight.shape) if isinstance(linear_weight, Tensor) else None
+        raise ValueError(f"linear_weight: expected a 2-D tensor (V, D); got shape {shape}")
+    if linear_weight.shape[1] != input.shape[-1]:
+        raise ValueError(
+            f"linear_weight: expected (V, {input.shape[-1]}) to match the input's last "
+            f"dimension; got {tuple(linear_weight.shape)}"
+        )
+    if linear_weight.dtype != input.dtype:
+        raise TypeError(
+            f"linear_weight: expected the input's dtype {input.dtype}; got {linear_weight.dtype}"
+        )
+    vocabulary = linear_weight.shape[0]
+    if linear_bias is not None and tuple(linear_bias.shape) != (vocabulary,):
+        raise ValueError(
+            f"linear_bias: expected shape ({vocabulary},); got {tuple(linear_bias.shape)}"
+        )
+    leading = tuple(input.shape[:-1])
+    if tuple(target.shape) == (*leading, vocabulary) and target.is_floating_point():
+        return True
+    if tuple(target.shape) != leading:
+        raise ValueError(
+            f"target: expected class indices of shape {leading} (the input's shape without "
+            f"its last dimension) or probabilities of shape {(*leading, vocabulary)}; got "
+            f"{tuple(target.shape)}"
+        )
+    return False
+
+
+def linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    chunk_size: int | None = None,
+    impl: str = "auto",
+    return_lse: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Cross entropy of ``input @ linear_weight.T + linear_bias`` without holding the logits.
+
+    .. math::
+
+        z = h W^\top + b, \qquad \ell = \operatorname{cross\_entropy}(z, y)
+
+    The same result and gradients as
+    ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)`` (classes on the
+    last axis), computed in chunks of tokens so that only one chunk of logits exists at a
+    time. A drop-in for ``torch.nn.functional.linear_cross_entropy`` (same leading
+    arguments), with the extras of :func:`crossentropy.torch.cross_entropy`.
+
+    Args:
+        input: hidden states (..., D).
+        linear_weight: the output layer's weight (V, D), the input's dtype.
+        target: class indices of shape (...) (or ``ignore_index``), or class probabilities
+            of shape (..., V) (then only with ``impl="torch"`` or ``"auto"``).
+        linear_bias: (V,) or ``None``.
+        weight: per-class weights (V,) or ``None``.
+        reduction: ``"mean"`` (over the summed weight of counted targets), ``"sum"`` or
+            ``"none"`` (per token, shape (...)).
+        ignore_index: the target value that marks a token to skip.
+        label_smoothing: epsilon in [0, 1].
+        z_loss: coefficient of logsumexp(z)^2, >= 0.
+        softcap: c > 0 to use c tanh(z / c) as the logits, or ``None``.
+        chunk_size: tokens per chunk; ``None`` picks one from the shapes (the chunk's logits
+            at most 1/16 of the whole and at most 256 MiB).
+        impl: ``"chunked"`` (this path), ``"torch"`` (the unfused reference: the logits
+            materialised, then :func:`crossentropy.torch.cross_entropy` with impl="torch"),
+            or ``"auto"``: chunked for class-index targets on CPU when the fused kernel is
+            available, torch otherwise.
+        return_lse: also return each token's logsumexp of the (capped) logits, float32 of
+            shape (...), 0 for ignored tokens.
+
+    Returns:
+        The loss, or ``(loss, lse)`` with ``return_lse=True``.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import linear_cross_entropy
+        >>> g = torch.Generator().manual_seed(0)
+        >>> h = torch.randn(6, 4, generator=g, dtype=torch.float64)
+        >>> W = torch.randn(10, 4, generator=g, dtype=torch.float64)
+        >>> y = torch.tensor([1, 2, 3, -100, 9, 0])
+        >>> ours = linear_cross_entropy(h, W, y, chunk_size=4)
+        >>> unfused = torch.nn.functional.cross_entropy(h @ W.T, y)
+        >>> print(f"{ours.item():.6f} {unfused.item():.6f}")
+        3.771035 3.771035
+    """
+    _validate.reduction(reduction)
+    if not isinstance(impl, str) or impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {', '.join(map(repr, IMPLS))}; got {impl!r}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size: expected a positive integer or None; got {chunk_size!r}")
+    probabilities = _check_shapes(input, linear_weight, target, linear_bias)
+    chosen = impl
+    if impl == "auto":
+        cpu = input.device.type == "cpu"
+        chosen = "chunked" if cpu and not probabilities and _fused.fused_available() else "torch"
+    if chosen == "torch":
+        return _unfused(
+            input,
+            linear_weight,
+            target,
+            linear_bias,
+            weight,
+            reduction,
+            ignore_index,
+            label_smoothing,
+            z_loss,
+            softcap,
+            return_lse,
+            probabilities,
+        )
+    if probabilities:
+        raise ValueError(
+            "impl='chunked': takes class-index targets; probability targets (shape "
+            f"{tuple(target.shape)}) use impl='torch' or impl='auto'"
+        )
+    if input.device.type != "cpu":
+        raise ValueError(f"impl='chunked': runs on CPU tensors; got device {input.device}")
+    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
+    z_coef = _validate.number_in("z_loss", z_loss, 0.0, float("inf"), what=">= 0")
+    cap = _validate.softcap(softcap)
+    leading = tuple(input.shape[:-1])
+    vocabulary, hidden = linear_weight.shape
+    flat_input = input.reshape(-1, hidden)
+    if flat_input.stride(-1) != 1:
+        flat_input = flat_input.contiguous()
+    flat_target = target.reshape(-1).to(torch.int64)
+    _validate.integer_labels(
+        target, vocabulary, ignore_index, array_api_compat.array_namespace(target)
+    )
+    if weight is not None:
+        _validate.class_weight(weight, vocabulary)
+    tokens = flat_input.shape[0]
+    options = {
+        "reduction": reduction,
+        "ignore_index": ignore_index,
+        "label_smoothing": eps,
+        "z_loss": z_coef,
+        "softcap": cap,
+        "weight_sum": float(vocabulary) if weight is None else float(weight.double().sum()),
+        "chunk_size": chunk_size
+        or default_chunk_size(tokens, vocabulary, flat_input.element_size()),
+    }
+    grad_on = torch.is_grad_enabled()
+    wants = (
+        grad_on and input.requires_grad,
+        grad_on and linear_weight.requires_grad,
+        grad_on and linear_bias is not None and linear_bias.requires_grad,
+    )
+    loss, lse = _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
+        flat_input,
+        linear_weight.contiguous(),
+        linear_bias,
+        flat_target,
+        weight,
+        options,
+        wants,
+    )
+    if reduction == "none":
+        loss = loss.reshape(leading)
+    if return_lse:
+        return loss, lse.reshape(leading)
+    result: Tensor = loss
+    return result
+
+
+def _unfused(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    weight: Tensor | None,
+    reduction: str,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    return_lse: bool,
+    probabilities: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The reference: materialise the logits, then the core's cross entropy under autograd."""
+    vocabulary = linear_weight.shape[0]
+    logits = torch.nn.functional.linear(input, linear_weight, linear_bias)
+    flat = logits.reshape(-1, vocabulary)
+    flat_target = target.reshape(-1, vocabulary) if probabilities else target.reshape(-1)
+    loss = _functional.cross_entropy(
+        flat,
+        flat_target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        impl="torch",
+    )
+    if reduction == "none":
+        loss = loss.reshape(target.shape[:-1] if probabilities else target.shape)
+    if not return_lse:
+        return loss
+    with torch.no_grad():
+        capped = flat.float() if softcap is None else softcap * torch.tanh(flat.float() / softcap)
+        lse = torch.logsumexp(capped, dim=-1)
+        if not probabilities:
+            lse = torch.where(flat_target != ignore_index, lse, 0.0)
+    return loss, lse.reshape(input.shape[:-1])
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """:func:`linear_cross_entropy` as a module: options in the constructor, and
+    ``forward(input, linear_weight, target, linear_bias=None)``."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        *,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        chunk_size: int | None = None,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.weight: Tensor | None
+        self.ignore_index = ignore_index
+        self.reduction = _validate.reduction(reduction)
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.chunk_size = chunk_size
+        self.impl = impl
+
+    def forward(
+        self,
+        input: Tensor,
+        linear_weight: Tensor,
+        target: Tensor,
+        linear_bias: Tensor | None = None,
+    ) -> Tensor:
+        result = linear_cross_entropy(
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=self.weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
+            chunk_size=self.chunk_size,
+            impl=self.impl,
+        )
+        assert isinstance(result, Tensor)  # internal: return_lse is False here
+        return result
