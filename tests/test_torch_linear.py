@@ -110,7 +110,7 @@ def test_z_loss_and_softcap_equal_the_unfused_core(reduction, extras):
 
 
 def test_leading_dimensions_and_return_lse():
-    h, w, b, t, _, up = problem(torch.float64, bias=True, leading=(3, 5), seed=2)
+    h, w, b, t, _, _ = problem(torch.float64, bias=True, leading=(3, 5), seed=2)
     loss, lse = linear_cross_entropy(h, w, t, linear_bias=b, reduction="none", return_lse=True)
     logits = F.linear(h, w, b)
     torch.testing.assert_close(

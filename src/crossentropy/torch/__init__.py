@@ -17,7 +17,6 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess by
 
 from . import functional
 from ._fused import fused_available, release_cached_buffers
-from .linear import LinearCrossEntropyLoss, linear_cross_entropy
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -29,6 +28,7 @@ from .functional import (
     nll_loss,
     smooth_l1_loss,
 )
+from .linear import LinearCrossEntropyLoss, linear_cross_entropy
 from .modules import (
     BCELoss,
     BCEWithLogitsLoss,
