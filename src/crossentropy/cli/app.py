@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from crossentropy.cli.explain import explain
+from crossentropy.cli.plot import plot
 
 try:  # typer >= 0.2x vendors click as typer._click
     from typer._click.exceptions import ClickException, UsageError
@@ -111,3 +112,4 @@ def _root(
 
 
 app.command("explain")(explain)
+app.command("plot")(plot)

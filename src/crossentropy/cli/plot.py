@@ -1,0 +1,131 @@
+"""``crossentropy plot``: draw the figures of :mod:`crossentropy.viz` to PNG or SVG files.
+
+matplotlib is an optional extra (``pip install crossentropy[plot]``): this module imports
+:mod:`crossentropy.viz` only when the command runs, so the rest of the command line works
+without it, and a missing matplotlib is one line on stderr with the command to install it.
+
+Every bad input (an unknown figure, an ``--out`` that cannot be created or written, a missing
+matplotlib) is one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated
+
+import typer
+
+try:  # typer >= 0.2x vendors click as typer._click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import ClickException  # type: ignore[no-redef, assignment]
+
+__all__ = ["FIGURE_NAMES", "Format", "plot"]
+
+#: The figures, in the order ``all`` draws them (the keys of ``crossentropy.viz.FIGURES``;
+#: repeated here so that ``--help`` and the error for an unknown name need no matplotlib).
+FIGURE_NAMES = (
+    "information",
+    "binary-entropy",
+    "ce-vs-mse-probability",
+    "ce-vs-mse-logit",
+    "regression-losses",
+    "softmax-temperature",
+)
+
+
+class Format(str, enum.Enum):
+    """The file formats ``--format`` accepts."""
+
+    png = "png"
+    svg = "svg"
+
+
+class PlotError(ClickException):
+    """A bad input to ``plot``: printed as one line, exit status 2."""
+
+    exit_code = 2
+
+
+def _viz() -> ModuleType:
+    try:
+        viz = importlib.import_module("crossentropy.viz")
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] != "matplotlib":
+            raise
+        raise PlotError(
+            "plotting needs matplotlib, which is not installed: pip install crossentropy[plot]"
+        ) from None
+    return viz
+
+
+def _selected(names: list[str] | None) -> list[str]:
+    if not names:
+        return list(FIGURE_NAMES)
+    chosen: list[str] = []
+    for name in names:
+        if name == "all":
+            wanted = list(FIGURE_NAMES)
+        elif name in FIGURE_NAMES:
+            wanted = [name]
+        else:
+            raise typer.BadParameter(
+                f"unknown figure {name!r}; choose from: all, {', '.join(FIGURE_NAMES)}",
+                param_hint="FIGURE",
+            )
+        chosen.extend(n for n in wanted if n not in chosen)
+    return chosen
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _prepare(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise PlotError(f"--out {str(out)!r} is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlotError(f"cannot create the --out directory {str(out)!r}: {_why(exc)}") from None
+
+
+def plot(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="DIR",
+            help="Directory to write the figures to (created if missing).",
+        ),
+    ],
+    figures: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="FIGURE",
+            show_default=False,
+            help=f"Figures to draw: {', '.join(FIGURE_NAMES)}, or all (the default).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        Format,
+        typer.Option("--format", "-f", case_sensitive=False, help="File format."),
+    ] = Format.png,
+) -> None:
+    """Draw figures of cross entropy, MSE and friends, and print the paths written."""
+    names = _selected(figures)
+    viz = _viz()
+    _prepare(out)
+    suffix = fmt.value
+    for name in names:
+        path = out / f"{name}.{suffix}"
+        fig = viz.make_figure(name)
+        try:
+            viz.save_figure(fig, path, format=suffix)
+        except OSError as exc:
+            raise PlotError(f"cannot write {str(path)!r}: {_why(exc)}") from None
+        typer.echo(str(path))
