@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from crossentropy.cli.compute import compute
 from crossentropy.cli.explain import explain
 from crossentropy.cli.plot import plot
 
@@ -112,4 +113,5 @@ def _root(
 
 
 app.command("explain")(explain)
+app.command("compute")(compute)
 app.command("plot")(plot)

@@ -1,0 +1,618 @@
+"""``crossentropy compute``: a loss report for a file of predictions, read as a stream.
+
+Files:
+
+- CSV (any other extension too, unless it starts with the NPY or ZIP magic bytes): numbers
+  separated by commas (tabs for ``.tsv``), one row per line; blank lines are skipped and a
+  first line of names (no field a number) is a header. It is read in batches of lines and
+  parsed with ``numpy.loadtxt``; a line that does not parse is located again field by field,
+  so the error names its line and column.
+- NPY: memory-mapped (``numpy.load(mmap_mode="r")``) and read in blocks of rows.
+- NPZ: the archive's only array, or the one named after a colon (``data.npz:logits``), or,
+  when there are several and none is named, the one called ``predictions``/``probabilities``/
+  ``probs``/``logits`` (predictions) or ``labels``/``targets``/``y`` (labels). The member is
+  streamed from the archive (compressed or not) in blocks of rows; a Fortran-ordered member is
+  read whole.
+
+Predictions are rows of C probabilities (``--logits``: logits); a 1-D array or a single column
+is one probability (logit) per row, for ``--multilabel`` binary labels. Labels are integer
+class ids (a column, or a 1-D array) or one-hot rows; with ``--multilabel``, n-hot rows. The
+numbers are defined in :mod:`crossentropy.report`; row numbers in the report count data rows
+from 0 (a CSV's header and blank lines excluded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import zipfile
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from crossentropy.report import (
+    BadValue,
+    Report,
+    ReportAccumulator,
+    check_labels,
+    check_predictions,
+)
+
+__all__ = ["InputError", "OutputFormat", "compute", "open_source", "run_report"]
+
+CHUNK_BYTES = 2 << 20
+"""The target size of one chunk of input, in bytes of text (CSV) or of array data."""
+
+PROGRESS_BYTES = 16 << 20
+"""Inputs at least this large show a progress bar (when stderr is a terminal)."""
+
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+PREDICTION_KEYS = ("predictions", "probabilities", "probs", "logits")
+LABEL_KEYS = ("labels", "targets", "y")
+
+
+class InputError(Exception):
+    """A problem with the input, as one line for the user."""
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+Block = tuple[npt.NDArray[Any], Callable[[int, int | None], str]]
+"""Rows of numbers and a function naming the place of (row, column) in the file."""
+
+
+def _column(col: int | None) -> str:
+    return "" if col is None else f", column {col + 1}"
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: read(n) returns the next n rows (fewer only at the end), or None at the end
+# --------------------------------------------------------------------------------------------
+
+
+class CsvSource:
+    """Rows of a delimited text file, read in batches of lines."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.name = name
+        self.delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        self.file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.size = os.fstat(self.file.fileno()).st_size
+        self.line = 0
+        self.columns: int | None = None
+        self.first = True
+
+    def close(self) -> None:
+        self.file.close()
+
+    @property
+    def position(self) -> int:
+        return self.file.tell()
+
+    def default_rows(self) -> int:
+        here = self.file.tell()
+        sample = self.file.readline()
+        self.file.seek(here)
+        return max(1, CHUNK_BYTES // max(len(sample), 1))
+
+    def _fields(self, text: str) -> list[str]:
+        return [f.strip() for f in text.split(self.delimiter)]
+
+    def _is_number(self, field: str) -> bool:
+        try:
+            float(field)
+        except ValueError:
+            return False
+        return True
+
+    def read(self, n: int) -> Block | None:
+        lines: list[str] = []
+        numbers: list[int] = []
+        while len(lines) < n:
+            raw = self.file.readline()
+            if not raw:
+                break
+            self.line += 1
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise InputError(f"{self.name}: line {self.line}: not UTF-8 text") from None
+            if not text:
+                continue
+            if self.first:
+                self.first = False
+                if not any(self._is_number(f) for f in self._fields(text)):
+                    self.columns = len(self._fields(text))
+                    continue  # a header
+            lines.append(text)
+            numbers.append(self.line)
+        if not lines:
+            return None
+        values = self._parse(lines, numbers)
+
+        def where(row: int, col: int | None) -> str:
+            return f"line {numbers[row]}{_column(col)}"
+
+        return values, where
+
+    def _parse(self, lines: list[str], numbers: list[int]) -> npt.NDArray[np.float64]:
+        try:
+            with np.errstate(all="ignore"):
+                values = np.loadtxt(
+                    lines,
+                    delimiter=self.delimiter,
+                    dtype=np.float64,
+                    ndmin=2,
+                    comments=None,
+                    encoding=None,
+                )
+        except Exception as exc:  # located again below, field by field
+            self._locate(lines, numbers)
+            message = " ".join(str(exc).split())
+            raise InputError(
+                f"{self.name}: lines {numbers[0]}-{numbers[-1]}: cannot parse ({message})"
+            ) from None
+        if self.columns is None:
+            self.columns = values.shape[1]
+        if values.shape[1] != self.columns:
+            self._locate(lines, numbers)
+        return values
+
+    def _locate(self, lines: list[str], numbers: list[int]) -> None:
+        """Raise an :class:`InputError` at the first malformed line of a batch."""
+        for text, line in zip(lines, numbers, strict=True):
+            fields = self._fields(text)
+            if self.columns is None:
+                self.columns = len(fields)
+            if len(fields) != self.columns:
+                raise InputError(
+                    f"{self.name}: line {line}: {len(fields)} column(s), expected {self.columns}"
+                )
+            for col, field in enumerate(fields):
+                if not field:
+                    raise InputError(f"{self.name}: line {line}, column {col + 1}: empty field")
+                if not self._is_number(field) or "_" in field:
+                    shown = field if len(field) <= 20 else field[:17] + "..."
+                    raise InputError(
+                        f"{self.name}: line {line}, column {col + 1}: {shown!r} is not a number"
+                    )
+
+
+class ArraySource:
+    """Rows of a 1-D or 2-D array (a memory map or an array in memory)."""
+
+    def __init__(self, array: npt.NDArray[Any], name: str, size: int) -> None:
+        self.name = name
+        self.array = _checked_array(array, name)
+        self.size = size
+        self.offset = 0
+        self.columns = 1 if self.array.ndim == 1 else self.array.shape[1]
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def position(self) -> int:
+        total = max(self.array.shape[0], 1)
+        return int(self.size * self.offset / total)
+
+    def default_rows(self) -> int:
+        return max(1, CHUNK_BYTES // max(self.columns * self.array.dtype.itemsize, 1))
+
+    def read(self, n: int) -> Block | None:
+        start = self.offset
+        if start >= self.array.shape[0]:
+            return None
+        block = np.array(self.array[start : start + n])
+        self.offset = start + block.shape[0]
+        if block.ndim == 1:
+            block = block[:, None]
+
+        def where(row: int, col: int | None) -> str:
+            return f"row {start + row}{_column(col)}"
+
+        return block, where
+
+
+class NpzMemberSource:
+    """Rows of an archive member in C order, streamed from the (possibly compressed) zip."""
+
+    def __init__(self, archive: zipfile.ZipFile, member: str, name: str, size: int) -> None:
+        self.name = name
+        self.archive = archive
+        self.file = archive.open(member)
+        self.size = size
+        version = np.lib.format.read_magic(self.file)  # type: ignore[no-untyped-call]
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(self.file)  # type: ignore[no-untyped-call]
+        else:
+            header = np.lib.format.read_array_header_2_0(self.file)  # type: ignore[no-untyped-call]
+        shape, fortran, dtype = header
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        _checked_array(np.empty((0,) * len(self.shape), dtype=self.dtype), name, self.shape)
+        if fortran:
+            raise InputError(f"{name}: a Fortran-ordered member; save it in C order")
+        self.columns = 1 if len(self.shape) == 1 else self.shape[1]
+        self.row_bytes = self.columns * self.dtype.itemsize
+        self.offset = 0
+
+    def close(self) -> None:
+        self.file.close()
+        self.archive.close()
+
+    @property
+    def position(self) -> int:
+        return int(self.size * self.offset / max(self.shape[0], 1))
+
+    def default_rows(self) -> int:
+        return max(1, CHUNK_BYTES // max(self.row_bytes, 1))
+
+    def read(self, n: int) -> Block | None:
+        start = self.offset
+        rows = min(n, self.shape[0] - start)
+        if rows <= 0:
+            return None
+        data = self.file.read(rows * self.row_bytes)
+        if len(data) != rows * self.row_bytes:
+            row = start + len(data) // max(self.row_bytes, 1)
+            raise InputError(f"{self.name}: truncated array data (row {row})")
+        block = np.frombuffer(data, dtype=self.dtype).reshape(rows, self.columns)
+        self.offset = start + rows
+
+        def where(row: int, col: int | None) -> str:
+            return f"row {start + row}{_column(col)}"
+
+        return block, where
+
+
+Source = CsvSource | ArraySource | NpzMemberSource
+
+
+def _checked_array(
+    array: npt.NDArray[Any], name: str, shape: tuple[int, ...] | None = None
+) -> npt.NDArray[Any]:
+    shape = array.shape if shape is None else shape
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{name}: array of dtype {array.dtype}; expected numbers")
+    if len(shape) not in (1, 2):
+        raise InputError(f"{name}: array of shape {shape}; expected 1-D or 2-D (rows, columns)")
+    return array
+
+
+def open_source(spec: str, *, role: str) -> Source:
+    """Open a CSV, NPY or NPZ input (``role``: ``"predictions"`` or ``"labels"``)."""
+    path = Path(spec)
+    member: str | None = None
+    if not path.exists() and ":" in spec:
+        head, _, tail = spec.rpartition(":")
+        if Path(head).is_file():
+            path, member = Path(head), tail
+    if not path.exists():
+        raise InputError(f"{spec}: no such file")
+    if path.is_dir():
+        raise InputError(f"{spec}: is a directory, not a file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{spec}: cannot read ({exc.strerror})") from None
+    name = str(path)
+    try:
+        if magic.startswith(ZIP_MAGIC) or path.suffix.lower() == ".npz":
+            return _open_npz(path, member, name, size, role)
+        if member is not None:
+            raise InputError(f"{spec}: a member name needs an .npz file")
+        if magic == NPY_MAGIC or path.suffix.lower() == ".npy":
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            return ArraySource(array, name, size)
+        return CsvSource(path, name)
+    except InputError:
+        raise
+    except Exception as exc:  # a corrupt file: whatever numpy or zipfile says
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        kind = "NPZ" if path.suffix.lower() == ".npz" else "NPY"
+        raise InputError(f"{name}: not a valid {kind} file ({message})") from None
+
+
+def _open_npz(path: Path, member: str | None, name: str, size: int, role: str) -> Source:
+    archive = zipfile.ZipFile(path)
+    members = [m[:-4] for m in archive.namelist() if m.endswith(".npy")]
+    if member is None:
+        if len(members) == 1:
+            member = members[0]
+        else:
+            keys = PREDICTION_KEYS if role == "predictions" else LABEL_KEYS
+            found = [k for k in keys if k in members]
+            if not found:
+                archive.close()
+                raise InputError(
+                    f"{name}: {len(members)} arrays ({', '.join(members) or 'none'}); "
+                    f"name one as {name}:NAME"
+                )
+            member = found[0]
+    if member not in members:
+        archive.close()
+        raise InputError(f"{name}: no array {member!r} (has {', '.join(members) or 'none'})")
+    return NpzMemberSource(archive, member + ".npy", f"{name}:{member}", size)
+
+
+# --------------------------------------------------------------------------------------------
+# The stream
+# --------------------------------------------------------------------------------------------
+
+
+def _fail(source: Source, where: Callable[[int, int | None], str], exc: BadValue) -> InputError:
+    hint = f" ({exc.hint})" if exc.hint else ""
+    return InputError(f"{source.name}: {where(exc.row, exc.column)}: {exc.message}{hint}")
+
+
+def run_report(
+    predictions: Source,
+    labels: Source,
+    *,
+    logits: bool,
+    multilabel: bool,
+    normalize: bool,
+    worst: int = 10,
+    chunk_rows: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Feed both sources, chunk by chunk in lockstep, to a :class:`ReportAccumulator`."""
+    rows = chunk_rows or predictions.default_rows()
+    acc: ReportAccumulator | None = None
+    seen = 0
+    while True:
+        block = predictions.read(rows)
+        if block is None:
+            if seen == 0:
+                raise InputError(f"{predictions.name}: no rows of predictions")
+            if labels.read(1) is not None:
+                raise InputError(
+                    f"{labels.name} has more rows than {predictions.name} ({seen} rows)"
+                )
+            break
+        x, where_x = block
+        n = x.shape[0]
+        c = x.shape[1]
+        if acc is None:
+            if c == 1 and not multilabel:
+                raise InputError(
+                    f"{predictions.name}: one column of predictions; pass --multilabel for "
+                    f"binary labels (one probability or logit per label), or give one column "
+                    f"per class"
+                )
+            acc = ReportAccumulator(c, logits=logits, multilabel=multilabel, worst=worst)
+        got = labels.read(n)
+        if got is None or got[0].shape[0] != n:
+            have = seen + (0 if got is None else got[0].shape[0])
+            raise InputError(
+                f"{labels.name} has fewer rows ({have}) than {predictions.name} "
+                f"(at least {seen + n})"
+            )
+        y, where_y = got
+        try:
+            x = check_predictions(x, logits=logits, multilabel=multilabel, normalize=normalize)
+        except BadValue as exc:
+            raise _fail(predictions, where_x, exc) from None
+        try:
+            check_labels(y, c, multilabel=multilabel)
+        except BadValue as exc:
+            raise _fail(labels, where_y, exc) from None
+        except ValueError as exc:
+            raise InputError(f"{labels.name}: {exc}") from None
+        acc.update(x, y)
+        seen += n
+        if on_progress is not None:
+            on_progress(predictions.position)
+    assert acc is not None
+    return acc.result()
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _number(value: float | None, digits: int = 6) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.3e}"
+
+
+def render_text(report: Report, console: Console, *, title: str) -> None:
+    """The report as rich tables."""
+    summary = Table(title=title, box=box.SIMPLE_HEAVY, show_header=True)
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_column("meaning", style="dim")
+    kind = "multi-label (sigmoid)" if report.multilabel else "single-label (softmax)"
+    source = "logits" if report.logits else "probabilities"
+    summary.add_row("rows", str(report.rows), f"{kind}, from {source}")
+    summary.add_row("classes", str(report.num_classes), "")
+    per = "per label" if report.multilabel else "per row"
+    summary.add_row("cross entropy", _number(report.cross_entropy_nats), f"nats, mean {per}")
+    summary.add_row("cross entropy", _number(report.cross_entropy_bits), f"bits, mean {per}")
+    summary.add_row("perplexity", _number(report.perplexity), "exp(cross entropy in nats)")
+    if report.multilabel:
+        summary.add_row("accuracy", _number(report.accuracy), "rows with every label right")
+        summary.add_row(
+            "label accuracy", _number(report.element_accuracy), "labels right (p > 0.5)"
+        )
+        summary.add_row("Brier score", _number(report.brier), "mean (p - y)^2 per label")
+    else:
+        summary.add_row("accuracy", _number(report.accuracy), "argmax = label")
+        summary.add_row("Brier score", _number(report.brier), "sum over classes of (p - y)^2")
+    summary.add_row("ECE", _number(report.ece), "expected calibration error, 15 bins")
+    console.print(summary)
+
+    classes = Table(title="Per class", box=box.SIMPLE)
+    classes.add_column("class", justify="right")
+    classes.add_column("positives" if report.multilabel else "count", justify="right")
+    classes.add_column("cross entropy (nats)", justify="right")
+    classes.add_column("accuracy", justify="right")
+    shown = report.classes
+    if len(shown) > 30:
+        shown = sorted(
+            (c for c in shown if c.cross_entropy is not None),
+            key=lambda c: -(c.cross_entropy or 0.0),
+        )[:20]
+        classes.caption = f"the 20 classes of highest cross entropy of {report.num_classes}"
+    for c in shown:
+        classes.add_row(str(c.index), str(c.count), _number(c.cross_entropy), _number(c.accuracy))
+    console.print(classes)
+
+    calibration = Table(title="Calibration (confidence bins)", box=box.SIMPLE)
+    for name in ("bin", "count", "confidence", "accuracy", "gap"):
+        calibration.add_column(name, justify="right")
+    for b in report.calibration:
+        if b.count and b.confidence is not None and b.accuracy is not None:
+            calibration.add_row(
+                f"({b.lower:.3f}, {b.upper:.3f}]",
+                str(b.count),
+                _number(b.confidence, 4),
+                _number(b.accuracy, 4),
+                _number(abs(b.accuracy - b.confidence), 4),
+            )
+    console.print(calibration)
+
+    if report.worst:
+        worst = Table(title=f"Worst {len(report.worst)} rows", box=box.SIMPLE)
+        worst.add_column("row", justify="right")
+        worst.add_column("loss (nats)", justify="right")
+        for w in report.worst:
+            worst.add_row(str(w.row), _number(w.loss))
+        console.print(worst)
+
+
+def report_json(report: Report, *, predictions: str, labels: str) -> str:
+    """The report as JSON: every number (infinities as null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    data = {"predictions": predictions, "labels": labels, **dataclasses.asdict(report)}
+    data["brier_definition"] = (
+        "mean over labels of (p - y)^2"
+        if report.multilabel
+        else "mean over rows of the sum over classes of (p - y)^2"
+    )
+    return json.dumps(clean(data), indent=2)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+
+def _error(message: str) -> typer.Exit:
+    sys.stderr.write(f"crossentropy compute: error: {' '.join(message.split())}\n")
+    return typer.Exit(2)
+
+
+def compute(
+    predictions: Annotated[
+        str,
+        typer.Argument(
+            help="Predictions: CSV, NPY or NPZ (FILE.npz:NAME picks an array), a row per example.",
+            show_default=False,
+        ),
+    ],
+    labels: Annotated[
+        str,
+        typer.Argument(
+            help="Labels: integer class ids (a column) or one-hot / n-hot rows.",
+            show_default=False,
+        ),
+    ],
+    logits: Annotated[
+        bool, typer.Option("--logits", help="The predictions are logits, not probabilities.")
+    ] = False,
+    multilabel: Annotated[
+        bool,
+        typer.Option(
+            "--multilabel",
+            help="n-hot labels: one sigmoid / binary cross entropy per class.",
+        ),
+    ] = False,
+    normalize: Annotated[
+        bool,
+        typer.Option("--normalize", help="Rescale each row of probabilities to sum to 1."),
+    ] = False,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.text,
+    worst: Annotated[
+        int, typer.Option("--worst", min=0, help="How many worst-scored rows to list.")
+    ] = 10,
+    chunk_size: Annotated[
+        int | None, typer.Option("--chunk-size", min=1, hidden=True, help="Rows per chunk.")
+    ] = None,
+) -> None:
+    """A loss report for a file of predictions: cross entropy, accuracy, Brier, calibration."""
+    if normalize and (logits or multilabel):
+        raise _error(
+            "--normalize applies to single-label probabilities, not to --logits or --multilabel"
+        )
+    sources: list[Source] = []
+    try:
+        sources.append(open_source(predictions, role="predictions"))
+        sources.append(open_source(labels, role="labels"))
+        pred_source, label_source = sources
+        show = sys.stderr.isatty() and pred_source.size >= PROGRESS_BYTES
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not show,
+        ) as progress:
+            task = progress.add_task("reading", total=pred_source.size)
+            report = run_report(
+                pred_source,
+                label_source,
+                logits=logits,
+                multilabel=multilabel,
+                normalize=normalize,
+                worst=worst,
+                chunk_rows=chunk_size,
+                on_progress=lambda done: progress.update(task, completed=done),
+            )
+    except InputError as exc:
+        raise _error(str(exc)) from None
+    except MemoryError:
+        raise _error("out of memory (a row too wide for one chunk?)") from None
+    finally:
+        for s in sources:
+            s.close()
+    if output_format is OutputFormat.json:
+        sys.stdout.write(report_json(report, predictions=predictions, labels=labels) + "\n")
+    else:
+        render_text(report, Console(), title=f"Loss report: {predictions} vs {labels}")
