@@ -40,22 +40,39 @@ The table is printed and saved as JSON (default benchmarks/results/cross_entropy
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import gc
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _harness import (
+    NOISY,
+    Column,
+    Prepared,
+    command_line,
+    emit_result,
+    fits_in_memory,
+    fmt,
+    loss_value,
+    probe_peak,
+    reset_peak_rss,
+    run_workers,
+    table,
+    time_with_retries,
+    utc,
+    verdict,
+    write_json,
+)
+from _harness import machine as machine_info
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "cross_entropy.json"
@@ -75,9 +92,6 @@ LABELS = {
     "numpy_core": "crossentropy.gradients (NumPy core)",
     "scipy_log_softmax": "scipy.special.log_softmax loss+grad",
 }
-
-# A row is flagged when other processes took more than this share of the CPU while it ran.
-NOISY = 0.05
 
 # Issue 3's targets, for the fused variants.
 SPEEDUP_VS_EAGER = 3.0
@@ -127,33 +141,6 @@ QUICK_CONFIGS = (
     Config("float32 (512, 4000)", 512, 4000, "float32", False, False, warmup=1, reps=3),
     Config("bfloat16 (256, 2000)", 256, 2000, "bfloat16", False, False, warmup=1, reps=5),
 )
-
-
-# --------------------------------------------------------------------------- memory probes
-
-
-def _proc_status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        match = re.search(rf"^{field}:\s+(\d+)\s+kB", f.read(), re.MULTILINE)
-    if match is None:
-        raise OSError(f"{field} not in /proc/self/status")
-    return int(match.group(1))
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS; True if that worked here."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return _proc_status_kib("VmHWM") <= _proc_status_kib("VmRSS") + 1024
-    except OSError:
-        return False
-
-
-def _mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        match = re.search(r"^MemAvailable:\s+(\d+)\s+kB", f.read(), re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else 0
 
 
 # --------------------------------------------------------------------------- the variants
@@ -214,21 +201,6 @@ def make_data(cfg: Config) -> tuple[Any, Any]:
         x = x.to(torch.bfloat16)
     t = torch.randint(0, cfg.cols, (cfg.rows,), generator=g)
     return x.requires_grad_(True), t
-
-
-def _noop() -> None:
-    return None
-
-
-@dataclasses.dataclass
-class Prepared:
-    """A variant ready to run: ``prep()`` untimed before each repetition, ``step()`` timed."""
-
-    step: Callable[[], Any]
-    prep: Callable[[], None] = _noop
-    grad: Callable[[], Any] = _noop
-    compile_seconds: float | None = None
-    entry: str | None = None
 
 
 def prepare(
@@ -372,31 +344,18 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = Config(**spec["config"])
     fused, entry = load_fused()
     x, t = make_data(cfg)
-    can_reset = _reset_peak_rss()
+    can_reset = reset_peak_rss()
     out: dict[str, Any] = {}
     for name in spec["variants"]:
         try:
             if not can_reset and out:
                 raise OSError("peak RSS cannot be reset here; one variant per process")
             p = prepare(name, x, t, fused, entry, memory=True)
-            if can_reset:  # warm-up: one-time allocations (threads, caches) are not the op's
-                p.prep()
-                p.step()
-            p.prep()
-            _release_fused_cache()
-            gc.collect()
-            before = _proc_status_kib("VmRSS")
-            if can_reset:
-                _reset_peak_rss()
-            result = p.step()
-            peak = _proc_status_kib("VmHWM")
+            peak, result = probe_peak(p, can_reset=can_reset, before_run=_release_fused_cache)
             del result, p
             x.grad = None
             gc.collect()
-            out[name] = {
-                "peak_extra_bytes": max(0, peak - before) * 1024,
-                "reset": can_reset,
-            }
+            out[name] = {"peak_extra_bytes": peak, "reset": can_reset}
         except Exception as exc:
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
@@ -406,99 +365,9 @@ def measure_memory(
     cfg: Config, variants: list[str], *, isolate: bool, inductor_dir: str
 ) -> dict[str, Any]:
     """Run memory workers; one subprocess per variant when ``isolate``."""
-    env = dict(os.environ)
-    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    env["TORCHINDUCTOR_CACHE_DIR"] = inductor_dir
-    src = HERE.parent / "src"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH")) if p)
     groups = [[v] for v in variants] if isolate else [list(variants)]
-    results: dict[str, Any] = {}
-    for group in groups:
-        spec = {"config": dataclasses.asdict(cfg), "variants": group}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", json.dumps(spec)]
-        try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        except subprocess.TimeoutExpired:
-            results.update({v: {"error": "memory probe timed out"} for v in group})
-            continue
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode == 0 and lines:
-            results.update(json.loads(lines[-1][len("RESULT ") :]))
-            continue
-        if proc.returncode in (-9, 137):
-            why = "the memory probe was killed (out of memory)"
-        else:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            why = f"the memory probe failed (exit {proc.returncode}): {tail[0]}"
-        results.update({v: {"error": why, "killed": proc.returncode in (-9, 137)} for v in group})
-    return results
-
-
-# --------------------------------------------------------------------------- timing
-
-
-def _cpu_snapshot() -> tuple[int, int, float]:
-    """(busy jiffies of the whole machine, all jiffies, this process's CPU seconds)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0, 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    t = os.times()
-    return sum(fields) - idle, sum(fields), t.user + t.system + t.children_user + t.children_system
-
-
-Snapshot = tuple[int, int, float]
-
-
-def other_cpu_fraction(before: Snapshot, after: Snapshot) -> float | None:
-    """Share of the machine's CPU time used by OTHER processes between two snapshots."""
-    total = after[1] - before[1]
-    if total <= 0:
-        return None
-    hz = os.sysconf("SC_CLK_TCK")
-    busy = after[0] - before[0]
-    own = (after[2] - before[2]) * hz
-    return max(0.0, (busy - own) / total)
-
-
-QUIET_WAIT_S = 20.0
-
-
-def wait_for_quiet(limit: float) -> bool:
-    """Wait (up to ``limit`` seconds) for one second in which other processes stay quiet."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        before = _cpu_snapshot()
-        time.sleep(1.0)
-        others = other_cpu_fraction(before, _cpu_snapshot())
-        if others is not None and others < NOISY:
-            return True
-    return False
-
-
-def time_reps(p: Prepared, warmup: int, reps: int) -> tuple[list[float], Any, float | None]:
-    """Times of ``reps`` runs of ``p.step`` after ``warmup`` ones, the last result, and the
-    share of the CPU that other processes took meanwhile (noise: the ratios assume ~0)."""
-    for _ in range(warmup):
-        p.prep()
-        p.step()
-    times = []
-    result = None
-    gc.collect()
-    gc.disable()
-    before = _cpu_snapshot()
-    try:
-        for _ in range(reps):
-            p.prep()
-            result = None
-            start = time.perf_counter()
-            result = p.step()
-            times.append(time.perf_counter() - start)
-    finally:
-        gc.enable()
-    return times, result, other_cpu_fraction(before, _cpu_snapshot())
+    specs = [(g, {"config": dataclasses.asdict(cfg), "variants": g}) for g in groups]
+    return run_workers(Path(__file__), specs, env={"TORCHINDUCTOR_CACHE_DIR": inductor_dir})
 
 
 # Peak-memory guesses (in logits) for the fit check when a probe gave no number.
@@ -523,23 +392,7 @@ def fits(cfg: Config, name: str, mem: dict[str, Any]) -> tuple[bool, str]:
         extra += cfg.logits_bytes  # the working copy the timed runs overwrite
     if name in NUMPY_VARIANTS:
         extra += cfg.rows * cfg.cols * 4  # the float32 NumPy view/copy
-    need = 1.1 * extra + 256 * 2**20
-    avail = _mem_available()
-    if need > avail:
-        return False, (
-            f"does not fit in memory: needs ~{need / 2**30:.1f} GiB, "
-            f"{avail / 2**30:.1f} GiB available"
-        )
-    return True, ""
-
-
-def _loss_value(result: Any) -> float | None:
-    if isinstance(result, tuple):
-        result = result[0]
-    try:
-        return float(result)
-    except (TypeError, ValueError, RuntimeError):
-        return None
+    return fits_in_memory(extra)
 
 
 def run_config(
@@ -602,16 +455,8 @@ def run_config(
             p = prepare(name, x, t, fused, entry)
             reps = cfg.numpy_reps if name in NUMPY_VARIANTS else cfg.reps
             warmup = 1 if name in NUMPY_VARIANTS else cfg.warmup
-            times, result, others = time_reps(p, warmup, reps)
-            attempts = 1
-            while others is not None and others > NOISY and attempts <= retries:
-                # other processes took CPU meanwhile: wait for a quiet moment and time again,
-                # keeping the least disturbed attempt
-                wait_for_quiet(QUIET_WAIT_S)
-                again = time_reps(p, 1, reps)
-                attempts += 1
-                if again[2] is not None and again[2] < others:
-                    times, result, others = again
+            # re-timed after a quiet moment if other processes took CPU meanwhile
+            times, result, others, attempts = time_with_retries(p, warmup, reps, retries)
         except Exception as exc:
             row["reason"] = f"failed: {type(exc).__name__}: {exc}"
             x.grad = None
@@ -625,7 +470,7 @@ def run_config(
             seconds_all=times,
             compile_seconds=p.compile_seconds,
             entry=p.entry,
-            loss=_loss_value(result),
+            loss=loss_value(result),
             other_processes_cpu=others,
             attempts=attempts,
         )
@@ -721,22 +566,21 @@ def evaluate_targets(cfg: Config, rows: dict[str, dict[str, Any]]) -> list[dict[
 # --------------------------------------------------------------------------- report
 
 
-def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
+COLUMNS = (
+    Column("variant", 45, left=True),
+    Column("median ms", 10, "10.2f"),
+    Column("min ms", 9, "9.2f"),
+    Column("x eager", 8, "7.2f", "x"),
+    Column("x compl", 8, "7.2f", "x"),
+    Column("/ floor", 8, "8.2f"),
+    Column("peak MiB", 9, "9.1f"),
+    Column("x logits", 9, "9.3f"),
+    Column("loss", 10, "10.6f"),
+)
 
 
 def render(config: dict[str, Any]) -> str:
-    head = (
-        f"{'variant':<45} {'median ms':>10} {'min ms':>9} {'x eager':>8} {'x compl':>8} "
-        f"{'/ floor':>8} {'peak MiB':>9} {'x logits':>9} {'loss':>10}  note"
-    )
-    lines = [
-        f"{config['name']}  logits {config['logits_bytes'] / 2**20:.0f} MiB, "
-        f"median of {config['reps']} after {config['warmup']} warm-up "
-        f"(NumPy rows: {FULL_CONFIGS[0].numpy_reps}), memory: {config['memory_probe']}",
-        head,
-        "-" * len(head),
-    ]
+    rows = []
     for r in config["rows"]:
         ms = r["seconds"] * 1e3 if r["available"] else None
         mn = r["seconds_min"] * 1e3 if r["available"] else None
@@ -759,21 +603,29 @@ def render(config: dict[str, Any]) -> str:
         if r.get("peak_error"):
             notes.append(f"memory: {r['peak_error']}")
         peak = r["peak_extra_bytes"]
-        lines.append(
-            f"{r['label']:<45} {_fmt(ms, '10.2f')} {_fmt(mn, '9.2f')} "
-            f"{_fmt(r['speedup_vs_eager'], '7.2f', 'x')} "
-            f"{_fmt(r['speedup_vs_compiled'], '7.2f', 'x')} "
-            f"{_fmt(r['time_over_floor'], '8.2f')} "
-            f"{_fmt(None if peak is None else peak / 2**20, '9.1f')} "
-            f"{_fmt(r['peak_extra_x_logits'], '9.3f')} "
-            f"{_fmt(r.get('loss'), '10.6f')}  {'; '.join(notes)}"
+        cells = (
+            r["label"],
+            ms,
+            mn,
+            r["speedup_vs_eager"],
+            r["speedup_vs_compiled"],
+            r["time_over_floor"],
+            None if peak is None else peak / 2**20,
+            r["peak_extra_x_logits"],
+            r.get("loss"),
         )
+        rows.append((cells, "; ".join(notes)))
+    lines = [
+        f"{config['name']}  logits {config['logits_bytes'] / 2**20:.0f} MiB, "
+        f"median of {config['reps']} after {config['warmup']} warm-up "
+        f"(NumPy rows: {FULL_CONFIGS[0].numpy_reps}), memory: {config['memory_probe']}",
+        *table(COLUMNS, rows),
+    ]
     scope = "issue 3's targets" if config["issue_targets"] else "issue 3's targets (informative)"
     lines.append(f"{scope}:")
     for c in config["targets"]:
-        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[c["met"]]
-        value = _fmt(c["value"], ".3f")
-        lines.append(f"  [{verdict}] {c['variant']:<14} {c['target']:<48} {value}")
+        value = fmt(c["value"], ".3f")
+        lines.append(f"  [{verdict(c['met'])}] {c['variant']:<14} {c['target']:<48} {value}")
     return "\n".join(lines)
 
 
@@ -797,8 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.retries is None:
         args.retries = 0 if args.quick else 1
     if args._worker:
-        result = _worker(json.loads(args._worker))
-        print("RESULT " + json.dumps(result), flush=True)
+        emit_result(_worker(json.loads(args._worker)))
         return 0
 
     inductor_root = tempfile.mkdtemp(prefix="bench-ce-inductor-")
@@ -842,24 +693,13 @@ def main(argv: list[str] | None = None) -> int:
         print(render(config))
         print()
 
-    cpu = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        match = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.MULTILINE)
-        cpu = match.group(1) if match else ""
     report = {
         "benchmark": "cross entropy forward+backward of the mean loss, integer targets (issue 3)",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "quick": args.quick,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "date_utc": utc(started),
         "wall_seconds": time.time() - started,
-        "machine": {
-            "cpu": cpu,
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-        },
+        "machine": machine_info(torch.get_num_threads(), load_before),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -879,9 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "configs": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {args.out}")
+    write_json(args.out, report)
     return 0
 
 
