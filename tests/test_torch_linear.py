@@ -219,8 +219,9 @@ def test_module_equals_function():
 
 
 def test_default_chunk_size():
-    assert default_chunk_size(4096, 32000, 4) == 256  # 1/16 of the logits
-    assert default_chunk_size(16384, 256000, 4) == 256  # the 256 MiB cap
+    assert default_chunk_size(4096, 32000, 4) == 816  # 1/5 of the logits, a multiple of 8
+    assert default_chunk_size(2048, 128256, 4) == 408
+    assert default_chunk_size(16384, 256000, 4) == 520  # the 512 MiB cap
     assert default_chunk_size(5, 10, 4) == 5  # never more than the tokens
     assert default_chunk_size(100000, 10**7, 4) == 8  # at least 8 tokens
 
