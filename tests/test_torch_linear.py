@@ -250,3 +250,42 @@ def test_bad_input(call, error, match):
     h, w, _, t, _, _ = problem(torch.float64, seed=10)
     with pytest.raises(error, match=match):
         call(h, w, t)
+
+
+@pytest.mark.parametrize(
+    ("reduction", "extras", "bias", "class_weight"),
+    [
+        ("mean", {}, False, False),
+        ("sum", {"label_smoothing": 0.1}, True, True),
+        ("none", {"z_loss": 1e-2, "softcap": 3.0}, True, False),
+        ("mean", {"label_smoothing": 0.2, "z_loss": 0.1, "softcap": 2.0}, False, True),
+    ],
+)
+def test_vocabulary_blocks_when_a_chunk_is_too_wide(
+    monkeypatch, reduction, extras, bias, class_weight
+):
+    """With a budget smaller than one chunk's rows the vocabulary is split into blocks (an
+    online logsumexp, the logits computed twice): same loss, logsumexp and gradients."""
+    from crossentropy.torch import linear as linear_module
+
+    h, w, b, t, cw, up = problem(torch.float64, bias=bias, class_weight=class_weight, seed=11)
+    kwargs = {"linear_bias": b, "weight": cw, "reduction": reduction, **extras}
+    ref, ref_grads = loss_and_grads(
+        lambda: linear_cross_entropy(h, w, t, impl="torch", **kwargs), h, w, b, up, reduction
+    )
+    _, ref_lse = linear_cross_entropy(h, w, t, impl="torch", return_lse=True, **kwargs)
+    monkeypatch.setattr(linear_module, "CHUNK_BYTES", 5 * 8 * 5)  # 5 tokens x 5 classes
+    assert linear_module.vocabulary_block(5, VOCABULARY, 8) == 5
+    ours, ours_grads = loss_and_grads(
+        lambda: linear_cross_entropy(h, w, t, chunk_size=5, impl="chunked", **kwargs),
+        h,
+        w,
+        b,
+        up,
+        reduction,
+    )
+    _, lse = linear_cross_entropy(h, w, t, chunk_size=5, impl="chunked", return_lse=True, **kwargs)
+    assert_near(ours, ref, torch.float64)
+    torch.testing.assert_close(lse, ref_lse, rtol=1e-6, atol=1e-6)  # both float32
+    for mine, theirs in zip(ours_grads, ref_grads, strict=True):
+        assert_near(mine, theirs, torch.float64)

@@ -63,6 +63,127 @@ def default_chunk_size(tokens: int, vocabulary: int, itemsize: int) -> int:
     return max(1, min(tokens, rows))
 
 
+def vocabulary_block(chunk: int, vocabulary: int, itemsize: int) -> int | None:
+    """Vocabulary entries per block when a chunk of ``chunk`` tokens is too wide for the
+    512 MiB budget (very large vocabularies), else ``None`` (whole rows)."""
+    if chunk * vocabulary * itemsize <= CHUNK_BYTES:
+        return None
+    return max(1, CHUNK_BYTES // (chunk * itemsize))
+
+
+def _blocked_rows(
+    h: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    options: dict[str, Any],
+    *,
+    block: int,
+    scale: float,
+    row_factor: Tensor | None,
+    grads: tuple[Tensor | None, Tensor | None, Tensor | None],
+    losses: Tensor,
+    lse_out: Tensor | None,
+) -> None:
+    """One token chunk with the vocabulary in blocks: the rows never exist whole.
+
+    Pass 1 runs an online log-sum-exp over the blocks (running max m and sum s, rescaled by
+    exp(m_old - m_new) when the max grows) and gathers z_y and sum_j w_j z_j; pass 2
+    recomputes each block's logits and forms its gradient with the same formula as the
+    fused kernel (derivation: crossentropy.gradients.sparse_softmax_cross_entropy):
+    G = [r p - (eps/C) w - (1-eps) w_y onehot] * scale * dz/dx, r = (1-eps) w_y
+    + (eps/C) W + 2 zl w_y L. One more matrix product than the token-chunked sweep (the
+    logits are computed twice), the price of never holding a whole row.
+    """
+    compute = torch.promote_types(h.dtype, torch.float32)
+    vocabulary = linear_weight.shape[0]
+    eps, zl, cap = options["label_smoothing"], options["z_loss"], options["softcap"]
+    ignore = options["ignore_index"]
+    counted = target != ignore
+    safe_target = torch.where(counted, target, 0)
+    w_y = (
+        torch.ones(len(target), dtype=compute)
+        if weight is None
+        else weight.to(compute)[safe_target]
+    )
+    w_y = torch.where(counted, w_y, 0.0)
+    w_all = None if weight is None else weight.to(compute)
+
+    def logits(start: int, stop: int) -> Tensor:
+        z = h @ linear_weight[start:stop].t()
+        if linear_bias is not None:
+            z = z + linear_bias[start:stop]
+        z = z.to(compute)
+        return z if cap is None else cap * torch.tanh(z / cap)
+
+    m = torch.full((len(target),), -torch.inf, dtype=compute)
+    s = torch.zeros(len(target), dtype=compute)
+    z_y = torch.zeros(len(target), dtype=compute)
+    weighted_sum = torch.zeros(len(target), dtype=compute)
+    for start in range(0, vocabulary, block):
+        stop = min(start + block, vocabulary)
+        z = logits(start, stop)
+        new_m = torch.maximum(m, z.max(1).values)
+        shift = torch.where(torch.isfinite(new_m), new_m, 0.0)
+        s = s * torch.exp(torch.where(torch.isfinite(m), m, shift) - shift)
+        s = s + torch.exp(z - shift[:, None]).sum(1)
+        m = new_m
+        inside = (safe_target >= start) & (safe_target < stop)
+        picked = z.gather(1, (safe_target - start).clamp(0, stop - start - 1)[:, None])[:, 0]
+        z_y = torch.where(inside, picked, z_y)
+        if eps > 0:
+            w_block = (
+                torch.ones(stop - start, dtype=compute) if w_all is None else w_all[start:stop]
+            )
+            weighted_sum = weighted_sum + (z * w_block).sum(1)
+    shift = torch.where(torch.isfinite(m), m, 0.0)
+    lse = shift + torch.log(s)
+    total_weight = options["weight_sum"]
+    loss = (1 - eps) * w_y * (lse - z_y)
+    if eps > 0:
+        loss = loss + (eps / vocabulary) * (total_weight * lse - weighted_sum)
+    if zl > 0:
+        loss = loss + zl * w_y * lse * lse
+    live = counted if eps > 0 else counted & (w_y != 0)
+    losses.copy_(torch.where(live, loss, 0.0))
+    if lse_out is not None:
+        lse_out.copy_(torch.where(live, lse, 0.0))
+    grad_input, grad_weight, grad_bias = grads
+    if grad_input is None and grad_weight is None and grad_bias is None:
+        return
+    r = (1 - eps) * w_y + (eps / vocabulary) * total_weight
+    if zl > 0:
+        r = r + 2 * zl * w_y * lse
+    factor = torch.where(live, torch.full_like(lse, scale), 0.0)
+    if row_factor is not None:
+        factor = factor * row_factor.to(compute)
+    dh = torch.zeros(h.shape, dtype=compute) if grad_input is not None else None
+    for start in range(0, vocabulary, block):
+        stop = min(start + block, vocabulary)
+        z = logits(start, stop)
+        g = r[:, None] * torch.exp(z - lse[:, None])
+        if eps > 0:
+            w_block = (
+                torch.ones(stop - start, dtype=compute) if w_all is None else w_all[start:stop]
+            )
+            g = g - (eps / vocabulary) * w_block
+        inside = (safe_target >= start) & (safe_target < stop) & counted
+        rows = torch.nonzero(inside)[:, 0]
+        g[rows, safe_target[rows] - start] -= ((1 - eps) * w_y)[rows]
+        g = g * factor[:, None]
+        if cap is not None:
+            g = g * (1 - (z / cap) ** 2)
+        if dh is not None:
+            dh += g @ linear_weight[start:stop].to(compute)
+        if grad_weight is not None:
+            grad_weight[start:stop] += g.t() @ h.to(compute)
+        if grad_bias is not None:
+            grad_bias[start:stop] += g.sum(0)
+    if grad_input is not None and dh is not None:
+        grad_input.copy_(dh)
+
+
 def _step(
     logits: Tensor,
     target: Tensor,
@@ -118,6 +239,29 @@ def _sweep(
     accumulate = torch.promote_types(input.dtype, torch.float32)
     grad_weight = torch.zeros(linear_weight.shape, dtype=accumulate) if want_weight else None
     grad_bias = torch.zeros(vocabulary, dtype=accumulate) if want_bias else None
+    block = vocabulary_block(min(chunk, tokens), vocabulary, input.element_size())
+    if block is not None:  # even one chunk's rows are too wide: split the vocabulary too
+        for start in range(0, tokens, chunk):
+            stop = min(start + chunk, tokens)
+            _blocked_rows(
+                input[start:stop],
+                linear_weight,
+                linear_bias,
+                target[start:stop],
+                weight,
+                options,
+                block=block,
+                scale=scale,
+                row_factor=None if row_factor is None else row_factor[start:stop],
+                grads=(
+                    None if grad_input is None else grad_input[start:stop],
+                    grad_weight,
+                    grad_bias,
+                ),
+                losses=losses[start:stop],
+                lse_out=None if lse is None else lse[start:stop],
+            )
+        return losses, grad_input, grad_weight, grad_bias
     buffer = torch.empty(min(chunk, tokens), vocabulary, dtype=input.dtype)
     weight_t = linear_weight.t()
     for start in range(0, tokens, chunk):
