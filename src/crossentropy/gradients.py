@@ -26,10 +26,9 @@ from .losses import LOG_CLAMP, Terms, reduction_scale
 def _finish(t: Terms, grad: Array, reduction: str) -> tuple[Array, Array]:
     """The reduced loss and the gradient scaled by the reduction, in the caller's layout."""
     xp = t.xp
-    loss = losses._reduce(t.per_example, reduction, t.count, xp)
     grad = grad * reduction_scale(reduction, t.count, xp)
     grad = move_last_axis_to(grad, t.axis, xp)
-    return from_compute(loss, t.dtype, xp), from_compute(grad, t.dtype, xp)
+    return t.reduced(reduction), from_compute(grad, t.dtype, xp)
 
 
 def _zeros_where_not(mask: Array, grad: Array, xp: Any) -> Array:

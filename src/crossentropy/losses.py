@@ -101,6 +101,12 @@ class Terms:
     count: Array
     extra: dict[str, Any]
 
+    def reduced(self, reduction: str) -> Array:
+        """The loss under ``reduction``, in the dtype results are returned in."""
+        return from_compute(
+            _reduce(self.per_example, reduction, self.count, self.xp), self.dtype, self.xp
+        )
+
 
 def _logits(name: str, logits: Array, axis: int, xp: Any) -> tuple[Array, int, Any]:
     _validate.floating(name, logits, xp)
@@ -237,7 +243,7 @@ def softmax_cross_entropy(
         label_smoothing=label_smoothing,
         reduction=reduction,
     )
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
 
 
 # ----------------------------------------------------------------------------------------
@@ -372,7 +378,7 @@ def sparse_softmax_cross_entropy(
         softcap=softcap,
         reduction=reduction,
     )
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
 
 
 # ----------------------------------------------------------------------------------------
@@ -447,7 +453,7 @@ def nll_loss(
     t = _nll_loss_terms(
         log_probs, labels, axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction
     )
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
 
 
 # ----------------------------------------------------------------------------------------
@@ -549,7 +555,7 @@ def sigmoid_cross_entropy(
     t = _sigmoid_cross_entropy_terms(
         logits, labels, pos_weight=pos_weight, weight=weight, reduction=reduction
     )
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
 
 
 LOG_CLAMP = -100.0
@@ -639,7 +645,7 @@ def binary_cross_entropy(
         torch.nn.functional.binary_cross_entropy; sklearn.metrics.log_loss.
     """
     t = _binary_cross_entropy_terms(probs, labels, eps=eps, weight=weight, reduction=reduction)
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
 
 
 # ----------------------------------------------------------------------------------------
@@ -703,7 +709,7 @@ def mse(input: Array, target: Array, *, reduction: str = "mean") -> Array:
         torch.nn.functional.mse_loss.
     """
     t = _regression_terms("mse", input, target, reduction, None)
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
 
 
 @quiet
@@ -732,7 +738,7 @@ def l1(input: Array, target: Array, *, reduction: str = "mean") -> Array:
         torch.nn.functional.l1_loss.
     """
     t = _regression_terms("l1", input, target, reduction, None)
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
 
 
 @quiet
@@ -768,7 +774,7 @@ def smooth_l1(input: Array, target: Array, *, beta: float = 1.0, reduction: str 
     t = _regression_terms(
         "smooth_l1", input, target, reduction, _parameter("beta", beta, zero_ok=True)
     )
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
 
 
 @quiet
@@ -806,4 +812,4 @@ def huber(input: Array, target: Array, *, delta: float = 1.0, reduction: str = "
     t = _regression_terms(
         "huber", input, target, reduction, _parameter("delta", delta, zero_ok=False)
     )
-    return from_compute(_reduce(t.per_example, reduction, t.count, t.xp), t.dtype, t.xp)
+    return t.reduced(reduction)
