@@ -275,9 +275,9 @@ def test_loss_only_without_gradient_writes_no_buffer():
     with torch.no_grad():
         loss = fused_cross_entropy(x, target)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-12)
-    assert _fused._cache._storage is None  # no gradient buffer was taken
+    assert not _fused._cache.held()  # no gradient buffer was taken
     loss = fused_cross_entropy(logits, target)  # logits that need no gradient
-    assert not loss.requires_grad and _fused._cache._storage is None
+    assert not loss.requires_grad and not _fused._cache.held()
     np.testing.assert_allclose(float(loss), expected, rtol=1e-12)
 
 

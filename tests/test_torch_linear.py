@@ -289,3 +289,49 @@ def test_vocabulary_blocks_when_a_chunk_is_too_wide(
     torch.testing.assert_close(lse, ref_lse, rtol=1e-6, atol=1e-6)  # both float32
     for mine, theirs in zip(ours_grads, ref_grads, strict=True):
         assert_near(mine, theirs, torch.float64)
+
+
+def _reference_grads(h, w, t, reduction="mean"):
+    reference_h = h.detach().clone().requires_grad_()
+    reference_w = w.detach().clone().requires_grad_()
+    loss = F.cross_entropy(reference_h @ reference_w.T, t, reduction=reduction)
+    (loss.sum() if reduction == "none" else loss).backward()
+    return reference_h.grad, reference_w.grad
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_reused_buffers_hold_no_stale_numbers(reduction):
+    """The chunk and gradient buffers are reused once free; poison them in between."""
+    from crossentropy.torch import _fused
+
+    h, w, _, t, _, _ = problem(torch.float64, seed=11)
+    ct.release_cached_buffers()
+    pointers = []
+    for _ in range(2):
+        loss = linear_cross_entropy(h, w, t, reduction=reduction, chunk_size=8)
+        (loss.sum() if reduction == "none" else loss).backward()
+        pointers.append(w.grad.untyped_storage().data_ptr())
+        expected_h, expected_w = _reference_grads(h, w, t, reduction)
+        torch.testing.assert_close(h.grad, expected_h, rtol=1e-10, atol=1e-15)
+        torch.testing.assert_close(w.grad, expected_w, rtol=1e-10, atol=1e-15)
+        h.grad = w.grad = None
+        for slot in ("linear_logits", "linear_grad_input", "linear_grad_weight"):
+            assert _fused._cache.held(slot)
+        for storage in _fused._cache._storages.values():
+            torch.empty(0, dtype=torch.uint8).set_(storage).fill_(0xFF)  # NaN in floats
+    assert pointers[0] == pointers[1]  # the weight gradient's buffer was reused
+
+
+def test_a_held_gradient_is_never_overwritten():
+    h, w, _, t, _, _ = problem(torch.float64, seed=12)
+    expected_h, expected_w = _reference_grads(h, w, t)
+    linear_cross_entropy(h, w, t, chunk_size=8).backward()
+    first = w.grad  # the user keeps the first step's gradient
+    w.grad = None
+    linear_cross_entropy(h, w, t, chunk_size=8).backward()
+    assert w.grad.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
+    torch.testing.assert_close(first, expected_w, rtol=1e-10, atol=1e-15)
+    linear_cross_entropy(h, w, t, chunk_size=8).backward()  # accumulates into w.grad
+    torch.testing.assert_close(w.grad, 2 * expected_w, rtol=1e-10, atol=1e-15)
+    torch.testing.assert_close(h.grad, 3 * expected_h, rtol=1e-10, atol=1e-15)
+    torch.testing.assert_close(first, expected_w, rtol=1e-10, atol=1e-15)
