@@ -219,11 +219,20 @@ def test_module_equals_function():
 
 
 def test_default_chunk_size():
-    assert default_chunk_size(4096, 32000, 4) == 816  # 1/5 of the logits, a multiple of 8
-    assert default_chunk_size(2048, 128256, 4) == 408
-    assert default_chunk_size(16384, 256000, 4) == 520  # the 512 MiB cap
+    assert default_chunk_size(4096, 32000, 4) == 820  # 5 chunks: 820 * 4 + 816 = 4096
+    assert default_chunk_size(2048, 128256, 4) == 410  # 410 * 4 + 408: no ragged tail
+    assert default_chunk_size(16384, 256000, 4) == 512  # 32 chunks of at most 512 MiB
+    assert 512 * 256000 * 4 <= 512 * 2**20
     assert default_chunk_size(5, 10, 4) == 5  # never more than the tokens
-    assert default_chunk_size(100000, 10**7, 4) == 8  # at least 8 tokens
+    assert default_chunk_size(100000, 10**7, 4) == 13  # 512 MiB holds 13 rows of 40 MB
+    assert default_chunk_size(100000, 10**9, 4) == 8  # at least 8 tokens
+    for tokens, vocabulary in [(37, 23), (1000, 50000), (4097, 32000), (123457, 151936)]:
+        chunk = default_chunk_size(tokens, vocabulary, 4)
+        chunks = -(-tokens // chunk)
+        last = tokens - (chunks - 1) * chunk
+        assert chunk * vocabulary * 4 <= 512 * 2**20 or chunk == 8
+        assert chunks >= min(5, -(-tokens // 8))
+        assert last >= chunk - chunks  # equal chunks: the last is short by the rounding
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ accumulated in float32 across chunks and rounded once at the end.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import array_api_compat
@@ -47,20 +48,23 @@ CHUNK_BYTES = 512 * 2**20
 
 
 def default_chunk_size(tokens: int, vocabulary: int, itemsize: int) -> int:
-    """Tokens per chunk: the chunk's logits take at most 1/5 of the whole logits and at
-    most 512 MiB, rounded down to a multiple of 8 tokens (at least 8, at most all).
+    """Tokens per chunk: the tokens split into equal chunks (up to rounding), at least 5 of
+    them and enough that one chunk's logits take at most 512 MiB (at least 8 tokens, at most
+    all).
 
-    The trade-off, measured on a 2-core CPU at (2048, 2048, 128256): each chunk streams the
-    weight twice (logits, input gradient) and reads and writes the float32 weight gradient
-    once, so the time over the three matrix products alone falls like 1/chunk (128 tokens:
-    1.32x, 256: 1.18x, 512: 1.06x), while the peak grows with it. 1/5 of the logits keeps
-    the peak near 1/10 of the unfused computation's (which holds the logits and their
-    gradient, about twice the logits)."""
-    whole = tokens * vocabulary * itemsize
-    budget = min(CHUNK_BYTES, max(whole // 5, 1))
-    rows = budget // max(vocabulary * itemsize, 1)
-    rows = max(8, rows - rows % 8)
-    return max(1, min(tokens, rows))
+    Equal chunks, because every chunk costs the same fixed traffic however few tokens it
+    has: it streams the weight twice (logits, input gradient) and reads and writes the
+    float32 weight gradient once. So the time over the three matrix products alone falls
+    like 1/chunk (measured on a 2-core CPU at (2048, 2048, 128256): 128 tokens 1.32x, 256
+    1.18x, 512 1.06x) while the peak grows with it, and a ragged last chunk of a few tokens
+    costs as much as a full one (408-token chunks left one of 8 tokens there). 5 chunks
+    keep the peak near 1/10 of the unfused computation's, which holds the logits and their
+    gradient (about twice the logits)."""
+    row = max(vocabulary * itemsize, 1)
+    cap_rows = max(8, CHUNK_BYTES // row)
+    pieces = max(5, math.ceil(tokens * row / CHUNK_BYTES))
+    chunk = min(-(-tokens // pieces), cap_rows)
+    return max(1, min(tokens, max(8, chunk)))
 
 
 def vocabulary_block(chunk: int, vocabulary: int, itemsize: int) -> int | None:
@@ -499,8 +503,8 @@ def linear_cross_entropy(
         label_smoothing: epsilon in [0, 1].
         z_loss: coefficient of logsumexp(z)^2, >= 0.
         softcap: c > 0 to use c tanh(z / c) as the logits, or ``None``.
-        chunk_size: tokens per chunk; ``None`` picks one from the shapes (the chunk's logits
-            at most 1/5 of the whole and at most 512 MiB).
+        chunk_size: tokens per chunk; ``None`` picks one from the shapes (equal chunks, at
+            least 5, each chunk's logits at most 512 MiB: :func:`default_chunk_size`).
         impl: ``"chunked"`` (this path), ``"torch"`` (the unfused reference: the logits
             materialised, then :func:`crossentropy.torch.cross_entropy` with impl="torch"),
             or ``"auto"``: chunked for class-index targets on CPU when the fused kernel is
