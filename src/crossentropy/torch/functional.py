@@ -33,7 +33,6 @@ may have any integer dtype (PyTorch requires int64 or uint8).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import warnings
 from collections.abc import Callable
@@ -220,15 +219,22 @@ def triton_module() -> ModuleType:
     return kernels
 
 
+_TRITON_INSTALLED: list[bool] = []
+
+
 def triton_available(device: torch.device) -> bool:
-    """Whether ``impl="auto"`` picks the Triton kernels: a CUDA tensor and Triton installed."""
-    if device.type != "cuda" or importlib.util.find_spec("triton") is None:
+    """Whether ``impl="auto"`` picks the Triton kernels: a CUDA tensor and Triton installed
+    (looked up once per process)."""
+    if device.type != "cuda":
         return False
-    try:
-        triton_module()
-    except ImportError:
-        return False
-    return True
+    if not _TRITON_INSTALLED:
+        try:
+            triton_module()
+        except ImportError:
+            _TRITON_INSTALLED.append(False)
+        else:
+            _TRITON_INSTALLED.append(True)
+    return _TRITON_INSTALLED[0]
 
 
 def _choose_impl(impl: object, input: Tensor, probabilities: bool) -> str:

@@ -473,7 +473,7 @@ def linear_cross_entropy(
         chunk_size: tokens per chunk; ``None`` picks one from the shapes (the chunk's logits
             at most 1/5 of the whole and at most 512 MiB).
         impl: ``"chunked"`` (this path), ``"triton"`` (the Triton kernels of
-            :mod:`crossentropy.triton.linear_cross_entropy`, logits only as on-chip tiles;
+            :mod:`crossentropy.triton.linear_cross_entropy_kernels`, logits only as on-chip tiles;
             CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``; ``chunk_size`` does
             not apply), ``"torch"`` (the unfused reference: the logits materialised, then
             :func:`crossentropy.torch.cross_entropy` with impl="torch"), or ``"auto"``:

@@ -2,10 +2,10 @@
 
 - :func:`cross_entropy`: softmax cross entropy over (rows, classes) logits, the loss in one
   streaming pass, the gradient in another, never storing the softmax
-  (:mod:`crossentropy.triton.cross_entropy`);
+  (:mod:`crossentropy.triton.cross_entropy_kernels`);
 - :func:`linear_cross_entropy`: cross entropy of ``input @ weight.T``, the logits computed
   tile by tile on chip and never written to memory
-  (:mod:`crossentropy.triton.linear_cross_entropy`).
+  (:mod:`crossentropy.triton.linear_cross_entropy_kernels`).
 
 :func:`crossentropy.torch.cross_entropy` and :func:`crossentropy.torch.linear_cross_entropy`
 select them with ``impl="triton"``, and with ``impl="auto"`` for CUDA tensors. Under
@@ -24,7 +24,7 @@ except ImportError as _error:
     ) from _error
 
 from ._tiles import interpreted
-from .cross_entropy import cross_entropy
-from .linear_cross_entropy import linear_cross_entropy
+from .cross_entropy_kernels import cross_entropy
+from .linear_cross_entropy_kernels import linear_cross_entropy
 
 __all__ = ["cross_entropy", "interpreted", "linear_cross_entropy"]

@@ -2,7 +2,7 @@
 r"""Linear + cross entropy as Triton kernels: the logits exist only as on-chip tiles.
 
 With z = h W^T + b (h: (N, D) tokens, W: (V, D)), the loss of
-:mod:`crossentropy.triton.cross_entropy` (class indices, weights, ``ignore_index``,
+:mod:`crossentropy.triton.cross_entropy_kernels` (class indices, weights, ``ignore_index``,
 smoothing, z-loss, soft cap), and G = d loss / d z (its gradient, formed tile by tile):
 
 .. code-block:: text
@@ -19,7 +19,7 @@ smoothing, z-loss, soft cap), and G = d loss / d z (its gradient, formed tile by
                   db[blk]  += column sums of G_tile
 
 Derivation: d loss / d h = G W, d loss / d W = G^T h, d loss / d b = sum over tokens of G,
-with G as in :mod:`crossentropy.triton.cross_entropy` (r = A + 2 zl v lse).
+with G as in :mod:`crossentropy.triton.cross_entropy_kernels` (r = A + 2 zl v lse).
 
 Costs: the forward is one matrix product's flops (2 N V D), the backward three (the tile
 recomputed, then dh and dW), so four in all against the three of an unfused computation
@@ -64,7 +64,7 @@ from ._tiles import (
 )
 from ._tiles import softcap as _softcap
 from ._tiles import softcap_slope as _softcap_slope
-from .cross_entropy import _parameters, _scale
+from .cross_entropy_kernels import _parameters, _scale
 
 __all__ = ["linear_cross_entropy", "reference"]
 
@@ -596,8 +596,9 @@ def reference(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Per-token losses and the gradients of their sum (dh, dW, db), as the kernels compute
     them but with whole logits: z = h W^T + b, G from
-    :func:`crossentropy.triton.cross_entropy.reference`, dh = G W, dW = G^T h, db = sum G."""
-    from .cross_entropy import reference as cross_entropy_reference
+    :func:`crossentropy.triton.cross_entropy_kernels.reference`, dh = G W, dW = G^T h and
+    db = sum G."""
+    from .cross_entropy_kernels import reference as cross_entropy_reference
 
     x = input @ linear_weight.T
     if linear_bias is not None:
