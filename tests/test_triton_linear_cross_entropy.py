@@ -187,6 +187,7 @@ def test_skipping_small_gradients_drops_only_the_tiles_below_resolution():
     x64, w64 = h.double().requires_grad_(), w.double().requires_grad_()
     TF.cross_entropy(x64 @ w64.T, t).backward()
     assert_near(exact_dw, w64.grad, 1e-5)
+    assert_near(exact_dh, x64.grad, 1e-5)
     assert torch.all(exact_dw[16:32, 0] != 0)  # tiny but there
     assert torch.all(skipped_dw[16:32] == 0)  # skipped
     torch.testing.assert_close(skipped_dw[:16], exact_dw[:16], rtol=0, atol=1e-9)
