@@ -6,13 +6,6 @@ and hypothesis tests can use them outside fixtures.
 
 from __future__ import annotations
 
-import os
-
-# Triton's interpreter runs the Triton kernels on CPU tensors (tests/test_triton_*.py). Triton
-# reads the variable when a kernel is defined, that is when crossentropy.triton is first
-# imported, so it is set here, before anything (the doctests included) can import it.
-os.environ["TRITON_INTERPRET"] = "1"
-
 import numpy as np
 import pytest
 

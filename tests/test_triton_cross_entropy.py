@@ -1,7 +1,7 @@
 """The Triton cross-entropy kernels, run by Triton's interpreter on CPU tensors
-(TRITON_INTERPRET=1, set in conftest.py), against the float64 references: the library's core
-under autograd (``impl="torch"``), ``torch.nn.functional.cross_entropy`` where it has the
-arguments, and the kernels' own readable reference."""
+(TRITON_INTERPRET=1, set in the root conftest.py), against the float64 references: the
+library's core under autograd (``impl="torch"``), ``torch.nn.functional.cross_entropy``
+where it has the arguments, and the kernels' own readable reference."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Triton linear + cross-entropy kernels under Triton's interpreter (TRITON_INTERPRET=1,
-set in conftest.py), against the unfused float64 computation: torch's
+set in the root conftest.py), against the unfused float64 computation: torch's
 ``F.cross_entropy(F.linear(...))`` where it has the arguments, the library's core
 (``impl="torch"``) for z-loss and soft-capping, and the kernels' readable reference."""
 
