@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks)
 
-.PHONY: demo test lint unit venv bench bench-linear clean
+.PHONY: demo test lint unit venv bench bench-linear bench-triton clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(STAMP)
 # issue 4's benchmark: writes benchmarks/results/linear_cross_entropy.json (about 17 minutes)
 bench-linear: $(STAMP)
 	$(BIN)/python benchmarks/bench_linear_cross_entropy.py
+
+# issue 8's benchmark, on a CUDA GPU: writes benchmarks/results/triton_gpu.json (exit 2 without one)
+bench-triton: $(STAMP)
+	$(BIN)/python benchmarks/bench_triton_gpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

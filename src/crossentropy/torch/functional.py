@@ -5,8 +5,8 @@ every function here takes the arguments of its PyTorch namesake, in the same ord
 same defaults (the legacy ``size_average``/``reduce`` included), and returns what PyTorch
 returns, with gradients through autograd. The math is the library's core
 (:mod:`crossentropy.losses`) run on torch tensors; :func:`cross_entropy` can also run the
-fused kernel (``impl="fused"``) and takes the extra keyword-only arguments ``z_loss``,
-``softcap``, ``inplace_backward`` and ``impl``.
+fused kernel (``impl="fused"``) or the Triton kernels (``impl="triton"``) and takes the extra
+keyword-only arguments ``z_loss``, ``softcap``, ``inplace_backward`` and ``impl``.
 
 Where PyTorch returns NaN for a finite answer, the core's answer is returned instead:
 
@@ -58,7 +58,7 @@ __all__ = [
     "smooth_l1_loss",
 ]
 
-IMPLS = ("auto", "torch", "fused")
+IMPLS = ("auto", "torch", "fused", "triton")
 """The accepted values of ``cross_entropy(..., impl=)``."""
 
 # ----------------------------------------------------------------------------------------
@@ -211,12 +211,40 @@ def _fused_module() -> ModuleType | None:
     return _fused
 
 
+def triton_module() -> ModuleType:
+    """``crossentropy.triton`` (the Triton kernels); an ImportError naming the extra to
+    install when Triton is not installed."""
+    from .. import triton as kernels
+
+    return kernels
+
+
+_TRITON_INSTALLED: list[bool] = []
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether ``impl="auto"`` picks the Triton kernels: a CUDA tensor and Triton installed
+    (looked up once per process)."""
+    if device.type != "cuda":
+        return False
+    if not _TRITON_INSTALLED:
+        try:
+            triton_module()
+        except ImportError:
+            _TRITON_INSTALLED.append(False)
+        else:
+            _TRITON_INSTALLED.append(True)
+    return _TRITON_INSTALLED[0]
+
+
 def _choose_impl(impl: object, input: Tensor, probabilities: bool) -> str:
     if not isinstance(impl, str) or impl not in IMPLS:
         names = ", ".join(repr(i) for i in IMPLS)
         raise ValueError(f"impl: expected one of {names}; got {impl!r}")
     if impl != "auto":
         return impl
+    if triton_available(input.device):
+        return "triton"
     if probabilities or input.device.type != "cpu":
         return "torch"
     fused = _fused_module()
@@ -327,6 +355,33 @@ def _cross_entropy_fused(
     return loss.reshape(target.shape) if reduction == "none" else loss
 
 
+def _cross_entropy_triton(
+    input: Tensor,
+    target: Tensor,
+    axis: int,
+    probabilities: bool,
+    options: dict[str, Any],
+) -> Tensor:
+    """The Triton kernels: (N, C, d1..dK) and (C,) inputs (and probability targets) become
+    (M, C) rows, class-index targets (M,)."""
+    kernels = triton_module()
+    num_classes = int(input.shape[axis])
+    if not probabilities:
+        _validate.label_shape(tuple(input.shape), axis, target)
+
+    def rows(x: Tensor) -> Tensor:
+        if x.ndim == 1:
+            return x.reshape(1, num_classes)
+        return x if x.ndim == 2 else x.movedim(1, -1).reshape(-1, num_classes)
+
+    flat_target = rows(target) if probabilities else target.reshape(-1)
+    loss: Tensor = kernels.cross_entropy(rows(input), flat_target, **options)
+    if options["reduction"] != "none":
+        return loss
+    shape = target.shape[:axis] + target.shape[axis + 1 :] if probabilities else target.shape
+    return loss.reshape(shape)
+
+
 @_torch_names
 def cross_entropy(
     input: Tensor,
@@ -376,11 +431,15 @@ def cross_entropy(
         z_loss: lambda_z >= 0, the weight of the log-partition penalty (PaLM); 0 turns it off.
         softcap: c > 0 to soft-cap the logits to (-c, c) first (Gemma 2), or ``None``.
         inplace_backward: let the fused kernel write the gradient into ``input``'s storage,
-            for callers that do not need the logits after the loss. Needs the fused path:
-            an error with ``impl="torch"``; ignored when ``impl="auto"`` picks ``"torch"``.
+            for callers that do not need the logits after the loss. Needs the fused path
+            (or Triton's, whose backward writes it): an error with ``impl="torch"``;
+            ignored when ``impl="auto"`` picks ``"torch"``.
         impl: ``"fused"`` (the fused forward+backward kernel; class-index targets only),
-            ``"torch"`` (the core's math under autograd), or ``"auto"``: ``"fused"`` for
-            class-index targets on CPU when the kernel is available, else ``"torch"``.
+            ``"triton"`` (the Triton kernels of :mod:`crossentropy.triton`: CUDA tensors,
+            or CPU tensors under ``TRITON_INTERPRET=1``), ``"torch"`` (the core's math
+            under autograd), or ``"auto"``: ``"triton"`` for CUDA tensors when Triton is
+            installed, ``"fused"`` for class-index targets on CPU when the kernel is
+            available, else ``"torch"``.
 
     Returns:
         A scalar, or with ``reduction="none"`` the per-example losses of the target's shape
@@ -405,6 +464,17 @@ def cross_entropy(
     chosen = _choose_impl(impl, input, probabilities)
     if not isinstance(inplace_backward, bool):
         raise TypeError(f"inplace_backward: expected True or False; got {inplace_backward!r}")
+    if chosen == "triton":
+        options = {
+            "weight": weight,
+            "ignore_index": ignore_index,
+            "label_smoothing": label_smoothing,
+            "z_loss": z_loss,
+            "softcap": softcap,
+            "reduction": reduction,
+            "inplace_backward": inplace_backward,
+        }
+        return _cross_entropy_triton(input, target, axis, probabilities, options)
     if chosen == "fused":
         if probabilities:
             raise ValueError(

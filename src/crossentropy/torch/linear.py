@@ -40,7 +40,7 @@ from .. import _validate
 from . import _fused
 from . import functional as _functional
 
-IMPLS = ("auto", "chunked", "torch")
+IMPLS = ("auto", "chunked", "torch", "triton")
 """The accepted values of ``linear_cross_entropy(..., impl=)``."""
 
 CHUNK_BYTES = 512 * 2**20
@@ -477,6 +477,7 @@ def linear_cross_entropy(
     chunk_size: int | None = None,
     impl: str = "auto",
     return_lse: bool = False,
+    skip_small_gradients: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Cross entropy of ``input @ linear_weight.T + linear_bias`` without holding the logits.
 
@@ -505,12 +506,18 @@ def linear_cross_entropy(
         softcap: c > 0 to use c tanh(z / c) as the logits, or ``None``.
         chunk_size: tokens per chunk; ``None`` picks one from the shapes (equal chunks, at
             least 5, each chunk's logits at most 512 MiB: :func:`default_chunk_size`).
-        impl: ``"chunked"`` (this path), ``"torch"`` (the unfused reference: the logits
-            materialised, then :func:`crossentropy.torch.cross_entropy` with impl="torch"),
-            or ``"auto"``: chunked for class-index targets on CPU when the fused kernel is
-            available, torch otherwise.
+        impl: ``"chunked"`` (this path), ``"triton"`` (the Triton kernels of
+            :mod:`crossentropy.triton.linear_cross_entropy_kernels`, logits only as on-chip tiles;
+            CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``; ``chunk_size`` does
+            not apply), ``"torch"`` (the unfused reference: the logits materialised, then
+            :func:`crossentropy.torch.cross_entropy` with impl="torch"), or ``"auto"``:
+            triton for class-index targets on CUDA when Triton is installed, chunked for
+            class-index targets on CPU when the fused kernel is available, torch otherwise.
         return_lse: also return each token's logsumexp of the (capped) logits, float32 of
             shape (...), 0 for ignored tokens.
+        skip_small_gradients: ``impl="triton"`` only: skip the backward's tiles whose
+            gradient is below the dtype's resolution (an approximation; ``False``, the
+            default, is exact).
 
     Returns:
         The loss, or ``(loss, lse)`` with ``return_lse=True``.
@@ -538,7 +545,42 @@ def linear_cross_entropy(
     chosen = impl
     if impl == "auto":
         cpu = input.device.type == "cpu"
-        chosen = "chunked" if cpu and not probabilities and _fused.fused_available() else "torch"
+        if not probabilities and _functional.triton_available(input.device):
+            chosen = "triton"
+        elif cpu and not probabilities and _fused.fused_available():
+            chosen = "chunked"
+        else:
+            chosen = "torch"
+    if skip_small_gradients is not False and chosen != "triton":
+        raise ValueError(
+            f"skip_small_gradients: True needs impl='triton' (the Triton kernels); got "
+            f"impl={impl!r}, which runs {chosen!r}"
+        )
+    if chosen == "triton":
+        if probabilities:
+            raise ValueError(
+                "impl='triton': takes class-index targets; probability targets (shape "
+                f"{tuple(target.shape)}) use impl='torch' or impl='auto'"
+            )
+        leading = tuple(input.shape[:-1])
+        out = _functional.triton_module().linear_cross_entropy(
+            input.reshape(-1, input.shape[-1]),
+            linear_weight,
+            target.reshape(-1),
+            linear_bias=linear_bias,
+            weight=weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+            return_lse=True,
+            skip_small_gradients=skip_small_gradients,
+        )
+        loss, lse = out
+        if reduction == "none":
+            loss = loss.reshape(leading)
+        return (loss, lse.reshape(leading)) if return_lse else loss
     if chosen == "torch":
         return _unfused(
             input,

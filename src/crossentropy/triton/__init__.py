@@ -1,0 +1,30 @@
+"""crossentropy.triton: the losses as fused Triton kernels, for CUDA tensors.
+
+- :func:`cross_entropy`: softmax cross entropy over (rows, classes) logits, the loss in one
+  streaming pass, the gradient in another, never storing the softmax
+  (:mod:`crossentropy.triton.cross_entropy_kernels`);
+- :func:`linear_cross_entropy`: cross entropy of ``input @ weight.T``, the logits computed
+  tile by tile on chip and never written to memory
+  (:mod:`crossentropy.triton.linear_cross_entropy_kernels`).
+
+:func:`crossentropy.torch.cross_entropy` and :func:`crossentropy.torch.linear_cross_entropy`
+select them with ``impl="triton"``, and with ``impl="auto"`` for CUDA tensors. Under
+Triton's interpreter (``TRITON_INTERPRET=1`` set before this package is first imported) the
+same kernels run on CPU tensors, slowly: that is how they are tested without a GPU.
+
+Needs Triton: ``pip install crossentropy[triton]`` (PyTorch's CUDA wheels bring it along).
+"""
+
+try:
+    import triton as _triton  # noqa: F401
+except ImportError as _error:
+    raise ImportError(
+        "crossentropy.triton needs Triton, which is not installed; install it with: "
+        "pip install crossentropy[triton]"
+    ) from _error
+
+from ._tiles import interpreted
+from .cross_entropy_kernels import cross_entropy
+from .linear_cross_entropy_kernels import linear_cross_entropy
+
+__all__ = ["cross_entropy", "interpreted", "linear_cross_entropy"]
