@@ -23,6 +23,7 @@ from crossentropy.cli.explain import InputError, parse_vector
 from crossentropy.explore import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
+    PageServer,
     build_page,
     make_server,
 )
@@ -58,13 +59,16 @@ def _write(ctx: typer.Context, path: Path, page: str) -> None:
         ) from None
 
 
-def _serve(ctx: typer.Context, page: str, port: int, name: str, open_browser: bool) -> None:
+def _bind(ctx: typer.Context, page: str, port: int, name: str) -> PageServer:
     try:
-        server = make_server(page, port=port, name=name)
+        return make_server(page, port=port, name=name)
     except OSError as exc:
         raise typer.BadParameter(
             f"cannot serve on 127.0.0.1:{port}: {_why(exc)}", ctx=ctx, param_hint="'--port'"
         ) from None
+
+
+def _serve(server: PageServer, open_browser: bool) -> None:
     url = server.url
     typer.echo(f"serving {url} (Ctrl-C stops)")
     sys.stdout.flush()
@@ -148,7 +152,14 @@ def explore(
         message = str(exc).split(": ", 1)[-1]
         raise typer.BadParameter(message, ctx=ctx, param_hint=hint.get(name)) from None
     path = _target(out)
-    _write(ctx, path, page)
+    # bind first: a port that cannot be had leaves nothing written
+    server = _bind(ctx, page, port or 0, path.name) if serve else None
+    try:
+        _write(ctx, path, page)
+    except typer.BadParameter:
+        if server is not None:
+            server.server_close()
+        raise
     typer.echo(str(path))
-    if serve:
-        _serve(ctx, page, port or 0, path.name, open_browser=not no_open)
+    if server is not None:
+        _serve(server, open_browser=not no_open)

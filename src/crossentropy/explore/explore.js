@@ -280,8 +280,8 @@
     for (const el of document.querySelectorAll(".binary-only")) {
       el.hidden = state.view !== "binary";
     }
-    for (const tab of document.querySelectorAll("[data-view]")) {
-      tab.setAttribute("aria-selected", String(tab.dataset.view === state.view));
+    for (const tab of document.querySelectorAll("button[data-tab]")) {
+      tab.setAttribute("aria-selected", String(tab.dataset.tab === state.view));
     }
     $("label-mode-class").checked = state.labelMode === "class";
     $("label-mode-soft").checked = state.labelMode === "soft";
@@ -516,6 +516,9 @@
     buildTable();
     update();
   });
+  $("classes").addEventListener("change", (event) => {
+    event.target.value = String(state.logits.length); // a value out of range is undone
+  });
   $("temperature").addEventListener("input", (event) => {
     const t = Number(Math.pow(10, Number(event.target.value)).toPrecision(4));
     setTemperature(t, "slider");
@@ -537,9 +540,9 @@
     state.curve = event.target.value;
     update();
   });
-  for (const tab of document.querySelectorAll("[data-view]")) {
+  for (const tab of document.querySelectorAll("button[data-tab]")) {
     tab.addEventListener("click", () => {
-      state.view = tab.dataset.view;
+      state.view = tab.dataset.tab;
       buildTable();
       update();
     });
