@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks)
 
-.PHONY: demo test lint unit venv bench bench-linear clean
+.PHONY: demo test lint unit venv bench bench-linear explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: $(STAMP)
 # issue 4's benchmark: writes benchmarks/results/linear_cross_entropy.json (about 17 minutes)
 bench-linear: $(STAMP)
 	$(BIN)/python benchmarks/bench_linear_cross_entropy.py
+
+# issue 9's README screenshot of `crossentropy explore`, drawn by the system's chromium
+explore-figure: $(STAMP)
+	$(BIN)/python tests/browser.py docs/figures/explore.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
