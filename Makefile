@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks)
 
-.PHONY: demo test lint unit venv bench bench-linear bench-triton clean
+.PHONY: demo test lint unit venv bench bench-linear bench-triton explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench-linear: $(STAMP)
 # issue 8's benchmark, on a CUDA GPU: writes benchmarks/results/triton_gpu.json (exit 2 without one)
 bench-triton: $(STAMP)
 	$(BIN)/python benchmarks/bench_triton_gpu.py
+
+# issue 9's README screenshot of `crossentropy explore`, drawn by the system's chromium
+explore-figure: $(STAMP)
+	$(BIN)/python tests/browser.py docs/figures/explore.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

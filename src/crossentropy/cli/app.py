@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from crossentropy.cli.compute import compute
 from crossentropy.cli.explain import explain
+from crossentropy.cli.explore import explore
 from crossentropy.cli.plot import plot
 
 try:  # typer >= 0.2x vendors click as typer._click
@@ -115,3 +116,4 @@ def _root(
 app.command("explain")(explain)
 app.command("compute")(compute)
 app.command("plot")(plot)
+app.command("explore")(explore)

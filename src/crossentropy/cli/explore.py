@@ -1,0 +1,165 @@
+"""``crossentropy explore``: write the interactive page of :mod:`crossentropy.explore`.
+
+The page is one self-contained HTML file (no network, no server needed) where a person drags
+logits and watches probabilities, losses and gradients move. ``--serve`` also serves it on
+localhost and opens it in the default browser; Ctrl-C stops the server.
+
+Every bad input (2 to 6 logits, a label out of range, a temperature outside [0.1, 10], an
+``--out`` that cannot be written, a port that cannot be bound) is one line on stderr and exit
+status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from crossentropy.cli.explain import InputError, parse_vector
+from crossentropy.explore import (
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    PageServer,
+    build_page,
+    make_server,
+)
+
+__all__ = ["View", "explore"]
+
+DEFAULT_OUT = Path("explore.html")
+
+
+class View(str, enum.Enum):
+    """The view the page opens with."""
+
+    softmax = "softmax"
+    binary = "binary"
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _target(out: Path) -> Path:
+    """``out``, or ``out/explore.html`` when ``out`` is a directory."""
+    return out / DEFAULT_OUT.name if out.is_dir() else out
+
+
+def _write(ctx: typer.Context, path: Path, page: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write {str(path)!r}: {_why(exc)}", ctx=ctx, param_hint="'--out'"
+        ) from None
+
+
+def _bind(ctx: typer.Context, page: str, port: int, name: str) -> PageServer:
+    try:
+        return make_server(page, port=port, name=name)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot serve on 127.0.0.1:{port}: {_why(exc)}", ctx=ctx, param_hint="'--port'"
+        ) from None
+
+
+def _serve(server: PageServer, open_browser: bool) -> None:
+    url = server.url
+    typer.echo(f"serving {url} (Ctrl-C stops)")
+    sys.stdout.flush()
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo(f"stopped serving {url}")
+    finally:
+        server.server_close()
+
+
+def explore(
+    ctx: typer.Context,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="PATH",
+            help="The HTML file to write (a directory: explore.html in it).",
+        ),
+    ] = DEFAULT_OUT,
+    logits: Annotated[
+        str,
+        typer.Option(
+            "--logits",
+            metavar="X,...",
+            help="The starting logits: 2 to 6 comma-separated numbers in [-10, 10].",
+        ),
+    ] = "2,1,0.1",
+    label: Annotated[
+        int,
+        typer.Option("--label", metavar="K", help="The starting true class (an index)."),
+    ] = 0,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            "--temperature",
+            "-t",
+            metavar="T",
+            help=f"The starting temperature, in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}].",
+        ),
+    ] = 1.0,
+    view: Annotated[
+        View,
+        typer.Option("--view", case_sensitive=False, help="The view the page opens with."),
+    ] = View.softmax,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="Also serve the page on localhost and open it; Ctrl-C stops."),
+    ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=0,
+            max=65535,
+            help="The port for --serve (default: a free one).",
+            show_default=False,
+        ),
+    ] = None,
+    no_open: Annotated[
+        bool,
+        typer.Option("--no-open", help="With --serve: do not open a browser."),
+    ] = False,
+) -> None:
+    """Write an interactive page to play with logits, softmax, cross entropy and MSE."""
+    if not serve and (port is not None or no_open):
+        option = "'--port'" if port is not None else "'--no-open'"
+        raise typer.BadParameter("only applies with --serve", ctx=ctx, param_hint=option)
+    try:
+        values = parse_vector(logits, "--logits")
+        page = build_page(values, label=label, temperature=temperature, view=view.value)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc), ctx=ctx, param_hint=f"'{exc.option}'") from None
+    except (ValueError, TypeError) as exc:
+        name = str(exc).split(":", 1)[0]
+        hint = {"logits": "'--logits'", "label": "'--label'", "temperature": "'--temperature'"}
+        message = str(exc).split(": ", 1)[-1]
+        raise typer.BadParameter(message, ctx=ctx, param_hint=hint.get(name)) from None
+    path = _target(out)
+    # bind first: a port that cannot be had leaves nothing written
+    server = _bind(ctx, page, port or 0, path.name) if serve else None
+    try:
+        _write(ctx, path, page)
+    except typer.BadParameter:
+        if server is not None:
+            server.server_close()
+        raise
+    typer.echo(str(path))
+    if server is not None:
+        _serve(server, open_browser=not no_open)
