@@ -145,7 +145,8 @@ def _summary_table(rows: list[SummaryRow], config: DemoConfig) -> Table:
 
     table = Table(
         title=(
-            f"{config.dataset}, {config.model} model, {config.epochs} epochs of SGD "
+            f"{config.dataset}, {config.model} model, {config.epochs} "
+            f"epoch{'' if config.epochs == 1 else 's'} of SGD "
             f"(lr {config.lr:g}, batch {config.batch_size}, seed {config.seed})"
         ),
         box=box.SIMPLE_HEAVY,

@@ -1,12 +1,12 @@
 """Checkpoints of a demo run, written atomically.
 
 A checkpoint is one ``torch.save`` file holding everything needed to continue the run to the
-same final numbers, bit for bit: the settings, the completed epoch, every loss's model and
-optimizer state, PyTorch's random number generator state and the history of metrics. It is
-written to a temporary file beside the target, flushed to disk, and moved over the target with
-:func:`os.replace`, which is atomic: an interruption at any moment leaves either the previous
-checkpoint or the new one, complete, never a torn file. It is read back with
-``weights_only=True`` (tensors and plain containers only; no code is unpickled).
+same final numbers, bit for bit: the settings, the completed epoch, every loss's model weights
+(plain SGD keeps no other optimizer state), PyTorch's random number generator state and the
+history of metrics. It is written to a temporary file beside the target, flushed to disk, and
+moved over the target with :func:`os.replace`, which is atomic: an interruption at any moment
+leaves either the previous checkpoint or the new one, complete, never a torn file. It is read
+back with ``weights_only=True`` (tensors and plain containers only; no code is unpickled).
 """
 
 from __future__ import annotations

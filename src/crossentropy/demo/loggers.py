@@ -128,8 +128,6 @@ class WandbLogger:
     """
 
     def __init__(self, directory: Path, config: DemoConfig, run_id: str | None = None) -> None:
-        os.environ.setdefault("WANDB_SILENT", "true")
-        os.environ["WANDB_MODE"] = "offline"
         try:
             import wandb
         except ImportError as exc:

@@ -36,6 +36,7 @@ img { max-width: 100%; height: auto; }
          padding: 0.6em 1em; }
 code { background: #f2f2f2; padding: 0 0.25em; }
 details { margin-top: 1em; }
+table.settings td { text-align: left; }
 """
 
 _WHY = (
@@ -139,7 +140,7 @@ epoch's training examples of the norm of the loss's gradient at the logits.</p>
 <h2>Why</h2>
 <p>{_WHY}</p>
 <h2>Settings</h2>
-<table><tbody>{settings}</tbody></table>
+<table class="settings"><tbody>{settings}</tbody></table>
 <details><summary>Every epoch</summary>
 {_history_table(history)}
 </details>

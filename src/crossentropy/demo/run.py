@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib import rc_context
+
 from crossentropy.viz import save_figure
 
 from .checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, save_checkpoint
@@ -57,7 +59,7 @@ class DemoResult:
     history: list[EpochRecord]
     rows: list[SummaryRow]
     csv: Path
-    report: Path
+    report: Path | None
     figures: tuple[Path, ...]
 
 
@@ -102,9 +104,10 @@ def run_demo(
     config: DemoConfig,
     out: Path,
     *,
-    loggers: Sequence[str] = (),
+    loggers: Sequence[str] | None = None,
     resume: bool = False,
     data: Dataset | None = None,
+    report: bool = True,
     on_step: Callable[[str], None] | None = None,
     on_epoch: Callable[[int, list[EpochRecord]], None] | None = None,
 ) -> DemoResult:
@@ -114,9 +117,12 @@ def run_demo(
         config: the settings; with ``resume``, those saved in ``out`` (only ``epochs`` may
             differ, to train longer).
         out: the run directory (see the module docstring); it must exist.
-        loggers: optional loggers, from :data:`~crossentropy.demo.loggers.LOGGERS`.
+        loggers: optional loggers, from :data:`~crossentropy.demo.loggers.LOGGERS`; None:
+            none for a new run, those saved in the checkpoint for a resumed one.
         resume: continue from ``out``'s checkpoint rather than start afresh.
         data: ``config.dataset`` already loaded (loaded here when not given).
+        report: write the figures, the report and ``summary.json`` at the end (False: only
+            train, log and checkpoint).
         on_step: called with the loss's name after every optimizer step.
         on_epoch: called with the epoch and its records once they are logged and
             checkpointed (epoch 0 included).
@@ -124,7 +130,7 @@ def run_demo(
     An exception (``KeyboardInterrupt`` included) propagates once the loggers are closed;
     the checkpoint then holds the last completed epoch.
     """
-    for name in loggers:
+    for name in loggers or ():
         if name not in LOGGERS:
             raise ValueError(f"logger: expected one of {', '.join(LOGGERS)}; got {name!r}")
     with deterministic():
@@ -134,6 +140,9 @@ def run_demo(
             state = load_checkpoint(out / CHECKPOINT_NAME)
             trainer.load_state_dict(state)
             wandb_id = state.get("wandb_id")
+            if loggers is None:
+                loggers = list(state["loggers"])
+        loggers = list(loggers or ())
         if trainer.epoch > config.epochs:
             raise ValueError(
                 f"epochs: the run in {str(out)!r} has already trained {trainer.epoch} epochs; "
@@ -167,17 +176,21 @@ def run_demo(
         finally:
             for logger in opened:
                 logger.close()
-    return _finish(out, trainer)
+    return _finish(out, trainer, report)
 
 
-def _finish(out: Path, trainer: Trainer) -> DemoResult:
+def _finish(out: Path, trainer: Trainer, report: bool) -> DemoResult:
     config, history = trainer.config, trainer.history
     rows = summarize(history, config.losses)
+    if not report:
+        return DemoResult(out, config, list(history), rows, out / CSV_NAME, None, ())
     fig = training_curves_figure(history, config)
-    figures = tuple(
-        save_figure(fig, out / f"{FIGURE_NAME}.{fmt}", format=fmt) for fmt in ("png", "svg")
-    )
-    report = write_report(out / REPORT_NAME, config, rows, history, figures[0].read_bytes())
+    # a fixed salt for the SVG's element ids (random otherwise): the same run, the same bytes
+    with rc_context({"svg.hashsalt": "crossentropy-demo"}):
+        figures = tuple(
+            save_figure(fig, out / f"{FIGURE_NAME}.{fmt}", format=fmt) for fmt in ("png", "svg")
+        )
+    page = write_report(out / REPORT_NAME, config, rows, history, figures[0].read_bytes())
     summary = {"config": config.to_dict(), "summary": [asdict(row) for row in rows]}
     tmp = out / (SUMMARY_NAME + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -188,6 +201,6 @@ def _finish(out: Path, trainer: Trainer) -> DemoResult:
         history=list(history),
         rows=rows,
         csv=out / CSV_NAME,
-        report=report,
+        report=page,
         figures=figures,
     )

@@ -137,13 +137,28 @@ def deterministic(threads: int = 1) -> Iterator[None]:
     was_enabled = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     was_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
+    _use_deterministic_algorithms(True, warn_only=False)
     torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(was_threads)
-        torch.use_deterministic_algorithms(was_enabled, warn_only=was_warn_only)
+        _use_deterministic_algorithms(was_enabled, warn_only=was_warn_only)
+
+
+def _use_deterministic_algorithms(mode: bool, *, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` for eager code.
+
+    The public function also sets Inductor's deterministic flag, which imports TorchDynamo and
+    Inductor: seconds of start-up, for a compiler the demo never uses. Where PyTorch has the
+    eager switch alone (``torch._C._set_deterministic_algorithms``, what the public function
+    calls after that import), only it is set.
+    """
+    eager = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if eager is None:  # pragma: no cover - a PyTorch without the private switch
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        eager(mode, warn_only=warn_only)
 
 
 def batch_order(seed: int, epoch: int, n: int) -> Tensor:
@@ -171,8 +186,18 @@ def _example_norms(grad: Tensor) -> Tensor:
     return norms
 
 
+def _sgd_step(model: nn.Module, lr: float) -> None:
+    """Plain SGD, p <- p - lr * grad (what ``torch.optim.SGD`` does without momentum or
+    weight decay; written out because importing ``torch.optim`` imports TorchDynamo, seconds
+    of start-up for a one-line update)."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.grad is not None:
+                param.add_(param.grad, alpha=-lr)
+
+
 class Trainer:
-    """One model and one optimizer per loss, all from the same initial weights.
+    """One model per loss, all from the same initial weights, each trained by plain SGD.
 
     Args:
         config: the run's settings.
@@ -199,10 +224,6 @@ class Trainer:
         outputs = 1 if self.data.binary else self.data.n_classes
         initial = make_model(config.model, self.data.n_features, outputs, seed=config.seed)
         self.models: dict[str, nn.Module] = {loss: copy.deepcopy(initial) for loss in config.losses}
-        self.optimizers: dict[str, torch.optim.Optimizer] = {
-            loss: torch.optim.SGD(model.parameters(), lr=config.lr)
-            for loss, model in self.models.items()
-        }
         self.history: list[EpochRecord] = []
         #: The last completed epoch (0 once :meth:`start` has evaluated the initial models).
         self.epoch = -1
@@ -255,7 +276,6 @@ class Trainer:
         order = batch_order(self.config.seed, epoch, data.x_train.shape[0])
         records = []
         for loss, model in self.models.items():
-            optimizer = self.optimizers[loss]
             model.train()
             norm_sum = torch.zeros((), dtype=torch.float64)
             for start in range(0, order.shape[0], size):
@@ -263,12 +283,12 @@ class Trainer:
                 logits = model(data.x_train[rows])
                 logits.retain_grad()
                 value = objective(loss, logits, data.y_train[rows], binary=data.binary)
-                optimizer.zero_grad(set_to_none=True)
+                model.zero_grad(set_to_none=True)
                 torch.autograd.backward(value)
                 if logits.grad is None:  # pragma: no cover - retained above
                     raise RuntimeError("the logits' gradient was not retained")
                 norm_sum += _example_norms(logits.grad).sum()
-                optimizer.step()
+                _sgd_step(model, self.config.lr)
                 if on_step is not None:
                     on_step(loss)
             model.eval()
@@ -278,12 +298,12 @@ class Trainer:
         return records
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue: models, optimizers, RNG, epoch and history."""
+        """Everything needed to continue: models, RNG, epoch and history (plain SGD keeps no
+        optimizer state: no momentum buffers, no step counts)."""
         return {
             "config": self.config.to_dict(),
             "epoch": self.epoch,
             "models": {loss: model.state_dict() for loss, model in self.models.items()},
-            "optimizers": {loss: opt.state_dict() for loss, opt in self.optimizers.items()},
             "torch_rng_state": torch.get_rng_state(),
             "history": [asdict(record) for record in self.history],
         }
@@ -297,7 +317,6 @@ class Trainer:
                 raise ValueError(f"checkpoint: its {key} is {value!r}, this run's is {mine[key]!r}")
         for loss, model in self.models.items():
             model.load_state_dict(state["models"][loss])
-            self.optimizers[loss].load_state_dict(state["optimizers"][loss])
         torch.set_rng_state(state["torch_rng_state"])
         self.history = [EpochRecord(**record) for record in state["history"]]
         self.epoch = int(state["epoch"])
