@@ -503,11 +503,28 @@ def test_resume_after_ctrl_c_between_epochs(reference: Path, tmp_path: Path) -> 
             raise Stop
 
     with pytest.raises(Stop):
-        quick_run(out, on_epoch=stop)
+        quick_run(out, on_epoch=stop, loggers=["wandb"])
     assert load_checkpoint(out / CHECKPOINT_NAME)["epoch"] == 1
     assert [r["epoch"] for r in read_csv(out / "metrics.csv")] == [0, 0, 1, 1]
-    run_demo(QUICK, out, resume=True, report=False)
+    assert [row["_step"] for row in wandb_history(out)] == [0, 1]  # closed on the way out
+    run_demo(QUICK, out, resume=True, report=False)  # the saved loggers: wandb again
     assert_same_run(reference, out)
+    # the resumed offline run continues the same run id from the next epoch
+    files = sorted(out.glob("wandb/offline-run-*/run-*.wandb"))
+    ids = [
+        record.run.run_id
+        for path in files
+        for record in wandb_records(path)
+        if record.WhichOneof("record_type") == "run"
+    ]
+    assert len(ids) == 2 and ids[0] == ids[1] == load_checkpoint(out / CHECKPOINT_NAME)["wandb_id"]
+    history = wandb_history(out)
+    assert [row["_step"] for row in history] == [0, 1, 2, 3]
+    rows = by_key(read_csv(out / "metrics.csv"))
+    for row in history:
+        for loss in QUICK.losses:
+            assert row[f"val_accuracy/{loss}"] == rows[(row["_step"], loss)]["val_accuracy"]
+            assert row[f"train_loss/{loss}"] == rows[(row["_step"], loss)]["train_loss"]
 
 
 def test_resume_after_ctrl_c_within_an_epoch(reference: Path, tmp_path: Path) -> None:

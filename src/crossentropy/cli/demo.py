@@ -173,12 +173,18 @@ def demo(
     dataset: Annotated[
         str | None,
         typer.Option(
-            "--dataset", help="digits (10 classes, softmax) or breast-cancer (2, sigmoid)."
+            "--dataset",
+            metavar="NAME",
+            help="digits (10 classes, softmax; the default) or breast-cancer (2, sigmoid).",
         ),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="linear (softmax regression) or mlp (one hidden layer)."),
+        typer.Option(
+            "--model",
+            metavar="NAME",
+            help="linear (softmax regression) or mlp (one hidden layer; the default).",
+        ),
     ] = None,
     losses: Annotated[
         list[str] | None,
@@ -191,17 +197,21 @@ def demo(
     ] = None,
     epochs: Annotated[
         int | None,
-        typer.Option("--epochs", help="Epochs to train (default 30); with --resume, the total."),
+        typer.Option(
+            "--epochs", metavar="N", help="Epochs to train (default 30); with --resume, the total."
+        ),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", help="SGD learning rate (default 0.05).")
+        float | None, typer.Option("--lr", metavar="LR", help="SGD learning rate (default 0.05).")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Rows per step (default 32).")
+        int | None, typer.Option("--batch-size", metavar="N", help="Rows per step (default 32).")
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", help="Seed of the initial weights and batch order (default 0)."),
+        typer.Option(
+            "--seed", metavar="N", help="Seed of the initial weights and batch order (default 0)."
+        ),
     ] = None,
     logger: Annotated[
         list[str] | None,

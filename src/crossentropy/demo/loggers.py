@@ -124,7 +124,8 @@ class WandbLogger:
     """A Weights & Biases run in offline mode under ``directory/wandb``.
 
     ``run_id`` names the run; a resumed demo passes the id it saved, so that ``wandb sync``
-    continues the same run.
+    continues the same run. The logger owns wandb in its process: :meth:`close` tears wandb
+    down, so that the offline run is complete on disk when it returns.
     """
 
     def __init__(self, directory: Path, config: DemoConfig, run_id: str | None = None) -> None:
@@ -163,7 +164,12 @@ class WandbLogger:
         self._run.log(values, step=epoch)
 
     def close(self) -> None:
+        import wandb
+
         self._run.finish()
+        # finish() returns before wandb's service has written the run's file through;
+        # teardown() waits for it (and stops the service; a later init starts another)
+        wandb.teardown()
 
 
 def open_loggers(
