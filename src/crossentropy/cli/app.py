@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from crossentropy.cli.compute import compute
+from crossentropy.cli.demo import demo
 from crossentropy.cli.explain import explain
 from crossentropy.cli.explore import explore
 from crossentropy.cli.plot import plot
@@ -116,4 +117,5 @@ def _root(
 app.command("explain")(explain)
 app.command("compute")(compute)
 app.command("plot")(plot)
+app.command("demo")(demo)
 app.command("explore")(explore)
