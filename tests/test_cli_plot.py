@@ -404,3 +404,14 @@ def test_cli_missing_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     line = _one_line_exit_2(invoke("--out", str(tmp_path)))
     assert "matplotlib" in line and "pip install crossentropy[plot]" in line
     assert not any(tmp_path.iterdir())
+
+
+def test_svg_is_reproducible(tmp_path: Path) -> None:
+    """The same figure saved twice as SVG gives the same bytes (fixed id salt, no date)."""
+    first = viz.save_figure(
+        viz.make_figure("softmax-temperature"), tmp_path / "a.svg", format="svg"
+    )
+    second = viz.save_figure(
+        viz.make_figure("softmax-temperature"), tmp_path / "b.svg", format="svg"
+    )
+    assert first.read_bytes() == second.read_bytes()

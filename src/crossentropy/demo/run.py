@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib import rc_context
-
 from crossentropy.viz import save_figure
 
 from .checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, save_checkpoint
@@ -185,11 +183,10 @@ def _finish(out: Path, trainer: Trainer, report: bool) -> DemoResult:
     if not report:
         return DemoResult(out, config, list(history), rows, out / CSV_NAME, None, ())
     fig = training_curves_figure(history, config)
-    # a fixed salt for the SVG's element ids (random otherwise): the same run, the same bytes
-    with rc_context({"svg.hashsalt": "crossentropy-demo"}):
-        figures = tuple(
-            save_figure(fig, out / f"{FIGURE_NAME}.{fmt}", format=fmt) for fmt in ("png", "svg")
-        )
+    # save_figure writes the same bytes for the same figure (the SVG's ids from a fixed salt)
+    figures = tuple(
+        save_figure(fig, out / f"{FIGURE_NAME}.{fmt}", format=fmt) for fmt in ("png", "svg")
+    )
     page = write_report(out / REPORT_NAME, config, rows, history, figures[0].read_bytes())
     summary = {"config": config.to_dict(), "summary": [asdict(row) for row in rows]}
     tmp = out / (SUMMARY_NAME + ".tmp")

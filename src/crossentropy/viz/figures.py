@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -536,13 +537,16 @@ def save_figure(fig: Figure, path: str | Path, *, format: str = "png") -> Path:
 
     A PNG is rendered by Agg and stored with an adaptive 256-colour palette (line art loses
     nothing visible and the file is about a third of the size); neither format carries a
-    timestamp, so the files are reproducible.
+    timestamp, and an SVG's element ids come from a fixed salt (``svg.hashsalt``, random by
+    default, unless one is set), so the same figure writes the same bytes.
     """
     if format not in ("png", "svg"):
         raise ValueError(f"format: expected 'png' or 'svg'; got {format!r}")
     path = Path(path)
     if format == "svg":
-        fig.savefig(path, format="svg", metadata={"Date": None}, facecolor="white")
+        salt = matplotlib.rcParams["svg.hashsalt"] or "crossentropy"
+        with matplotlib.rc_context({"svg.hashsalt": salt}):
+            fig.savefig(path, format="svg", metadata={"Date": None}, facecolor="white")
         return path
     from PIL import Image  # a dependency of matplotlib
 
