@@ -44,5 +44,10 @@ bench-linear: $(STAMP)
 bench-triton: $(STAMP)
 	$(BIN)/python benchmarks/bench_triton_gpu.py
 
+# issue 7's benchmark: 1, 2 and 4 gloo ranks; writes benchmarks/results/vocab_parallel.json
+.PHONY: bench-distributed
+bench-distributed: $(STAMP)
+	$(BIN)/python benchmarks/bench_vocab_parallel.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
