@@ -275,6 +275,35 @@ def _check_global(target: Tensor, weight: Tensor | None, vocabulary: int, ignore
         _validate.class_weight(weight, vocabulary)
 
 
+def _row_terms(
+    target: Tensor,
+    weight: Tensor | None,
+    shard: _Shard,
+    *,
+    like: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+) -> tuple[RowTerms, float]:
+    """The per-row terms on ``like``'s device in its compute dtype, after the checks that
+    need the whole vocabulary, and d(reduced loss)/d(row loss) (the same on every rank: the
+    targets and weights are)."""
+    flat_target = target.reshape(-1).to(device=like.device, dtype=torch.int64)
+    weight = None if weight is None else weight.to(like.device)
+    _check_global(flat_target, weight, shard.vocabulary, ignore_index)
+    terms = RowTerms.of(
+        flat_target,
+        weight,
+        ignore_index=ignore_index,
+        classes=shard.vocabulary,
+        label_smoothing=float(label_smoothing),
+        z_loss=float(z_loss),
+        dtype=torch.promote_types(like.dtype, torch.float32),
+    )
+    return terms, _linear._scale(flat_target, weight, ignore_index, reduction)
+
+
 # --------------------------------------------------------------------------- the statistics
 
 
@@ -466,23 +495,19 @@ def vocab_parallel_cross_entropy(
         }
 
     shard = _shard(_agree(function, group_, describe), group_.rank)
-    device = logits_shard.device
-    flat_target = target.reshape(-1).to(device=device, dtype=torch.int64)
-    weight = None if weight is None else weight.to(device)
-    _check_global(flat_target, weight, shard.vocabulary, ignore_index)
     logits = logits_shard.reshape(-1, shard.size)
     if logits.stride(1) != 1:
         logits = logits.contiguous()
-    terms = RowTerms.of(
-        flat_target,
+    terms, scale = _row_terms(
+        target,
         weight,
+        shard,
+        like=logits,
         ignore_index=ignore_index,
-        classes=shard.vocabulary,
-        label_smoothing=float(label_smoothing),
-        z_loss=float(z_loss),
-        dtype=torch.promote_types(logits.dtype, torch.float32),
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        reduction=reduction,
     )
-    scale = _linear._scale(flat_target, weight, ignore_index, reduction)
     loss: Tensor = _VocabParallelCrossEntropy.apply(  # type: ignore[no-untyped-call]
         logits,
         terms,
@@ -675,34 +700,23 @@ def vocab_parallel_linear_cross_entropy(
         }
 
     shard = _shard(_agree(function, group_, describe), group_.rank)
-    device = input.device
-    hidden = input.shape[-1]
-    flat_input = input.reshape(-1, hidden)
+    flat_input = input.reshape(-1, input.shape[-1])
     if flat_input.stride(-1) != 1:
         flat_input = flat_input.contiguous()
-    flat_target = target.reshape(-1).to(device=device, dtype=torch.int64)
-    weight = None if weight is None else weight.to(device)
-    _check_global(flat_target, weight, shard.vocabulary, ignore_index)
-    tokens = flat_input.shape[0]
+    terms, scale = _row_terms(
+        target,
+        weight,
+        shard,
+        like=flat_input,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        reduction=reduction,
+    )
     chunk = chunk_size or _linear.default_chunk_size(
-        tokens, shard.widest, flat_input.element_size()
+        flat_input.shape[0], shard.widest, flat_input.element_size()
     )
-    plan = _Plan(
-        RowTerms.of(
-            flat_target,
-            weight,
-            ignore_index=ignore_index,
-            classes=shard.vocabulary,
-            label_smoothing=float(label_smoothing),
-            z_loss=float(z_loss),
-            dtype=torch.promote_types(input.dtype, torch.float32),
-        ),
-        shard.start,
-        group_.handle,
-        chunk,
-        _linear._scale(flat_target, weight, ignore_index, reduction),
-        reduction,
-    )
+    plan = _Plan(terms, shard.start, group_.handle, chunk, scale, reduction)
     grad_on = torch.is_grad_enabled()
     wants = (
         grad_on and input.requires_grad,
