@@ -135,10 +135,15 @@ def main() -> None:
     with torch.no_grad():
         hidden = body(tokens[:, :-1])
         ours = vocab_parallel_linear_cross_entropy(hidden, head, tokens[:, 1:])
-        sizes = [vocabulary_slice(args.vocabulary, r, world) for r in range(world)]
-        pieces = [torch.empty(b - a, args.hidden, device=device) for a, b in sizes]
-        dist.all_gather(pieces, head.detach().contiguous())
-        weight = torch.cat(pieces)
+        # all_gather takes equal sizes: each slice padded to the widest, then trimmed
+        sizes = [
+            b - a for a, b in (vocabulary_slice(args.vocabulary, r, world) for r in range(world))
+        ]
+        padded = torch.zeros(max(sizes), args.hidden, device=device)
+        padded[: stop - start] = head.detach()
+        pieces = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(pieces, padded)
+        weight = torch.cat([piece[:size] for piece, size in zip(pieces, sizes, strict=True)])
         flat = hidden.reshape(-1, args.hidden)
         if device.type == "cpu":
             single = linear_cross_entropy(flat, weight, tokens[:, 1:].reshape(-1))
