@@ -383,7 +383,11 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         ctx.reduction = reduction
         if want_grad:
             cpu = z.device.type == "cpu"
-            grad = _fused._cache.take(tuple(z.shape), z.dtype, z.device) if cpu else torch.empty_like(z)
+            grad = (
+                _fused._cache.take(tuple(z.shape), z.dtype, z.device)
+                if cpu
+                else torch.empty_like(z)
+            )
             terms.gradient(z, lse, torch.full_like(lse, scale), start=start, out=grad)
             ctx.save_for_backward(grad)
         if reduction == "none":
