@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks)
 
-.PHONY: demo explain test lint unit venv bench bench-linear bench-triton explore-figure clean
+.PHONY: demo explain test lint unit venv bench bench-linear bench-triton bench-distributed explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-triton: $(STAMP)
 # issue 9's README screenshot of `crossentropy explore`, drawn by the system's chromium
 explore-figure: $(STAMP)
 	$(BIN)/python tests/browser.py docs/figures/explore.png
+
+# issue 7's benchmark: 1, 2 and 4 gloo ranks; writes benchmarks/results/vocab_parallel.json
+bench-distributed: $(STAMP)
+	$(BIN)/python benchmarks/bench_vocab_parallel.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

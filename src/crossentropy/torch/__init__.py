@@ -4,6 +4,10 @@ The losses of ``torch.nn.functional`` and ``torch.nn`` with PyTorch's names, sig
 results (:mod:`crossentropy.torch.functional`, :mod:`crossentropy.torch.modules`), computed by
 the library's core under autograd or, for ``cross_entropy``, by a fused kernel.
 
+:mod:`crossentropy.torch.distributed` (imported on its own) holds the vocabulary-parallel
+losses over ``torch.distributed``: ``vocab_parallel_cross_entropy`` and
+``vocab_parallel_linear_cross_entropy``.
+
 Needs PyTorch: ``pip install crossentropy[torch]``.
 """
 

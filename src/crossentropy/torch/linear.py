@@ -30,6 +30,7 @@ accumulated in float32 across chunks and rounded once at the end.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
@@ -39,6 +40,7 @@ from torch import Tensor
 from .. import _validate
 from . import _fused
 from . import functional as _functional
+from ._slices import RowTerms
 
 IMPLS = ("auto", "chunked", "torch", "triton")
 """The accepted values of ``linear_cross_entropy(..., impl=)``."""
@@ -94,25 +96,23 @@ def _blocked_rows(
 
     Pass 1 runs an online log-sum-exp over the blocks (running max m and sum s, rescaled by
     exp(m_old - m_new) when the max grows) and gathers z_y and sum_j w_j z_j; pass 2
-    recomputes each block's logits and forms its gradient with the same formula as the
-    fused kernel (derivation: crossentropy.gradients.sparse_softmax_cross_entropy):
-    G = [r p - (eps/C) w - (1-eps) w_y onehot] * scale * dz/dx, r = (1-eps) w_y
-    + (eps/C) W + 2 zl w_y L. One more matrix product than the token-chunked sweep (the
-    logits are computed twice), the price of never holding a whole row.
+    recomputes each block's logits and forms its gradient given the row's logsumexp, with
+    the fused kernel's formula (:class:`._slices.RowTerms`), times dz/dx under a soft-cap.
+    One more matrix product than the token-chunked sweep (the logits are computed twice),
+    the price of never holding a whole row.
     """
     compute = torch.promote_types(h.dtype, torch.float32)
     vocabulary = linear_weight.shape[0]
-    eps, zl, cap = options["label_smoothing"], options["z_loss"], options["softcap"]
-    ignore = options["ignore_index"]
-    counted = target != ignore
-    safe_target = torch.where(counted, target, 0)
-    w_y = (
-        torch.ones(len(target), dtype=compute)
-        if weight is None
-        else weight.to(compute)[safe_target]
+    eps, cap = options["label_smoothing"], options["softcap"]
+    terms = RowTerms.of(
+        target,
+        weight,
+        ignore_index=options["ignore_index"],
+        classes=vocabulary,
+        label_smoothing=eps,
+        z_loss=options["z_loss"],
+        dtype=compute,
     )
-    w_y = torch.where(counted, w_y, 0.0)
-    w_all = None if weight is None else weight.to(compute)
 
     def logits(start: int, stop: int) -> Tensor:
         z = h @ linear_weight[start:stop].t()
@@ -133,49 +133,26 @@ def _blocked_rows(
         s = s * torch.exp(torch.where(torch.isfinite(m), m, shift) - shift)
         s = s + torch.exp(z - shift[:, None]).sum(1)
         m = new_m
-        inside = (safe_target >= start) & (safe_target < stop)
-        picked = z.gather(1, (safe_target - start).clamp(0, stop - start - 1)[:, None])[:, 0]
+        inside, picked = terms.target_logit(z, start)
         z_y = torch.where(inside, picked, z_y)
         if eps > 0:
-            w_block = (
-                torch.ones(stop - start, dtype=compute) if w_all is None else w_all[start:stop]
-            )
-            weighted_sum = weighted_sum + (z * w_block).sum(1)
+            weighted_sum = weighted_sum + terms.weighted_sum(z, start)
     shift = torch.where(torch.isfinite(m), m, 0.0)
     lse = shift + torch.log(s)
-    total_weight = options["weight_sum"]
-    loss = (1 - eps) * w_y * (lse - z_y)
-    if eps > 0:
-        loss = loss + (eps / vocabulary) * (total_weight * lse - weighted_sum)
-    if zl > 0:
-        loss = loss + zl * w_y * lse * lse
-    live = counted if eps > 0 else counted & (w_y != 0)
-    losses.copy_(torch.where(live, loss, 0.0))
+    losses.copy_(terms.loss(lse, z_y, weighted_sum))
     if lse_out is not None:
-        lse_out.copy_(torch.where(live, lse, 0.0))
+        lse_out.copy_(torch.where(terms.live, lse, 0.0))
     grad_input, grad_weight, grad_bias = grads
     if grad_input is None and grad_weight is None and grad_bias is None:
         return
-    r = (1 - eps) * w_y + (eps / vocabulary) * total_weight
-    if zl > 0:
-        r = r + 2 * zl * w_y * lse
-    factor = torch.where(live, torch.full_like(lse, scale), 0.0)
+    factor = torch.full_like(lse, scale)
     if row_factor is not None:
         factor = factor * row_factor.to(compute)
     dh = torch.zeros(h.shape, dtype=compute) if grad_input is not None else None
     for start in range(0, vocabulary, block):
         stop = min(start + block, vocabulary)
         z = logits(start, stop)
-        g = r[:, None] * torch.exp(z - lse[:, None])
-        if eps > 0:
-            w_block = (
-                torch.ones(stop - start, dtype=compute) if w_all is None else w_all[start:stop]
-            )
-            g = g - (eps / vocabulary) * w_block
-        inside = (safe_target >= start) & (safe_target < stop) & counted
-        rows = torch.nonzero(inside)[:, 0]
-        g[rows, safe_target[rows] - start] -= ((1 - eps) * w_y)[rows]
-        g = g * factor[:, None]
+        g = terms.gradient(z, lse, factor, start=start, out=z if cap is None else None)
         if cap is not None:
             g = g * (1 - (z / cap) ** 2)
         if dh is not None:
@@ -216,6 +193,87 @@ def _step(
     losses.copy_(row_losses)
 
 
+Step = Callable[[Tensor, slice, bool], None]
+"""``step(z, rows, grad)``: the cross entropy of the chunk ``rows`` of tokens from its logits
+``z``; with ``grad``, writes d(reduced loss)/dz over ``z``."""
+
+
+def gradient_buffers(
+    input: Tensor, linear_weight: Tensor, wants: tuple[bool, bool, bool]
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The wanted gradients of input, weight and bias (the last two accumulated over the
+    chunks in float32 at least), from the fused paths' cache: a fresh 1 GB weight gradient
+    costs 0.36 s of page faults here, 2% of a (2048, 2048, 128256) step (see
+    ``_fused._BufferCache``). A reused buffer holds stale numbers: the bias gradient is
+    zeroed here, the input and weight ones are written by :func:`chunks` (its first chunk
+    writes dW) before they are read."""
+    want_input, want_weight, want_bias = wants
+    accumulate = torch.promote_types(input.dtype, torch.float32)
+    device = input.device
+    take = _fused._cache.take
+    return (
+        take(tuple(input.shape), input.dtype, device, "linear_grad_input") if want_input else None,
+        take(tuple(linear_weight.shape), accumulate, device, "linear_grad_weight")
+        if want_weight
+        else None,
+        take((linear_weight.shape[0],), accumulate, device, "linear_grad_bias").zero_()
+        if want_bias
+        else None,
+    )
+
+
+def chunks(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    grads: tuple[Tensor | None, Tensor | None, Tensor | None],
+    *,
+    chunk: int,
+    row_factor: Tensor | None,
+    step: Step,
+) -> None:
+    """The token-chunked sweep: each chunk's logits into one reused buffer, ``step`` turns
+    them into their gradient, times ``row_factor``, which is multiplied out into ``grads``
+    (from :func:`gradient_buffers`; ``None`` where not wanted)."""
+    tokens = input.shape[0]
+    grad_input, grad_weight, grad_bias = grads
+    any_grad = any(g is not None for g in grads)
+    if tokens == 0 and grad_weight is not None:
+        grad_weight.zero_()  # no chunk writes it
+    buffer = _fused._cache.take(
+        (min(chunk, tokens), linear_weight.shape[0]), input.dtype, input.device, "linear_logits"
+    )
+    weight_t = linear_weight.t()
+    for start in range(0, tokens, chunk):
+        stop = min(start + chunk, tokens)
+        h = input[start:stop]
+        z = buffer[: stop - start]
+        if linear_bias is None:
+            torch.mm(h, weight_t, out=z)
+        else:
+            torch.addmm(linear_bias, h, weight_t, out=z)
+        step(z, slice(start, stop), any_grad)
+        if not any_grad:
+            continue
+        if row_factor is not None:
+            z.mul_(row_factor[start:stop, None].to(z.dtype))
+        if grad_input is not None:
+            torch.mm(z, linear_weight, out=grad_input[start:stop])
+        if grad_weight is not None:
+            # the first chunk writes dW (no zero-filled start), the others add to it;
+            # half precision: each chunk's product is computed and added in float32
+            accumulate = grad_weight.dtype
+            g_t, h_acc = (
+                (z.t(), h) if z.dtype == accumulate else (z.t().to(accumulate), h.to(accumulate))
+            )
+            if start == 0:
+                torch.mm(g_t, h_acc, out=grad_weight)
+            else:
+                grad_weight.addmm_(g_t, h_acc)
+        if grad_bias is not None:
+            grad_bias.add_(z.sum(0, dtype=grad_bias.dtype))
+
+
 def _sweep(
     input: Tensor,
     linear_weight: Tensor,
@@ -235,34 +293,13 @@ def _sweep(
     tokens, _ = input.shape
     vocabulary = linear_weight.shape[0]
     chunk = options["chunk_size"]
-    want_input, want_weight, want_bias = wants
-    any_grad = any(wants)
     losses = torch.empty(tokens, dtype=torch.float64)
-    # weight and bias gradients accumulate over the chunks in float32 at least
-    accumulate = torch.promote_types(input.dtype, torch.float32)
-    # the large buffers come from the fused paths' cache: a fresh 1 GB weight gradient costs
-    # 0.36 s of page faults here, 2% of a (2048, 2048, 128256) step (see _fused._BufferCache);
-    # a reused one holds stale numbers, so each is overwritten below before it is read
-    device = input.device
-    grad_input = (
-        _fused._cache.take(tuple(input.shape), input.dtype, device, "linear_grad_input")
-        if want_input
-        else None
-    )
-    grad_weight = (
-        _fused._cache.take(tuple(linear_weight.shape), accumulate, device, "linear_grad_weight")
-        if want_weight
-        else None
-    )
-    grad_bias = (
-        _fused._cache.take((vocabulary,), accumulate, device, "linear_grad_bias").zero_()
-        if want_bias
-        else None
-    )
+    grads = gradient_buffers(input, linear_weight, wants)
+    grad_input, grad_weight, grad_bias = grads
     block = vocabulary_block(min(chunk, tokens), vocabulary, input.element_size())
-    if (block is not None or tokens == 0) and grad_weight is not None:
-        grad_weight.zero_()  # accumulated block by block
     if block is not None:  # even one chunk's rows are too wide: split the vocabulary too
+        if grad_weight is not None:
+            grad_weight.zero_()  # accumulated block by block
         for start in range(0, tokens, chunk):
             stop = min(start + chunk, tokens)
             _blocked_rows(
@@ -284,51 +321,20 @@ def _sweep(
                 lse_out=None if lse is None else lse[start:stop],
             )
         return losses, grad_input, grad_weight, grad_bias
-    buffer = _fused._cache.take(
-        (min(chunk, tokens), vocabulary), input.dtype, device, "linear_logits"
-    )
-    weight_t = linear_weight.t()
-    for start in range(0, tokens, chunk):
-        stop = min(start + chunk, tokens)
-        h = input[start:stop]
-        z = buffer[: stop - start]
-        if linear_bias is None:
-            torch.mm(h, weight_t, out=z)
-        else:
-            torch.addmm(linear_bias, h, weight_t, out=z)
+
+    def step(z: Tensor, rows: slice, grad: bool) -> None:
         _step(
             z,
-            target[start:stop],
-            any_grad,
+            target[rows],
+            grad,
             weight,
             options,
             scale,
-            losses[start:stop],
-            None if lse is None else lse[start:stop],
+            losses[rows],
+            None if lse is None else lse[rows],
         )
-        if not any_grad:
-            continue
-        if row_factor is not None:
-            z.mul_(row_factor[start:stop, None].to(z.dtype))
-        if grad_input is not None:
-            torch.mm(z, linear_weight, out=grad_input[start:stop])
-        if grad_weight is not None:
-            # the first chunk writes dW (no zero-filled start), the others add to it;
-            # half precision: each chunk's product is computed and added in float32
-            g_t, h_acc = (
-                (z.t(), h)
-                if z.dtype == accumulate
-                else (
-                    z.t().to(accumulate),
-                    h.to(accumulate),
-                )
-            )
-            if start == 0:
-                torch.mm(g_t, h_acc, out=grad_weight)
-            else:
-                grad_weight.addmm_(g_t, h_acc)
-        if grad_bias is not None:
-            grad_bias.add_(z.sum(0, dtype=accumulate))
+
+    chunks(input, linear_weight, linear_bias, grads, chunk=chunk, row_factor=row_factor, step=step)
     return losses, grad_input, grad_weight, grad_bias
 
 
@@ -394,10 +400,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, _grad_lse: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         options = ctx.options
-        input_dtype, weight_dtype, bias_dtype = ctx.dtypes
         if options["reduction"] == "none":
             input, linear_weight, linear_bias, target, weight = ctx.saved_tensors
-            _, grad_input, grad_weight, grad_bias = _sweep(
+            _, *grads = _sweep(
                 input,
                 linear_weight,
                 linear_bias,
@@ -409,22 +414,31 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 wants=ctx.wants,
                 lse=None,
             )
-        else:
-            grad_input, grad_weight, grad_bias = ctx.saved_tensors
-            factor = grad_loss.double()
-            if not bool(factor == 1):
-                grad_input = None if grad_input is None else grad_input * factor.to(input_dtype)
-                grad_weight = None if grad_weight is None else grad_weight * float(factor)
-                grad_bias = None if grad_bias is None else grad_bias * float(factor)
-        return (
-            grad_input,
-            None if grad_weight is None else grad_weight.to(weight_dtype),
-            None if grad_bias is None else grad_bias.to(bias_dtype),
-            None,
-            None,
-            None,
-            None,
-        )
+            return *finish_gradients(grads, ctx.dtypes), None, None, None, None
+        grads = ctx.saved_tensors
+        return *finish_gradients(grads, ctx.dtypes, grad_loss), None, None, None, None
+
+
+def finish_gradients(
+    grads: Sequence[Tensor | None],
+    dtypes: tuple[torch.dtype, torch.dtype, torch.dtype | None],
+    factor: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of input, weight and bias handed to autograd: times the incoming
+    gradient of a reduced loss ``factor`` (a scalar; skipped when it is 1), the weight and
+    bias ones cast from their float32 accumulators to the parameters' ``dtypes``."""
+    grad_input, grad_weight, grad_bias = grads
+    input_dtype, weight_dtype, bias_dtype = dtypes
+    if factor is not None and not bool(factor == 1):
+        scalar = factor.double()
+        grad_input = None if grad_input is None else grad_input * scalar.to(input_dtype)
+        grad_weight = None if grad_weight is None else grad_weight * float(scalar)
+        grad_bias = None if grad_bias is None else grad_bias * float(scalar)
+    return (
+        grad_input,
+        None if grad_weight is None else grad_weight.to(weight_dtype),
+        None if grad_bias is None or bias_dtype is None else grad_bias.to(bias_dtype),
+    )
 
 
 def _check_shapes(

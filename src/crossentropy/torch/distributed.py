@@ -1,0 +1,733 @@
+r"""Vocabulary-parallel cross entropy over ``torch.distributed``: no rank holds whole logits.
+
+When the output layer is split by vocabulary across ranks (tensor parallelism), rank k holds
+the logits of the classes :math:`[s_k, s_k + V_k)` only. The loss of a row needs three
+numbers, each a combination over the slices (derivation and the per-row math:
+:mod:`crossentropy.torch._slices`), so the ranks exchange N values per row statistic,
+never the logits:
+
+.. code-block:: text
+
+    L_k       = logsumexp of the rank's slice of each row           local (the fused kernel)
+    M         = all_reduce(L_k, MAX)                                 N values
+    S, z_y, Sw = all_reduce([exp(L_k - M),                           2N values (3N with
+                             z_y if y is in the slice else 0,          label smoothing), one
+                             sum_j w_j z_j over the slice], SUM)      collective
+    L         = M + log S                                            the row's logsumexp
+
+Every rank then computes the same per-row losses from (L, z_y, Sw), and the gradient of its
+own slice from L alone, :math:`r e^{z_j - L} - \tfrac{\varepsilon}{V} w_j -
+(1-\varepsilon) w_y [j = y]`: the backward needs no communication. The mean's denominator,
+the summed weight of the counted targets, is the same on every rank because the targets
+are global class ids, the same on every rank (checked).
+
+The linear version takes the tokens in chunks as :func:`crossentropy.torch.linear_cross_entropy`
+does: each chunk's local logits ``h W_k^T``, the two all-reduces above, the gradient written
+over the logits, ``dW_k += G_k^T h`` (the rank's own rows of the weight gradient) and the
+partial input gradient ``G_k W_k``; the input gradient is the sum of the partials over the
+ranks, one all-reduce of (N, D) at the end.
+
+Agreement before any of it: every call first all-gathers a small descriptor from each rank
+(the number of rows, dtype, slice size and start, reduction, ``ignore_index``, smoothing,
+z-loss, checksums of the target and the class weights, ...), and every rank checks the same
+table, so ranks that disagree all raise the same ``ValueError`` instead of waiting in a
+collective that never completes; an argument one rank rejects is reported on every rank.
+
+Works with any backend that has all-reduce MAX/SUM and all-gather: gloo on CPU (the local
+logsumexp then runs in the fused C kernel when it is available), NCCL on GPUs (torch
+operations throughout; the collectives' tensors live on ``torch.cuda.current_device()``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .. import _validate
+from . import _fused
+from . import linear as _linear
+from ._slices import RowTerms
+
+__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+
+FUNCTIONS = ("vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy")
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_PRIME = 2**31 - 1
+
+
+# --------------------------------------------------------------------------- the group
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    handle: Any  # the ProcessGroup, or None for the default group
+    rank: int
+    world: int
+    device: torch.device  # where the agreement's small tensors go
+
+    @classmethod
+    def of(cls, group: Any, function: str) -> _Group:
+        if not dist.is_available() or not dist.is_initialized():
+            raise ValueError(
+                f"group: {function} needs an initialised torch.distributed process group; "
+                "got none (call torch.distributed.init_process_group first)"
+            )
+        rank = dist.get_rank(group)
+        if rank < 0:
+            raise ValueError(f"group: expected a group this process belongs to; got {group!r}")
+        nccl = "nccl" in str(dist.get_backend(group)).lower()
+        device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        return cls(group, rank, dist.get_world_size(group), device)
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def _plain(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    """One entry of the descriptor every rank contributes; ``about`` names it in errors."""
+
+    key: str
+    about: str
+    agree: bool = True  # every rank must give the same value
+    show: Callable[[float], str] = _plain
+
+
+FIELDS = (
+    _Field("function", "the function called", show=lambda v: FUNCTIONS[int(v)]),
+    _Field("rows", "target (its number of elements: rows/tokens)"),
+    _Field("dtype", "the dtype of the logits (the input)", show=lambda v: str(DTYPES[int(v)])),
+    _Field("hidden", "input (its last dimension, the hidden size)"),
+    _Field("reduction", "reduction", show=lambda v: repr(_validate.REDUCTIONS[int(v)])),
+    _Field("ignore_index", "ignore_index"),
+    _Field("label_smoothing", "label_smoothing"),
+    _Field("z_loss", "z_loss"),
+    _Field("target_sum", "target (its values: checksums)"),
+    _Field("target_mix", "target (its values and their order: checksums)"),
+    _Field("weight_size", "weight (its size; -1 for None)"),
+    _Field("weight_sum", "weight (its values: checksums of the bits)"),
+    _Field("weight_mix", "weight (its values and their order: checksums of the bits)"),
+    _Field("bias", "linear_bias (1 given, 0 None)"),
+    _Field("input_grad", "whether input requires a gradient (1 yes, 0 no)"),
+    _Field("chunk_size", "chunk_size (0 for None)"),
+    _Field("start", "vocab_start_index", agree=False),
+    _Field("size", "the slice size", agree=False),
+)
+
+
+def _checksums(values: Tensor) -> tuple[float, float]:
+    """Two checksums of an integer tensor, exact (integers mod p = 2^31 - 1, no overflow
+    below 2^32 elements) and equal wherever the values are: sum_i v_i and sum_i v_i m_i
+    mod p, with m_i = 48271 i mod p + 1 (so the order counts too)."""
+    v = torch.remainder(values.reshape(-1).to(torch.int64), _PRIME)
+    position = torch.arange(v.numel(), dtype=torch.int64, device=v.device)
+    multiplier = torch.remainder(torch.remainder(position, _PRIME) * 48271, _PRIME) + 1
+    mixed = torch.remainder(v * multiplier, _PRIME)
+    return float(v.sum() % _PRIME), float(mixed.sum() % _PRIME)
+
+
+_BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+
+
+def _weight_fields(weight: object) -> dict[str, float]:
+    if weight is None:
+        return {"weight_size": -1.0}
+    if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.ndim != 1:
+        shown = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise TypeError(f"weight: expected a 1-D floating tensor (V,) or None; got {shown}")
+    bits = weight.contiguous().view(_BITS[weight.element_size()])
+    total, mixed = _checksums(bits)
+    return {"weight_size": float(weight.numel()), "weight_sum": total, "weight_mix": mixed}
+
+
+def _target_fields(target: object, shape: tuple[int, ...]) -> dict[str, float]:
+    if not isinstance(target, Tensor) or target.is_floating_point() or target.is_complex():
+        raise TypeError(
+            f"target: expected a tensor of integer class ids; got {type(target).__name__}"
+            + (f" of dtype {target.dtype}" if isinstance(target, Tensor) else "")
+        )
+    if tuple(target.shape) != shape:
+        raise ValueError(
+            f"target: expected shape {shape} (the logits' shape without the class axis); "
+            f"got {tuple(target.shape)}"
+        )
+    total, mixed = _checksums(target)
+    return {"rows": float(target.numel()), "target_sum": total, "target_mix": mixed}
+
+
+def _option_fields(
+    reduction: object, ignore_index: object, label_smoothing: object, z_loss: object
+) -> dict[str, float]:
+    _validate.reduction(reduction)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
+    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
+    zl = _validate.number_in("z_loss", z_loss, 0.0, float("inf"), what=">= 0")
+    return {
+        "reduction": float(_validate.REDUCTIONS.index(str(reduction))),
+        "ignore_index": float(ignore_index),
+        "label_smoothing": eps,
+        "z_loss": zl,
+    }
+
+
+def _start_field(vocab_start_index: object) -> float:
+    if vocab_start_index is None:
+        return -1.0
+    if (
+        isinstance(vocab_start_index, bool)
+        or not isinstance(vocab_start_index, int)
+        or vocab_start_index < 0
+    ):
+        raise ValueError(
+            f"vocab_start_index: expected a non-negative integer or None; got {vocab_start_index!r}"
+        )
+    return float(vocab_start_index)
+
+
+def _agree(
+    function: str, group: _Group, describe: Callable[[], dict[str, float]]
+) -> list[dict[str, float]]:
+    """All-gather every rank's descriptor; raise the same error on every rank when one
+    rank's arguments are invalid or the ranks disagree; else every rank's descriptor."""
+    failure: Exception | None = None
+    try:
+        fields = describe()
+    except (TypeError, ValueError) as error:
+        failure, fields = error, {}
+    vector = torch.tensor(
+        [float(failure is not None)] + [float(fields.get(f.key, 0.0)) for f in FIELDS],
+        dtype=torch.float64,
+        device=group.device,
+    )
+    gathered = [torch.empty_like(vector) for _ in range(group.world)]
+    dist.all_gather(gathered, vector, group=group.handle)
+    table = torch.stack(gathered).cpu().tolist()
+    if any(row[0] for row in table):
+        messages: list[Any] = [None] * group.world
+        mine = None if failure is None else f"{type(failure).__name__}: {failure}"
+        dist.all_gather_object(messages, mine, group=group.handle)
+        failed = [(rank, text) for rank, text in enumerate(messages) if text is not None]
+        kind = TypeError if all(t.startswith("TypeError") for _, t in failed) else ValueError
+        reasons = "; ".join(f"rank {rank}: {text}" for rank, text in failed)
+        raise kind(
+            f"{function}: invalid arguments on {len(failed)} of {group.world} rank(s), "
+            f"raised on every rank: {reasons}"
+        ) from failure
+    described = [dict(zip([f.key for f in FIELDS], row[1:], strict=True)) for row in table]
+    for field in FIELDS:
+        values = [d[field.key] for d in described]
+        if field.agree and len(set(values)) > 1:
+            shown = ", ".join(f"rank {r}: {field.show(v)}" for r, v in enumerate(values))
+            # ranks that called different functions still raise the same message
+            where = __name__ if field.key == "function" else function
+            raise ValueError(
+                f"{where}: the ranks disagree on {field.about} ({shown}); expected the "
+                "same on every rank"
+            )
+    return described
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shard:
+    start: int  # the first class of this rank's slice
+    size: int  # the classes in this rank's slice
+    vocabulary: int  # V, all slices together
+    widest: int  # the largest slice
+
+
+def _shard(described: list[dict[str, float]], rank: int) -> _Shard:
+    """This rank's slice: in rank order when no rank gives ``vocab_start_index``, else where
+    each rank says, checked to tile [0, V) without gaps or overlaps."""
+    starts = [int(d["start"]) for d in described]
+    sizes = [int(d["size"]) for d in described]
+    if all(s < 0 for s in starts):
+        starts = [sum(sizes[:r]) for r in range(len(sizes))]
+    position = 0
+    for r in sorted(range(len(sizes)), key=lambda r: starts[r]):
+        if starts[r] != position:
+            shown = ", ".join(
+                f"rank {r}: " + ("None" if s < 0 else f"[{s}, {s + n})")
+                for r, (s, n) in enumerate(zip(starts, sizes, strict=True))
+            )
+            raise ValueError(
+                "vocab_start_index: expected slices that tile [0, V) without gaps or "
+                f"overlaps, given on every rank or on none; got {shown}"
+            )
+        position += sizes[r]
+    return _Shard(starts[rank], sizes[rank], sum(sizes), max(sizes))
+
+
+def _check_global(target: Tensor, weight: Tensor | None, vocabulary: int, ignore: int) -> None:
+    """Checks that need the whole vocabulary's size; the same outcome on every rank."""
+    _validate.integer_labels(target, vocabulary, ignore, array_api_compat.array_namespace(target))
+    if weight is not None:
+        _validate.class_weight(weight, vocabulary)
+
+
+def _row_terms(
+    target: Tensor,
+    weight: Tensor | None,
+    shard: _Shard,
+    *,
+    like: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+) -> tuple[RowTerms, float]:
+    """The per-row terms on ``like``'s device in its compute dtype, after the checks that
+    need the whole vocabulary, and d(reduced loss)/d(row loss) (the same on every rank: the
+    targets and weights are)."""
+    flat_target = target.reshape(-1).to(device=like.device, dtype=torch.int64)
+    weight = None if weight is None else weight.to(like.device)
+    _check_global(flat_target, weight, shard.vocabulary, ignore_index)
+    terms = RowTerms.of(
+        flat_target,
+        weight,
+        ignore_index=ignore_index,
+        classes=shard.vocabulary,
+        label_smoothing=float(label_smoothing),
+        z_loss=float(z_loss),
+        dtype=torch.promote_types(like.dtype, torch.float32),
+    )
+    return terms, _linear._scale(flat_target, weight, ignore_index, reduction)
+
+
+# --------------------------------------------------------------------------- the statistics
+
+
+def _local_lse(z: Tensor, terms: RowTerms) -> Tensor:
+    """logsumexp over this rank's slice of each row (any value for ignored rows)."""
+    dtype = terms.w_y.dtype
+    if z.device.type == "cpu" and z.dtype in DTYPES and _fused.fused_available():
+        lse = torch.empty(z.shape[0], dtype=torch.float64)
+        any_class = torch.where(terms.counted, 0, -1)  # -1: the kernel skips the row
+        _fused._launch(
+            z,
+            None,
+            any_class,
+            None,
+            ignore_index=-1,
+            eps=0.0,
+            z_loss=0.0,
+            cap=0.0,
+            weight_sum=float(z.shape[1]),
+            scale=1.0,
+            lse=lse,
+        )
+        return lse.to(dtype)
+    return torch.logsumexp(z.to(dtype), dim=1)
+
+
+def _rows_forward(z: Tensor, terms: RowTerms, start: int, group: Any) -> tuple[Tensor, Tensor]:
+    """Each row's loss and logsumexp over the whole vocabulary, from this rank's slice ``z``
+    (rows, V_k) of the classes [start, start + V_k): two all-reduces of N (2N, 3N) values."""
+    local = _local_lse(z, terms)
+    peak = local.clone()
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+    shift = torch.where(torch.isfinite(peak), peak, 0.0)
+    inside, picked = terms.target_logit(z, start)
+    parts = [torch.exp(local - shift), torch.where(inside, picked, 0.0)]
+    if terms.label_smoothing > 0:
+        parts.append(terms.weighted_sum(z, start))
+    packed = torch.stack(parts)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+    lse = shift + torch.log(packed[0])
+    weighted = packed[2] if len(parts) > 2 else None
+    return terms.loss(lse, packed[1], weighted), lse
+
+
+def _sum_over_ranks(grad: Tensor | None, group: Any) -> None:
+    """All-reduce the partial input gradients (in float32 at least: half-precision partial
+    sums would lose the digits the sum needs)."""
+    if grad is None:
+        return
+    if grad.dtype in (torch.float32, torch.float64):
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=group)
+        return
+    wide = grad.float()
+    dist.all_reduce(wide, op=dist.ReduceOp.SUM, group=group)
+    grad.copy_(wide)
+
+
+# --------------------------------------------------------------------------- logits
+
+
+class _VocabParallelCrossEntropy(torch.autograd.Function):
+    """The loss in the forward with the slice's gradient; the backward only rescales it."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        logits: Tensor,
+        terms: RowTerms,
+        start: int,
+        group: Any,
+        scale: float,
+        reduction: str,
+        want_grad: bool,
+    ) -> Tensor:
+        z = logits.detach()
+        row_losses, lse = _rows_forward(z, terms, start, group)
+        ctx.reduction = reduction
+        if want_grad:
+            cpu = z.device.type == "cpu"
+            grad = (
+                _fused._cache.take(tuple(z.shape), z.dtype, z.device)
+                if cpu
+                else torch.empty_like(z)
+            )
+            terms.gradient(z, lse, torch.full_like(lse, scale), start=start, out=grad)
+            ctx.save_for_backward(grad)
+        if reduction == "none":
+            return row_losses.to(logits.dtype)
+        return (row_losses.double().sum() * scale).to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        nothing = (None,) * 6
+        if ctx.reduction == "none":
+            return (grad * grad_output[:, None]).to(grad.dtype), *nothing
+        if bool(grad_output == 1):
+            return grad, *nothing
+        return (grad * grad_output).to(grad.dtype), *nothing
+
+
+def vocab_parallel_cross_entropy(
+    logits_shard: Tensor,
+    target: Tensor,
+    *,
+    group: Any = None,
+    vocab_start_index: int | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+) -> Tensor:
+    r"""Cross entropy of logits split by vocabulary across the ranks of a process group.
+
+    .. math::
+
+        \ell_i = (1 - \varepsilon)\, w_{y_i} (L_i - z_{i y_i})
+               + \frac{\varepsilon}{V} \sum_c w_c (L_i - z_{ic})
+               + \lambda_z\, w_{y_i} L_i^2, \qquad
+        L_i = \log \sum_k \sum_{c \in \text{slice}_k} e^{z_{ic}}
+
+    The value and gradients of :func:`crossentropy.torch.cross_entropy` on the logits
+    concatenated over the ranks, computed from the slices: per row, a logsumexp and the
+    target logit are combined with two all-reduces of N values (3N with label smoothing),
+    never an all-gather of logits. Every rank returns the same loss; the gradient of each
+    rank's ``logits_shard`` is its slice of the whole gradient, and the backward needs no
+    communication (with ``reduction="none"`` every rank must backpropagate the same
+    incoming gradient, as it does when every rank computes the same thing from the loss).
+    Call it on every rank of ``group`` with the same ``target`` and options; ranks that
+    disagree, or an argument one rank rejects, raise the same error on every rank.
+
+    Args:
+        logits_shard: (..., V_k) this rank's classes, on the last axis: the logits of the
+            classes [s_k, s_k + V_k) for each row. Slices may differ in size (each >= 1).
+        target: (...) global class ids in [0, V) (or ``ignore_index``), the same on every
+            rank.
+        group: the process group (``None``: the default group).
+        vocab_start_index: s_k; ``None`` (on every rank) takes the slices in rank order,
+            the offsets found with one all-gather of the slice sizes.
+        weight: (V,) per-class weights over the whole vocabulary, the same on every rank
+            (each rank uses its slice), or ``None``.
+        reduction: ``"mean"`` (over the summed weight of the counted targets), ``"sum"``
+            or ``"none"`` (per row, shape (...)).
+        ignore_index: the target value of rows to skip.
+        label_smoothing: epsilon in [0, 1].
+        z_loss: lambda_z >= 0, the weight of L^2 (PaLM's z-loss).
+
+    Returns:
+        The loss, the same on every rank: a scalar, or (...) for ``reduction="none"``.
+
+    Example:
+        One process as a group of one (``torchrun`` starts the real ones):
+
+        >>> import torch, torch.distributed as dist
+        >>> from crossentropy.torch.distributed import vocab_parallel_cross_entropy
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> logits = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], requires_grad=True)
+        >>> loss = vocab_parallel_cross_entropy(logits, torch.tensor([0, 1]))
+        >>> loss.backward()
+        >>> print(f"{loss.item():.4f}", logits.grad.round(decimals=4).tolist())
+        0.3185 [[-0.1705, 0.1212, 0.0493], [0.0543, -0.0988, 0.0445]]
+        >>> dist.destroy_process_group()
+    """
+    function = FUNCTIONS[0]
+    group_ = _Group.of(group, function)
+
+    def describe() -> dict[str, float]:
+        if not isinstance(logits_shard, Tensor) or logits_shard.ndim < 1:
+            raise ValueError(
+                f"logits_shard: expected a tensor (..., V_k) with the classes last; got "
+                f"{type(logits_shard).__name__}"
+                + (" of 0 dimensions" if isinstance(logits_shard, Tensor) else "")
+            )
+        if logits_shard.dtype not in DTYPES:
+            raise TypeError(
+                "logits_shard: expected float32, float64, bfloat16 or float16; got "
+                f"{logits_shard.dtype}"
+            )
+        if logits_shard.shape[-1] < 1:
+            raise ValueError(
+                f"logits_shard: expected at least one class in the slice; got shape "
+                f"{tuple(logits_shard.shape)}"
+            )
+        return {
+            "function": 0.0,
+            "dtype": float(DTYPES.index(logits_shard.dtype)),
+            "size": float(logits_shard.shape[-1]),
+            "start": _start_field(vocab_start_index),
+            **_target_fields(target, tuple(logits_shard.shape[:-1])),
+            **_weight_fields(weight),
+            **_option_fields(reduction, ignore_index, label_smoothing, z_loss),
+        }
+
+    shard = _shard(_agree(function, group_, describe), group_.rank)
+    logits = logits_shard.reshape(-1, shard.size)
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    terms, scale = _row_terms(
+        target,
+        weight,
+        shard,
+        like=logits,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        reduction=reduction,
+    )
+    loss: Tensor = _VocabParallelCrossEntropy.apply(  # type: ignore[no-untyped-call]
+        logits,
+        terms,
+        shard.start,
+        group_.handle,
+        scale,
+        reduction,
+        torch.is_grad_enabled() and logits.requires_grad,
+    )
+    return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+# --------------------------------------------------------------------------- linear
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    terms: RowTerms
+    start: int
+    group: Any
+    chunk: int
+    scale: float
+    reduction: str
+
+
+class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
+    """The chunked sweep of ``linear_cross_entropy`` on this rank's rows of the weight,
+    each chunk's row statistics all-reduced, the input gradient summed over the ranks."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        input: Tensor,
+        linear_weight: Tensor,
+        linear_bias: Tensor | None,
+        plan: _Plan,
+        wants: tuple[bool, bool, bool],
+    ) -> Tensor:
+        tokens = input.shape[0]
+        losses = torch.empty(tokens, dtype=torch.float64, device=input.device)
+        lse = torch.empty(tokens, dtype=plan.terms.w_y.dtype, device=input.device)
+        now = wants if plan.reduction != "none" else (False, False, False)
+        grads = _linear.gradient_buffers(input, linear_weight, now)
+
+        def step(z: Tensor, rows: slice, grad: bool) -> None:
+            terms = plan.terms.rows(rows)
+            losses[rows], lse[rows] = _rows_forward(z, terms, plan.start, plan.group)
+            if grad:
+                factor = torch.full_like(lse[rows], plan.scale)
+                terms.gradient(z, lse[rows], factor, start=plan.start, out=z)
+
+        _linear.chunks(
+            input, linear_weight, linear_bias, grads, chunk=plan.chunk, row_factor=None, step=step
+        )
+        _sum_over_ranks(grads[0], plan.group)
+        ctx.plan, ctx.wants = plan, wants
+        ctx.dtypes = (
+            input.dtype,
+            linear_weight.dtype,
+            None if linear_bias is None else linear_bias.dtype,
+        )
+        if plan.reduction == "none":
+            ctx.save_for_backward(input, linear_weight, linear_bias, lse)
+            return losses.to(input.dtype)
+        ctx.save_for_backward(*grads)
+        return (losses.sum() * plan.scale).to(input.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        plan: _Plan = ctx.plan
+        if plan.reduction != "none":
+            return *_linear.finish_gradients(ctx.saved_tensors, ctx.dtypes, grad_loss), None, None
+        input, linear_weight, linear_bias, lse = ctx.saved_tensors
+        grads = _linear.gradient_buffers(input, linear_weight, ctx.wants)
+
+        def step(z: Tensor, rows: slice, grad: bool) -> None:
+            # the forward's logsumexp: the slice's gradient needs no communication
+            ones = torch.ones_like(lse[rows])
+            plan.terms.rows(rows).gradient(z, lse[rows], ones, start=plan.start, out=z)
+
+        _linear.chunks(
+            input,
+            linear_weight,
+            linear_bias,
+            grads,
+            chunk=plan.chunk,
+            row_factor=grad_loss.to(lse.dtype),
+            step=step,
+        )
+        _sum_over_ranks(grads[0], plan.group)
+        return *_linear.finish_gradients(grads, ctx.dtypes), None, None
+
+
+def vocab_parallel_linear_cross_entropy(
+    input: Tensor,
+    linear_weight_shard: Tensor,
+    target: Tensor,
+    *,
+    group: Any = None,
+    vocab_start_index: int | None = None,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Cross entropy of ``input @ W.T (+ b)`` with the rows of ``W`` split across the ranks,
+    chunked over the tokens: neither the logits nor a slice of them exists whole.
+
+    .. math::
+
+        z = h W^\top + b, \qquad \ell = \operatorname{cross\_entropy}(z, y),
+        \qquad W = [W_0; W_1; \dots], \; z = [h W_0^\top, h W_1^\top, \dots]
+
+    The value and gradients of :func:`crossentropy.torch.linear_cross_entropy` with the
+    whole weight, computed on this rank's rows ``W_k`` (classes [s_k, s_k + V_k)): for each
+    chunk of tokens the local logits, two all-reduces of the chunk's row statistics (as in
+    :func:`vocab_parallel_cross_entropy`), the gradient written over the logits, the rank's
+    own weight (and bias) gradient accumulated in float32, and its partial input gradient;
+    the input gradient is all-reduced over the ranks once. Every rank returns the same loss
+    and the same input gradient. ``input`` and ``target`` are the same on every rank (as
+    after the all-gather of sequence parallelism, or simply replicated).
+
+    With ``reduction="none"`` the backward sweeps again, with the forward's logsumexp and no
+    row statistics exchanged, then all-reduces the input gradient: every rank must call it,
+    with the same incoming gradient.
+
+    Args:
+        input: (..., D) hidden states, the same on every rank.
+        linear_weight_shard: (V_k, D) this rank's rows of the output layer's weight, the
+            input's dtype.
+        target: (...) global class ids in [0, V) or ``ignore_index``.
+        group, vocab_start_index, weight, reduction, ignore_index, label_smoothing, z_loss:
+            as in :func:`vocab_parallel_cross_entropy`.
+        linear_bias: (V_k,) this rank's slice of the bias, or ``None`` (on every rank).
+        chunk_size: tokens per chunk, the same on every rank; ``None`` picks one from the
+            shapes as ``linear_cross_entropy`` does, for the widest slice.
+
+    Returns:
+        The loss, the same on every rank: a scalar, or (...) for ``reduction="none"``.
+
+    Example:
+        >>> import torch, torch.distributed as dist
+        >>> from crossentropy.torch import linear_cross_entropy
+        >>> from crossentropy.torch.distributed import vocab_parallel_linear_cross_entropy
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> h = torch.randn(6, 4, generator=g, dtype=torch.float64)
+        >>> W = torch.randn(10, 4, generator=g, dtype=torch.float64)
+        >>> y = torch.tensor([1, 2, 3, -100, 9, 0])
+        >>> ours = vocab_parallel_linear_cross_entropy(h, W, y, chunk_size=4)
+        >>> print(f"{ours.item():.6f} {linear_cross_entropy(h, W, y).item():.6f}")
+        3.771035 3.771035
+        >>> dist.destroy_process_group()
+    """
+    function = FUNCTIONS[1]
+    group_ = _Group.of(group, function)
+
+    def describe() -> dict[str, float]:
+        probabilities = _linear._check_shapes(input, linear_weight_shard, target, linear_bias)
+        if probabilities or input.dtype not in DTYPES:
+            raise TypeError(
+                "target: expected integer class ids (probabilities are not supported here)"
+                if probabilities
+                else f"input: expected float32, float64, bfloat16 or float16; got {input.dtype}"
+            )
+        if linear_weight_shard.shape[0] < 1:
+            raise ValueError(
+                "linear_weight_shard: expected at least one row (class) in the slice; got "
+                f"shape {tuple(linear_weight_shard.shape)}"
+            )
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size: expected a positive integer or None; got {chunk_size!r}")
+        return {
+            "function": 1.0,
+            "dtype": float(DTYPES.index(input.dtype)),
+            "hidden": float(input.shape[-1]),
+            "size": float(linear_weight_shard.shape[0]),
+            "start": _start_field(vocab_start_index),
+            "bias": float(linear_bias is not None),
+            "input_grad": float(torch.is_grad_enabled() and input.requires_grad),
+            "chunk_size": float(chunk_size or 0),
+            **_target_fields(target, tuple(input.shape[:-1])),
+            **_weight_fields(weight),
+            **_option_fields(reduction, ignore_index, label_smoothing, z_loss),
+        }
+
+    shard = _shard(_agree(function, group_, describe), group_.rank)
+    flat_input = input.reshape(-1, input.shape[-1])
+    if flat_input.stride(-1) != 1:
+        flat_input = flat_input.contiguous()
+    terms, scale = _row_terms(
+        target,
+        weight,
+        shard,
+        like=flat_input,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        reduction=reduction,
+    )
+    chunk = chunk_size or _linear.default_chunk_size(
+        flat_input.shape[0], shard.widest, flat_input.element_size()
+    )
+    plan = _Plan(terms, shard.start, group_.handle, chunk, scale, reduction)
+    grad_on = torch.is_grad_enabled()
+    wants = (
+        grad_on and input.requires_grad,
+        grad_on and linear_weight_shard.requires_grad,
+        grad_on and linear_bias is not None and linear_bias.requires_grad,
+    )
+    loss: Tensor = _VocabParallelLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
+        flat_input, linear_weight_shard.contiguous(), linear_bias, plan, wants
+    )
+    return loss.reshape(target.shape) if reduction == "none" else loss
