@@ -15,6 +15,8 @@ ids t (N,)), the forward and backward of the mean loss for:
 - ``floor``          the three matrix products alone: logits = h @ W.T, grad_h = G @ W and
                      grad_W = G.T @ h, with G of the logits' shape preallocated (not timed)
                      and the three results written into preallocated outputs (torch.mm out=)
+- ``floor_onednn``   the same, the logits product by oneDNN (a fresh output) as ours computes
+                     float32 chunk logits; ratios "/ floor" are over the faster floor
 
 The variants run round-robin (one warm-up round, then every timed round runs each variant
 once), so that a drift of the machine's speed affects all of them alike; times are medians
@@ -79,11 +81,13 @@ from _harness import machine as machine_info
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "linear_cross_entropy.json"
 
-VARIANTS = ("floor", "unfused", "torch_chunked", "ours")
+VARIANTS = ("floor", "floor_onednn", "unfused", "torch_chunked", "ours")
+FLOORS = ("floor", "floor_onednn")
 LOSS_VARIANTS = ("unfused", "torch_chunked", "ours")
 
 LABELS = {
     "floor": "floor: h@W.T, G@W, G.T@h alone",
+    "floor_onednn": "floor, h@W.T by oneDNN as ours",
     "unfused": "F.cross_entropy(F.linear(h, W), t)",
     "torch_chunked": "torch F.linear_cross_entropy, chunked",
     "ours": "crossentropy linear_cross_entropy",
@@ -232,6 +236,24 @@ class Variant:
     gradients: Callable[[], list[Any]]  # the gradient tensors a run left (memory accounting)
 
 
+def onednn_floor_available(dtype: Any) -> bool:
+    """Whether ours computes float32 chunk logits with oneDNN here (then the floor is timed
+    that way too, and the faster floor is the one the ratios use)."""
+    import torch
+
+    try:
+        from crossentropy.torch.linear import _onednn_linear_works
+    except ImportError:
+        return False
+    return bool(dtype == torch.float32 and _onednn_linear_works())
+
+
+def onednn_logits(h: Any, w: Any) -> Any:
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(h, w, None, "none", [], "")
+
+
 def prepare(
     name: str,
     h: Any,
@@ -250,8 +272,11 @@ def prepare(
 
     seen: list[str] = []
 
-    if name == "floor":
+    if name in FLOORS:
         hd, wd = h.detach(), w.detach()
+        onednn = name == "floor_onednn"
+        if onednn and not onednn_floor_available(h.dtype):
+            raise ImportError("oneDNN's linear is used by ours for float32 only")
         g = torch.Generator().manual_seed(2)
         grad_logits = torch.randn(h.shape[0], w.shape[0], generator=g).to(h.dtype)
         held: list[Any] = []
@@ -259,7 +284,7 @@ def prepare(
 
             def alloc() -> Any:
                 held.clear()
-                logits = torch.mm(hd, wd.t())
+                logits = onednn_logits(hd, wd) if onednn else torch.mm(hd, wd.t())
                 held.extend([torch.mm(grad_logits, wd), torch.mm(grad_logits.t(), hd)])
                 return logits
 
@@ -267,12 +292,15 @@ def prepare(
                 held.clear()
 
             return Variant(Prepared(step=alloc, prep=drop), seen, lambda: list(held))
-        logits = torch.empty(h.shape[0], w.shape[0], dtype=h.dtype)
+        logits = torch.empty(0 if onednn else h.shape[0], w.shape[0], dtype=h.dtype)
         grad_h = torch.empty_like(hd)
         grad_w = torch.empty_like(wd)
 
         def products() -> Any:
-            torch.mm(hd, wd.t(), out=logits)
+            if onednn:  # a fresh output, as in ours
+                onednn_logits(hd, wd)
+            else:
+                torch.mm(hd, wd.t(), out=logits)
             torch.mm(grad_logits, wd, out=grad_h)
             torch.mm(grad_logits.t(), hd, out=grad_w)
             return None
@@ -407,7 +435,13 @@ def measure_memory(jobs: list[tuple[Config, list[str]]], *, isolate: bool) -> di
 # --------------------------------------------------------------------------- timing
 
 # Peak-extra guesses (in logits) for the fit check when a probe gave no number.
-GUESS_X_LOGITS = {"floor": 1.0, "unfused": 3.0, "torch_chunked": 0.5, "ours": 0.5}
+GUESS_X_LOGITS = {
+    "floor": 1.0,
+    "floor_onednn": 1.0,
+    "unfused": 3.0,
+    "torch_chunked": 0.5,
+    "ours": 0.5,
+}
 
 
 def skipped_variants(ours_reason: str | None) -> dict[str, str]:
@@ -434,6 +468,8 @@ def run_config(
     import torch
 
     skipped = skipped_variants(None if ours is not None else ours_reason)
+    if not onednn_floor_available(getattr(torch, cfg.dtype)):
+        skipped["floor_onednn"] = "ours uses oneDNN's linear for float32 only (none here)"
 
     print(
         f"\n== {cfg.name}: logits {cfg.logits_bytes / 2**20:.0f} MiB, "
@@ -574,7 +610,9 @@ def add_ratios(cfg: Config, rows: dict[str, dict[str, Any]]) -> None:
         r = rows[name]
         return r["seconds"] if r["available"] else None
 
-    floor, unfused, chunked = sec("floor"), sec("unfused"), sec("torch_chunked")
+    floors = [x for x in (sec("floor"), sec("floor_onednn")) if x]
+    floor = min(floors) if floors else None  # the faster way to the three products
+    unfused, chunked = sec("unfused"), sec("torch_chunked")
     unfused_peak = rows["unfused"]["peak_extra_bytes"]
     chunked_peak = rows["torch_chunked"]["peak_extra_bytes"]
     for row in rows.values():
@@ -773,7 +811,9 @@ def main(argv: list[str] | None = None) -> int:
         "timing": "median of time.perf_counter over round-robin repetitions after a warm-up "
         "round, one process, the same data",
         "floor": "torch.mm(h, W.T), torch.mm(G, W), torch.mm(G.T, h) into preallocated "
-        "outputs, G (N, V) preallocated",
+        "outputs, G (N, V) preallocated; floor_onednn: the same with h @ W.T by oneDNN "
+        "(torch.ops.mkldnn._linear_pointwise, a fresh output), as ours computes float32 chunk "
+        "logits; ratios '/ floor' are over the faster of the two",
         "memory_method": MEMORY_METHOD,
         "targets": {
             "peak_extra_x_unfused": PEAK_X_UNFUSED,

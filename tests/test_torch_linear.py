@@ -344,3 +344,34 @@ def test_a_held_gradient_is_never_overwritten():
     torch.testing.assert_close(w.grad, 2 * expected_w, rtol=1e-10, atol=1e-15)
     torch.testing.assert_close(h.grad, 3 * expected_h, rtol=1e-10, atol=1e-15)
     torch.testing.assert_close(first, expected_w, rtol=1e-10, atol=1e-15)
+
+
+def test_float32_chunks_through_onednn_equal_the_mm_path(monkeypatch):
+    """float32 chunk logits come from oneDNN where PyTorch has it (faster than MKL for a
+    few hundred tokens); the results equal the torch.mm path's to float32 rounding."""
+    from crossentropy.torch import linear as linear_module
+
+    h, w, b, t, cw, _ = problem(torch.float32, bias=True, class_weight=True, seed=13)
+    if not linear_module._onednn_linear_works():
+        pytest.skip("this PyTorch build has no oneDNN linear")
+    assert linear_module._through_onednn(h, w)
+    fresh = linear_module.chunk_logits(h.detach(), w.detach(), b.detach(), None)
+    torch.testing.assert_close(fresh, F.linear(h, w, b).detach(), rtol=1e-5, atol=1e-5)
+
+    def run():
+        return loss_and_grads(
+            lambda: linear_cross_entropy(h, w, t, linear_bias=b, weight=cw, chunk_size=8),
+            h,
+            w,
+            b,
+            None,
+            "mean",
+        )
+
+    loss, grads = run()
+    monkeypatch.setattr(linear_module, "_onednn_linear", False)  # torch.mm into the buffer
+    assert not linear_module._through_onednn(h, w)
+    loss_mm, grads_mm = run()
+    torch.testing.assert_close(loss, loss_mm, rtol=1e-6, atol=0)
+    for ours, theirs in zip(grads, grads_mm, strict=True):
+        assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
