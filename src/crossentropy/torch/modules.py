@@ -88,7 +88,7 @@ class CrossEntropyLoss(_WeightedLoss):
         z_loss: lambda_z >= 0.
         softcap: c > 0 to soft-cap the logits, or ``None``.
         inplace_backward: let the fused kernel write the gradient into the logits.
-        impl: ``"auto"``, ``"torch"`` or ``"fused"``.
+        impl: ``"auto"``, ``"torch"``, ``"fused"`` or ``"triton"`` (as in :func:`cross_entropy`).
 
     Returns (``forward(input, target)``):
         The loss, as :func:`~crossentropy.torch.functional.cross_entropy` returns it.
