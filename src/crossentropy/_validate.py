@@ -42,6 +42,16 @@ def number_in(name: str, value: object, low: float, high: float, *, what: str) -
     return float(value)
 
 
+def label_smoothing(value: object) -> float:
+    """The label-smoothing epsilon, in [0, 1]."""
+    return number_in("label_smoothing", value, 0.0, 1.0, what="in [0, 1]")
+
+
+def z_loss(value: object) -> float:
+    """The z-loss coefficient, >= 0."""
+    return number_in("z_loss", value, 0.0, math.inf, what=">= 0")
+
+
 def softcap(value: object) -> float | None:
     if value is None:
         return None

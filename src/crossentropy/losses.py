@@ -175,7 +175,7 @@ def _softmax_cross_entropy_terms(
     reduction: str,
 ) -> Terms:
     _validate.reduction(reduction)
-    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
+    eps = _validate.label_smoothing(label_smoothing)
     xp, (logits, labels, weight) = namespace(logits, labels, weight)
     _validate.same_shape("logits", logits, "labels", labels)
     x, axis, dtype = _logits("logits", logits, axis, xp)
@@ -263,8 +263,8 @@ def _sparse_softmax_cross_entropy_terms(
     reduction: str,
 ) -> Terms:
     _validate.reduction(reduction)
-    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
-    z_coef = _validate.number_in("z_loss", z_loss, 0.0, float("inf"), what=">= 0")
+    eps = _validate.label_smoothing(label_smoothing)
+    z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
     ignore_index = _check_ignore_index(ignore_index)
     xp, (logits, labels, weight) = namespace(logits, labels, weight)

@@ -171,8 +171,8 @@ def _option_fields(
     _validate.reduction(reduction)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
-    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
-    zl = _validate.number_in("z_loss", z_loss, 0.0, float("inf"), what=">= 0")
+    eps = _validate.label_smoothing(label_smoothing)
+    zl = _validate.z_loss(z_loss)
     return {
         "reduction": float(_validate.REDUCTIONS.index(str(reduction))),
         "ignore_index": float(ignore_index),

@@ -280,7 +280,7 @@ def _cross_entropy_probabilities(
             f"ignore_index: not supported with probability targets (a target of the input's "
             f"shape); expected a negative value such as the default -100; got {ignore_index}"
         )
-    z_coef = _validate.number_in("z_loss", z_loss, 0.0, math.inf, what=">= 0")
+    z_coef = _validate.z_loss(z_loss)
     logits = _softcapped(input, softcap)
     if z_coef == 0:
         result: Tensor = _losses.softmax_cross_entropy(

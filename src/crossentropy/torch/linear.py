@@ -693,8 +693,8 @@ def linear_cross_entropy(
         )
     if input.device.type != "cpu":
         raise ValueError(f"impl='chunked': runs on CPU tensors; got device {input.device}")
-    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
-    z_coef = _validate.number_in("z_loss", z_loss, 0.0, float("inf"), what=">= 0")
+    eps = _validate.label_smoothing(label_smoothing)
+    z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
     leading = tuple(input.shape[:-1])
     vocabulary, hidden = linear_weight.shape

@@ -451,8 +451,8 @@ def cross_entropy(
         0.3185 [[-0.1705, 0.1212, 0.0493], [0.0543, -0.0988, 0.0445]]
     """
     _validate.reduction(reduction)
-    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
-    z_coef = _validate.number_in("z_loss", z_loss, 0.0, float("inf"), what=">= 0")
+    eps = _validate.label_smoothing(label_smoothing)
+    z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__

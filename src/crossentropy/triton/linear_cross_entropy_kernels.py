@@ -533,8 +533,8 @@ def linear_cross_entropy(
         3.771035 3.771035
     """
     _validate.reduction(reduction)
-    eps = _validate.number_in("label_smoothing", label_smoothing, 0.0, 1.0, what="in [0, 1]")
-    z_coef = _validate.number_in("z_loss", z_loss, 0.0, float("inf"), what=">= 0")
+    eps = _validate.label_smoothing(label_smoothing)
+    z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
     for name, value in (("return_lse", return_lse), ("skip_small_gradients", skip_small_gradients)):
         if not isinstance(value, bool):
