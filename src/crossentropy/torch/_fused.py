@@ -163,7 +163,7 @@ class _BufferCache:
         slot: str = "gradient",
     ) -> torch.Tensor:
         """An uninitialised contiguous tensor of ``shape``, on the slot's storage if free."""
-        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        nbytes = math.prod(shape) * dtype.itemsize
         with self._lock:
             cached = self._storages.get(slot)
             if (
@@ -172,9 +172,11 @@ class _BufferCache:
                 and cached.nbytes() >= nbytes
                 and _only_holder(cached)
             ):
-                return torch.empty(0, dtype=dtype, device=device).set_(
-                    cached, 0, shape, _contiguous_strides(shape)
+                # empty strides: set_ lays the shape out contiguously
+                view: torch.Tensor = torch.empty(0, dtype=dtype, device=device).set_(
+                    cached, 0, shape, ()
                 )
+                return view
             fresh = torch.empty(shape, dtype=dtype, device=device)
             if _can_count:
                 self._storages[slot] = fresh.untyped_storage()
@@ -187,14 +189,6 @@ class _BufferCache:
     def release(self) -> None:
         with self._lock:
             self._storages.clear()
-
-
-def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
 
 
 _can_count = hasattr(torch._C, "_storage_Use_Count")
