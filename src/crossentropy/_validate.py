@@ -64,6 +64,16 @@ def softcap(value: object) -> float | None:
     )
 
 
+def ignore_index(value: object) -> int:
+    """An integer in int64's range (labels are compared in int64; PyTorch's
+    ``ignore_index`` is an int64 too)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"ignore_index: expected an integer; got {value!r}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"ignore_index: expected an integer in [-2**63, 2**63); got {value}")
+    return value
+
+
 def axis(name: str, value: object, ndim: int) -> int:
     """A valid axis of an ``ndim``-dimensional array, normalised to be non-negative."""
     if isinstance(value, bool) or not isinstance(value, int):

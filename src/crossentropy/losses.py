@@ -167,15 +167,6 @@ def _integer_labels(
     return onehot, counted
 
 
-def _check_ignore_index(value: object) -> int:
-    """An int64 (labels are compared in int64; PyTorch's ``ignore_index`` is one too)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"ignore_index: expected an integer; got {value!r}")
-    if not -(2**63) <= value < 2**63:
-        raise ValueError(f"ignore_index: expected an integer in [-2**63, 2**63); got {value}")
-    return value
-
-
 # ----------------------------------------------------------------------------------------
 # softmax cross entropy with soft (dense) labels
 
@@ -283,7 +274,7 @@ def _sparse_softmax_cross_entropy_terms(
     eps = _validate.label_smoothing(label_smoothing)
     z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
-    ignore_index = _check_ignore_index(ignore_index)
+    ignore_index = _validate.ignore_index(ignore_index)
     xp, (logits, labels, weight) = namespace(
         logits, labels, weight, names=("logits", "labels", "weight"), optional=("weight",)
     )
@@ -417,7 +408,7 @@ def _nll_loss_terms(
     reduction: str,
 ) -> Terms:
     _validate.reduction(reduction)
-    ignore_index = _check_ignore_index(ignore_index)
+    ignore_index = _validate.ignore_index(ignore_index)
     xp, (log_probs, labels, weight) = namespace(
         log_probs, labels, weight, names=("log_probs", "labels", "weight"), optional=("weight",)
     )
