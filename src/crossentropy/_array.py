@@ -42,20 +42,64 @@ def quiet(function: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def _as_array(x: Any) -> Any:
-    """Lists, tuples and Python scalars become NumPy arrays; arrays pass through."""
-    if isinstance(x, list | tuple | int | float | bool):
-        return np.asarray(x)
+_NUMBERS = ("bool", "integral", "real floating", "complex floating")
+
+
+def _as_array(name: str, x: Any) -> Any:
+    """Lists, tuples and Python scalars become NumPy arrays; arrays pass through. Anything
+    else (None, a string, a dict, a ragged list) is a TypeError naming the argument."""
+    if isinstance(x, list | tuple | int | float | complex):
+        try:
+            return np.asarray(x)
+        except (ValueError, TypeError) as error:
+            raise TypeError(
+                f"{name}: expected an array, a (nested, rectangular) list of numbers or a "
+                f"number; got a {type(x).__name__} NumPy cannot turn into one array ({error})"
+            ) from None
+    if not array_api_compat.is_array_api_obj(x) or isinstance(x, str | bytes):
+        raise TypeError(
+            f"{name}: expected an array (NumPy, PyTorch, JAX or array-api-strict), a list "
+            f"of numbers or a number; got {type(x).__name__}"
+        )
     return x
 
 
-def namespace(*arrays: Any) -> tuple[Any, list[Any]]:
-    """The array namespace of ``arrays`` (``None`` entries skipped) and the arrays themselves.
+def _check_numeric(name: str, x: Any, xp: Any) -> None:
+    """Booleans, integers, real or complex floats; never strings, objects or dates."""
+    try:
+        numeric = bool(xp.isdtype(x.dtype, _NUMBERS))
+    except (TypeError, ValueError):
+        numeric = False
+    if not numeric:
+        raise TypeError(f"{name}: expected an array of numbers; got dtype {x.dtype}")
 
-    Non-array inputs (lists, scalars) are converted in the namespace of the first real array,
-    or with NumPy when there is none, so ``entropy([0.5, 0.5])`` works.
+
+def namespace(
+    *arrays: Any, names: tuple[str, ...] = (), optional: tuple[str, ...] = ()
+) -> tuple[Any, list[Any]]:
+    """The array namespace of ``arrays`` and the arrays themselves, all in that namespace.
+
+    ``names`` names each argument (``"array"`` where not given), for the messages. ``None``
+    is accepted for the arguments named in ``optional`` (and passed through as ``None``)
+    and refused for the others. Non-array inputs (lists, scalars) are converted in the
+    namespace of the first real array, or with NumPy when there is none, so
+    ``entropy([0.5, 0.5])`` works. Arrays that are not of numbers are a TypeError.
     """
-    real = [a for a in arrays if a is not None and not isinstance(a, list | tuple | int | float)]
+    labels = [names[i] if i < len(names) else "array" for i in range(len(arrays))]
+    checked: list[Any] = []
+    for name, a in zip(labels, arrays, strict=True):
+        if a is None:
+            if name not in optional:
+                raise TypeError(
+                    f"{name}: expected an array (NumPy, PyTorch, JAX or array-api-strict), "
+                    f"a list of numbers or a number; got None"
+                )
+            checked.append(None)
+        else:
+            checked.append(_as_array(name, a))
+    plain = (list, tuple, int, float, complex)
+    real = [c for c, a in zip(checked, arrays, strict=True) if c is not None and c is a]
+    real = [c for c in real if not isinstance(c, plain)]
     if real:
         try:
             xp = array_api_compat.array_namespace(*real)
@@ -68,13 +112,43 @@ def namespace(*arrays: Any) -> tuple[Any, list[Any]]:
     else:
         xp = array_api_compat.array_namespace(np.asarray(0.0))
     device = array_api_compat.device(real[0]) if real else None
-    out = []
-    for a in arrays:
-        if a is None or (real and any(a is r for r in real)):
-            out.append(a)
-        else:
-            out.append(xp.asarray(_as_array(a), device=device))
+    out: list[Any] = []
+    for name, c, a in zip(labels, checked, arrays, strict=True):
+        if c is None:
+            out.append(None)
+            continue
+        if not (c is a and any(c is r for r in real)):
+            _check_numeric(name, c, array_api_compat.array_namespace(c))
+            c = xp.asarray(c, device=device)
+        _check_numeric(name, c, xp)
+        out.append(c)
     return xp, out
+
+
+def wide_labels(labels: Array, xp: Any) -> Array:
+    """Integer class indices in the namespace's default integer dtype (int64; int32 in JAX
+    without x64), so that every comparison with a class count or an ``ignore_index`` is
+    exact: in a narrower dtype PyTorch and JAX wrap a Python integer outside its range
+    (uint8 ``255 == -1``, int8 ``44 == 300``) and array-api-strict refuses it. Non-integer
+    arrays are returned as they are (the label checks refuse them). An unsigned index too
+    large for the wide dtype is a ValueError."""
+    if not xp.isdtype(labels.dtype, "integral"):
+        return labels
+    wide = xp.asarray(0, device=array_api_compat.device(labels)).dtype
+    if labels.dtype == wide:
+        return labels
+    out = xp.astype(labels, wide)
+    if xp.iinfo(labels.dtype).max > xp.iinfo(wide).max and size(out) > 0:
+        wrapped = xp.reshape(out < 0, (-1,))  # an unsigned index past the wide maximum
+        if bool(xp.any(wrapped)):
+            index = int(xp.nonzero(wrapped)[0][0])
+            position = tuple(int(i) for i in np.unravel_index(index, tuple(labels.shape)))
+            value = int(xp.reshape(out, (-1,))[index]) + 2 ** xp.iinfo(labels.dtype).bits
+            raise ValueError(
+                f"labels: expected class indices at most {xp.iinfo(wide).max}; got {value} "
+                f"at position {position}"
+            )
+    return out
 
 
 def is_floating(x: Array, xp: Any) -> bool:
@@ -132,6 +206,19 @@ def move_last_axis_to(x: Array, axis: int, xp: Any) -> Array:
     if axis in (-1, x.ndim - 1):
         return x
     return xp.moveaxis(x, -1, axis)
+
+
+def _real_input(x: Any, xp: Any) -> None:
+    if xp.isdtype(x.dtype, "complex floating"):
+        raise TypeError(f"x: expected real numbers; got dtype {x.dtype}")
+
+
+def _class_axis(x: Array, axis: object) -> int:
+    """``axis`` checked to be an axis of ``x`` (which must have one)."""
+    from . import _validate  # here, not at the top: _validate imports this module
+
+    _validate.at_least_1d("x", x)
+    return _validate.axis("x", axis, x.ndim)
 
 
 # --- the stable primitives --------------------------------------------------------------
@@ -197,7 +284,11 @@ def logsumexp(x: Array, *, axis: int = -1, keepdims: bool = False) -> Array:
     References:
         scipy.special.logsumexp.
     """
-    xp, (x,) = namespace(x)
+    if not isinstance(keepdims, bool):
+        raise TypeError(f"keepdims: expected True or False; got {keepdims!r}")
+    xp, (x,) = namespace(x, names=("x",))
+    _real_input(x, xp)
+    axis = _class_axis(x, axis)
     dtype = result_dtype(x, xp)
     out = _logsumexp(to_compute(x, xp), axis, xp)
     if not keepdims:
@@ -211,6 +302,8 @@ def _log_softmax(x: Array, axis: int, xp: Any) -> Array:
 
 
 def _softmax(x: Array, axis: int, xp: Any) -> Array:
+    if x.shape[axis] == 0:  # no classes: nothing to normalise (and no max to take)
+        return x
     m = _safe_max(x, axis, xp)
     e = xp.exp(x - m)
     return e / xp.sum(e, axis=axis, keepdims=True)
@@ -237,7 +330,9 @@ def log_softmax(x: Array, *, axis: int = -1) -> Array:
         >>> print(np.round(log_softmax(np.array([2.0, 1.0, 0.1])), 4))
         [-0.417 -1.417 -2.317]
     """
-    xp, (x,) = namespace(x)
+    xp, (x,) = namespace(x, names=("x",))
+    _real_input(x, xp)
+    axis = _class_axis(x, axis)
     dtype = result_dtype(x, xp)
     return from_compute(_log_softmax(to_compute(x, xp), axis, xp), dtype, xp)
 
@@ -264,7 +359,9 @@ def softmax(x: Array, *, axis: int = -1) -> Array:
         >>> print(np.round(softmax(np.array([2.0, 1.0, 0.1])), 4))
         [0.659  0.2424 0.0986]
     """
-    xp, (x,) = namespace(x)
+    xp, (x,) = namespace(x, names=("x",))
+    _real_input(x, xp)
+    axis = _class_axis(x, axis)
     dtype = result_dtype(x, xp)
     return from_compute(_softmax(to_compute(x, xp), axis, xp), dtype, xp)
 
@@ -304,7 +401,8 @@ def sigmoid(x: Array) -> Array:
         >>> print(np.round(sigmoid(np.array([-800.0, 0.0, 2.0])), 4))
         [0.     0.5    0.8808]
     """
-    xp, (x,) = namespace(x)
+    xp, (x,) = namespace(x, names=("x",))
+    _real_input(x, xp)
     dtype = result_dtype(x, xp)
     return from_compute(_sigmoid(to_compute(x, xp), xp), dtype, xp)
 
@@ -329,6 +427,7 @@ def log_sigmoid(x: Array) -> Array:
         >>> print([round(float(v), 4) for v in log_sigmoid(np.array([-800.0, 0.0, 800.0]))])
         [-800.0, -0.6931, -0.0]
     """
-    xp, (x,) = namespace(x)
+    xp, (x,) = namespace(x, names=("x",))
+    _real_input(x, xp)
     dtype = result_dtype(x, xp)
     return from_compute(-_softplus(-to_compute(x, xp), xp), dtype, xp)

@@ -4,6 +4,7 @@ was given and what is accepted. Never ``assert``."""
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -48,14 +49,29 @@ def label_smoothing(value: object) -> float:
 
 
 def z_loss(value: object) -> float:
-    """The z-loss coefficient, >= 0."""
-    return number_in("z_loss", value, 0.0, math.inf, what=">= 0")
+    """The z-loss coefficient, finite and >= 0 (an infinite one makes every loss inf or,
+    times a zero logsumexp, NaN)."""
+    return number_in("z_loss", value, 0.0, sys.float_info.max, what="finite and >= 0")
 
 
 def softcap(value: object) -> float | None:
+    """The soft cap c, finite and > 0, or None for no cap (c = inf would give
+    inf · tanh(x / inf) = inf · 0 = NaN; its limit is no cap, which None says)."""
     if value is None:
         return None
-    return number_in("softcap", value, math.ulp(0.0), math.inf, what="> 0, or None")
+    return number_in(
+        "softcap", value, math.ulp(0.0), sys.float_info.max, what="finite and > 0, or None"
+    )
+
+
+def ignore_index(value: object) -> int:
+    """An integer in int64's range (labels are compared in int64; PyTorch's
+    ``ignore_index`` is an int64 too)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"ignore_index: expected an integer; got {value!r}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"ignore_index: expected an integer in [-2**63, 2**63); got {value}")
+    return value
 
 
 def axis(name: str, value: object, ndim: int) -> int:
@@ -110,13 +126,13 @@ def _first(mask: Array, x: Array, xp: Any) -> tuple[object, tuple[int, ...]]:
 
 
 def probabilities(name: str, p: Array, xp: Any, *, upper: bool = False) -> None:
-    """Values in [0, inf) (or [0, 1] with ``upper``); NaN is rejected too."""
+    """Finite values >= 0 (or in [0, 1] with ``upper``); NaN and inf are rejected too."""
     if size(p) == 0:
         return
-    bad = ~(p >= 0) if not upper else ~((p >= 0) & (p <= 1))
+    bad = ~((p >= 0) & (p < math.inf)) if not upper else ~((p >= 0) & (p <= 1))
     if bool(xp.any(bad)):
         value, position = _first(bad, p, xp)
-        accepted = "probabilities in [0, 1]" if upper else "non-negative probabilities"
+        accepted = "probabilities in [0, 1]" if upper else "finite non-negative probabilities"
         raise ValueError(f"{name}: expected {accepted}; got {value} at position {position}")
 
 

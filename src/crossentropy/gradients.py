@@ -155,19 +155,18 @@ def sparse_softmax_cross_entropy(
         reduction=reduction,
     )
     xp, e = t.xp, t.extra
-    eps, w, w_y = e["eps"], e["w"], e["w_target"]
-    num_classes = int(t.x.shape[-1])
+    eps, smooth, w, w_y = e["eps"], e["smooth"], e["w"], e["w_target"]
     p = xp.exp(e["log_probs"])
     row = (1.0 - eps) * w_y
     if eps > 0:
-        total = float(num_classes) if w is None else xp.sum(w)
-        row = row + (eps / num_classes) * total
+        total = float(t.x.shape[-1]) if w is None else xp.sum(w)
+        row = row + smooth * total
     if e["z_loss"] > 0:
         row = row + 2.0 * e["z_loss"] * w_y * e["lse"]
     onehot = xp.astype(e["onehot"], p.dtype)
     grad = xp.expand_dims(row, axis=-1) * p - xp.expand_dims((1.0 - eps) * w_y, axis=-1) * onehot
     if eps > 0:
-        grad = grad - (eps / num_classes) * (xp.ones_like(p) if w is None else w)
+        grad = grad - smooth * (xp.ones_like(p) if w is None else w)
     grad = _zeros_where_not(xp.expand_dims(e["live"], axis=-1), grad, xp)
     cap = e["cap"]
     if cap is not None:

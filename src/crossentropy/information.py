@@ -17,10 +17,10 @@ from . import _validate
 from ._array import Array, from_compute, namespace, quiet, result_dtype, to_compute
 
 
-def _prepare(name: str, p: Any, xp: Any) -> Array:
+def _prepare(name: str, p: Any, xp: Any, *, upper: bool = False) -> Array:
     _validate.floating(name, p, xp)
     p = to_compute(p, xp)
-    _validate.probabilities(name, p, xp)
+    _validate.probabilities(name, p, xp, upper=upper)
     return p
 
 
@@ -64,9 +64,9 @@ def information(p: Array, *, base: float | None = None) -> Array:
         C. E. Shannon, "A Mathematical Theory of Communication", 1948.
     """
     log_base = _validate.base(base)
-    xp, (p,) = namespace(p)
+    xp, (p,) = namespace(p, names=("p",))
     dtype = result_dtype(p, xp)
-    p = _prepare("p", p, xp)
+    p = _prepare("p", p, xp, upper=True)
     return from_compute(_in_base(-xp.log(p), log_base), dtype, xp)
 
 
@@ -95,7 +95,7 @@ def entropy(p: Array, *, axis: int = -1, base: float | None = None) -> Array:
         T. M. Cover and J. A. Thomas, "Elements of Information Theory", 2nd ed., ch. 2.
     """
     log_base = _validate.base(base)
-    xp, (p,) = namespace(p)
+    xp, (p,) = namespace(p, names=("p",))
     dtype = result_dtype(p, xp)
     _validate.at_least_1d("p", p)
     axis = _validate.axis("p", axis, p.ndim)
@@ -128,7 +128,7 @@ def binary_entropy(p: Array, *, base: float | None = None) -> Array:
         Cover and Thomas, "Elements of Information Theory", eq. (2.5).
     """
     log_base = _validate.base(base)
-    xp, (p,) = namespace(p)
+    xp, (p,) = namespace(p, names=("p",))
     dtype = result_dtype(p, xp)
     _validate.floating("p", p, xp)
     p = to_compute(p, xp)
@@ -139,7 +139,7 @@ def binary_entropy(p: Array, *, base: float | None = None) -> Array:
 
 
 def _pair(p: Any, q: Any, axis: int) -> tuple[Any, Array, Array, int, Any]:
-    xp, (p, q) = namespace(p, q)
+    xp, (p, q) = namespace(p, q, names=("p", "q"))
     dtype = result_dtype(p, xp)
     _validate.broadcastable("p", p, "q", q)
     p = _prepare("p", p, xp)

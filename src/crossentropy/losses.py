@@ -35,6 +35,7 @@ from ._array import (
     result_dtype,
     size,
     to_compute,
+    wide_labels,
 )
 
 # ----------------------------------------------------------------------------------------
@@ -46,8 +47,10 @@ def _zeros(x: Array, xp: Any) -> Array:
 
 
 def _times(coefficient: Array, value: Array, xp: Any) -> Array:
-    """coefficient · value, with 0 wherever the coefficient is 0 (even if value is ±inf)."""
-    return xp.where(coefficient == 0, _zeros(value * coefficient, xp), coefficient * value)
+    """coefficient · value, with 0 wherever the coefficient is 0 and the value is a number
+    (±inf included); a NaN value stays NaN: an undefined input is never hidden."""
+    zero = (coefficient == 0) & ~xp.isnan(value)
+    return xp.where(zero, _zeros(value * coefficient, xp), coefficient * value)
 
 
 def _mean_scale(count: Array, xp: Any) -> Array:
@@ -148,17 +151,20 @@ def _integer_labels(
     ignore_index: int | None,
     xp: Any,
 ) -> tuple[Array, Array]:
-    """Validated labels, their one-hot mask and the mask of counted rows."""
+    """Validated labels, their one-hot mask (nowhere on an ignored row) and the mask of
+    counted rows. The labels are compared in a wide integer dtype whatever theirs (see
+    :func:`wide_labels`); an ``ignore_index`` outside that dtype equals no label."""
     _validate.label_shape(logits_shape, axis, labels)
-    _validate.integer_labels(labels, int(x.shape[-1]), ignore_index, xp)
+    labels = wide_labels(labels, xp)
+    num_classes = int(x.shape[-1])
+    if ignore_index is not None and xp.isdtype(labels.dtype, "integral"):
+        limits = xp.iinfo(labels.dtype)
+        if not limits.min <= ignore_index <= limits.max:
+            ignore_index = None
+    _validate.integer_labels(labels, num_classes, ignore_index, xp)
     counted = labels != ignore_index if ignore_index is not None else xp.ones_like(labels) == 1
-    return _onehot(labels, int(x.shape[-1]), xp), counted
-
-
-def _check_ignore_index(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"ignore_index: expected an integer; got {value!r}")
-    return value
+    onehot = _onehot(labels, num_classes, xp) & xp.expand_dims(counted, axis=-1)
+    return onehot, counted
 
 
 # ----------------------------------------------------------------------------------------
@@ -176,14 +182,16 @@ def _softmax_cross_entropy_terms(
 ) -> Terms:
     _validate.reduction(reduction)
     eps = _validate.label_smoothing(label_smoothing)
-    xp, (logits, labels, weight) = namespace(logits, labels, weight)
+    xp, (logits, labels, weight) = namespace(
+        logits, labels, weight, names=("logits", "labels", "weight"), optional=("weight",)
+    )
     _validate.same_shape("logits", logits, "labels", labels)
     x, axis, dtype = _logits("logits", logits, axis, xp)
     y = _as_float("labels", move_axis_last(labels, axis, xp), x, xp)
     _validate.probabilities("labels", y, xp)
     w = _class_weight(weight, x, xp)
     num_classes = int(x.shape[-1])
-    if eps > 0:
+    if eps > 0 and num_classes > 0:  # no classes: no mass to smooth
         y = (1.0 - eps) * y + eps / num_classes
     # a_c = w_c y'_c is the mass each class's log-probability is weighted with
     a = y if w is None else w * y
@@ -266,13 +274,17 @@ def _sparse_softmax_cross_entropy_terms(
     eps = _validate.label_smoothing(label_smoothing)
     z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
-    ignore_index = _check_ignore_index(ignore_index)
-    xp, (logits, labels, weight) = namespace(logits, labels, weight)
+    ignore_index = _validate.ignore_index(ignore_index)
+    xp, (logits, labels, weight) = namespace(
+        logits, labels, weight, names=("logits", "labels", "weight"), optional=("weight",)
+    )
     shape = tuple(logits.shape)
     x, axis, dtype = _logits("logits", logits, axis, xp)
     onehot, counted = _integer_labels(labels, shape, axis, x, ignore_index, xp)
     w = _class_weight(weight, x, xp)
-    num_classes = int(x.shape[-1])
+    # eps/C of each class; with no classes every label is ignored and there is nothing
+    # to smooth
+    smooth = eps / int(x.shape[-1]) if int(x.shape[-1]) > 0 else 0.0
     ones = xp.ones(onehot.shape[:-1], dtype=x.dtype, device=_device(x))
     w_target = ones if w is None else _pick(xp.broadcast_to(w, x.shape), onehot, xp)
     w_target = xp.where(counted, w_target, _zeros(w_target, xp))
@@ -291,7 +303,7 @@ def _sparse_softmax_cross_entropy_terms(
     loss = _times((1.0 - eps) * w_target, -_pick(log_probs, onehot, xp), xp)
     if eps > 0:
         w_all = xp.ones_like(x) if w is None else xp.broadcast_to(w, x.shape)
-        loss = loss + (eps / num_classes) * xp.sum(_times(w_all, -log_probs, xp), axis=-1)
+        loss = loss + smooth * xp.sum(_times(w_all, -log_probs, xp), axis=-1)
     if z_coef > 0:
         loss = loss + _times(z_coef * w_target, lse * lse, xp)
     per_example = xp.where(counted, loss, _zeros(loss, xp))
@@ -306,6 +318,7 @@ def _sparse_softmax_cross_entropy_terms(
         "w_target": w_target,
         "w": w,
         "eps": eps,
+        "smooth": smooth,
         "z_loss": z_coef,
     }
     return Terms(xp, x, axis, dtype, per_example, xp.sum(w_target), extra)
@@ -395,8 +408,10 @@ def _nll_loss_terms(
     reduction: str,
 ) -> Terms:
     _validate.reduction(reduction)
-    ignore_index = _check_ignore_index(ignore_index)
-    xp, (log_probs, labels, weight) = namespace(log_probs, labels, weight)
+    ignore_index = _validate.ignore_index(ignore_index)
+    xp, (log_probs, labels, weight) = namespace(
+        log_probs, labels, weight, names=("log_probs", "labels", "weight"), optional=("weight",)
+    )
     shape = tuple(log_probs.shape)
     x, axis, dtype = _logits("log_probs", log_probs, axis, xp)
     onehot, counted = _integer_labels(labels, shape, axis, x, ignore_index, xp)
@@ -494,7 +509,10 @@ def _sigmoid_cross_entropy_terms(
     reduction: str,
 ) -> Terms:
     _validate.reduction(reduction)
-    xp, (logits, labels, pos_weight, weight) = namespace(logits, labels, pos_weight, weight)
+    names = ("logits", "labels", "pos_weight", "weight")
+    xp, (logits, labels, pos_weight, weight) = namespace(
+        logits, labels, pos_weight, weight, names=names, optional=names[2:]
+    )
     x, y, dtype = _elementwise("logits", logits, "labels", labels, xp)
     pw = _broadcast_weight("pos_weight", pos_weight, x, xp)
     w = _broadcast_weight("weight", weight, x, xp)
@@ -582,7 +600,9 @@ def _binary_cross_entropy_terms(
     _validate.reduction(reduction)
     if eps is not None:
         eps = _validate.number_in("eps", eps, 0.0, 0.5, what="in [0, 0.5], or None")
-    xp, (probs, labels, weight) = namespace(probs, labels, weight)
+    xp, (probs, labels, weight) = namespace(
+        probs, labels, weight, names=("probs", "labels", "weight"), optional=("weight",)
+    )
     p, y, dtype = _elementwise("probs", probs, "labels", labels, xp)
     _validate.probabilities("probs", p, xp, upper=True)
     _validate.probabilities("labels", y, xp, upper=True)
@@ -656,7 +676,7 @@ def _regression_terms(
     name: str, input: Array, target: Array, reduction: str, parameter: tuple[str, float] | None
 ) -> Terms:
     _validate.reduction(reduction)
-    xp, (input, target) = namespace(input, target)
+    xp, (input, target) = namespace(input, target, names=("input", "target"))
     x, t, dtype = _elementwise("input", input, "target", target, xp)
     d = x - t
     a = xp.abs(d)

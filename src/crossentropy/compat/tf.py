@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _validate
-from .._array import Array, namespace
+from .._array import Array, namespace, wide_labels
 from ..losses import sigmoid_cross_entropy, softmax_cross_entropy, sparse_softmax_cross_entropy
 
 __all__ = [
@@ -55,7 +55,7 @@ def _required(function: str, labels: object, logits: object) -> None:
 def _same_shape(labels: Any, logits: Any) -> tuple[Any, Any]:
     """Arrays in one namespace, with shapes checked to be equal (TensorFlow does not
     broadcast ``labels`` against ``logits``)."""
-    _, (logits, labels) = namespace(logits, labels)
+    _, (logits, labels) = namespace(logits, labels, names=("logits", "labels"))
     _validate.same_shape("logits", logits, "labels", labels)
     return labels, logits
 
@@ -245,12 +245,13 @@ def sparse_softmax_cross_entropy_with_logits(
     """
     del name
     _required("sparse_softmax_cross_entropy_with_logits", labels, logits)
-    xp, (logits, labels) = namespace(logits, labels)
+    xp, (logits, labels) = namespace(logits, labels, names=("logits", "labels"))
     _validate.at_least_1d("logits", logits)
     # TensorFlow has no ignore_index: every label must be a class. Checking the range here,
     # before the core sees the labels, makes -100 (the core's default ignore_index) an error
     # like any other out-of-range value; after this check no label can equal the
     # ignore_index passed below, so nothing is skipped.
     _validate.label_shape(tuple(logits.shape), logits.ndim - 1, labels)
+    labels = wide_labels(labels, xp)  # compared with the class count exactly, in any dtype
     _validate.integer_labels(labels, int(logits.shape[-1]), None, xp)
     return sparse_softmax_cross_entropy(logits, labels, axis=-1, ignore_index=-1, reduction="none")

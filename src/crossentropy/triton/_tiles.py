@@ -18,7 +18,16 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["check_device", "compute_dtype", "interpreted", "next_power_of_2"]
+__all__ = [
+    "check_device",
+    "check_first_order",
+    "check_inplace",
+    "check_same_device",
+    "check_tensors",
+    "compute_dtype",
+    "interpreted",
+    "next_power_of_2",
+]
 
 
 @triton.jit
@@ -99,13 +108,16 @@ def row_setup(target_ptr, weight_ptr, params_ptr, rows, row_ok, classes, ignore_
         counted = row_ok & (y != ignore_index)
         valid = (y >= 0) & (y < classes)
         bad = counted & (valid == 0)
+        # y indexes the logits and the class weights only where it is a class: a bad row
+        # reads neither (with no classes at all there is no column 0 to fall back on)
         y = tl.where(counted & valid, y, 0)
         if HAS_WEIGHT:
-            w_y = tl.load(weight_ptr + y, mask=counted, other=0.0).to(COMPUTE)
+            w_y = tl.load(weight_ptr + y, mask=counted & valid, other=0.0).to(COMPUTE)
         else:
-            w_y = tl.where(counted, 1.0, 0.0).to(COMPUTE)
-        # without smoothing a zero-weight target adds nothing: skip its row entirely
-        live = counted if SMOOTH else counted & (w_y != 0)
+            w_y = tl.where(counted & valid, 1.0, 0.0).to(COMPUTE)
+        # without smoothing a zero-weight target adds nothing: skip its row entirely; a bad
+        # row stays live, so that its loss and gradient are NaN
+        live = (counted if SMOOTH else counted & (w_y != 0)) | bad
         coef_y = (1.0 - eps) * w_y
         v = w_y
     return y, live, bad, coef_y, v
@@ -180,6 +192,64 @@ def check_device(name: str, tensor: torch.Tensor, kernel: Any) -> None:
     raise ValueError(
         f"{name}: impl='triton' runs on CUDA tensors; got a tensor on {tensor.device}{hint}"
     )
+
+
+def check_tensors(**named: Any) -> None:
+    """Each named argument is a tensor of real numbers (``None`` for an optional one that
+    is not given); a class weight that requires grad is refused, as the kernels give it no
+    gradient (``torch.nn.functional.cross_entropy`` would)."""
+    for name, value in named.items():
+        if value is None and name == "weight":
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor; got {type(value).__name__}")
+        if value.is_complex():
+            raise TypeError(f"{name}: expected real numbers; got dtype {value.dtype}")
+    weight = named.get("weight")
+    if isinstance(weight, torch.Tensor) and weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "weight: the Triton kernels give the class weights no gradient; got a weight "
+            "that requires grad (pass weight.detach(), or use impl='torch' to train it)"
+        )
+
+
+def check_first_order(function: str) -> None:
+    """Called in a backward: autograd runs it with grad mode on only for
+    ``create_graph=True`` (a double backward, a gradient penalty). The kernels' gradient is
+    not itself differentiable, so that is refused rather than returned without a graph
+    (whose own gradient would then be silently missing)."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"crossentropy.triton.{function}: the Triton kernels give no second derivative; "
+            f"a backward with create_graph=True (double backward, gradient penalty) needs "
+            f"impl='torch'"
+        )
+
+
+def check_same_device(name: str, tensor: torch.Tensor | None, device: torch.device) -> None:
+    if tensor is not None and tensor.device != device:
+        raise ValueError(f"{name}: expected a tensor on {device}; got one on {tensor.device}")
+
+
+def check_inplace(name: str, tensor: torch.Tensor) -> None:
+    """``inplace_backward`` writes the gradient over ``tensor``: refused where PyTorch
+    refuses an in-place write (a leaf that requires grad, or a view of one: the
+    parameter would be overwritten and its ``.grad`` share its memory) and where rows
+    share memory (an expanded or overlapping view: each row's gradient would overwrite
+    the others')."""
+    base = tensor._base if tensor._base is not None else tensor
+    if tensor.requires_grad and base.is_leaf and base.requires_grad:
+        what = "a leaf tensor" if base is tensor else "a view of a leaf tensor"
+        raise ValueError(
+            f"inplace_backward: would overwrite {name}, {what} that requires grad (a "
+            f"parameter); pass a computed tensor, or inplace_backward=False"
+        )
+    rows, columns = tensor.shape
+    if tensor.stride(1) != 1 or (rows > 1 and tensor.stride(0) < columns):
+        raise ValueError(
+            f"inplace_backward: needs {name} whose rows are contiguous and do not overlap "
+            f"(strides (>= {columns}, 1)); got strides {tensor.stride()}"
+        )
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

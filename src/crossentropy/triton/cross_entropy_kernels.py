@@ -52,6 +52,10 @@ from torch import Tensor
 from .. import _validate
 from ._tiles import (
     check_device,
+    check_first_order,
+    check_inplace,
+    check_same_device,
+    check_tensors,
     compute_dtype,
     finish,
     next_power_of_2,
@@ -65,6 +69,9 @@ __all__ = ["cross_entropy", "reference"]
 
 MAX_BLOCK_CLASSES = 4096
 """Columns of a tile: one row block streams its row in slices of at most this many logits."""
+
+MAX_BLOCK_CLASSES_ALLOWED = 65536
+"""The largest ``block_classes`` a caller may ask for (a tile's index range is int32)."""
 
 TILE_ELEMENTS = 4096
 """Rows x columns of a tile: small vocabularies take several rows per program."""
@@ -128,7 +135,7 @@ def _forward_kernel(x_ptr, x_stride, target_ptr, labels_stride, weight_ptr, para
         m, s, t, mass = online_update(m, s, t, mass, z, a, inside)
     z_y = tl.zeros((BLOCK_N,), COMPUTE)
     if not SOFT:  # the target's logit, read directly
-        x_y = tl.load(x_ptr + rows64 * x_stride + y, mask=live, other=0.0)
+        x_y = tl.load(x_ptr + rows64 * x_stride + y, mask=live & (bad == 0), other=0.0)
         z_y = _softcap(x_y.to(COMPUTE), cap, HAS_CAP)
     loss, lse, r = finish(m, s, t, mass, z_y, coef_y, v, live, bad, params_ptr, HAS_Z)
     tl.store(loss_ptr + rows, loss, mask=row_ok)
@@ -353,6 +360,8 @@ def _scale(
     counted = target != ignore_index
     if weight is None:
         count = counted.sum(dtype=dtype)
+    elif weight.shape[0] == 0:  # no classes: every counted target is out of range (NaN)
+        count = torch.zeros((), dtype=dtype, device=device)
     else:
         index = torch.where(counted, target, 0).clamp(0, weight.shape[0] - 1)
         count = torch.where(counted, weight.to(dtype)[index], 0.0).sum()
@@ -389,6 +398,7 @@ class TritonCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        check_first_order("cross_entropy")
         logits, target, weight, params, lse, coef, scale = ctx.saved_tensors
         ignore_index, flags, _, inplace, block_classes = ctx.options
         factor = (grad_output.to(params.dtype) * scale).reshape(-1)
@@ -454,6 +464,8 @@ def cross_entropy(
     eps = _validate.label_smoothing(label_smoothing)
     z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
+    ignore_index = _validate.ignore_index(ignore_index)
+    check_tensors(target=target, weight=weight)
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"logits: expected a 2-D (rows, classes) tensor; got {shape}")
@@ -464,6 +476,8 @@ def cross_entropy(
     if not isinstance(inplace_backward, bool):
         raise TypeError(f"inplace_backward: expected True or False; got {inplace_backward!r}")
     check_device("logits", logits, _forward_kernel)
+    check_same_device("target", target, logits.device)
+    check_same_device("weight", weight, logits.device)
     rows, classes = logits.shape
     soft = target.shape == logits.shape and target.is_floating_point()
     if soft:
@@ -483,17 +497,16 @@ def cross_entropy(
         _validate.class_weight(weight, classes)
     if block_classes is not None and (
         not isinstance(block_classes, int)
-        or block_classes < 16
+        or isinstance(block_classes, bool)
+        or not 16 <= block_classes <= MAX_BLOCK_CLASSES_ALLOWED
         or block_classes & (block_classes - 1)
     ):
         raise ValueError(
-            f"block_classes: expected a power of two >= 16, or None; got {block_classes!r}"
+            f"block_classes: expected a power of two in [16, {MAX_BLOCK_CLASSES_ALLOWED}], "
+            f"or None; got {block_classes!r}"
         )
-    if inplace_backward and logits.stride(1) != 1:
-        raise ValueError(
-            f"inplace_backward: needs logits whose rows are contiguous; got strides "
-            f"{logits.stride()}"
-        )
+    if inplace_backward:
+        check_inplace("logits", logits)
     if logits.stride(1) != 1:
         logits = logits.contiguous()
     if soft and target.stride(1) != 1:

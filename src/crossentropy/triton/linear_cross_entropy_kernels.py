@@ -55,6 +55,9 @@ from torch import Tensor
 from .. import _validate
 from ._tiles import (
     check_device,
+    check_first_order,
+    check_same_device,
+    check_tensors,
     compute_dtype,
     finish,
     interpreted,
@@ -331,18 +334,22 @@ def _forward_op(
         return out[0], out[1], out[2]
     token_blocks = triton.cdiv(rows, block_n)
     vocabulary_blocks = triton.cdiv(vocabulary, block_v)
-    splits = splits or default_splits(input, token_blocks, vocabulary_blocks)
-    splits = max(1, min(splits, vocabulary_blocks))
-    per_split = triton.cdiv(vocabulary_blocks, splits) * block_v
-    splits = triton.cdiv(vocabulary, per_split)
-    state = torch.empty(5, splits, rows, dtype=params.dtype, device=input.device)
     constants = _constants(input, weight, flags)
-    _forward_kernel[(token_blocks, splits)](
-        input, input.stride(0), linear_weight, linear_weight.stride(0), linear_bias, target,
-        weight, params, state, rows, vocabulary, hidden, per_split, ignore_index,
-        **constants, BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d,
-        **({} if interpreted(_forward_kernel) else {"num_warps": 8}),
-    )  # fmt: skip
+    if vocabulary_blocks == 0:  # no classes: no split to stream (every lse is -inf)
+        state = torch.empty(5, 0, rows, dtype=params.dtype, device=input.device)
+        splits = 0
+    else:
+        splits = splits or default_splits(input, token_blocks, vocabulary_blocks)
+        splits = max(1, min(splits, vocabulary_blocks))
+        per_split = triton.cdiv(vocabulary_blocks, splits) * block_v
+        splits = triton.cdiv(vocabulary, per_split)
+        state = torch.empty(5, splits, rows, dtype=params.dtype, device=input.device)
+        _forward_kernel[(token_blocks, splits)](
+            input, input.stride(0), linear_weight, linear_weight.stride(0), linear_bias, target,
+            weight, params, state, rows, vocabulary, hidden, per_split, ignore_index,
+            **constants, BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d,
+            **({} if interpreted(_forward_kernel) else {"num_warps": 8}),
+        )  # fmt: skip
     merge_rows = 128
     _merge_kernel[(triton.cdiv(rows, merge_rows),)](
         state, target, weight, params, *out, rows, splits, vocabulary, ignore_index,
@@ -386,7 +393,7 @@ def _backward_op(
     dh = zeros((rows, hidden), want_input)
     dw = zeros((vocabulary, hidden), want_weight)
     db = zeros((vocabulary,), want_bias)
-    if rows == 0 or not any(wants):
+    if rows == 0 or vocabulary == 0 or not any(wants):
         return dh, dw, db
     block_n, block_v, block_d = _blocks(input, blocks)
     grid = (triton.cdiv(rows, block_n) * triton.cdiv(vocabulary, block_v),)
@@ -455,6 +462,7 @@ class TritonLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, _grad_lse: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        check_first_order("linear_cross_entropy")
         input, linear_weight, linear_bias, target, weight, params, lse, coef, scale = (
             ctx.saved_tensors
         )
@@ -536,6 +544,10 @@ def linear_cross_entropy(
     eps = _validate.label_smoothing(label_smoothing)
     z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
+    ignore_index = _validate.ignore_index(ignore_index)
+    check_tensors(target=target, weight=weight)
+    if linear_bias is not None:
+        check_tensors(linear_bias=linear_bias)
     for name, value in (("return_lse", return_lse), ("skip_small_gradients", skip_small_gradients)):
         if not isinstance(value, bool):
             raise TypeError(f"{name}: expected True or False; got {value!r}")
@@ -561,23 +573,33 @@ def linear_cross_entropy(
             f"linear_bias: expected shape ({vocabulary},); got {tuple(linear_bias.shape)}"
         )
     check_device("input", input, _forward_kernel)
+    others = {"linear_weight": linear_weight, "linear_bias": linear_bias, "target": target}
+    for name, tensor in {**others, "weight": weight}.items():
+        check_same_device(name, tensor, input.device)
     _validate.label_shape((input.shape[0], vocabulary), 1, target)
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"target: expected integer class indices; got dtype {target.dtype}")
     if weight is not None:
         _validate.class_weight(weight, vocabulary)
     if block_sizes is not None and (
-        len(block_sizes) != 3
-        or any(not isinstance(b, int) or b < 16 or b & (b - 1) for b in block_sizes)
+        not isinstance(block_sizes, tuple | list)
+        or len(block_sizes) != 3
+        or any(
+            not isinstance(b, int) or isinstance(b, bool) or not 16 <= b <= 1024 or b & (b - 1)
+            for b in block_sizes
+        )
     ):
         raise ValueError(
-            f"block_sizes: expected three powers of two >= 16, or None; got {block_sizes!r}"
+            f"block_sizes: expected three powers of two in [16, 1024], or None; got {block_sizes!r}"
         )
-    if splits is not None and (not isinstance(splits, int) or splits < 1):
+    if splits is not None and (
+        not isinstance(splits, int) or isinstance(splits, bool) or splits < 1
+    ):
         raise ValueError(f"splits: expected a positive integer, or None; got {splits!r}")
     compute = compute_dtype(input.dtype)
     resolution = torch.finfo(input.dtype).eps / 32
-    values = (eps, z_coef, 1.0 if cap is None else cap, eps / vocabulary, resolution)
+    smooth = eps / vocabulary if vocabulary else 0.0  # eps/C; no classes, nothing to smooth
+    values = (eps, z_coef, 1.0 if cap is None else cap, smooth, resolution)
     params = _parameters(values, compute, input.device)
     flags = [linear_bias is not None, eps > 0, cap is not None, z_coef > 0, skip_small_gradients]
     loss, lse = TritonLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
