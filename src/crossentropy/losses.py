@@ -125,6 +125,10 @@ def _class_weight(weight: Array | None, x: Array, xp: Any) -> Array | None:
 
 def _onehot(labels: Array, num_classes: int, xp: Any) -> Array:
     """Boolean (..., C): True at each label's class (nowhere for an ignored label)."""
+    if num_classes - 1 > xp.iinfo(labels.dtype).max:
+        # class ids past the labels' dtype (uint8 labels, 300 classes): compared in int64,
+        # which holds every such label exactly, so that no class id wraps onto another
+        labels = xp.astype(labels, xp.int64)
     classes = xp.arange(num_classes, dtype=labels.dtype, device=_device(labels))
     return xp.expand_dims(labels, axis=-1) == classes
 
@@ -151,7 +155,7 @@ def _integer_labels(
     """Validated labels, their one-hot mask and the mask of counted rows."""
     _validate.label_shape(logits_shape, axis, labels)
     _validate.integer_labels(labels, int(x.shape[-1]), ignore_index, xp)
-    counted = labels != ignore_index if ignore_index is not None else xp.ones_like(labels) == 1
+    counted = ~_validate.ignored(labels, ignore_index, xp)
     return _onehot(labels, int(x.shape[-1]), xp), counted
 
 
