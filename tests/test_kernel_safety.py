@@ -28,8 +28,7 @@ from hypothesis import strategies as st
 
 import crossentropy
 import kernel_boundary_fuzz as fuzz
-from crossentropy.torch import _fused
-from crossentropy.torch import cross_entropy, linear_cross_entropy
+from crossentropy.torch import _fused, cross_entropy, linear_cross_entropy
 
 pytestmark = pytest.mark.skipif(
     not _fused.fused_available(), reason="no C compiler: the fused kernel cannot be built"
@@ -76,7 +75,9 @@ def test_int8_label_with_ignore_index_outside_int8_is_refused() -> None:
     logits = torch.randn(4, 3)[2:].reshape(1, 6)[:, :3]
     for impl in ("fused", "torch"):
         with pytest.raises(ValueError, match=r"got -100 at position \(0,\)"):
-            cross_entropy(logits, torch.tensor([-100], dtype=torch.int8), ignore_index=156, impl=impl)
+            cross_entropy(
+                logits, torch.tensor([-100], dtype=torch.int8), ignore_index=156, impl=impl
+            )
 
 
 def test_int32_extreme_label_is_refused_not_a_segfault() -> None:
@@ -173,8 +174,40 @@ def test_vocab_parallel_narrow_labels() -> None:
             vocab_parallel_cross_entropy(
                 logits, torch.tensor([255, 0, 1, 2], dtype=torch.uint8), ignore_index=-1
             )
+        # 2**64 - 1 became -1 in int64, equal to ignore_index=-1: the row was skipped
+        with pytest.raises(TypeError, match=r"^labels: .*uint64"):
+            vocab_parallel_cross_entropy(
+                logits, torch.tensor([2**64 - 1, 0, 1, 2], dtype=torch.uint64), ignore_index=-1
+            )
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy, in the NaN row
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.uint64])
+def test_triton_narrow_labels(dtype: torch.dtype) -> None:
+    """The Triton kernels (under the interpreter) compare class indices in int64: int8
+    -100 with ignore_index=156 and uint8 255 with ignore_index=-1 are no class (a NaN
+    loss, the kernels' documented answer, as they never synchronise to check), never
+    ignored; uint64, which int64 cannot hold (2**64 - 1 would be -1), is refused."""
+    triton = pytest.importorskip("crossentropy.triton")
+    value, ignore_index = {torch.int8: (-100, 156), torch.uint8: (255, -1)}.get(
+        dtype, (2**64 - 1, -1)
+    )
+    logits, target = torch.randn(2, 3), torch.tensor([value, 1], dtype=dtype)
+    if dtype == torch.uint64:
+        for call in (
+            lambda: triton.cross_entropy(logits, target, ignore_index=ignore_index),
+            lambda: triton.linear_cross_entropy(
+                torch.randn(2, 4), torch.randn(3, 4), target, ignore_index=ignore_index
+            ),
+        ):
+            with pytest.raises(TypeError, match=r"^target: .*uint64"):
+                call()
+        return
+    loss = triton.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
+    assert torch.isnan(loss[0])
+    torch.testing.assert_close(loss[1], F.cross_entropy(logits[1:], target[1:].long())[()])
 
 
 # ---------------------------------------------------------------- the kernel's own check
@@ -233,7 +266,9 @@ def _launch(**changes: object) -> None:
         "lse": None,
         **changes,
     }
-    logits, grad, target, weight = (arguments.pop(k) for k in ("logits", "grad", "target", "weight"))
+    logits, grad, target, weight = (
+        arguments.pop(k) for k in ("logits", "grad", "target", "weight")
+    )
     _fused._launch(logits, grad, target, weight, **arguments)
 
 
@@ -382,7 +417,8 @@ import torch
 from crossentropy.torch import _fused
 kernel = _fused._load().ce_forward_f32
 x = torch.randn(10)  # 10 floats, read as one row of 20 classes
-target, loss, scratch = torch.zeros(1, dtype=torch.int64), torch.empty(1, dtype=torch.float64), torch.empty(40)
+target, loss = torch.zeros(1, dtype=torch.int64), torch.empty(1, dtype=torch.float64)
+scratch = torch.empty(40)
 kernel(x.data_ptr(), 20, None, 0, target.data_ptr(), None, 1, 20, -100, 0.1, 0.0, 0.0, 20.0, 1.0,
        loss.data_ptr(), None, scratch.data_ptr())
 print("not caught")

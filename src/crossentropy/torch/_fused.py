@@ -289,9 +289,14 @@ def _kernel_arguments(
     if not isinstance(target, torch.Tensor) or tuple(target.shape) != (rows,):
         shown = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target)
         raise ValueError(f"target: expected shape ({rows},), one class index per row; got {shown}")
-    if target.is_floating_point() or target.is_complex() or target.dtype in (
-        torch.bool,
-        torch.uint64,
+    if (
+        target.is_floating_point()
+        or target.is_complex()
+        or target.dtype
+        in (
+            torch.bool,
+            torch.uint64,
+        )
     ):
         # uint64 is the one integer dtype that int64 cannot hold exactly
         raise TypeError(f"target: expected integer class indices (int64); got {target.dtype}")
@@ -308,12 +313,10 @@ def _kernel_arguments(
         or tuple(lse.shape) != (rows,)
         or (rows > 1 and lse.stride(0) != 1)
     ):
-        shown = (
-            (tuple(lse.shape), lse.dtype, lse.stride())
-            if isinstance(lse, torch.Tensor)
-            else type(lse)
-        )
-        raise ValueError(f"lse: expected a contiguous float64 CPU tensor of ({rows},); got {shown}")
+        given: object = type(lse)
+        if isinstance(lse, torch.Tensor):
+            given = (tuple(lse.shape), lse.dtype, lse.stride())
+        raise ValueError(f"lse: expected a contiguous float64 CPU tensor of ({rows},); got {given}")
     return target, weight
 
 
