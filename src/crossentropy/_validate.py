@@ -7,6 +7,7 @@ import math
 import sys
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from ._array import Array, size
@@ -137,7 +138,12 @@ def probabilities(name: str, p: Array, xp: Any, *, upper: bool = False) -> None:
 
 
 def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp: Any) -> None:
-    """Integer dtype, values in [0, num_classes) or equal to ``ignore_index``."""
+    """Integer dtype, values in [0, num_classes) or equal to ``ignore_index``.
+
+    The bounds are compared as the integers they are, whatever the labels' dtype: a bound
+    outside the dtype's range is never converted to it (where it would wrap: -1 as uint8
+    is 255), it is decided from the range instead (no uint8 label equals -1, every one is
+    below 300)."""
     if not xp.isdtype(labels.dtype, "integral"):
         raise TypeError(
             f"labels: expected integer class indices; got dtype {labels.dtype} "
@@ -145,16 +151,40 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
         )
     if size(labels) == 0:
         return
-    bad = (labels < 0) | (labels >= num_classes)
-    if ignore_index is not None:
-        bad = bad & (labels != ignore_index)
-    if bool(xp.any(bad)):
+    info = xp.iinfo(labels.dtype)
+    bad = xp.zeros(labels.shape, dtype=xp.bool, device=array_api_compat.device(labels))
+    try:
+        if info.min < 0:
+            bad = bad | (labels < 0)
+        if num_classes <= info.max:
+            bad = bad | (labels >= num_classes)
+        if ignore_index is not None and info.min <= ignore_index <= info.max:
+            bad = bad & (labels != ignore_index)
+        found = bool(xp.any(bad))
+    except NotImplementedError:
+        # PyTorch has no order comparisons for uint16, uint32 and uint64
+        raise TypeError(
+            f"labels: expected class indices of a dtype this array library can compare "
+            f"(int64, or uint8 as torch.nn.functional.cross_entropy takes); "
+            f"got dtype {labels.dtype}"
+        ) from None
+    if found:
         value, position = _first(bad, labels, xp)
         also = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
         raise ValueError(
             f"labels: expected class indices in [0, {num_classes}){also}; "
             f"got {value} at position {position}"
         )
+
+
+def ignored(labels: Array, ignore_index: int | None, xp: Any) -> Array:
+    """The mask of labels equal to ``ignore_index`` (all False for ``None``), compared
+    exactly: an ``ignore_index`` outside the labels' dtype matches none of them."""
+    info = xp.iinfo(labels.dtype)
+    if ignore_index is None or not info.min <= ignore_index <= info.max:
+        return xp.zeros(labels.shape, dtype=xp.bool, device=array_api_compat.device(labels))
+    mask: Array = labels == ignore_index
+    return mask
 
 
 def class_weight(weight: Array, num_classes: int) -> None:

@@ -157,12 +157,8 @@ def _integer_labels(
     _validate.label_shape(logits_shape, axis, labels)
     labels = wide_labels(labels, xp)
     num_classes = int(x.shape[-1])
-    if ignore_index is not None and xp.isdtype(labels.dtype, "integral"):
-        limits = xp.iinfo(labels.dtype)
-        if not limits.min <= ignore_index <= limits.max:
-            ignore_index = None
     _validate.integer_labels(labels, num_classes, ignore_index, xp)
-    counted = labels != ignore_index if ignore_index is not None else xp.ones_like(labels) == 1
+    counted = ~_validate.ignored(labels, ignore_index, xp)
     onehot = _onehot(labels, num_classes, xp) & xp.expand_dims(counted, axis=-1)
     return onehot, counted
 

@@ -34,7 +34,9 @@
  * exp(-inf); NaN stays NaN. */
 static inline float exp_neg_f32(float x) {
     const float lo = -87.3f, hi = 88.7f; /* exp(88.7) rounds to 2^128 = inf: the +inf case */
-    float xc = x < lo ? lo : (x > hi ? hi : x);
+    /* NaN fails both tests and becomes lo (returned as NaN below): float -> int of NaN is
+     * undefined behaviour */
+    float xc = x >= lo ? (x <= hi ? x : hi) : lo;
     float n = __builtin_roundf(xc * 1.44269504088896341f);
     float r = xc - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
@@ -112,10 +114,14 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
 
 /*
  * One kernel per storage type T, computing in ACC with the exponential EXP.
- * Returns the number of rows processed.
+ * Returns the number of rows processed, or -(i + 1) when row i's target is neither in
+ * [0, C) nor ignore_index: the kernel stops there, before reading that row, and leaves
+ * the losses and gradients of its block incomplete (the caller raises). Whatever the
+ * caller checked, no index outside [0, C) of a row, of weight or of the scratch row is
+ * ever formed.
  *   x, g        row-major (rows, C) with row strides in elements; g may equal x, or be
  *               NULL when only the loss is wanted (no gradient pass, nothing written)
- *   target      (rows,) class ids, already validated to be in [0, C) or ignore_index
+ *   target      (rows,) class ids in [0, C), or ignore_index to skip the row
  *   weight      (C,) class weights or NULL; weight_sum = sum_c w_c (C when NULL)
  *   scale       d(reduced loss)/d(row loss): 1/count for a mean, 1 otherwise
  *   loss        (rows,) per-row losses, unscaled
@@ -135,6 +141,11 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
             const T *xr = x + i * x_stride;                                                    \
             T *gr = g ? g + i * g_stride : (T *)0;                                             \
             const int64_t y = target[i];                                                       \
+            /* one unsigned compare: a negative y wraps to >= 2^63, so out of range too */     \
+            if (y != ignore_index && (uint64_t)y >= (uint64_t)C) {                             \
+                _mm_sfence();                                                                  \
+                return -(i + 1);                                                               \
+            }                                                                                  \
             const ACC wy = (y == ignore_index) ? (ACC)0 : (weight ? weight[y] : (ACC)1);       \
             if (y == ignore_index || (wy == 0 && eps == 0)) {                                  \
                 /* ignored, or weighted out entirely: zero loss, exactly zero gradient */      \
@@ -321,6 +332,10 @@ static inline __m256i bf16_round16(__m512 v) {
             T *gr = g ? g + i * g_stride : (T *)0;                                               \
             const T *next = i + 1 < rows ? x + (i + 1) * x_stride : (const T *)0;              \
             const int64_t y = target[i];                                                         \
+            if (y != ignore_index && (uint64_t)y >= (uint64_t)C) { /* as in the generic kernel */\
+                _mm_sfence();                                                                    \
+                return -(i + 1);                                                                 \
+            }                                                                                    \
             const float wy = (y == ignore_index) ? 0.0f : (weight ? weight[y] : 1.0f);           \
             if (wy == 0) { /* ignored or weighted out: zero loss, exactly zero gradient */       \
                 loss[i] = 0.0;                                                                   \

@@ -23,6 +23,7 @@ import itertools
 import math
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import array_api_compat
 import torch
 
 from .. import _validate
+from .._array import wide_labels
 
 SOURCE = Path(__file__).with_name("_cross_entropy.c")
 CFLAGS = [
@@ -47,6 +49,11 @@ CFLAGS = [
     "-shared",
     "-fPIC",
 ]
+EXTRA_CFLAGS = "CROSSENTROPY_KERNEL_CFLAGS"
+"""Environment variable of flags appended to ``CFLAGS`` (split as a shell would), for a
+checked build: ``-fsanitize=address,undefined -fno-sanitize-recover=all`` (then run Python
+with the sanitizer runtime in ``LD_PRELOAD``), or ``-march=x86-64-v2`` for the kernel
+without AVX-512 (the last ``-march`` wins). Each set of flags is its own cached library."""
 ROWS_PER_TASK = 64
 """Rows a thread takes at a time: enough work per call to amortise the ctypes overhead."""
 
@@ -62,6 +69,10 @@ def _cache_dir() -> Path:
     return base / "crossentropy" / "kernels"
 
 
+def _cflags() -> list[str]:
+    return [*CFLAGS, *shlex.split(os.environ.get(EXTRA_CFLAGS, ""))]
+
+
 def _machine_key() -> str:
     """What the compiled library depends on: the source, the flags, the CPU."""
     cpu = ""
@@ -70,7 +81,7 @@ def _machine_key() -> str:
             cpu = next((line for line in info if line.startswith("flags")), "")
     except OSError:
         cpu = platform.processor()
-    text = SOURCE.read_text() + " ".join(CFLAGS) + platform.machine() + cpu + sys.platform
+    text = SOURCE.read_text() + " ".join(_cflags()) + platform.machine() + cpu + sys.platform
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -84,7 +95,7 @@ def _compile() -> ctypes.CDLL:
         # compile to a temporary name and rename: concurrent builders never see half a file
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
             built = Path(scratch) / target.name
-            command = [compiler, *CFLAGS, "-o", str(built), str(SOURCE), "-lm"]
+            command = [compiler, *_cflags(), "-o", str(built), str(SOURCE), "-lm"]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise RuntimeError(f"compiling {SOURCE.name} failed: {result.stderr.strip()}")
@@ -215,6 +226,101 @@ _KERNELS = {
 }
 
 
+_INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _rows_of(name: str, t: torch.Tensor, like: torch.Tensor) -> None:
+    """``t`` is a (rows, C) CPU tensor of ``like``'s dtype whose rows are contiguous."""
+    if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.device.type != "cpu":
+        shown = (tuple(t.shape), t.device.type) if isinstance(t, torch.Tensor) else type(t)
+        raise ValueError(f"{name}: expected a 2-D (rows, classes) CPU tensor; got {shown}")
+    if t.dtype not in _KERNELS or t.dtype != like.dtype:
+        raise TypeError(
+            f"{name}: expected float32, float64, float16 or bfloat16 (the logits' "
+            f"{like.dtype}); got {t.dtype}"
+        )
+    if t.shape[1] > 1 and t.stride(1) != 1:
+        raise ValueError(f"{name}: expected contiguous rows (stride 1); got strides {t.stride()}")
+
+
+def _real(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name}: expected a real number; got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}: expected a number in [{low}, {high}]; got {value!r}")
+    return float(value)
+
+
+def _kernel_arguments(
+    logits: torch.Tensor,
+    grad: torch.Tensor | None,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    lse: torch.Tensor | None,
+    ignore_index: object,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every buffer the kernel indexes, checked so that no pointer it forms leaves its
+    tensor: the target as contiguous int64 and the weights as contiguous compute-dtype
+    values, the only copies (both small)."""
+    _rows_of("logits", logits, logits)
+    rows, classes = logits.shape
+    if grad is not None:
+        _rows_of("grad", grad, logits)
+        if grad.shape != logits.shape:
+            raise ValueError(
+                f"grad: expected the logits' shape {tuple(logits.shape)}; got {tuple(grad.shape)}"
+            )
+        if rows > 1 and grad.stride(0) < classes:
+            raise ValueError(
+                f"grad: expected rows that do not overlap (row stride >= {classes}); "
+                f"got strides {grad.stride()}"
+            )
+        shared = grad.untyped_storage().data_ptr() == logits.untyped_storage().data_ptr()
+        if shared and (grad.data_ptr(), grad.stride()) != (logits.data_ptr(), logits.stride()):
+            raise ValueError(
+                "grad: expected the logits themselves or a buffer apart from them; got a "
+                "different view of the logits' storage"
+            )
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
+    if not _INT64_RANGE[0] <= ignore_index <= _INT64_RANGE[1]:
+        raise ValueError(
+            f"ignore_index: expected an integer in [-2**63, 2**63 - 1]; got {ignore_index}"
+        )
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) != (rows,):
+        shown = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target)
+        raise ValueError(f"target: expected shape ({rows},), one class index per row; got {shown}")
+    if (
+        target.is_floating_point()
+        or target.is_complex()
+        or target.dtype
+        in (
+            torch.bool,
+            torch.uint64,
+        )
+    ):
+        # uint64 is the one integer dtype that int64 cannot hold exactly
+        raise TypeError(f"target: expected integer class indices (int64); got {target.dtype}")
+    target = target.to(device="cpu", dtype=torch.int64).contiguous()
+    if weight is not None:
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (classes,):
+            shown = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight)
+            raise ValueError(f"weight: expected shape ({classes},); got {shown}")
+        weight = weight.to(device="cpu", dtype=_KERNELS[logits.dtype][1]).contiguous()
+    if lse is not None and (
+        not isinstance(lse, torch.Tensor)
+        or lse.dtype != torch.float64
+        or lse.device.type != "cpu"
+        or tuple(lse.shape) != (rows,)
+        or (rows > 1 and lse.stride(0) != 1)
+    ):
+        given: object = type(lse)
+        if isinstance(lse, torch.Tensor):
+            given = (tuple(lse.shape), lse.dtype, lse.stride())
+        raise ValueError(f"lse: expected a contiguous float64 CPU tensor of ({rows},); got {given}")
+    return target, weight
+
+
 def _launch(
     logits: torch.Tensor,
     grad: torch.Tensor | None,
@@ -231,20 +337,29 @@ def _launch(
 ) -> torch.Tensor:
     """Run the kernel over all rows; returns the per-row losses (float64). With ``grad``
     ``None`` only the losses are computed; a float64 ``lse`` of (rows,) receives each row's
-    logsumexp (0 for skipped rows)."""
+    logsumexp (0 for skipped rows). A target that is neither a class in [0, C) nor
+    ``ignore_index`` raises ``ValueError`` (the kernel checks each row itself)."""
+    target, weight_ptr = _kernel_arguments(logits, grad, target, weight, lse, ignore_index)
+    numbers = (
+        _real("eps", eps, 0.0, 1.0),
+        _real("z_loss", z_loss, 0.0, math.inf),
+        _real("cap", cap, 0.0, sys.float_info.max),
+        _real("weight_sum", weight_sum, -math.inf, math.inf),
+        _real("scale", scale, -math.inf, math.inf),
+    )
     name, compute_dtype = _KERNELS[logits.dtype]
     kernel = getattr(_load(), name)
     rows, classes = logits.shape
     losses = torch.empty(rows, dtype=torch.float64)
-    weight_ptr = None if weight is None else weight.to(compute_dtype).contiguous()
     workers = max(1, min(torch.get_num_threads(), -(-rows // ROWS_PER_TASK)))
     size = logits.element_size()
 
     def run(start: int, stop: int) -> int:
+        """The kernel over rows [start, stop): the first bad row's index, or -1."""
         # each thread's scratch row (the exponentials, then the gradient, before they are
         # streamed out); the local name keeps it alive for the duration of the call
         scratch = torch.empty(2 * classes, dtype=compute_dtype)
-        return int(
+        done = int(
             kernel(
                 logits.data_ptr() + start * logits.stride(0) * size,
                 logits.stride(0),
@@ -255,24 +370,26 @@ def _launch(
                 stop - start,
                 classes,
                 ignore_index,
-                eps,
-                z_loss,
-                cap,
-                weight_sum,
-                scale,
+                *numbers,
                 losses.data_ptr() + start * 8,
                 None if lse is None else lse.data_ptr() + start * 8,
                 scratch.data_ptr(),
             )
         )
+        return -1 if done == stop - start else start - done - 1
 
     if workers == 1 or rows == 0:
-        run(0, rows)
+        bad = [run(0, rows)]
     else:
         bounds = [rows * k // workers for k in range(workers + 1)]
         futures = [_executor(workers).submit(run, a, b) for a, b in itertools.pairwise(bounds)]
-        for future in futures:
-            future.result()
+        bad = [future.result() for future in futures]
+    first = min((b for b in bad if b >= 0), default=-1)
+    if first >= 0:
+        raise ValueError(
+            f"target: expected class indices in [0, {classes}) or ignore_index={ignore_index}; "
+            f"got {int(target[first])} at position ({first},)"
+        )
     return losses
 
 
@@ -417,9 +534,9 @@ def fused_cross_entropy(
         )
     classes = logits.shape[1]
     _validate.label_shape(tuple(logits.shape), 1, target)
-    _validate.integer_labels(
-        target, classes, ignore_index, array_api_compat.array_namespace(target)
-    )
+    xp = array_api_compat.array_namespace(target)
+    target = wide_labels(target, xp)  # compared as int64, whatever the labels' dtype
+    _validate.integer_labels(target, classes, ignore_index, xp)
     if weight is not None:
         _validate.class_weight(weight, classes)
     if logits.stride(1) != 1:

@@ -289,9 +289,10 @@ def _row_terms(
     """The per-row terms on ``like``'s device in its compute dtype, after the checks that
     need the whole vocabulary, and d(reduced loss)/d(row loss) (the same on every rank: the
     targets and weights are)."""
-    flat_target = target.reshape(-1).to(device=like.device, dtype=torch.int64)
     weight = None if weight is None else weight.to(like.device)
-    _check_global(flat_target, weight, shard.vocabulary, ignore_index)
+    # checked in the target's own dtype: uint64 would wrap in int64 (2**64 - 1 to -1)
+    _check_global(target, weight, shard.vocabulary, ignore_index)
+    flat_target = target.reshape(-1).to(device=like.device, dtype=torch.int64)
     terms = RowTerms.of(
         flat_target,
         weight,

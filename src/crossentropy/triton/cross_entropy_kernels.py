@@ -488,10 +488,20 @@ def cross_entropy(
             )
     else:
         _validate.label_shape((rows, classes), 1, target)
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        # the kernels compare class indices in int64, which holds every integer dtype but uint64
+        if (
+            target.is_floating_point()
+            or target.is_complex()
+            or target.dtype
+            in (
+                torch.bool,
+                torch.uint64,
+            )
+        ):
             raise TypeError(
-                f"target: expected integer class indices of shape ({rows},) or probabilities "
-                f"of shape ({rows}, {classes}); got dtype {target.dtype}"
+                f"target: expected integer class indices (int64, or a narrower integer dtype) "
+                f"of shape ({rows},) or probabilities of shape ({rows}, {classes}); "
+                f"got dtype {target.dtype}"
             )
     if weight is not None:
         _validate.class_weight(weight, classes)

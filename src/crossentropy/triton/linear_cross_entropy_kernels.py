@@ -577,8 +577,20 @@ def linear_cross_entropy(
     for name, tensor in {**others, "weight": weight}.items():
         check_same_device(name, tensor, input.device)
     _validate.label_shape((input.shape[0], vocabulary), 1, target)
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target: expected integer class indices; got dtype {target.dtype}")
+    # the kernels compare class indices in int64, which holds every integer dtype but uint64
+    if (
+        target.is_floating_point()
+        or target.is_complex()
+        or target.dtype
+        in (
+            torch.bool,
+            torch.uint64,
+        )
+    ):
+        raise TypeError(
+            f"target: expected integer class indices (int64, or a narrower integer dtype); "
+            f"got dtype {target.dtype}"
+        )
     if weight is not None:
         _validate.class_weight(weight, vocabulary)
     if block_sizes is not None and (
