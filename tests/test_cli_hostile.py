@@ -10,6 +10,7 @@ regression from eating the machine), and in Typer's ``CliRunner`` otherwise.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -271,7 +272,7 @@ def test_compute_many_rows_of_short_labels_against_wide_predictions(tmp_path: Pa
 # ------------------------------------------------------------------------------------------
 
 HUGE = "99999999999999999999999"
-MANY = ",".join(["0.01"] * 100_000)  # a --p of 100 000 entries
+MANY = ",".join(["1e-05"] * 100_000)  # a distribution of 100 000 entries
 OVER = ",".join(["0.01"] * 101)
 
 
@@ -292,6 +293,9 @@ def _files(d: Path) -> dict[str, str]:
     del wide
     np.save(d / "empty-cols.npy", np.zeros((2, 0)))
     np.save(d / "3d.npy", np.zeros((2, 2, 2)))
+    (d / "huge-logits.csv").write_text("1e308,-1e308\n-1e308,1e308\n")
+    (d / "nhot.csv").write_text("0,1\n1,0\n")
+    (d / "huge-probs.csv").write_text("1e308,1e308\n0.5,0.5\n")
     (d / "file").write_text("not a directory\n")
     (d / "dir").mkdir()
     return {k.name: str(k) for k in d.iterdir()}
@@ -412,6 +416,8 @@ def _cases() -> list[tuple[str, list[str], str]]:
         ("too-many-columns-npy", ["{wide.npy}", "{y.csv}"], "columns"),
         ("no-columns-npy", ["{empty-cols.npy}", "{y.csv}"], "columns"),
         ("3d-npy", ["{3d.npy}", "{y.csv}"], "shape"),
+        ("logits-1e308", ["{huge-logits.csv}", "{nhot.csv}", "--logits", "--multilabel"], "beyond"),
+        ("probs-1e308", ["{huge-probs.csv}", "{nhot.csv}"], "outside [0, 1]"),
         ("member-of-a-csv", ["{p.csv}:x", "{y.csv}"], "npz"),
     ]
     out: list[tuple[str, list[str], str]] = []
@@ -477,3 +483,128 @@ def test_hostile_option(
         assert sorted(os.listdir(Path(files["file"]).parent)) == sorted(
             Path(f).name for f in files.values()
         ), line
+
+
+# ------------------------------------------------------------------------------------------
+# explain: extreme but valid inputs give exact numbers, without warnings
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("logits", "label"), [((800.0, 0.0), 1), ((0.0, 800.0, -800.0), 2), ((1e6, -1e6), 1)]
+)
+def test_explain_gradients_extreme_logits(logits: tuple[float, ...], label: int) -> None:
+    import warnings
+
+    import torch
+
+    from crossentropy.cli.explain import ExplainOptions, compute_gradient
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = compute_gradient(ExplainOptions(), [f"c{i}" for i in range(len(logits))], logits, label)
+    x = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(x[None], torch.tensor([label]))
+    (grad,) = torch.autograd.grad(loss, x)
+    np.testing.assert_allclose(s.loss, loss.item(), rtol=1e-15)
+    np.testing.assert_allclose([c.chain for c in s.components], grad.numpy(), atol=1e-15)
+    np.testing.assert_allclose([c.gradient for c in s.components], grad.numpy(), atol=1e-15)
+    assert math.isfinite(s.chain_max_abs_error) and s.chain_max_abs_error <= 1e-15
+    # the loss is ~|x|: its finite difference keeps ulp(|x|) / 2h of its digits
+    assert s.max_abs_error <= 1e-8 * max(1.0, max(abs(v) for v in logits))
+    result = CliRunner().invoke(
+        app,
+        ["explain", "gradients", "--logits", ",".join(map(str, logits)), "--label", str(label)],
+        env=ENV,
+    )
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    assert "nan" not in result.stdout.lower()
+
+
+def test_explain_takes_lists_up_to_the_limit() -> None:
+    from crossentropy.cli.explain import MAX_VALUES
+
+    n = MAX_VALUES
+    result = CliRunner().invoke(
+        app,
+        ["explain", "entropy", "--p", ",".join([repr(1 / n)] * n), "-f", "json"],
+        env=ENV,
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{math.log(n):.3f}" in result.stdout  # H(uniform over n) = ln n
+
+
+# ------------------------------------------------------------------------------------------
+# demo: a learning rate that diverges is a result, told in words
+# ------------------------------------------------------------------------------------------
+
+
+def test_demo_story_of_a_diverged_run() -> None:
+    from crossentropy.demo import SummaryRow, story
+
+    ce = SummaryRow("ce", "cross entropy", 2, 0.1, math.nan, math.nan, None, math.nan)
+    mse = SummaryRow("mse", "MSE", 2, 0.3, 1.4, 140.0, None, 0.05)
+    sentence = story([ce, mse])
+    assert sentence is not None
+    assert "nan" not in sentence.lower() and "cross entropy diverged" in sentence, sentence
+    assert "--lr" in sentence
+
+
+def test_demo_largest_lr_runs(tmp_path: Path) -> None:
+    from crossentropy.demo.train import MAX_LR
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        ["demo", "--lr", repr(MAX_LR), "--epochs", "1", "--out", str(out)],
+        env=ENV,
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "diverged" in result.stdout and "nanx" not in result.stdout, result.stdout
+
+
+def test_compute_normalize_and_logits_at_the_extremes(tmp_path: Path) -> None:
+    from crossentropy.report import LOGIT_LIMIT
+
+    (tmp_path / "p.csv").write_text("1e308,1e308\n1e-320,3e-320\n2,6\n")
+    (tmp_path / "y.csv").write_text("0\n1\n1\n")
+    result = CliRunner().invoke(
+        app,
+        [
+            "compute",
+            str(tmp_path / "p.csv"),
+            str(tmp_path / "y.csv"),
+            "--normalize",
+            "--format",
+            "json",
+        ],
+        env=ENV,
+    )
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    # the rows normalised by hand: 1e-320 and 3e-320 are denormals, their ratio as stored
+    small = np.array([1e-320, 3e-320])
+    p_true = [0.5, small[1] / small.sum(), 0.75]
+    expected = -np.mean(np.log(p_true))
+    np.testing.assert_allclose(json.loads(result.stdout)["cross_entropy_nats"], expected, rtol=1e-3)
+    (tmp_path / "z.csv").write_text(
+        f"{LOGIT_LIMIT!r},{-LOGIT_LIMIT!r}\n{-LOGIT_LIMIT!r},{LOGIT_LIMIT!r}\n"
+    )
+    (tmp_path / "n.csv").write_text("0,1\n1,0\n")
+    result = CliRunner().invoke(
+        app,
+        [
+            "compute",
+            str(tmp_path / "z.csv"),
+            str(tmp_path / "n.csv"),
+            "--logits",
+            "--multilabel",
+            "--format",
+            "json",
+        ],
+        env=ENV,
+    )
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    # every label wrong by a logit of 1e150: each loss is 1e150 (softplus(1e150)), so is the mean
+    np.testing.assert_allclose(
+        json.loads(result.stdout)["cross_entropy_nats"], LOGIT_LIMIT, rtol=1e-15
+    )
