@@ -608,3 +608,40 @@ def test_compute_normalize_and_logits_at_the_extremes(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         json.loads(result.stdout)["cross_entropy_nats"], LOGIT_LIMIT, rtol=1e-15
     )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["explain", "entropy"],
+        ["explain", "-f", "markdown"],
+        ["compute", "{p}", "{y}", "--format", "json"],
+        ["--help"],
+    ],
+    ids=["explain-text", "explain-markdown", "compute-json", "help"],
+)
+def test_output_to_a_full_disk(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "p.csv").write_text(CSV)
+    (tmp_path / "y.csv").write_text("".join(f"{v}\n" for v in Y))
+    argv = [
+        a.replace("{p}", str(tmp_path / "p.csv")).replace("{y}", str(tmp_path / "y.csv"))
+        for a in args
+    ]
+    env = {**os.environ, **ENV, "PYTHONPATH": SRC}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "crossentropy.cli", *argv],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert_one_line(
+        proc.returncode,
+        proc.stderr,
+        "cannot write the output",
+        "No space left",
+        prefix="crossentropy",
+    )
