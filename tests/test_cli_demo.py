@@ -133,6 +133,8 @@ def test_bad_resume(tmp_path: Path, short_run: tuple[Path, Any]) -> None:
     assert "--resume continues with the run's saved settings; drop --lr, --seed" in line
     line = one_line_error(invoke("--resume", str(done), "--epochs", "1"))
     assert "has already trained 2 epochs; got 1" in line
+    line = one_line_error(invoke("--resume", str(done), "--epochs", "99999999999999999999999"))
+    assert line.startswith("crossentropy demo: error: --epochs: expected an integer in [1, "), line
 
 
 def test_missing_wandb_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -277,11 +277,14 @@ def demo(
             )
         try:
             saved, loggers, done = lib.resume_settings(resume)
+        except ValueError as exc:
+            raise _fail(f"--resume {str(resume)!r}: {exc}") from None
+        try:
             config = lib.DemoConfig.from_dict(
                 {**saved.to_dict(), "epochs": saved.epochs if epochs is None else epochs}
             )
-        except ValueError as exc:
-            raise _fail(f"--resume {str(resume)!r}: {exc}") from None
+        except ValueError as exc:  # --epochs out of range (the saved settings were checked)
+            raise _option_error(exc) from None
         directory = resume
     else:
         chosen: dict[str, Any] = {
