@@ -239,10 +239,14 @@ def test_config_rejects_bad_values() -> None:
         ({"losses": ("ce", "hinge")}, "losses: expected names from ce, mse, ce-smooth"),
         ({"losses": ()}, "losses: expected at least one"),
         ({"losses": ("ce", "ce")}, "losses: expected each loss once"),
-        ({"epochs": 0}, "epochs: expected an integer >= 1; got 0"),
-        ({"lr": -0.1}, "lr: expected a finite number > 0; got -0.1"),
-        ({"lr": float("nan")}, "lr: expected a finite number > 0; got nan"),
-        ({"batch_size": 0}, "batch_size: expected an integer >= 1"),
+        ({"epochs": 0}, "epochs: expected an integer in [1, 100000]; got 0"),
+        ({"lr": -0.1}, "lr: expected a number in (0, 1e+06]; got -0.1"),
+        ({"lr": float("nan")}, "lr: expected a number in (0, 1e+06]; got nan"),
+        ({"batch_size": 0}, "batch_size: expected an integer in [1, 1048576]"),
+        ({"lr": 1e39}, "lr: expected a number in (0, 1e+06]; got 1e+39"),
+        ({"seed": 2**64}, "seed: expected an integer in [0, 18446744073709551615]"),
+        ({"epochs": 10**23}, "epochs: expected an integer in [1, 100000]"),
+        ({"batch_size": 2**21}, "batch_size: expected an integer in [1, 1048576]"),
     ]:
         with pytest.raises(ValueError, match=re.escape(message)):
             DemoConfig(**kwargs)

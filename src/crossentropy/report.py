@@ -45,6 +45,7 @@ import crossentropy as ce
 __all__ = [
     "ECE_BINS",
     "EPS",
+    "LOGIT_LIMIT",
     "SUM_TOLERANCE",
     "BadValue",
     "CalibrationBin",
@@ -65,6 +66,11 @@ ECE_BINS = 15
 
 EPS = float(np.finfo(np.float64).eps)
 """Probabilities are clipped to [EPS, 1 - EPS] before their log is taken (scikit-learn's rule)."""
+
+LOGIT_LIMIT = 1e150
+"""The largest magnitude of a logit read: a loss is then at most ~2e150, so no sum of the
+report's losses can overflow float64 (that would take 1e158 of them) and every number it gives
+is finite where the exact one is. No model produces logits anywhere near it."""
 
 SUM_TOLERANCE = 1e-6
 """How far from 1 the sum of a row of probabilities may be (float32 files round)."""
@@ -108,9 +114,10 @@ def check_predictions(
 ) -> FloatArray:
     """Validate one chunk of predictions, shape (n, C); return it as float64.
 
-    Every entry must be finite. Probabilities (``logits=False``) must lie in [0, 1] and, for
-    single-label rows, sum to 1 within :data:`SUM_TOLERANCE`; ``normalize=True`` divides each
-    row by its sum instead (the entries must then be non-negative with a positive sum).
+    Every entry must be finite, and a logit at most :data:`LOGIT_LIMIT` in magnitude.
+    Probabilities (``logits=False``) must lie in [0, 1] and, for single-label rows, sum to 1
+    within :data:`SUM_TOLERANCE`; ``normalize=True`` divides each row by its sum instead (the
+    entries must then be non-negative with a positive sum).
 
     Raises:
         BadValue: at the first entry (or row) that breaks a rule.
@@ -120,6 +127,15 @@ def check_predictions(
         raise ValueError(f"predictions: expected a 2-D array (rows, classes); got shape {x.shape}")
     _check_finite(x)
     if logits:
+        beyond = np.abs(x) > LOGIT_LIMIT
+        if beyond.any():
+            row, col = _first(beyond)
+            raise BadValue(
+                f"logit {x[row, col]:g} is beyond ±{LOGIT_LIMIT:g}",
+                row,
+                col,
+                hint="no model gives such logits: a corrupt file?",
+            )
         return x
     if multilabel:
         bad = (x < 0) | (x > 1)
@@ -141,14 +157,19 @@ def check_predictions(
             col,
             hint="pass --logits if these are logits",
         )
-    sums = x.sum(axis=1)
     if normalize:
-        zero = ~(sums > 0)
+        # x / sum(x), with each row first divided by its largest entry so that its sum is
+        # in [1, C] (a row of 1e308s would sum to inf, one of denormals lose its digits)
+        largest = x.max(axis=1, initial=0.0)
+        zero = ~(largest > 0)
         if zero.any():
             row = int(np.argmax(zero))
             raise BadValue("row sums to 0 and cannot be normalised", row)
-        normalised: FloatArray = x / sums[:, None]
+        scaled = x / largest[:, None]
+        normalised: FloatArray = scaled / scaled.sum(axis=1)[:, None]
         return normalised
+    with np.errstate(over="ignore"):  # a row of huge numbers sums to inf: refused below
+        sums = x.sum(axis=1)
     above = x > 1
     off = np.abs(sums - 1.0) > SUM_TOLERANCE
     bad_row = off | above.any(axis=1)

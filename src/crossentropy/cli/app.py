@@ -6,6 +6,8 @@ never a traceback or a multi-line panel: :class:`_OneLineErrors` handles them fo
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -75,7 +77,35 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:
             sys.stderr.write("Aborted.\n")
             sys.exit(1)
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_ERRORS:
+                raise
+            _drop_stdout()
+            reason = exc.strerror or type(exc).__name__
+            sys.stderr.write(f"{prog_name or PROG}: error: cannot write the output: {reason}\n")
+            sys.exit(2)
+        try:
+            sys.stdout.flush()
+        except OSError as exc:  # the last buffered output did not fit either
+            _drop_stdout()
+            reason = exc.strerror or type(exc).__name__
+            sys.stderr.write(f"{prog_name or PROG}: error: cannot write the output: {reason}\n")
+            sys.exit(2)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# A full disk (/dev/full), a closed pipe, a device error, a quota or a file-size limit: a
+# failure to write the output, told in one line rather than a traceback.
+_OUTPUT_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush at exit cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
 
 
 app = typer.Typer(

@@ -1,35 +1,46 @@
 """``crossentropy compute``: a loss report for a file of predictions, read as a stream.
 
-Files:
+Each input is opened once and read as a stream in chunks of about :data:`CHUNK_BYTES`, so the
+memory used does not grow with the file; ``-`` is the standard input, and a pipe or a FIFO
+works as a file does (an NPZ archive excepted: zip needs a regular file). The first bytes tell
+the format:
 
-- CSV (any other extension too, unless it starts with the NPY or ZIP magic bytes): numbers
-  separated by commas (tabs for ``.tsv``), one row per line; blank lines are skipped and a
-  first line of names (no field a number) is a header. It is read in batches of lines and
-  parsed with ``numpy.loadtxt``; a line that does not parse is located again field by field,
-  so the error names its line and column.
-- NPY: memory-mapped (``numpy.load(mmap_mode="r")``) and read in blocks of rows.
-- NPZ: the archive's only array, or the one named after a colon (``data.npz:logits``), or,
-  when there are several and none is named, the one called ``predictions``/``probabilities``/
-  ``probs``/``logits`` (predictions) or ``labels``/``targets``/``y`` (labels). The member is
-  streamed from the archive (compressed or not) in blocks of rows; a Fortran-ordered member is
-  read whole.
+- NPY (the NPY magic bytes, or ``.npy``): memory-mapped (``numpy.load(mmap_mode="r")``) and
+  read in blocks of rows; from a pipe, read as a stream.
+- NPZ (the ZIP magic bytes, or ``.npz``): the archive's only array, or the one named after a
+  colon (``data.npz:logits``), or, when there are several and none is named, the one called
+  ``predictions``/``probabilities``/``probs``/``logits`` (predictions) or
+  ``labels``/``targets``/``y`` (labels). The member is streamed from the archive (compressed
+  or not) in blocks of rows; a Fortran-ordered member is refused.
+- CSV (anything else): numbers separated by commas (tabs for ``.tsv``), one row per line,
+  each number bare or in double quotes; a UTF-8 byte-order mark, CRLF line breaks and blank
+  lines are accepted, and a first line with no number in it (``"p0","p1"``) is a header. A
+  line longer than :data:`MAX_LINE_BYTES`, a NUL byte (binary data) or bytes that are not
+  UTF-8 end the run with one line naming the line, so a file without line breaks is refused
+  after reading at most that much. Lines are parsed in batches with ``numpy.loadtxt``; a
+  batch that does not parse is located again field by field, so the error names the line
+  and the column.
 
-Predictions are rows of C probabilities (``--logits``: logits); a 1-D array or a single column
-is one probability (logit) per row, for ``--multilabel`` binary labels. Labels are integer
-class ids (a column, or a 1-D array) or one-hot rows; with ``--multilabel``, n-hot rows. The
-numbers are defined in :mod:`crossentropy.report`; row numbers in the report count data rows
-from 0 (a CSV's header and blank lines excluded).
+An array or a CSV has at most :data:`MAX_COLUMNS` columns. Predictions are rows of C
+probabilities (``--logits``: logits); a 1-D array or a single column is one probability
+(logit) per row, for ``--multilabel`` binary labels. Labels are integer class ids (a column,
+or a 1-D array) or one-hot rows; with ``--multilabel``, n-hot rows. The numbers are defined
+in :mod:`crossentropy.report`; row numbers in the report count data rows from 0 (a CSV's
+header and blank lines excluded).
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import io
 import json
 import math
 import os
+import stat
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -54,6 +65,21 @@ __all__ = ["InputError", "OutputFormat", "compute", "open_source", "run_report"]
 
 CHUNK_BYTES = 2 << 20
 """The target size of one chunk of input, in bytes of text (CSV) or of array data."""
+
+MAX_LINE_BYTES = 32 << 20
+"""The longest CSV line read (its line break included): a million numbers of 31 characters."""
+
+MAX_COLUMNS = 1 << 20
+"""The most columns (classes) an input may have: the report keeps a few sums per class."""
+
+MAX_CHUNK_ROWS = 1 << 20
+"""The most rows of one chunk (``--chunk-size``); a chunk also stops at :data:`CHUNK_BYTES`."""
+
+MAX_WORST = 10_000
+"""The most worst-scored rows ``--worst`` lists."""
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
 
 PROGRESS_BYTES = 16 << 20
 """Inputs at least this large show a progress bar (when stderr is a terminal)."""
@@ -82,18 +108,54 @@ def _column(col: int | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Sources: read(n) returns the next n rows (fewer only at the end), or None at the end
+# Sources: read(n) returns at most the next n rows (fewer at the end, or when a chunk of
+# CHUNK_BYTES is full), or None at the end
 # --------------------------------------------------------------------------------------------
 
 
-class CsvSource:
-    """Rows of a delimited text file, read in batches of lines."""
+class _Rejoined(io.RawIOBase):
+    """The bytes already read from the head of a stream, then the rest of the stream.
 
-    def __init__(self, path: Path, name: str) -> None:
+    A pipe or a terminal cannot be read twice: its first bytes, read to tell NPY and NPZ from
+    CSV, are handed out again before the rest, so that every input is opened once.
+    """
+
+    def __init__(self, head: bytes, rest: IO[bytes], *, owns: bool) -> None:
+        super().__init__()
+        self.head = head
+        self.rest = rest
+        self.owns = owns
+
+    def close(self) -> None:
+        if self.owns and not self.closed:
+            self.rest.close()
+        super().close()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        read1 = getattr(self.rest, "read1", self.rest.read)
+        data = read1(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+class CsvSource:
+    """Rows of a delimited text file, read line by line with a bounded line length."""
+
+    def __init__(self, file: IO[bytes], name: str, size: int, delimiter: str) -> None:
         self.name = name
-        self.delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        self.file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self.size = os.fstat(self.file.fileno()).st_size
+        self.delimiter = delimiter
+        self.file = file
+        self.size = size
+        self.consumed = 0
         self.line = 0
         self.columns: int | None = None
         self.first = True
@@ -103,45 +165,68 @@ class CsvSource:
 
     @property
     def position(self) -> int:
-        return self.file.tell()
+        return self.consumed
 
-    def default_rows(self) -> int:
-        here = self.file.tell()
-        sample = self.file.readline()
-        self.file.seek(here)
-        return max(1, CHUNK_BYTES // max(len(sample), 1))
+    def _next_line(self) -> bytes | None:
+        """The next line, at most MAX_LINE_BYTES long (its line break included); b"" at the end."""
+        raw = self.file.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return None
+        self.line += 1
+        self.consumed += len(raw)
+        if len(raw) > MAX_LINE_BYTES:
+            raise InputError(
+                f"{self.name}: line {self.line} is longer than {MAX_LINE_BYTES >> 20} MiB "
+                "(no line break: not a CSV file of rows?)"
+            )
+        if b"\0" in raw:
+            raise InputError(
+                f"{self.name}: line {self.line} holds a NUL byte: binary data, not CSV text "
+                "(or NPY / NPZ)"
+            )
+        if self.line == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        return raw
 
-    def _fields(self, text: str) -> list[str]:
-        return [f.strip() for f in text.split(self.delimiter)]
-
-    def _is_number(self, field: str) -> bool:
-        try:
-            float(field)
-        except ValueError:
-            return False
-        return True
+    def _fields(self, text: str) -> Iterator[str]:
+        """The fields of a line, one at a time (a long line is not split into a list)."""
+        start = 0
+        while True:
+            end = text.find(self.delimiter, start)
+            yield text[start:].strip() if end < 0 else text[start:end].strip()
+            if end < 0:
+                return
+            start = end + 1
 
     def read(self, n: int) -> Block | None:
         lines: list[str] = []
         numbers: list[int] = []
-        while len(lines) < n:
-            raw = self.file.readline()
-            if not raw:
+        size = 0
+        while len(lines) < n and size < CHUNK_BYTES:
+            raw = self._next_line()
+            if raw is None:
                 break
-            self.line += 1
             try:
                 text = raw.decode("utf-8").strip()
             except UnicodeDecodeError:
                 raise InputError(f"{self.name}: line {self.line}: not UTF-8 text") from None
             if not text:
                 continue
+            columns = text.count(self.delimiter) + 1
             if self.first:
                 self.first = False
-                if not any(self._is_number(f) for f in self._fields(text)):
-                    self.columns = len(self._fields(text))
-                    continue  # a header
+                # a header: no field is a number, quoted or not; a row with a number is data
+                if not any(_is_number(f) for f in self._fields(text)):
+                    self._set_columns(columns, self.line)
+                    continue
+            self._set_columns(columns, self.line)
+            if columns != self.columns:
+                raise InputError(
+                    f"{self.name}: line {self.line}: {columns} column(s), expected {self.columns}"
+                )
             lines.append(text)
             numbers.append(self.line)
+            size += len(raw)
         if not lines:
             return None
         values = self._parse(lines, numbers)
@@ -150,6 +235,15 @@ class CsvSource:
             return f"line {numbers[row]}{_column(col)}"
 
         return values, where
+
+    def _set_columns(self, columns: int, line: int) -> None:
+        if self.columns is not None:
+            return
+        if columns > MAX_COLUMNS:
+            raise InputError(
+                f"{self.name}: line {line}: {columns} columns; at most {MAX_COLUMNS} are read"
+            )
+        self.columns = columns
 
     def _parse(self, lines: list[str], numbers: list[int]) -> npt.NDArray[np.float64]:
         try:
@@ -160,6 +254,7 @@ class CsvSource:
                     dtype=np.float64,
                     ndmin=2,
                     comments=None,
+                    quotechar='"',
                     encoding=None,
                 )
         except Exception as exc:  # located again below, field by field
@@ -168,30 +263,32 @@ class CsvSource:
             raise InputError(
                 f"{self.name}: lines {numbers[0]}-{numbers[-1]}: cannot parse ({message})"
             ) from None
-        if self.columns is None:
-            self.columns = values.shape[1]
-        if values.shape[1] != self.columns:
-            self._locate(lines, numbers)
         return values
 
     def _locate(self, lines: list[str], numbers: list[int]) -> None:
-        """Raise an :class:`InputError` at the first malformed line of a batch."""
+        """Raise an :class:`InputError` at the first malformed field of a batch."""
         for text, line in zip(lines, numbers, strict=True):
-            fields = self._fields(text)
-            if self.columns is None:
-                self.columns = len(fields)
-            if len(fields) != self.columns:
-                raise InputError(
-                    f"{self.name}: line {line}: {len(fields)} column(s), expected {self.columns}"
-                )
-            for col, field in enumerate(fields):
+            for col, field in enumerate(self._fields(text)):
                 if not field:
                     raise InputError(f"{self.name}: line {line}, column {col + 1}: empty field")
-                if not self._is_number(field) or "_" in field:
+                if not _is_number(field):
                     shown = field if len(field) <= 20 else field[:17] + "..."
                     raise InputError(
                         f"{self.name}: line {line}, column {col + 1}: {shown!r} is not a number"
                     )
+
+
+def _is_number(field: str) -> bool:
+    """Whether a CSV field is a number, in double quotes or not (``0.5``, ``"0.5"``)."""
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        field = field[1:-1].strip()
+    if "_" in field:  # float() reads 1_000; numpy does not
+        return False
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
 
 
 class ArraySource:
@@ -203,6 +300,7 @@ class ArraySource:
         self.size = size
         self.offset = 0
         self.columns = 1 if self.array.ndim == 1 else self.array.shape[1]
+        self.rows_per_chunk = max(1, CHUNK_BYTES // max(self.columns * array.dtype.itemsize, 1))
 
     def close(self) -> None:
         pass
@@ -212,14 +310,11 @@ class ArraySource:
         total = max(self.array.shape[0], 1)
         return int(self.size * self.offset / total)
 
-    def default_rows(self) -> int:
-        return max(1, CHUNK_BYTES // max(self.columns * self.array.dtype.itemsize, 1))
-
     def read(self, n: int) -> Block | None:
         start = self.offset
         if start >= self.array.shape[0]:
             return None
-        block = np.array(self.array[start : start + n])
+        block = np.array(self.array[start : start + min(n, self.rows_per_chunk)])
         self.offset = start + block.shape[0]
         if block.ndim == 1:
             block = block[:, None]
@@ -230,43 +325,42 @@ class ArraySource:
         return block, where
 
 
-class NpzMemberSource:
-    """Rows of an archive member in C order, streamed from the (possibly compressed) zip."""
+class StreamArraySource:
+    """Rows of an NPY array in C order read from a stream: an NPZ member or a pipe."""
 
-    def __init__(self, archive: zipfile.ZipFile, member: str, name: str, size: int) -> None:
+    def __init__(self, file: IO[bytes], name: str, size: int, closing: Any = None) -> None:
         self.name = name
-        self.archive = archive
-        self.file = archive.open(member)
+        self.file = file
+        self.closing = closing
         self.size = size
-        version = np.lib.format.read_magic(self.file)  # type: ignore[no-untyped-call]
+        version = np.lib.format.read_magic(file)  # type: ignore[no-untyped-call]
         if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(self.file)  # type: ignore[no-untyped-call]
+            header = np.lib.format.read_array_header_1_0(file)  # type: ignore[no-untyped-call]
         else:
-            header = np.lib.format.read_array_header_2_0(self.file)  # type: ignore[no-untyped-call]
+            header = np.lib.format.read_array_header_2_0(file)  # type: ignore[no-untyped-call]
         shape, fortran, dtype = header
         self.shape: tuple[int, ...] = tuple(shape)
         self.dtype = np.dtype(dtype)
         _checked_array(np.empty((0,) * len(self.shape), dtype=self.dtype), name, self.shape)
         if fortran:
-            raise InputError(f"{name}: a Fortran-ordered member; save it in C order")
+            raise InputError(f"{name}: a Fortran-ordered array; save it in C order")
         self.columns = 1 if len(self.shape) == 1 else self.shape[1]
         self.row_bytes = self.columns * self.dtype.itemsize
+        self.rows_per_chunk = max(1, CHUNK_BYTES // max(self.row_bytes, 1))
         self.offset = 0
 
     def close(self) -> None:
         self.file.close()
-        self.archive.close()
+        if self.closing is not None:
+            self.closing.close()
 
     @property
     def position(self) -> int:
         return int(self.size * self.offset / max(self.shape[0], 1))
 
-    def default_rows(self) -> int:
-        return max(1, CHUNK_BYTES // max(self.row_bytes, 1))
-
     def read(self, n: int) -> Block | None:
         start = self.offset
-        rows = min(n, self.shape[0] - start)
+        rows = min(n, self.rows_per_chunk, self.shape[0] - start)
         if rows <= 0:
             return None
         data = self.file.read(rows * self.row_bytes)
@@ -282,7 +376,7 @@ class NpzMemberSource:
         return block, where
 
 
-Source = CsvSource | ArraySource | NpzMemberSource
+Source = CsvSource | ArraySource | StreamArraySource
 
 
 def _checked_array(
@@ -293,42 +387,101 @@ def _checked_array(
         raise InputError(f"{name}: array of dtype {array.dtype}; expected numbers")
     if len(shape) not in (1, 2):
         raise InputError(f"{name}: array of shape {shape}; expected 1-D or 2-D (rows, columns)")
+    if len(shape) == 2 and not 1 <= shape[1] <= MAX_COLUMNS:
+        raise InputError(f"{name}: array of shape {shape}; expected 1 to {MAX_COLUMNS} columns")
     return array
 
 
+def _read_head(file: IO[bytes], n: int) -> bytes:
+    """Up to ``n`` bytes from the start of ``file`` (fewer only at its end)."""
+    head = b""
+    while len(head) < n:
+        chunk = file.read(n - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
 def open_source(spec: str, *, role: str) -> Source:
-    """Open a CSV, NPY or NPZ input (``role``: ``"predictions"`` or ``"labels"``)."""
+    """Open a CSV, NPY or NPZ input once (``role``: ``"predictions"`` or ``"labels"``).
+
+    ``-`` is the standard input. A regular file's format is told by its first bytes, read
+    and then sought back; a pipe, a FIFO or a device is read once, its first bytes handed out
+    again before the rest. An NPZ archive needs a regular file (zip reads its end first).
+    """
+    if spec == STDIN:
+        return _open_stream(sys.stdin.buffer, STDIN_NAME, None, role, close=False)
     path = Path(spec)
     member: str | None = None
     if not path.exists() and ":" in spec:
         head, _, tail = spec.rpartition(":")
         if Path(head).is_file():
             path, member = Path(head), tail
-    if not path.exists():
-        raise InputError(f"{spec}: no such file")
+    if not spec or not path.exists():
+        raise InputError(f"{spec!r}: no such file")
     if path.is_dir():
         raise InputError(f"{spec}: is a directory, not a file")
     try:
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        size = path.stat().st_size
+        file = open(path, "rb")  # noqa: SIM115 - the source closes it
     except OSError as exc:
         raise InputError(f"{spec}: cannot read ({exc.strerror})") from None
-    name = str(path)
+    return _open_stream(file, str(path), member, role, close=True, path=path)
+
+
+def _open_stream(
+    file: IO[bytes],
+    name: str,
+    member: str | None,
+    role: str,
+    *,
+    close: bool,
+    path: Path | None = None,
+) -> Source:
     try:
-        if magic.startswith(ZIP_MAGIC) or path.suffix.lower() == ".npz":
+        info = os.fstat(file.fileno())
+        regular = stat.S_ISREG(info.st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):  # a stream without a descriptor
+        regular = False
+    size = info.st_size if regular else 0
+    suffix = path.suffix.lower() if path is not None else ""
+    try:
+        head = _read_head(file, len(NPY_MAGIC))
+        if regular and close:
+            file.seek(-len(head), os.SEEK_CUR)
+            stream: IO[bytes] = file
+        else:
+            stream = io.BufferedReader(_Rejoined(head, file, owns=close), buffer_size=1 << 16)
+        if head.startswith(ZIP_MAGIC) or suffix == ".npz":
+            if path is None or not regular:
+                raise InputError(f"{name}: an NPZ archive must be a regular file, not a stream")
+            file.close()
             return _open_npz(path, member, name, size, role)
         if member is not None:
-            raise InputError(f"{spec}: a member name needs an .npz file")
-        if magic == NPY_MAGIC or path.suffix.lower() == ".npy":
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            return ArraySource(array, name, size)
-        return CsvSource(path, name)
+            raise InputError(f"{name}:{member}: a member name needs an .npz file")
+        if head == NPY_MAGIC or suffix == ".npy":
+            if path is not None and regular:
+                file.close()
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                return ArraySource(array, name, size)
+            return StreamArraySource(stream, name, size)
+        if b"\0" in head:
+            raise InputError(f"{name}: binary data (a NUL byte at the start), not CSV, NPY or NPZ")
+        delimiter = "\t" if suffix == ".tsv" else ","
+        return CsvSource(stream, name, size, delimiter)
     except InputError:
+        if close:
+            file.close()
         raise
+    except OSError as exc:
+        if close:
+            file.close()
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # a corrupt file: whatever numpy or zipfile says
+        if close:
+            file.close()
         message = " ".join(str(exc).split()) or type(exc).__name__
-        kind = "NPZ" if path.suffix.lower() == ".npz" else "NPY"
+        kind = "NPZ" if suffix == ".npz" else "NPY"
         raise InputError(f"{name}: not a valid {kind} file ({message})") from None
 
 
@@ -351,7 +504,13 @@ def _open_npz(path: Path, member: str | None, name: str, size: int, role: str) -
     if member not in members:
         archive.close()
         raise InputError(f"{name}: no array {member!r} (has {', '.join(members) or 'none'})")
-    return NpzMemberSource(archive, member + ".npy", f"{name}:{member}", size)
+    try:
+        return StreamArraySource(
+            archive.open(member + ".npy"), f"{name}:{member}", size, closing=archive
+        )
+    except BaseException:
+        archive.close()
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,8 +534,12 @@ def run_report(
     chunk_rows: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Report:
-    """Feed both sources, chunk by chunk in lockstep, to a :class:`ReportAccumulator`."""
-    rows = chunk_rows or predictions.default_rows()
+    """Feed both sources, chunk by chunk in lockstep, to a :class:`ReportAccumulator`.
+
+    Either source may return fewer rows than asked for (a chunk is bounded in bytes too): a
+    chunk of predictions is matched with as many reads of labels as it takes.
+    """
+    rows = min(chunk_rows or MAX_CHUNK_ROWS, MAX_CHUNK_ROWS)
     acc: ReportAccumulator | None = None
     seen = 0
     while True:
@@ -389,9 +552,8 @@ def run_report(
                     f"{labels.name} has more rows than {predictions.name} ({seen} rows)"
                 )
             break
-        x, where_x = block
-        n = x.shape[0]
-        c = x.shape[1]
+        x_all, where_x = block
+        n, c = x_all.shape
         if acc is None:
             if c == 1 and not multilabel:
                 raise InputError(
@@ -400,25 +562,34 @@ def run_report(
                     f"per class"
                 )
             acc = ReportAccumulator(c, logits=logits, multilabel=multilabel, worst=worst)
-        got = labels.read(n)
-        if got is None or got[0].shape[0] != n:
-            have = seen + (0 if got is None else got[0].shape[0])
-            raise InputError(
-                f"{labels.name} has fewer rows ({have}) than {predictions.name} "
-                f"(at least {seen + n})"
-            )
-        y, where_y = got
-        try:
-            x = check_predictions(x, logits=logits, multilabel=multilabel, normalize=normalize)
-        except BadValue as exc:
-            raise _fail(predictions, where_x, exc) from None
-        try:
-            check_labels(y, c, multilabel=multilabel)
-        except BadValue as exc:
-            raise _fail(labels, where_y, exc) from None
-        except ValueError as exc:
-            raise InputError(f"{labels.name}: {exc}") from None
-        acc.update(x, y)
+        done = 0
+        while done < n:
+            got = labels.read(n - done)
+            if got is None:
+                raise InputError(
+                    f"{labels.name} has fewer rows ({seen + done}) than {predictions.name} "
+                    f"(at least {seen + n})"
+                )
+            y, where_y = got
+            m = y.shape[0]
+            try:
+                x = check_predictions(
+                    x_all[done : done + m],
+                    logits=logits,
+                    multilabel=multilabel,
+                    normalize=normalize,
+                )
+            except BadValue as exc:
+                exc.row += done
+                raise _fail(predictions, where_x, exc) from None
+            try:
+                check_labels(y, c, multilabel=multilabel)
+            except BadValue as exc:
+                raise _fail(labels, where_y, exc) from None
+            except ValueError as exc:
+                raise InputError(f"{labels.name}: {exc}") from None
+            acc.update(x, y)
+            done += m
         seen += n
         if on_progress is not None:
             on_progress(predictions.position)
@@ -539,7 +710,8 @@ def compute(
     predictions: Annotated[
         str,
         typer.Argument(
-            help="Predictions: CSV, NPY or NPZ (FILE.npz:NAME picks an array), a row per example.",
+            help="Predictions: CSV, NPY or NPZ (FILE.npz:NAME picks an array), a row per "
+            "example; - reads standard input.",
             show_default=False,
         ),
     ],
@@ -568,10 +740,14 @@ def compute(
         OutputFormat, typer.Option("--format", help="Output format.")
     ] = OutputFormat.text,
     worst: Annotated[
-        int, typer.Option("--worst", min=0, help="How many worst-scored rows to list.")
+        int,
+        typer.Option("--worst", min=0, max=MAX_WORST, help="How many worst-scored rows to list."),
     ] = 10,
     chunk_size: Annotated[
-        int | None, typer.Option("--chunk-size", min=1, hidden=True, help="Rows per chunk.")
+        int | None,
+        typer.Option(
+            "--chunk-size", min=1, max=MAX_CHUNK_ROWS, hidden=True, help="Rows per chunk."
+        ),
     ] = None,
 ) -> None:
     """A loss report for a file of predictions: cross entropy, accuracy, Brier, calibration."""
@@ -579,6 +755,8 @@ def compute(
         raise _error(
             "--normalize applies to single-label probabilities, not to --logits or --multilabel"
         )
+    if predictions == STDIN and labels == STDIN:
+        raise _error("PREDICTIONS and LABELS cannot both be - (standard input)")
     sources: list[Source] = []
     try:
         sources.append(open_source(predictions, role="predictions"))

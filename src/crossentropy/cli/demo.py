@@ -198,11 +198,14 @@ def demo(
     epochs: Annotated[
         int | None,
         typer.Option(
-            "--epochs", metavar="N", help="Epochs to train (default 30); with --resume, the total."
+            "--epochs",
+            metavar="N",
+            help="Epochs to train, 1 to 100000 (default 30); with --resume, the total.",
         ),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option("--lr", metavar="LR", help="SGD learning rate (default 0.05).")
+        float | None,
+        typer.Option("--lr", metavar="LR", help="SGD learning rate, in (0, 1e6] (default 0.05)."),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", metavar="N", help="Rows per step (default 32).")
@@ -222,8 +225,8 @@ def demo(
             "metrics.csv is always written.",
         ),
     ] = None,
-    out: Annotated[
-        Path | None,
+    out_text: Annotated[
+        str | None,
         typer.Option(
             "--out",
             "-o",
@@ -232,8 +235,8 @@ def demo(
             show_default=False,
         ),
     ] = None,
-    resume: Annotated[
-        Path | None,
+    resume_text: Annotated[
+        str | None,
         typer.Option(
             "--resume",
             metavar="DIR",
@@ -243,8 +246,15 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train with cross entropy and with MSE on real data, and report which learns faster."""
+    for name, value in (("--out", out_text), ("--resume", resume_text)):
+        if value is not None and not value.strip():
+            raise _fail(f"{name}: expected a directory; got {value!r}")
+    out = None if out_text is None else Path(out_text)
+    resume = None if resume_text is None else Path(resume_text)
     lib = _library()
     loggers = _split(logger)
+    if logger is not None and not loggers:
+        raise _fail(f"--logger: expected one of {', '.join(lib.LOGGERS)}; got {','.join(logger)!r}")
     for name in loggers:
         if name not in lib.LOGGERS:
             raise _fail(f"--logger: expected one of {', '.join(lib.LOGGERS)}; got {name!r}")
@@ -267,11 +277,14 @@ def demo(
             )
         try:
             saved, loggers, done = lib.resume_settings(resume)
+        except ValueError as exc:
+            raise _fail(f"--resume {str(resume)!r}: {exc}") from None
+        try:
             config = lib.DemoConfig.from_dict(
                 {**saved.to_dict(), "epochs": saved.epochs if epochs is None else epochs}
             )
-        except ValueError as exc:
-            raise _fail(f"--resume {str(resume)!r}: {exc}") from None
+        except ValueError as exc:  # --epochs out of range (the saved settings were checked)
+            raise _option_error(exc) from None
         directory = resume
     else:
         chosen: dict[str, Any] = {

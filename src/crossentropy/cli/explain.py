@@ -14,7 +14,10 @@ topics in the order ``explain all`` shows them.
 
 User numbers (``--p``, ``--q``, ``--logits``, ``--label``, ``--probs``, ``--labels``,
 ``--base``) are parsed and checked before anything is printed: a bad value is one line on
-stderr naming the option, exit status 2.
+stderr naming the option, exit status 2. The examples are worked by hand, entry by entry: a
+list holds at most :data:`MAX_VALUES` numbers (``--probs`` at most that many rows), and a
+logit is at most :data:`MAX_LOGIT` in magnitude, so that the finite-difference checks keep
+their digits.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from crossentropy import gradients
 
 __all__ = [
     "FORMATS",
+    "MAX_LOGIT",
+    "MAX_VALUES",
     "TOPICS",
     "TOPIC_NAMES",
     "ConfidentMiss",
@@ -67,6 +72,7 @@ __all__ = [
     "compute_softmax",
     "explain",
     "parse_base",
+    "parse_logits",
     "parse_matrix",
     "parse_vector",
     "render_all",
@@ -135,12 +141,22 @@ def parse_base(text: str) -> float | None:
     return base
 
 
+MAX_VALUES = 100
+"""The most numbers one list option (``--p``, ``--logits``, ...) or ``--probs`` (rows) takes."""
+
+MAX_LOGIT = 1e6
+"""The largest magnitude of a logit: beyond it a step of 1e-5 is lost in the rounding of x."""
+
+
 def parse_vector(text: str, option: str) -> tuple[float, ...]:
     """Parse comma-separated finite numbers such as ``0.7,0.2,0.1``.
 
     >>> parse_vector("2, 1,0.1", "--logits")
     (2.0, 1.0, 0.1)
     """
+    count = text.count(",") + 1  # counted before splitting: a huge list costs nothing
+    if count > MAX_VALUES:
+        raise InputError(option, f"{count} numbers; a worked example takes at most {MAX_VALUES}")
     tokens = [t.strip() for t in text.split(",")]
     if not text.strip() or any(t == "" for t in tokens):
         raise InputError(
@@ -162,8 +178,22 @@ def parse_vector(text: str, option: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+def parse_logits(text: str, option: str) -> tuple[float, ...]:
+    """Parse logits: :func:`parse_vector`, each at most :data:`MAX_LOGIT` in magnitude."""
+    values = parse_vector(text, option)
+    for i, v in enumerate(values):
+        if abs(v) > MAX_LOGIT:
+            raise InputError(
+                option, f"logit {i} is {v:g}; expected logits in [-{MAX_LOGIT:g}, {MAX_LOGIT:g}]"
+            )
+    return values
+
+
 def parse_matrix(text: str, option: str) -> tuple[tuple[float, ...], ...]:
     """Parse rows separated by ``;``, each comma-separated: ``0.7,0.3;0.2,0.8``."""
+    count = text.count(";") + 1
+    if count > MAX_VALUES:
+        raise InputError(option, f"{count} rows; a worked example takes at most {MAX_VALUES}")
     rows = tuple(parse_vector(row, option) for row in text.split(";"))
     if len({len(r) for r in rows}) != 1:
         raise InputError(
@@ -1202,9 +1232,13 @@ def compute_gradient(
             )
             / (2 * step)
         )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dl_dp = np.where(target > 0, -target / probs, 0.0)
-    chain = _floats(dl_dp @ np.asarray(jac))
+    with np.errstate(divide="ignore"):  # -inf where p_y underflows to 0: what -1/p_y is
+        dl_dp = np.where(target > 0, -target / np.where(target > 0, probs, 1.0), 0.0)
+    # The chain rule Σ_i ∂L/∂p_i · ∂p_i/∂x_j, with each factor's p_i cancelled before the
+    # product: (-y_i / p_i) · p_i (δ_ij - p_j) = -y_i (δ_ij - p_j). Taken literally, a p_y that
+    # underflows (logits 800, 0) would make it -inf · 0 = NaN.
+    jac_over_p = np.eye(n) - probs[None, :]  # ∂ log p_i / ∂x_j = J_ij / p_i
+    chain = _floats(-target @ jac_over_p)
     components = tuple(
         GradientComponent(
             classes[j],
@@ -1627,7 +1661,7 @@ def _options(
         base_given=base is not None,
         p=None if p is None else parse_vector(p, "--p"),
         q=None if q is None else parse_vector(q, "--q"),
-        logits=None if logits is None else parse_vector(logits, "--logits"),
+        logits=None if logits is None else parse_logits(logits, "--logits"),
         label=label,
         probs=None if probs is None else parse_matrix(probs, "--probs"),
         labels=None if labels is None else parse_vector(labels, "--labels"),
@@ -1651,7 +1685,7 @@ def build_docs(topic: str, options: ExplainOptions, given: Sequence[str] = ()) -
     return [chosen.doc(options)]
 
 
-_NUMBERS = "comma-separated numbers"
+_NUMBERS = f"up to {MAX_VALUES} comma-separated numbers"
 
 
 def explain(
@@ -1685,7 +1719,11 @@ def explain(
     ] = None,
     logits: Annotated[
         str | None,
-        typer.Option("--logits", metavar="X", help=f"Logits, {_NUMBERS}: 2,1,0.1."),
+        typer.Option(
+            "--logits",
+            metavar="X",
+            help=f"Logits, {_NUMBERS} in [-{MAX_LOGIT:g}, {MAX_LOGIT:g}]: 2,1,0.1.",
+        ),
     ] = None,
     label: Annotated[
         int | None,

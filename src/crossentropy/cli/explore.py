@@ -85,14 +85,14 @@ def _serve(server: PageServer, open_browser: bool) -> None:
 def explore(
     ctx: typer.Context,
     out: Annotated[
-        Path,
+        str,
         typer.Option(
             "--out",
             "-o",
             metavar="PATH",
             help="The HTML file to write (a directory: explore.html in it).",
         ),
-    ] = DEFAULT_OUT,
+    ] = str(DEFAULT_OUT),
     logits: Annotated[
         str,
         typer.Option(
@@ -151,7 +151,11 @@ def explore(
         hint = {"logits": "'--logits'", "label": "'--label'", "temperature": "'--temperature'"}
         message = str(exc).split(": ", 1)[-1]
         raise typer.BadParameter(message, ctx=ctx, param_hint=hint.get(name)) from None
-    path = _target(out)
+    if not out.strip():
+        raise typer.BadParameter(
+            f"expected a file or a directory; got {out!r}", ctx=ctx, param_hint="'--out'"
+        )
+    path = _target(Path(out))
     # bind first: a port that cannot be had leaves nothing written
     server = _bind(ctx, page, port or 0, path.name) if serve else None
     try:

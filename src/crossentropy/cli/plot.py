@@ -94,8 +94,8 @@ def _prepare(out: Path) -> None:
 
 
 def plot(
-    out: Annotated[
-        Path,
+    out_text: Annotated[
+        str,
         typer.Option(
             "--out",
             "-o",
@@ -117,6 +117,9 @@ def plot(
     ] = Format.png,
 ) -> None:
     """Draw figures of cross entropy, MSE and friends, and print the paths written."""
+    if not out_text.strip():
+        raise PlotError(f"--out: expected a directory; got {out_text!r}")
+    out = Path(out_text)
     names = _selected(figures)
     viz = _viz()
     _prepare(out)

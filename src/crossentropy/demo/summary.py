@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,9 +92,24 @@ def story(rows: Sequence[SummaryRow]) -> str | None:
             return f"never (in {row.epochs})"
         return str(row.epochs_to_target)
 
+    reach = (
+        f"Epochs to {TARGET_ACCURACY:.0%} validation accuracy: cross entropy {reached(ce)}, "
+        f"MSE {reached(mse)}."
+    )
+    diverged = [
+        name
+        for name, row in (("cross entropy", ce), ("MSE", mse))
+        if not (math.isfinite(row.val_loss) and math.isfinite(row.first_epoch_grad_norm))
+    ]
+    if diverged:
+        return (
+            f"{reach} Training with {' and '.join(diverged)} diverged (a loss or gradient "
+            "that is not finite): a smaller --lr trains."
+        )
+    if ce.first_epoch_grad_norm == 0:
+        return f"{reach} In the first epoch the gradient at the output under cross entropy was 0."
     ratio = mse.first_epoch_grad_norm / ce.first_epoch_grad_norm
     return (
-        f"Epochs to {TARGET_ACCURACY:.0%} validation accuracy: cross entropy {reached(ce)}, "
-        f"MSE {reached(mse)}. In the first epoch the gradient at the output under MSE was "
+        f"{reach} In the first epoch the gradient at the output under MSE was "
         f"{ratio:.2f}x that of cross entropy."
     )

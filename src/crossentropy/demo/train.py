@@ -19,7 +19,6 @@ whole training and validation sets; epoch 0 is the initial model, identical for 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -43,6 +42,19 @@ __all__ = [
 ]
 
 
+MAX_EPOCHS = 100_000
+"""The most epochs a run trains."""
+
+MAX_BATCH_SIZE = 1 << 20
+"""The largest batch (a batch larger than the training set is the whole set)."""
+
+MAX_SEED = 2**64 - 1
+"""The largest seed: PyTorch's generators take 64 bits."""
+
+MAX_LR = 1e6
+"""The largest learning rate (far beyond any that trains; float32 holds it)."""
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """The settings of a demo run; invalid values raise :class:`ValueError` naming the option.
@@ -53,7 +65,7 @@ class DemoConfig:
         >>> DemoConfig(lr=0)
         Traceback (most recent call last):
         ...
-        ValueError: lr: expected a finite number > 0; got 0
+        ValueError: lr: expected a number in (0, 1e+06]; got 0
     """
 
     dataset: str = "digits"
@@ -78,13 +90,17 @@ class DemoConfig:
                 raise ValueError(f"losses: expected names from {', '.join(LOSSES)}; got {loss!r}")
         if len(set(self.losses)) != len(self.losses):
             raise ValueError(f"losses: expected each loss once; got {','.join(self.losses)}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+        for name, low, high in (
+            ("epochs", 1, MAX_EPOCHS),
+            ("batch_size", 1, MAX_BATCH_SIZE),
+            ("seed", 0, MAX_SEED),
+        ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: expected an integer >= {low}; got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name}: expected an integer in [{low}, {high}]; got {value!r}")
         lr = self.lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
-            raise ValueError(f"lr: expected a finite number > 0; got {lr!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= MAX_LR:
+            raise ValueError(f"lr: expected a number in (0, {MAX_LR:g}]; got {lr!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON-compatible values."""
