@@ -687,6 +687,12 @@ def _check_shapes(
     leading = tuple(input.shape[:-1])
     if tuple(target.shape) == (*leading, vocabulary) and target.is_floating_point():
         return True
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"target: expected integer class indices of shape {leading} or probabilities of "
+            f"shape {(*leading, vocabulary)}; got dtype {target.dtype} of shape "
+            f"{tuple(target.shape)}"
+        )
     if tuple(target.shape) != leading:
         raise ValueError(
             f"target: expected class indices of shape {leading} (the input's shape without "
@@ -938,11 +944,12 @@ def _dispatch(
             loss_dtype,
         )
     vocabulary, hidden = linear_weight.shape
-    flat_input = input.reshape(-1, hidden)
+    tokens = math.prod(leading)
+    flat_input = input.reshape(tokens, hidden)
     if flat_input.stride(-1) != 1:
         flat_input = flat_input.contiguous()
-    flat_target = target.reshape(-1).to(torch.int64)
-    tokens = flat_input.shape[0]
+    # int64 (the values checked in int64, whatever the dtype), contiguous (the kernel's rows)
+    flat_target = target.reshape(-1).to(torch.int64).contiguous()
     options = {
         **options,
         "loss_dtype": loss_dtype,
