@@ -40,6 +40,7 @@ operations throughout; the collectives' tensors live on ``torch.cuda.current_dev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -145,6 +146,12 @@ def _weight_fields(weight: object) -> dict[str, float]:
     if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.ndim != 1:
         shown = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise TypeError(f"weight: expected a 1-D floating tensor (V,) or None; got {shown}")
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "weight: the class weights require a gradient, but the loss is not "
+            "differentiable with respect to them (as in torch.nn.functional.cross_entropy); "
+            "pass weight.detach()"
+        )
     bits = weight.contiguous().view(_BITS[weight.element_size()])
     total, mixed = _checksums(bits)
     return {"weight_size": float(weight.numel()), "weight_sum": total, "weight_mix": mixed}
@@ -364,12 +371,48 @@ def _sum_over_ranks(grad: Tensor | None, group: Any) -> None:
 # --------------------------------------------------------------------------- logits
 
 
+class _AllReduce(torch.autograd.Function):
+    """A sum over the ranks written as an autograd operation, for the backward under grad
+    mode (a double backward through the vocabulary-parallel losses). A tensor on every rank
+    is either the same (replicated) or one rank's part; the sum turns parts into a
+    replicated value (``forward=True``), and the cotangents of a replicated value used by
+    each rank on its own part are summed back (``backward=True``), as in Megatron-LM's
+    tensor-parallel regions. Every rank must run the backward."""
+
+    @staticmethod
+    def forward(x: Tensor, group: Any, forward: bool, backward: bool) -> Tensor:  # type: ignore[override]
+        out = x.clone()
+        if forward:
+            dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.group, ctx.sum_backward = inputs[1], inputs[3]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        return _AllReduce.apply(grad, ctx.group, ctx.sum_backward, False), None, None, None  # type: ignore[no-untyped-call]
+
+
+def _differentiable_lse(z: Tensor, shift: Tensor, group: Any) -> Tensor:
+    """Each row's logsumexp over every rank's slice as torch operations: log of the
+    all-reduced sum of exp(z - shift), plus ``shift`` (the forward's logsumexp, a constant:
+    the shift cancels in the derivative). Each rank's uses of it are its own part, so the
+    cotangents are summed over the ranks."""
+    safe = torch.where(torch.isfinite(shift), shift, 0.0).detach()
+    local = torch.exp(z - safe[:, None]).sum(1)
+    return safe + torch.log(_AllReduce.apply(local, group, True, True))  # type: ignore[no-untyped-call]
+
+
 class _VocabParallelCrossEntropy(torch.autograd.Function):
-    """The loss in the forward with the slice's gradient; the backward only rescales it."""
+    """The loss in the forward with the slice's gradient; the backward rescales it (the
+    first time; a later backward of a retained graph recomputes it from the forward's
+    logsumexp), or, under grad mode, writes it as torch operations (with the all-reduce of
+    the logsumexp) for autograd to differentiate again."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
         logits: Tensor,
         terms: RowTerms,
         start: int,
@@ -377,10 +420,10 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         scale: float,
         reduction: str,
         want_grad: bool,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         z = logits.detach()
         row_losses, lse = _rows_forward(z, terms, start, group)
-        ctx.reduction = reduction
+        grad = None
         if want_grad:
             cpu = z.device.type == "cpu"
             grad = (
@@ -389,20 +432,46 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
                 else torch.empty_like(z)
             )
             terms.gradient(z, lse, torch.full_like(lse, scale), start=start, out=grad)
-            ctx.save_for_backward(grad)
         if reduction == "none":
-            return row_losses.to(logits.dtype)
-        return (row_losses.double().sum() * scale).to(logits.dtype)
+            return row_losses.to(logits.dtype), lse, grad
+        return (row_losses.double().sum() * scale).to(logits.dtype), lse, grad
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        logits, ctx.terms, ctx.start, ctx.group, ctx.scale, ctx.reduction, _ = inputs
+        _, lse, grad = output
+        ctx.save_for_backward(logits, lse)
+        ctx.grad = grad
+        ctx.mark_non_differentiable(lse, *(() if grad is None else (grad,)))
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor | None, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
         nothing = (None,) * 6
-        if ctx.reduction == "none":
-            return (grad * grad_output[:, None]).to(grad.dtype), *nothing
-        if bool(grad_output == 1):
+        if grad_output is None:
+            return None, *nothing
+        logits, lse = ctx.saved_tensors
+        terms: RowTerms = ctx.terms
+        reduced = ctx.reduction != "none"
+        factor = grad_output * ctx.scale if reduced else grad_output
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, collectives included
+            z = torch.where(terms.live[:, None], logits.to(lse.dtype), 0.0)
+            total = _differentiable_lse(z, lse, ctx.group)
+            rows = factor.to(z.dtype).expand(z.shape[0])
+            g = terms.differentiable_gradient(z, total, rows, start=ctx.start)
+            return g.to(logits.dtype), *nothing
+        grad = ctx.grad
+        if grad is None:  # a later backward of a retained graph: from the forward's lse
+            grad = torch.empty_like(logits)
+            terms.gradient(
+                logits.detach(), lse, torch.full_like(lse, ctx.scale), start=ctx.start, out=grad
+            )
+        if reduced and bool(grad_output == 1):
+            ctx.grad = None  # handed out: autograd may keep it as .grad
             return grad, *nothing
-        return (grad * grad_output).to(grad.dtype), *nothing
+        if reduced:
+            return (grad * grad_output).to(grad.dtype), *nothing
+        return (grad * grad_output[:, None]).to(grad.dtype), *nothing
 
 
 def vocab_parallel_cross_entropy(
@@ -470,6 +539,12 @@ def vocab_parallel_cross_entropy(
     """
     function = FUNCTIONS[0]
     group_ = _Group.of(group, function)
+    if (
+        isinstance(logits_shard, Tensor)
+        and logits_shard.dtype in (torch.float16, torch.bfloat16)
+        and _linear.autocast_dtype(logits_shard) is not None
+    ):
+        logits_shard = logits_shard.float()  # autocast runs cross entropy in float32
 
     def describe() -> dict[str, float]:
         if not isinstance(logits_shard, Tensor) or logits_shard.ndim < 1:
@@ -512,7 +587,7 @@ def vocab_parallel_cross_entropy(
         z_loss=z_loss,
         reduction=reduction,
     )
-    loss: Tensor = _VocabParallelCrossEntropy.apply(  # type: ignore[no-untyped-call]
+    loss, *_ = _VocabParallelCrossEntropy.apply(  # type: ignore[no-untyped-call]
         logits,
         terms,
         shard.start,
@@ -521,7 +596,8 @@ def vocab_parallel_cross_entropy(
         reduction,
         torch.is_grad_enabled() and logits.requires_grad,
     )
-    return loss.reshape(target.shape) if reduction == "none" else loss
+    result: Tensor = loss.reshape(target.shape) if reduction == "none" else loss
+    return result
 
 
 # --------------------------------------------------------------------------- linear
@@ -535,21 +611,26 @@ class _Plan:
     chunk: int
     scale: float
     reduction: str
+    loss_dtype: torch.dtype
 
 
 class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
     """The chunked sweep of ``linear_cross_entropy`` on this rank's rows of the weight,
-    each chunk's row statistics all-reduced, the input gradient summed over the ranks."""
+    each chunk's row statistics all-reduced, the input gradient summed over the ranks.
+
+    The backward, as in ``linear_cross_entropy``'s: under grad mode the gradients as torch
+    operations with the collectives as autograd operations (:class:`_AllReduce`); for a
+    mean or a sum the forward's gradients the first time; else (``reduction="none"``, a
+    later backward of a retained graph) one more sweep with the forward's logsumexp."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
         input: Tensor,
         linear_weight: Tensor,
         linear_bias: Tensor | None,
         plan: _Plan,
         wants: tuple[bool, bool, bool],
-    ) -> Tensor:
+    ) -> tuple[Tensor | None, ...]:
         tokens = input.shape[0]
         losses = torch.empty(tokens, dtype=torch.float64, device=input.device)
         lse = torch.empty(tokens, dtype=plan.terms.w_y.dtype, device=input.device)
@@ -567,42 +648,91 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             input, linear_weight, linear_bias, grads, chunk=plan.chunk, row_factor=None, step=step
         )
         _sum_over_ranks(grads[0], plan.group)
-        ctx.plan, ctx.wants = plan, wants
-        ctx.dtypes = (
+        if plan.reduction == "none":
+            return losses.to(plan.loss_dtype), lse, *grads
+        return (losses.sum() * plan.scale).to(plan.loss_dtype), lse, *grads
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        input, linear_weight, linear_bias, ctx.plan, _ = inputs
+        _, lse, *grads = output
+        ctx.save_for_backward(input, linear_weight, linear_bias, lse)
+        ctx.grads = grads if any(g is not None for g in grads) else None
+        ctx.mark_non_differentiable(lse, *(g for g in grads if g is not None))
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor | None, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        if grad_loss is None:
+            return (None,) * 5
+        plan: _Plan = ctx.plan
+        input, linear_weight, linear_bias, lse = ctx.saved_tensors
+        dtypes = (
             input.dtype,
             linear_weight.dtype,
             None if linear_bias is None else linear_bias.dtype,
         )
-        if plan.reduction == "none":
-            ctx.save_for_backward(input, linear_weight, linear_bias, lse)
-            return losses.to(input.dtype)
-        ctx.save_for_backward(*grads)
-        return (losses.sum() * plan.scale).to(input.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        plan: _Plan = ctx.plan
-        if plan.reduction != "none":
-            return *_linear.finish_gradients(ctx.saved_tensors, ctx.dtypes, grad_loss), None, None
-        input, linear_weight, linear_bias, lse = ctx.saved_tensors
-        grads = _linear.gradient_buffers(input, linear_weight, ctx.wants)
+        needs = tuple(ctx.needs_input_grad[:3])
+        reduced = plan.reduction != "none"
+        if torch.is_grad_enabled():
+            factor = grad_loss * plan.scale if reduced else grad_loss
+            grads = _differentiable_linear_gradients(
+                input, linear_weight, linear_bias, lse, plan, factor, needs
+            )
+            return *grads, None, None
+        if reduced and ctx.grads is not None:
+            grads, ctx.grads = ctx.grads, None  # handed out once
+            return *_linear.finish_gradients(grads, dtypes, grad_loss), None, None
+        grads = _linear.gradient_buffers(input, linear_weight, needs)
 
         def step(z: Tensor, rows: slice, grad: bool) -> None:
             # the forward's logsumexp: the slice's gradient needs no communication
             ones = torch.ones_like(lse[rows])
             plan.terms.rows(rows).gradient(z, lse[rows], ones, start=plan.start, out=z)
 
+        factor = (grad_loss.double() * plan.scale).expand(input.shape[0]) if reduced else grad_loss
         _linear.chunks(
             input,
             linear_weight,
             linear_bias,
             grads,
             chunk=plan.chunk,
-            row_factor=grad_loss.to(lse.dtype),
+            row_factor=factor.to(lse.dtype),
             step=step,
         )
         _sum_over_ranks(grads[0], plan.group)
-        return *_linear.finish_gradients(grads, ctx.dtypes), None, None
+        return *_linear.finish_gradients(grads, dtypes), None, None
+
+
+def _differentiable_linear_gradients(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    lse: Tensor,
+    plan: _Plan,
+    factor: Tensor,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of input, weight and bias as torch operations, collectives included:
+    the input is replicated and used by each rank on its own rows of the weight (its
+    cotangents summed over the ranks), the logsumexp all-reduced, and the partial input
+    gradients G_k W_k summed into the replicated input gradient (its cotangent, the same on
+    every rank, passed to each part as it is)."""
+    compute = lse.dtype
+    terms = plan.terms
+    h = _AllReduce.apply(input.to(compute), plan.group, False, True)  # type: ignore[no-untyped-call]
+    w = linear_weight.to(compute)
+    b = None if linear_bias is None else linear_bias.to(compute)
+    z = torch.where(terms.live[:, None], torch.nn.functional.linear(h, w, b), 0.0)
+    total = _differentiable_lse(z, lse, plan.group)
+    rows = factor.to(compute).expand(input.shape[0])
+    g = terms.differentiable_gradient(z, total, rows, start=plan.start)
+    grad_input = _AllReduce.apply(g @ w, plan.group, True, False) if needs[0] else None  # type: ignore[no-untyped-call]
+    return (
+        None if grad_input is None else grad_input.to(input.dtype),
+        (g.t() @ h).to(linear_weight.dtype) if needs[1] else None,
+        g.sum(0).to(linear_bias.dtype) if needs[2] and linear_bias is not None else None,
+    )
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -671,6 +801,14 @@ def vocab_parallel_linear_cross_entropy(
     """
     function = FUNCTIONS[1]
     group_ = _Group.of(group, function)
+    # autocast: the product in its lower precision, the loss in float32, as
+    # F.cross_entropy(F.linear(input, W, b), target) under autocast
+    low = _linear.autocast_dtype(input) if isinstance(input, Tensor) else None
+    loss_dtype = None
+    if low is not None and input.dtype != torch.float64:
+        loss_dtype = torch.float32
+        input, linear_weight_shard = input.to(low), linear_weight_shard.to(low)
+        linear_bias = None if linear_bias is None else linear_bias.to(low)
 
     def describe() -> dict[str, float]:
         probabilities = _linear._check_shapes(input, linear_weight_shard, target, linear_bias)
@@ -717,17 +855,23 @@ def vocab_parallel_linear_cross_entropy(
         z_loss=z_loss,
         reduction=reduction,
     )
+    device = flat_input.device.type
     chunk = chunk_size or _linear.default_chunk_size(
         flat_input.shape[0], shard.widest, flat_input.element_size()
     )
-    plan = _Plan(terms, shard.start, group_.handle, chunk, scale, reduction)
+    plan = _Plan(
+        terms, shard.start, group_.handle, chunk, scale, reduction, loss_dtype or input.dtype
+    )
     grad_on = torch.is_grad_enabled()
     wants = (
         grad_on and input.requires_grad,
         grad_on and linear_weight_shard.requires_grad,
         grad_on and linear_bias is not None and linear_bias.requires_grad,
     )
-    loss: Tensor = _VocabParallelLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
-        flat_input, linear_weight_shard.contiguous(), linear_bias, plan, wants
-    )
-    return loss.reshape(target.shape) if reduction == "none" else loss
+    off = contextlib.nullcontext() if low is None else torch.autocast(device, enabled=False)
+    with off:
+        loss, *_ = _VocabParallelLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
+            flat_input, linear_weight_shard.contiguous(), linear_bias, plan, wants
+        )
+    result: Tensor = loss.reshape(target.shape) if reduction == "none" else loss
+    return result

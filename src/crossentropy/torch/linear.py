@@ -525,7 +525,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if weight is None
                 else float(weight.double().sum()),
             }
-            _, *grads = _sweep(
+            _losses, *again = _sweep(
                 input,
                 linear_weight,
                 linear_bias,
@@ -537,7 +537,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 wants=needs,
                 lse=None,
             )
-            return *finish_gradients(grads, dtypes, grad_loss if reduced else None), *nothing
+            return *finish_gradients(again, dtypes, grad_loss if reduced else None), *nothing
 
     @staticmethod
     def vmap(
@@ -559,7 +559,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 x if x is None or dim is None else x.select(dim, i)
                 for x, dim in zip(tensors, in_dims[:5], strict=True)
             )
-            return _LinearCrossEntropy.forward(*picked, options, wants)  # type: ignore[arg-type]
+            forward: Callable[..., tuple[Tensor | None, ...]] = _LinearCrossEntropy.forward
+            return forward(*picked, options, wants)
 
         samples = [sample(i) for i in range(info.batch_size)]
         stacked = tuple(
@@ -600,6 +601,8 @@ def differentiable_gradients(
     h, w = input.to(compute), linear_weight.to(compute)
     x = torch.nn.functional.linear(h, w, None if linear_bias is None else linear_bias.to(compute))
     cap = options["softcap"]
+    # rows without a loss are zeros before any math: no inf - inf in them to differentiate
+    x = torch.where(terms.live[:, None], x, 0.0)
     z = x if cap is None else cap * torch.tanh(x / cap)
     lse = torch.logsumexp(z, 1)
     rows = factor.to(compute).expand(input.shape[0])
@@ -811,8 +814,9 @@ def linear_cross_entropy(
     eps = _validate.label_smoothing(label_smoothing)
     z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
-    if cap is not None and math.isinf(cap):
-        cap = None  # c tanh(z / c) -> z as c -> inf: no cap
+    for name, value in (("z_loss", z_coef), ("softcap", cap)):
+        if value is not None and math.isinf(value):  # inf * 0 in the formulas: NaN
+            raise ValueError(f"{name}: expected a finite number; got {value!r}")
     if (
         weight is not None
         and weight.requires_grad
@@ -832,7 +836,7 @@ def linear_cross_entropy(
         "softcap": cap,
         "chunk_size": chunk_size,
     }
-    low = _autocast_dtype(input)
+    low = autocast_dtype(input)
     if low is None:
         return _dispatch(
             chosen,
@@ -851,8 +855,8 @@ def linear_cross_entropy(
     # autocast: the product in the lower precision (F.linear is on autocast's lower-precision
     # list), the loss in float32 (cross_entropy is on its float32 list), as
     # F.cross_entropy(F.linear(input, W, b), target) does under autocast
-    def cast(x: Tensor | None) -> Tensor | None:
-        return x if x is None or x.dtype == torch.float64 else x.to(low)
+    def cast(x: Tensor) -> Tensor:
+        return x if x.dtype == torch.float64 else x.to(low)
 
     with torch.autocast(input.device.type, enabled=False):
         return _dispatch(
@@ -860,7 +864,7 @@ def linear_cross_entropy(
             cast(input),
             cast(linear_weight),
             target,
-            cast(linear_bias),
+            None if linear_bias is None else cast(linear_bias),
             weight,
             options,
             return_lse,
@@ -870,7 +874,7 @@ def linear_cross_entropy(
         )
 
 
-def _autocast_dtype(input: Tensor) -> torch.dtype | None:
+def autocast_dtype(input: Tensor) -> torch.dtype | None:
     """The lower-precision dtype of an autocast region enabled on the input's device, if any."""
     device = input.device.type
     if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
@@ -962,7 +966,7 @@ def _dispatch(
         grad_on and linear_weight.requires_grad,
         grad_on and linear_bias is not None and linear_bias.requires_grad,
     )
-    loss, lse, *_ = _LinearCrossEntropy.apply(
+    loss, lse, *_ = _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
         flat_input,
         linear_weight.contiguous(),
         linear_bias,
