@@ -356,6 +356,16 @@ def _patched_forward(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     import torch
     from transformers.utils.generic import ModelOutput
 
+    for name, value in (("labels", labels), ("shift_labels", kwargs.get("shift_labels"))):
+        if value is not None and not (
+            isinstance(value, torch.Tensor)
+            and not value.is_floating_point()
+            and not value.is_complex()
+            and value.dtype != torch.bool
+        ):
+            shown = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"{name}: expected a tensor of integer token ids; got {shown}")
+
     if "labels" in kwargs:
         kwargs = {**kwargs, "labels": None}
     else:
