@@ -347,6 +347,22 @@ def conventions_case(world: int, rank: int) -> dict[str, Any]:
         problems[f"autocast {name} value"] = (
             None if error <= 0.1 * rounding else f"off by {error}, bf16 rounding {rounding}"
         )
+    # meta tensors: the shapes, no communication
+    meta = torch.empty(ROWS, stop - start, device="meta", requires_grad=True)
+    meta_loss = vocab_parallel_cross_entropy(meta, target, reduction="none")
+    meta_loss.sum().backward()
+    h_meta = torch.empty(2, ROWS, HIDDEN, device="meta", requires_grad=True)
+    w_meta = torch.empty(stop - start, HIDDEN, device="meta")
+    linear_meta = vocab_parallel_linear_cross_entropy(h_meta, w_meta, target.expand(2, ROWS))
+    shapes = (meta_loss.shape, meta.grad.shape, linear_meta.shape, meta_loss.device.type)
+    expected = ((ROWS,), (ROWS, stop - start), (), "meta")
+    problems["meta shapes"] = None if shapes == expected else f"{shapes} != {expected}"
+    # no hidden features: the logits are the bias
+    h0 = data["hidden"][:, :0]
+    w0 = data["linear_weight"][start:stop, :0]
+    loss = vocab_parallel_linear_cross_entropy(h0, w0, target, linear_bias=data["bias"][start:stop])
+    reference = F.cross_entropy(data["bias"].expand(ROWS, VOCABULARY), target)
+    problems["no hidden features"] = compare(loss, reference, 1e-7, 1e-12)
     return {"problems": problems, "loss": []}
 
 
@@ -395,6 +411,7 @@ def disagreements(world: int, rank: int) -> dict[str, Any]:
         ),
         "weight requires grad": lambda: call(weight=data["weight"].clone().requires_grad_()),
         "ignore_index not an integer": lambda: call(ignore_index=1.5),
+        "meta target": lambda: vocab_parallel_cross_entropy(shard, target.to("meta")),
     }
     seen = {}
     for name, run in cases.items():
@@ -499,6 +516,7 @@ EXPECTED = {
     "hidden size": "the ranks disagree on input (its last dimension",
     "weight requires grad": "weight: the class weights require a gradient",
     "ignore_index not an integer": "ignore_index: expected an integer; got 1.5",
+    "meta target": "target: expected class ids with values; got a meta tensor",
 }
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -146,6 +147,8 @@ def _weight_fields(weight: object) -> dict[str, float]:
     if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.ndim != 1:
         shown = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise TypeError(f"weight: expected a 1-D floating tensor (V,) or None; got {shown}")
+    if weight.is_meta:
+        raise ValueError("weight: expected class weights with values; got a meta tensor")
     if weight.requires_grad and torch.is_grad_enabled():
         raise ValueError(
             "weight: the class weights require a gradient, but the loss is not "
@@ -168,6 +171,8 @@ def _target_fields(target: object, shape: tuple[int, ...]) -> dict[str, float]:
             f"target: expected shape {shape} (the logits' shape without the class axis); "
             f"got {tuple(target.shape)}"
         )
+    if target.is_meta:
+        raise ValueError("target: expected class ids with values; got a meta tensor")
     total, mixed = _checksums(target)
     return {"rows": float(target.numel()), "target_sum": total, "target_mix": mixed}
 
@@ -573,6 +578,8 @@ def vocab_parallel_cross_entropy(
             **_option_fields(reduction, ignore_index, label_smoothing, z_loss),
         }
 
+    if isinstance(logits_shard, Tensor) and logits_shard.is_meta:
+        return _meta_loss(logits_shard.sum(-1), reduction)
     shard = _shard(_agree(function, group_, describe), group_.rank)
     logits = logits_shard.reshape(-1, shard.size)
     if logits.stride(1) != 1:
@@ -598,6 +605,15 @@ def vocab_parallel_cross_entropy(
     )
     result: Tensor = loss.reshape(target.shape) if reduction == "none" else loss
     return result
+
+
+def _meta_loss(rows: Tensor, reduction: object, dtype: torch.dtype | None = None) -> Tensor:
+    """Meta tensors (shape inference, tracing): no values to exchange between the ranks;
+    the loss's shape, dtype and autograd graph (to the shard's gradient shapes) from each
+    row's sum over the local slice."""
+    _validate.reduction(reduction)
+    loss = rows if reduction == "none" else rows.sum()
+    return loss if dtype is None else loss.to(dtype)
 
 
 # --------------------------------------------------------------------------- linear
@@ -841,8 +857,11 @@ def vocab_parallel_linear_cross_entropy(
             **_option_fields(reduction, ignore_index, label_smoothing, z_loss),
         }
 
+    if isinstance(input, Tensor) and input.is_meta:
+        logits = torch.nn.functional.linear(input, linear_weight_shard, linear_bias)
+        return _meta_loss(logits.sum(-1), reduction, loss_dtype)
     shard = _shard(_agree(function, group_, describe), group_.rank)
-    flat_input = input.reshape(-1, input.shape[-1])
+    flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
     if flat_input.stride(-1) != 1:
         flat_input = flat_input.contiguous()
     terms, scale = _row_terms(
