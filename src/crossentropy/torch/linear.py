@@ -456,9 +456,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         vocabulary = linear_weight.shape[0]
         ignore_index = options["ignore_index"]
+        # checked in the target's own dtype (a wide unsigned value would wrap in int64),
+        # then int64 and contiguous, as the kernel reads it
         _validate.integer_labels(
             target, vocabulary, ignore_index, array_api_compat.array_namespace(target)
         )
+        target = target.to(torch.int64).contiguous()
         reduction = options["reduction"]
         scale = _scale(target, weight, ignore_index, reduction)
         options = {
@@ -499,6 +502,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: Tensor | None, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
         nothing = (None,) * 4
         input, linear_weight, linear_bias, target, weight, scale = ctx.saved_tensors
+        target = target.to(torch.int64).contiguous()
         if grad_loss is None:
             return None, None, None, *nothing
         options = ctx.options
@@ -952,8 +956,7 @@ def _dispatch(
     flat_input = input.reshape(tokens, hidden)
     if flat_input.stride(-1) != 1:
         flat_input = flat_input.contiguous()
-    # int64 (the values checked in int64, whatever the dtype), contiguous (the kernel's rows)
-    flat_target = target.reshape(-1).to(torch.int64).contiguous()
+    flat_target = target.reshape(-1)  # checked, then made int64, in the forward
     options = {
         **options,
         "loss_dtype": loss_dtype,
