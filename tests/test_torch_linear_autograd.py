@@ -210,7 +210,7 @@ def test_autocast_follows_torchs_policy(impl, reduction):
         assert (mine - truth).abs().max() <= 2e-2 * truth.abs().max()
 
 
-def test_torch_func_grad_and_jacrev_equal_the_unfused():
+def test_torch_func_transforms_equal_the_unfused():
     h, w, b, t, cw, _ = make(6)
     h, w, b = h.detach(), w.detach(), b.detach()
     kwargs = {"weight": cw, "label_smoothing": 0.1, "z_loss": 0.01, "softcap": 3.0}
@@ -227,6 +227,9 @@ def test_torch_func_grad_and_jacrev_equal_the_unfused():
         lambda f: torch.func.grad(f("mean"), argnums=(0, 1))(h, w),
         lambda f: torch.func.jacrev(f("none"), argnums=(0, 1))(h, w),
         lambda f: torch.func.jacrev(torch.func.grad(f("sum")))(h, w),  # a Hessian block
+        lambda f: torch.func.jvp(f("none"), (h, w), (torch.ones_like(h), w / 3)),
+        lambda f: torch.func.jacfwd(f("mean"), argnums=(0, 1))(h, w),
+        lambda f: (torch.func.hessian(f("mean"))(h, w),),
     ):
         for mine, truth in zip(transform(ours), transform(theirs), strict=True):
             torch.testing.assert_close(mine, truth, rtol=1e-9, atol=1e-12)
@@ -254,6 +257,21 @@ def test_torch_func_vmap_and_per_sample_gradients():
         lambda f: torch.func.vmap(f, in_dims=(0, None, None))(hs, ts[0], w),
     ):
         torch.testing.assert_close(transform(ours), transform(theirs), rtol=1e-9, atol=1e-12)
+    # per-sample class weights too
+    weights = torch.rand(3, VOCABULARY, generator=g, dtype=torch.float64) + 0.1
+
+    def ours_weighted(h, weight):
+        return linear_cross_entropy(h, w, ts[0], weight=weight, label_smoothing=0.1, impl="chunked")
+
+    def theirs_weighted(h, weight):
+        return reference(h, w, None, ts[0], weight=weight, label_smoothing=0.1)
+
+    torch.testing.assert_close(
+        torch.func.vmap(torch.func.grad(ours_weighted))(hs, weights),
+        torch.func.vmap(torch.func.grad(theirs_weighted))(hs, weights),
+        rtol=1e-9,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -364,7 +382,7 @@ def test_module_refuses_a_bad_ignore_index():
 @pytest.mark.parametrize("impl", ["chunked", "torch"])
 @pytest.mark.parametrize("name", ["softcap", "z_loss"])
 def test_infinite_softcap_or_z_loss_is_refused(impl, name):
-    h, w, b, t, cw, _ = make(10)
+    h, w, _b, t, _cw, _ = make(10)
     with pytest.raises(ValueError, match=name):
         linear_cross_entropy(h, w, t, impl=impl, **{name: math.inf})
 

@@ -43,7 +43,7 @@ class RowTerms:
     live: Tensor  # (rows,) bool: rows with a loss and a gradient
     weight: Tensor | None  # (V,) class weights, or None
     classes: int  # V, the whole vocabulary
-    weight_total: float  # sum of the class weights (V when unweighted)
+    weight_total: float | Tensor  # sum of the class weights (V when unweighted), 0-d
     label_smoothing: float
     z_loss: float
 
@@ -70,7 +70,8 @@ class RowTerms:
         w_y = torch.where(counted, w_y, 0.0)
         # with smoothing a zero-weight target still has the smoothing term
         live = counted if label_smoothing > 0 else counted & (w_y != 0)
-        total = float(classes) if weight is None else float(weight.double().sum())
+        # a 0-d tensor, not a float: no .item(), so that vmap can batch the class weights
+        total = float(classes) if weight is None else weight.double().sum().to(dtype)
         return cls(safe, counted, w_y, live, weights, classes, total, label_smoothing, z_loss)
 
     def rows(self, rows: slice) -> RowTerms:

@@ -493,6 +493,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         input, linear_weight, linear_bias, target, weight, options, _ = inputs
         _, lse, scale, *grads = output
         ctx.save_for_backward(input, linear_weight, linear_bias, target, weight, scale)
+        ctx.save_for_forward(input, linear_weight, linear_bias, target, weight, scale)
         ctx.options = options
         ctx.grads = grads if any(g is not None for g in grads) else None
         ctx.mark_non_differentiable(lse, scale, *(g for g in grads if g is not None))
@@ -544,6 +545,35 @@ class _LinearCrossEntropy(torch.autograd.Function):
             return *finish_gradients(again, dtypes, grad_loss if reduced else None), *nothing
 
     @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> tuple[Any, ...]:
+        """Forward-mode AD (``torch.func.jvp``, ``jacfwd``, ``hessian``): the loss's
+        tangent sum_ij G_ij dx_ij, with dx = dh W^T + h dW^T + db and G = d loss_i / dx_ij
+        (:func:`logit_gradient`)."""
+        input, linear_weight, linear_bias, target, weight, scale = ctx.saved_tensors
+        tangent_input, tangent_weight, tangent_bias = tangents[:3]
+        options = ctx.options
+        reduced = options["reduction"] != "none"
+        g, h, w = logit_gradient(
+            input,
+            linear_weight,
+            linear_bias,
+            target.to(torch.int64),
+            weight,
+            options,
+            scale if reduced else torch.ones((), dtype=scale.dtype),
+        )
+        dx = torch.zeros_like(g)
+        if tangent_input is not None:
+            dx = dx + tangent_input.to(g.dtype) @ w.t()
+        if tangent_weight is not None:
+            dx = dx + h @ tangent_weight.to(g.dtype).t()
+        if tangent_bias is not None:
+            dx = dx + tangent_bias.to(g.dtype)
+        rows = (g * dx).sum(1)
+        loss = (rows.sum() if reduced else rows).to(options["loss_dtype"])
+        return loss, None, None, None, None, None
+
+    @staticmethod
     def vmap(
         info: Any,
         in_dims: tuple[int | None, ...],
@@ -574,7 +604,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return stacked, tuple(None if s is None else 0 for s in stacked)
 
 
-def differentiable_gradients(
+def logit_gradient(
     input: Tensor,
     linear_weight: Tensor,
     linear_bias: Tensor | None,
@@ -582,16 +612,15 @@ def differentiable_gradients(
     weight: Tensor | None,
     options: dict[str, Any],
     factor: Tensor,
-    needs: tuple[bool, ...],
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    r"""The gradients of input, weight and bias as torch operations on whole rows, each
-    token's gradient times ``factor`` (a scalar or one per token): with z = h W^T + b,
-    G = d loss / dz by :meth:`RowTerms.differentiable_gradient` (times dz/dx = 1 - (z/c)^2
-    under a soft-cap), dh = G W, dW = G^T h, db = sum_rows G.
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""d loss / dx for the logits x = h W^T + b of whole rows, as torch operations, each
+    token's times ``factor`` (a scalar or one per token): G = d loss / dz by
+    :meth:`RowTerms.differentiable_gradient`, times dz/dx = 1 - (z/c)^2 under a soft-cap
+    z = c tanh(x / c). Returns ``(G, h, W)``, the last two in the compute dtype.
 
-    For a backward under grad mode (``create_graph=True``, ``torch.func``): autograd records
-    these operations, so a gradient penalty or a double backward differentiates them again.
-    The logits exist whole here, as in the unfused computation."""
+    For the backward under grad mode (``create_graph=True``, ``torch.func``) and forward-mode
+    AD: autograd records these operations, so a gradient penalty or a double backward
+    differentiates them again. The logits exist whole here, as in the unfused computation."""
     compute = torch.promote_types(input.dtype, torch.float32)
     terms = RowTerms.of(
         target,
@@ -613,6 +642,22 @@ def differentiable_gradients(
     g = terms.differentiable_gradient(z, lse, rows, start=0)
     if cap is not None:
         g = g * (1 - (z / cap) ** 2)
+    return g, h, w
+
+
+def differentiable_gradients(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    options: dict[str, Any],
+    factor: Tensor,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of input, weight and bias as torch operations: with G from
+    :func:`logit_gradient`, dh = G W, dW = G^T h, db = sum_rows G."""
+    g, h, w = logit_gradient(input, linear_weight, linear_bias, target, weight, options, factor)
     return (
         (g @ w).to(input.dtype) if needs[0] else None,
         (g.t() @ h).to(linear_weight.dtype) if needs[1] else None,
