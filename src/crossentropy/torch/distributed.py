@@ -510,6 +510,13 @@ def vocab_parallel_cross_entropy(
     Call it on every rank of ``group`` with the same ``target`` and options; ranks that
     disagree, or an argument one rank rejects, raise the same error on every rank.
 
+    A backward with ``create_graph=True`` writes the slice's gradient as torch operations
+    with the logsumexp's all-reduce as an autograd operation, so a gradient penalty is
+    differentiated across the ranks: each rank's gradient is its own part (the penalty
+    of the whole gradient is the sum over the ranks of each rank's penalty of its part),
+    and every rank must run that second backward. Under ``torch.autocast`` half-precision
+    logits are taken in float32, as ``cross_entropy`` is there.
+
     Args:
         logits_shard: (..., V_k) this rank's classes, on the last axis: the logits of the
             classes [s_k, s_k + V_k) for each row. Slices may differ in size (each >= 1).
@@ -786,6 +793,13 @@ def vocab_parallel_linear_cross_entropy(
     With ``reduction="none"`` the backward sweeps again, with the forward's logsumexp and no
     row statistics exchanged, then all-reduces the input gradient: every rank must call it,
     with the same incoming gradient.
+
+    Under ``create_graph=True`` the gradients are torch operations with the collectives as
+    autograd operations (a double backward, gradient penalties; every rank must run it):
+    the input and its gradient are replicated (counted once), each rank's weight and bias
+    gradients are its own part (summed over the ranks), as in Megatron-LM's tensor
+    parallelism. Under ``torch.autocast`` the product runs in the autocast dtype and the
+    loss in float32.
 
     Args:
         input: (..., D) hidden states, the same on every rank.

@@ -811,6 +811,17 @@ def linear_cross_entropy(
             gradient is below the dtype's resolution (an approximation; ``False``, the
             default, is exact).
 
+    Autograd conventions (the chunked path): a backward with ``create_graph=True`` (a
+    gradient penalty, a double backward) and ``torch.func`` (``grad``, ``jacrev``,
+    ``jvp``, ``jacfwd``, ``hessian``) compute the gradients with torch operations on whole
+    rows of logits, which autograd differentiates again, so their memory is the unfused
+    computation's; ``vmap`` runs each sample through the chunked sweep in turn. A graph
+    kept with ``retain_graph=True`` can be backpropagated again (each later backward of a
+    mean or a sum sweeps again). Class ``weight`` that requires a gradient is refused, as in
+    ``torch.nn.functional.cross_entropy``. Under ``torch.autocast`` the product runs in the
+    autocast dtype and the loss in float32, as ``cross_entropy(linear(...))`` does there.
+    Meta tensors give the shapes.
+
     Returns:
         The loss, or ``(loss, lse)`` with ``return_lse=True``.
 
