@@ -347,6 +347,21 @@ def conventions_case(world: int, rank: int) -> dict[str, Any]:
         problems[f"autocast {name} value"] = (
             None if error <= 0.1 * rounding else f"off by {error}, bf16 rounding {rounding}"
         )
+    # torch.func.grad: the forward on plain tensors, the backward under grad mode
+    shard = data["logits"][:, start:stop]
+    ours = torch.func.grad(lambda z: vocab_parallel_cross_entropy(z, target, z_loss=0.01))(shard)
+    whole = torch.func.grad(lambda z: torch_reference(z, target, None, "mean", 0.0, 0.01))(
+        data["logits"]
+    )
+    problems["torch.func.grad logits"] = compare(ours, whole[:, start:stop], 1e-7, 1e-12)
+    w = data["linear_weight"][start:stop]
+    ours = torch.func.grad(lambda h: vocab_parallel_linear_cross_entropy(h, w, target))(
+        data["hidden"]
+    )
+    whole = torch.func.grad(lambda h: F.cross_entropy(h @ data["linear_weight"].T, target))(
+        data["hidden"]
+    )
+    problems["torch.func.grad linear"] = compare(ours, whole, 1e-7, 1e-12)
     # meta tensors: the shapes, no communication
     meta = torch.empty(ROWS, stop - start, device="meta", requires_grad=True)
     meta_loss = vocab_parallel_cross_entropy(meta, target, reduction="none")

@@ -514,7 +514,9 @@ def vocab_parallel_cross_entropy(
     with the logsumexp's all-reduce as an autograd operation, so a gradient penalty is
     differentiated across the ranks: each rank's gradient is its own part (the penalty
     of the whole gradient is the sum over the ranks of each rank's penalty of its part),
-    and every rank must run that second backward. Under ``torch.autocast`` half-precision
+    and every rank must run that second backward. ``torch.func.grad`` works the same way;
+    ``vmap`` and ``jacrev`` are refused by torch (no vmap rule: batched collectives would
+    need every rank to agree on each batch). Under ``torch.autocast`` half-precision
     logits are taken in float32, as ``cross_entropy`` is there.
 
     Args:
