@@ -503,27 +503,28 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: Tensor | None, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
         nothing = (None,) * 4
         input, linear_weight, linear_bias, target, weight, scale = ctx.saved_tensors
-        target = target.to(torch.int64).contiguous()
         if grad_loss is None:
             return None, None, None, *nothing
         options = ctx.options
-        needs = tuple(ctx.needs_input_grad[:3])
         dtypes = (
             input.dtype,
             linear_weight.dtype,
             None if linear_bias is None else linear_bias.dtype,
         )
         reduced = options["reduction"] != "none"
+        grad_mode = torch.is_grad_enabled()
+        if reduced and not grad_mode and ctx.grads is not None:
+            grads, ctx.grads = ctx.grads, None  # handed out once
+            return *finish_gradients(grads, dtypes, grad_loss), *nothing
+        needs = tuple(ctx.needs_input_grad[:3])
+        target = target.to(torch.int64).contiguous()
         with torch.autocast(input.device.type, enabled=False):
-            if torch.is_grad_enabled():
+            if grad_mode:
                 factor = grad_loss * scale if reduced else grad_loss
                 grads = differentiable_gradients(
                     input, linear_weight, linear_bias, target, weight, options, factor, needs
                 )
                 return *grads, *nothing
-            if reduced and ctx.grads is not None:
-                grads, ctx.grads = ctx.grads, None  # handed out once
-                return *finish_gradients(grads, dtypes, grad_loss), *nothing
             options = {
                 **options,
                 "weight_sum": float(linear_weight.shape[0])
