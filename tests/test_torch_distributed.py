@@ -427,6 +427,7 @@ def disagreements(world: int, rank: int) -> dict[str, Any]:
         "weight requires grad": lambda: call(weight=data["weight"].clone().requires_grad_()),
         "ignore_index not an integer": lambda: call(ignore_index=1.5),
         "meta target": lambda: vocab_parallel_cross_entropy(shard, target.to("meta")),
+        "ignore_index too wide": lambda: call(ignore_index=2**70),
     }
     seen = {}
     for name, run in cases.items():
@@ -532,6 +533,7 @@ EXPECTED = {
     "weight requires grad": "weight: the class weights require a gradient",
     "ignore_index not an integer": "ignore_index: expected an integer; got 1.5",
     "meta target": "target: expected class ids with values; got a meta tensor",
+    "ignore_index too wide": "ignore_index: expected an int64 value",
 }
 
 
