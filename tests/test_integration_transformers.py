@@ -282,6 +282,58 @@ def test_errors() -> None:
         other(**batch)
 
 
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (lambda ids: ids.tolist(), "labels: expected a tensor of integer token ids; got list"),
+        (
+            lambda ids: ids.float(),
+            "labels: expected a tensor of integer token ids; got torch.float32",
+        ),
+        (lambda ids: ids > 3, "labels: expected a tensor of integer token ids; got torch.bool"),
+    ],
+)
+def test_labels_that_are_not_token_ids_are_refused(labels: Any, match: str) -> None:
+    model = apply_linear_cross_entropy(_model("llama"))
+    batch = _batch()
+    with pytest.raises(TypeError, match=match):
+        model(input_ids=batch["input_ids"], labels=labels(batch["labels"]))
+
+
+def test_autocast_loss_follows_the_unpatched_model() -> None:
+    """Under autocast the unpatched model's lm_head runs in bfloat16 and its loss in
+    float32; the patched model's product is bfloat16 too, so it moves with it."""
+    reference, patched = _pair("llama")
+    batch = _batch(seq=64)
+    exact = reference(**batch).loss.detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(**batch)
+        out = patched(**batch)
+    assert out.loss.dtype == expected.loss.dtype == torch.float32
+    rounding = (expected.loss - exact).abs().item()
+    assert rounding > 0
+    assert (out.loss - expected.loss).abs().item() <= 0.1 * rounding
+    expected.loss.backward()
+    out.loss.backward()
+    _assert_same_grads(reference, patched, rtol=2e-2)
+
+
+def test_gradient_penalty_through_the_patched_model() -> None:
+    """Double backward (float64, eager attention): the penalty on the gradients of the
+    output layer and the final norm, differentiated for every parameter, equals the one
+    through the unfused float64 loss on the model's own logits."""
+    reference, patched = _pair("llama", torch.float64, attn_implementation="eager")
+    batch = _batch()
+    for model, loss in (
+        (reference, _reference_loss64(reference, batch)),
+        (patched, patched(**batch).loss),
+    ):
+        params = [model.get_output_embeddings().weight, model.model.norm.weight]
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        sum((g * g).sum() for g in grads).backward()
+    _assert_same_grads(reference, patched, rtol=1e-7)
+
+
 def test_missing_transformers_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match="pip install transformers"):

@@ -218,6 +218,169 @@ def edge_cases(world: int, rank: int) -> dict[str, Any]:
     return {"problems": problems, "loss": []}
 
 
+def torch_reference(logits, target, weight, reduction, eps, zl):
+    """The unfused loss in torch operations: torch's cross entropy plus the z-loss
+    w_y logsumexp^2, reduced over the summed weight of the counted targets for a mean."""
+    rows = F.cross_entropy(logits, target, weight=weight, reduction="none", label_smoothing=eps)
+    counted = target != -100
+    w_y = torch.where(counted, 1.0 if weight is None else weight[target.clamp(min=0)], 0.0)
+    w_y = w_y.to(logits.dtype)
+    rows = rows + zl * w_y * torch.logsumexp(logits, -1) ** 2
+    if reduction == "none":
+        return rows
+    return rows.sum() / w_y.sum() if reduction == "mean" else rows.sum()
+
+
+def reduce_for_backward(loss, upstream, reduction):
+    return (loss * upstream).sum() if reduction == "none" else loss
+
+
+def double_backward_case(world: int, rank: int) -> dict[str, Any]:
+    """A gradient penalty through both losses against torch's double backward of the
+    whole problem: each rank penalises its own part of the gradient (and the replicated
+    input gradient), so the objective is ||dh||^2 + sum over ranks of its ||dW_k||^2,
+    ||db_k||^2 (||dz_k||^2 for the logits), the penalty of the whole gradient."""
+    problems: dict[str, str | None] = {}
+    start, stop = bounds(world, rank)
+    for i, (reduction, weighted, eps, zl) in enumerate(
+        [("mean", True, 0.1, 1e-2), ("sum", False, 0.0, 0.0), ("none", True, 0.1, 0.0)]
+    ):
+        data = make_case(40 + i)
+        target, up = data["target"], data["upstream"]
+        weight = data["weight"] if weighted else None
+        kwargs = {"weight": weight, "reduction": reduction, "label_smoothing": eps, "z_loss": zl}
+        shard = data["logits"][:, start:stop].clone().requires_grad_()
+        loss = vocab_parallel_cross_entropy(shard, target, **kwargs)
+        (g,) = torch.autograd.grad(
+            reduce_for_backward(loss, up, reduction), shard, create_graph=True
+        )
+        (g * g).sum().backward()
+        whole = data["logits"].clone().requires_grad_()
+        ref = torch_reference(whole, target, weight, reduction, eps, zl)
+        (gr,) = torch.autograd.grad(
+            reduce_for_backward(ref, up, reduction), whole, create_graph=True
+        )
+        (gr * gr).sum().backward()
+        problems[f"logits {reduction} grad"] = compare(
+            g.detach(), gr.detach()[:, start:stop], 1e-7, 1e-12
+        )
+        problems[f"logits {reduction} penalty"] = compare(
+            shard.grad, whole.grad[:, start:stop], 1e-7, 1e-12
+        )
+
+        h = data["hidden"].clone().requires_grad_()
+        w = data["linear_weight"][start:stop].clone().requires_grad_()
+        b = data["bias"][start:stop].clone().requires_grad_()
+        loss = vocab_parallel_linear_cross_entropy(
+            h, w, target, linear_bias=b, chunk_size=4, **kwargs
+        )
+        grads = torch.autograd.grad(
+            reduce_for_backward(loss, up, reduction), (h, w, b), create_graph=True
+        )
+        sum((x * x).sum() for x in grads).backward()
+        h_ref = data["hidden"].clone().requires_grad_()
+        w_ref = data["linear_weight"].clone().requires_grad_()
+        b_ref = data["bias"].clone().requires_grad_()
+        ref = torch_reference(F.linear(h_ref, w_ref, b_ref), target, weight, reduction, eps, zl)
+        ref_grads = torch.autograd.grad(
+            reduce_for_backward(ref, up, reduction), (h_ref, w_ref, b_ref), create_graph=True
+        )
+        sum((x * x).sum() for x in ref_grads).backward()
+        for name, ours, theirs in [
+            ("grad_input", grads[0], ref_grads[0]),
+            ("grad_weight", grads[1], ref_grads[1][start:stop]),
+            ("grad_bias", grads[2], ref_grads[2][start:stop]),
+            ("penalty input", h.grad, h_ref.grad),
+            ("penalty weight", w.grad, w_ref.grad[start:stop]),
+            ("penalty bias", b.grad, b_ref.grad[start:stop]),
+        ]:
+            problems[f"linear {reduction} {name}"] = compare(
+                ours.detach(), theirs.detach(), 1e-7, 1e-12
+            )
+    return {"problems": problems, "loss": []}
+
+
+def conventions_case(world: int, rank: int) -> dict[str, Any]:
+    """Repeated backward of a retained graph (3 times: grads accumulate to 3 times), and
+    autocast (the product in bfloat16, the loss in float32, as torch does)."""
+    problems: dict[str, str | None] = {}
+    start, stop = bounds(world, rank)
+    data = make_case(50)
+    target = data["target"]
+    for reduction in ("mean", "none"):
+        up = data["upstream"] if reduction == "none" else torch.ones((), dtype=torch.float64)
+        shard = data["logits"][:, start:stop].clone().requires_grad_()
+        loss = vocab_parallel_cross_entropy(shard, target, reduction=reduction)
+        h = data["hidden"].clone().requires_grad_()
+        w = data["linear_weight"][start:stop].clone().requires_grad_()
+        linear = vocab_parallel_linear_cross_entropy(h, w, target, reduction=reduction)
+        for _ in range(3):
+            loss.backward(up, retain_graph=True)
+            linear.backward(up, retain_graph=True)
+        whole = data["logits"].clone().requires_grad_()
+        F.cross_entropy(whole, target, reduction=reduction).backward(3 * up)
+        h_ref = data["hidden"].clone().requires_grad_()
+        w_ref = data["linear_weight"].clone().requires_grad_()
+        F.cross_entropy(h_ref @ w_ref.T, target, reduction=reduction).backward(3 * up)
+        problems[f"retained {reduction} logits"] = compare(
+            shard.grad, whole.grad[:, start:stop], 1e-7, 1e-12
+        )
+        problems[f"retained {reduction} input"] = compare(h.grad, h_ref.grad, 1e-7, 1e-12)
+        problems[f"retained {reduction} weight"] = compare(
+            w.grad, w_ref.grad[start:stop], 1e-7, 1e-12
+        )
+
+    h32 = (3 * data["hidden"]).float().requires_grad_()
+    w32 = data["linear_weight"].float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = vocab_parallel_linear_cross_entropy(h32, w32[start:stop], target)
+        reference = F.cross_entropy(F.linear(h32, w32), target)
+        logits = F.linear(h32, w32)  # bfloat16 under autocast
+        logits_loss = vocab_parallel_cross_entropy(logits[:, start:stop], target)
+    exact = F.cross_entropy(F.linear(h32, w32), target)
+    rounding = (reference - exact).abs().item()
+    for name, value in (("linear", loss), ("logits", logits_loss)):
+        problems[f"autocast {name} dtype"] = (
+            None if value.dtype == torch.float32 else str(value.dtype)
+        )
+        error = (value - reference).abs().item()
+        problems[f"autocast {name} value"] = (
+            None if error <= 0.1 * rounding else f"off by {error}, bf16 rounding {rounding}"
+        )
+    # torch.func.grad: the forward on plain tensors, the backward under grad mode
+    shard = data["logits"][:, start:stop]
+    ours = torch.func.grad(lambda z: vocab_parallel_cross_entropy(z, target, z_loss=0.01))(shard)
+    whole = torch.func.grad(lambda z: torch_reference(z, target, None, "mean", 0.0, 0.01))(
+        data["logits"]
+    )
+    problems["torch.func.grad logits"] = compare(ours, whole[:, start:stop], 1e-7, 1e-12)
+    w = data["linear_weight"][start:stop]
+    ours = torch.func.grad(lambda h: vocab_parallel_linear_cross_entropy(h, w, target))(
+        data["hidden"]
+    )
+    whole = torch.func.grad(lambda h: F.cross_entropy(h @ data["linear_weight"].T, target))(
+        data["hidden"]
+    )
+    problems["torch.func.grad linear"] = compare(ours, whole, 1e-7, 1e-12)
+    # meta tensors: the shapes, no communication
+    meta = torch.empty(ROWS, stop - start, device="meta", requires_grad=True)
+    meta_loss = vocab_parallel_cross_entropy(meta, target, reduction="none")
+    meta_loss.sum().backward()
+    h_meta = torch.empty(2, ROWS, HIDDEN, device="meta", requires_grad=True)
+    w_meta = torch.empty(stop - start, HIDDEN, device="meta")
+    linear_meta = vocab_parallel_linear_cross_entropy(h_meta, w_meta, target.expand(2, ROWS))
+    shapes = (meta_loss.shape, meta.grad.shape, linear_meta.shape, meta_loss.device.type)
+    expected = ((ROWS,), (ROWS, stop - start), (), "meta")
+    problems["meta shapes"] = None if shapes == expected else f"{shapes} != {expected}"
+    # no hidden features: the logits are the bias
+    h0 = data["hidden"][:, :0]
+    w0 = data["linear_weight"][start:stop, :0]
+    loss = vocab_parallel_linear_cross_entropy(h0, w0, target, linear_bias=data["bias"][start:stop])
+    reference = F.cross_entropy(data["bias"].expand(ROWS, VOCABULARY), target)
+    problems["no hidden features"] = compare(loss, reference, 1e-7, 1e-12)
+    return {"problems": problems, "loss": []}
+
+
 def disagreements(world: int, rank: int) -> dict[str, Any]:
     """Each entry makes the ranks disagree (or one rank's arguments invalid); every rank
     records what it raised."""
@@ -261,6 +424,10 @@ def disagreements(world: int, rank: int) -> dict[str, Any]:
         "hidden size": lambda: vocab_parallel_linear_cross_entropy(
             h[:, :-1] if last else h, w[:, :-1] if last else w, target
         ),
+        "weight requires grad": lambda: call(weight=data["weight"].clone().requires_grad_()),
+        "ignore_index not an integer": lambda: call(ignore_index=1.5),
+        "meta target": lambda: vocab_parallel_cross_entropy(shard, target.to("meta")),
+        "ignore_index too wide": lambda: call(ignore_index=2**70),
     }
     seen = {}
     for name, run in cases.items():
@@ -291,6 +458,8 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
             results[case_name("linear", *options)] = linear_case(world, rank, seed, options)
         results["low precision"] = low_precision_case(world, rank)
         results["edge cases"] = edge_cases(world, rank)
+        results["double backward"] = double_backward_case(world, rank)
+        results["conventions"] = conventions_case(world, rank)
         results["disagreements"] = disagreements(world, rank)
     except Exception:
         results["crash"] = traceback.format_exc()
@@ -330,6 +499,8 @@ NUMERIC = [
     *(case_name(kind, *o) for kind in ("logits", "linear") for o in OPTIONS),
     "low precision",
     "edge cases",
+    "double backward",
+    "conventions",
 ]
 
 
@@ -359,6 +530,10 @@ EXPECTED = {
     "start on one rank only": "vocab_start_index: expected slices that tile [0, V)",
     "different functions": "the ranks disagree on the function called",
     "hidden size": "the ranks disagree on input (its last dimension",
+    "weight requires grad": "weight: the class weights require a gradient",
+    "ignore_index not an integer": "ignore_index: expected an integer; got 1.5",
+    "meta target": "target: expected class ids with values; got a meta tensor",
+    "ignore_index too wide": "ignore_index: expected an int64 value",
 }
 
 

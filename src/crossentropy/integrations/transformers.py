@@ -43,6 +43,10 @@ Differences from the unpatched model, all when ``labels`` are given:
   loss by that rounding (about 0.4% in bfloat16); the gradients are not affected;
 - a float64 model gets a float64 loss (``transformers`` computes it in float32).
 
+Under ``torch.autocast`` the output layer's product runs in the autocast dtype and the loss
+in float32, as in the unpatched model; a gradient penalty (``create_graph=True``) through
+the loss is differentiated as in the unpatched model.
+
 Without ``labels`` the model's forward is called exactly as before. The patch lives on the
 model instance (its ``forward`` attribute), survives ``copy.deepcopy``, changes neither the
 forward's signature (which ``Trainer`` and ``generate`` inspect) nor the ``state_dict``.
@@ -355,6 +359,16 @@ def _patched_forward(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
 
     import torch
     from transformers.utils.generic import ModelOutput
+
+    for name, value in (("labels", labels), ("shift_labels", kwargs.get("shift_labels"))):
+        if value is not None and not (
+            isinstance(value, torch.Tensor)
+            and not value.is_floating_point()
+            and not value.is_complex()
+            and value.dtype != torch.bool
+        ):
+            shown = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise TypeError(f"{name}: expected a tensor of integer token ids; got {shown}")
 
     if "labels" in kwargs:
         kwargs = {**kwargs, "labels": None}

@@ -43,7 +43,7 @@ class RowTerms:
     live: Tensor  # (rows,) bool: rows with a loss and a gradient
     weight: Tensor | None  # (V,) class weights, or None
     classes: int  # V, the whole vocabulary
-    weight_total: float  # sum of the class weights (V when unweighted)
+    weight_total: float | Tensor  # sum of the class weights (V when unweighted), 0-d
     label_smoothing: float
     z_loss: float
 
@@ -70,7 +70,8 @@ class RowTerms:
         w_y = torch.where(counted, w_y, 0.0)
         # with smoothing a zero-weight target still has the smoothing term
         live = counted if label_smoothing > 0 else counted & (w_y != 0)
-        total = float(classes) if weight is None else float(weight.double().sum())
+        # a 0-d tensor, not a float: no .item(), so that vmap can batch the class weights
+        total = float(classes) if weight is None else weight.double().sum().to(dtype)
         return cls(safe, counted, w_y, live, weights, classes, total, label_smoothing, z_loss)
 
     def rows(self, rows: slice) -> RowTerms:
@@ -135,3 +136,23 @@ class RowTerms:
         out.index_put_((rows, self.target[rows] - start), hit.to(out.dtype), accumulate=True)
         out.index_fill_(0, torch.nonzero(~self.live)[:, 0], 0.0)
         return out
+
+    def differentiable_gradient(
+        self, z: Tensor, lse: Tensor, factor: Tensor, *, start: int
+    ) -> Tensor:
+        """:meth:`gradient` written with out-of-place torch operations only, for a backward
+        that runs with grad mode on (``create_graph=True``, ``torch.func``): autograd then
+        differentiates this formula for the second derivative (the softmax Jacobian, through
+        ``z`` and ``lse``), and functorch can batch it (no data-dependent indexing)."""
+        eps = self.label_smoothing
+        width = z.shape[1]
+        r = (1 - eps) * self.w_y + (eps / self.classes) * self.weight_total
+        if self.z_loss > 0:
+            r = r + 2 * self.z_loss * self.w_y * lse
+        g = torch.exp(z - lse[:, None]) * r[:, None]
+        if eps > 0:
+            g = g - (eps / self.classes) * self._class_weights(start, start + width)[None, :]
+        columns = torch.arange(start, start + width, device=z.device)
+        hit = (columns[None, :] == self.target[:, None]) & self.counted[:, None]
+        g = g - torch.where(hit, ((1 - eps) * self.w_y)[:, None], 0.0)
+        return torch.where(self.live[:, None], g * factor[:, None], 0.0)

@@ -40,7 +40,9 @@ operations throughout; the collectives' tensors live on ``torch.cuda.current_dev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -145,6 +147,14 @@ def _weight_fields(weight: object) -> dict[str, float]:
     if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.ndim != 1:
         shown = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise TypeError(f"weight: expected a 1-D floating tensor (V,) or None; got {shown}")
+    if weight.is_meta:
+        raise ValueError("weight: expected class weights with values; got a meta tensor")
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "weight: the class weights require a gradient, but the loss is not "
+            "differentiable with respect to them (as in torch.nn.functional.cross_entropy); "
+            "pass weight.detach()"
+        )
     bits = weight.contiguous().view(_BITS[weight.element_size()])
     total, mixed = _checksums(bits)
     return {"weight_size": float(weight.numel()), "weight_sum": total, "weight_mix": mixed}
@@ -161,6 +171,8 @@ def _target_fields(target: object, shape: tuple[int, ...]) -> dict[str, float]:
             f"target: expected shape {shape} (the logits' shape without the class axis); "
             f"got {tuple(target.shape)}"
         )
+    if target.is_meta:
+        raise ValueError("target: expected class ids with values; got a meta tensor")
     total, mixed = _checksums(target)
     return {"rows": float(target.numel()), "target_sum": total, "target_mix": mixed}
 
@@ -171,6 +183,8 @@ def _option_fields(
     _validate.reduction(reduction)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index: expected an int64 value; got {ignore_index}")
     eps = _validate.label_smoothing(label_smoothing)
     zl = _validate.z_loss(z_loss)
     return {
@@ -365,12 +379,48 @@ def _sum_over_ranks(grad: Tensor | None, group: Any) -> None:
 # --------------------------------------------------------------------------- logits
 
 
+class _AllReduce(torch.autograd.Function):
+    """A sum over the ranks written as an autograd operation, for the backward under grad
+    mode (a double backward through the vocabulary-parallel losses). A tensor on every rank
+    is either the same (replicated) or one rank's part; the sum turns parts into a
+    replicated value (``forward=True``), and the cotangents of a replicated value used by
+    each rank on its own part are summed back (``backward=True``), as in Megatron-LM's
+    tensor-parallel regions. Every rank must run the backward."""
+
+    @staticmethod
+    def forward(x: Tensor, group: Any, forward: bool, backward: bool) -> Tensor:  # type: ignore[override]
+        out = x.clone()
+        if forward:
+            dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.group, ctx.sum_backward = inputs[1], inputs[3]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        return _AllReduce.apply(grad, ctx.group, ctx.sum_backward, False), None, None, None  # type: ignore[no-untyped-call]
+
+
+def _differentiable_lse(z: Tensor, shift: Tensor, group: Any) -> Tensor:
+    """Each row's logsumexp over every rank's slice as torch operations: log of the
+    all-reduced sum of exp(z - shift), plus ``shift`` (the forward's logsumexp, a constant:
+    the shift cancels in the derivative). Each rank's uses of it are its own part, so the
+    cotangents are summed over the ranks."""
+    safe = torch.where(torch.isfinite(shift), shift, 0.0).detach()
+    local = torch.exp(z - safe[:, None]).sum(1)
+    return safe + torch.log(_AllReduce.apply(local, group, True, True))  # type: ignore[no-untyped-call]
+
+
 class _VocabParallelCrossEntropy(torch.autograd.Function):
-    """The loss in the forward with the slice's gradient; the backward only rescales it."""
+    """The loss in the forward with the slice's gradient; the backward rescales it (the
+    first time; a later backward of a retained graph recomputes it from the forward's
+    logsumexp), or, under grad mode, writes it as torch operations (with the all-reduce of
+    the logsumexp) for autograd to differentiate again."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
         logits: Tensor,
         terms: RowTerms,
         start: int,
@@ -378,10 +428,10 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         scale: float,
         reduction: str,
         want_grad: bool,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         z = logits.detach()
         row_losses, lse = _rows_forward(z, terms, start, group)
-        ctx.reduction = reduction
+        grad = None
         if want_grad:
             cpu = z.device.type == "cpu"
             grad = (
@@ -390,20 +440,46 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
                 else torch.empty_like(z)
             )
             terms.gradient(z, lse, torch.full_like(lse, scale), start=start, out=grad)
-            ctx.save_for_backward(grad)
         if reduction == "none":
-            return row_losses.to(logits.dtype)
-        return (row_losses.double().sum() * scale).to(logits.dtype)
+            return row_losses.to(logits.dtype), lse, grad
+        return (row_losses.double().sum() * scale).to(logits.dtype), lse, grad
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        logits, ctx.terms, ctx.start, ctx.group, ctx.scale, ctx.reduction, _ = inputs
+        _, lse, grad = output
+        ctx.save_for_backward(logits, lse)
+        ctx.grad = grad
+        ctx.mark_non_differentiable(lse, *(() if grad is None else (grad,)))
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor | None, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
         nothing = (None,) * 6
-        if ctx.reduction == "none":
-            return (grad * grad_output[:, None]).to(grad.dtype), *nothing
-        if bool(grad_output == 1):
+        if grad_output is None:
+            return None, *nothing
+        logits, lse = ctx.saved_tensors
+        terms: RowTerms = ctx.terms
+        reduced = ctx.reduction != "none"
+        factor = grad_output * ctx.scale if reduced else grad_output
+        if torch.is_grad_enabled():  # create_graph=True: differentiable, collectives included
+            z = torch.where(terms.live[:, None], logits.to(lse.dtype), 0.0)
+            total = _differentiable_lse(z, lse, ctx.group)
+            rows = factor.to(z.dtype).expand(z.shape[0])
+            g = terms.differentiable_gradient(z, total, rows, start=ctx.start)
+            return g.to(logits.dtype), *nothing
+        grad = ctx.grad
+        if grad is None:  # a later backward of a retained graph: from the forward's lse
+            grad = torch.empty_like(logits)
+            terms.gradient(
+                logits.detach(), lse, torch.full_like(lse, ctx.scale), start=ctx.start, out=grad
+            )
+        if reduced and bool(grad_output == 1):
+            ctx.grad = None  # handed out: autograd may keep it as .grad
             return grad, *nothing
-        return (grad * grad_output).to(grad.dtype), *nothing
+        if reduced:
+            return (grad * grad_output).to(grad.dtype), *nothing
+        return (grad * grad_output[:, None]).to(grad.dtype), *nothing
 
 
 def vocab_parallel_cross_entropy(
@@ -436,6 +512,15 @@ def vocab_parallel_cross_entropy(
     incoming gradient, as it does when every rank computes the same thing from the loss).
     Call it on every rank of ``group`` with the same ``target`` and options; ranks that
     disagree, or an argument one rank rejects, raise the same error on every rank.
+
+    A backward with ``create_graph=True`` writes the slice's gradient as torch operations
+    with the logsumexp's all-reduce as an autograd operation, so a gradient penalty is
+    differentiated across the ranks: each rank's gradient is its own part (the penalty
+    of the whole gradient is the sum over the ranks of each rank's penalty of its part),
+    and every rank must run that second backward. ``torch.func.grad`` works the same way;
+    ``vmap`` and ``jacrev`` are refused by torch (no vmap rule: batched collectives would
+    need every rank to agree on each batch). Under ``torch.autocast`` half-precision
+    logits are taken in float32, as ``cross_entropy`` is there.
 
     Args:
         logits_shard: (..., V_k) this rank's classes, on the last axis: the logits of the
@@ -471,6 +556,12 @@ def vocab_parallel_cross_entropy(
     """
     function = FUNCTIONS[0]
     group_ = _Group.of(group, function)
+    if (
+        isinstance(logits_shard, Tensor)
+        and logits_shard.dtype in (torch.float16, torch.bfloat16)
+        and _linear.autocast_dtype(logits_shard) is not None
+    ):
+        logits_shard = logits_shard.float()  # autocast runs cross entropy in float32
 
     def describe() -> dict[str, float]:
         if not isinstance(logits_shard, Tensor) or logits_shard.ndim < 1:
@@ -499,6 +590,8 @@ def vocab_parallel_cross_entropy(
             **_option_fields(reduction, ignore_index, label_smoothing, z_loss),
         }
 
+    if isinstance(logits_shard, Tensor) and logits_shard.is_meta:
+        return _meta_loss(logits_shard.sum(-1), reduction)
     shard = _shard(_agree(function, group_, describe), group_.rank)
     logits = logits_shard.reshape(-1, shard.size)
     if logits.stride(1) != 1:
@@ -513,7 +606,7 @@ def vocab_parallel_cross_entropy(
         z_loss=z_loss,
         reduction=reduction,
     )
-    loss: Tensor = _VocabParallelCrossEntropy.apply(  # type: ignore[no-untyped-call]
+    loss, *_ = _VocabParallelCrossEntropy.apply(  # type: ignore[no-untyped-call]
         logits,
         terms,
         shard.start,
@@ -522,7 +615,17 @@ def vocab_parallel_cross_entropy(
         reduction,
         torch.is_grad_enabled() and logits.requires_grad,
     )
-    return loss.reshape(target.shape) if reduction == "none" else loss
+    result: Tensor = loss.reshape(target.shape) if reduction == "none" else loss
+    return result
+
+
+def _meta_loss(rows: Tensor, reduction: object, dtype: torch.dtype | None = None) -> Tensor:
+    """Meta tensors (shape inference, tracing): no values to exchange between the ranks;
+    the loss's shape, dtype and autograd graph (to the shard's gradient shapes) from each
+    row's sum over the local slice."""
+    _validate.reduction(reduction)
+    loss = rows if reduction == "none" else rows.sum()
+    return loss if dtype is None else loss.to(dtype)
 
 
 # --------------------------------------------------------------------------- linear
@@ -536,21 +639,26 @@ class _Plan:
     chunk: int
     scale: float
     reduction: str
+    loss_dtype: torch.dtype
 
 
 class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
     """The chunked sweep of ``linear_cross_entropy`` on this rank's rows of the weight,
-    each chunk's row statistics all-reduced, the input gradient summed over the ranks."""
+    each chunk's row statistics all-reduced, the input gradient summed over the ranks.
+
+    The backward, as in ``linear_cross_entropy``'s: under grad mode the gradients as torch
+    operations with the collectives as autograd operations (:class:`_AllReduce`); for a
+    mean or a sum the forward's gradients the first time; else (``reduction="none"``, a
+    later backward of a retained graph) one more sweep with the forward's logsumexp."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
         input: Tensor,
         linear_weight: Tensor,
         linear_bias: Tensor | None,
         plan: _Plan,
         wants: tuple[bool, bool, bool],
-    ) -> Tensor:
+    ) -> tuple[Tensor | None, ...]:
         tokens = input.shape[0]
         losses = torch.empty(tokens, dtype=torch.float64, device=input.device)
         lse = torch.empty(tokens, dtype=plan.terms.w_y.dtype, device=input.device)
@@ -568,42 +676,91 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             input, linear_weight, linear_bias, grads, chunk=plan.chunk, row_factor=None, step=step
         )
         _sum_over_ranks(grads[0], plan.group)
-        ctx.plan, ctx.wants = plan, wants
-        ctx.dtypes = (
+        if plan.reduction == "none":
+            return losses.to(plan.loss_dtype), lse, *grads
+        return (losses.sum() * plan.scale).to(plan.loss_dtype), lse, *grads
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        input, linear_weight, linear_bias, ctx.plan, _ = inputs
+        _, lse, *grads = output
+        ctx.save_for_backward(input, linear_weight, linear_bias, lse)
+        ctx.grads = grads if any(g is not None for g in grads) else None
+        ctx.mark_non_differentiable(lse, *(g for g in grads if g is not None))
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor | None, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        if grad_loss is None:
+            return (None,) * 5
+        plan: _Plan = ctx.plan
+        input, linear_weight, linear_bias, lse = ctx.saved_tensors
+        dtypes = (
             input.dtype,
             linear_weight.dtype,
             None if linear_bias is None else linear_bias.dtype,
         )
-        if plan.reduction == "none":
-            ctx.save_for_backward(input, linear_weight, linear_bias, lse)
-            return losses.to(input.dtype)
-        ctx.save_for_backward(*grads)
-        return (losses.sum() * plan.scale).to(input.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        plan: _Plan = ctx.plan
-        if plan.reduction != "none":
-            return *_linear.finish_gradients(ctx.saved_tensors, ctx.dtypes, grad_loss), None, None
-        input, linear_weight, linear_bias, lse = ctx.saved_tensors
-        grads = _linear.gradient_buffers(input, linear_weight, ctx.wants)
+        needs = tuple(ctx.needs_input_grad[:3])
+        reduced = plan.reduction != "none"
+        if torch.is_grad_enabled():
+            factor = grad_loss * plan.scale if reduced else grad_loss
+            grads = _differentiable_linear_gradients(
+                input, linear_weight, linear_bias, lse, plan, factor, needs
+            )
+            return *grads, None, None
+        if reduced and ctx.grads is not None:
+            grads, ctx.grads = ctx.grads, None  # handed out once
+            return *_linear.finish_gradients(grads, dtypes, grad_loss), None, None
+        grads = _linear.gradient_buffers(input, linear_weight, needs)
 
         def step(z: Tensor, rows: slice, grad: bool) -> None:
             # the forward's logsumexp: the slice's gradient needs no communication
             ones = torch.ones_like(lse[rows])
             plan.terms.rows(rows).gradient(z, lse[rows], ones, start=plan.start, out=z)
 
+        factor = (grad_loss.double() * plan.scale).expand(input.shape[0]) if reduced else grad_loss
         _linear.chunks(
             input,
             linear_weight,
             linear_bias,
             grads,
             chunk=plan.chunk,
-            row_factor=grad_loss.to(lse.dtype),
+            row_factor=factor.to(lse.dtype),
             step=step,
         )
         _sum_over_ranks(grads[0], plan.group)
-        return *_linear.finish_gradients(grads, ctx.dtypes), None, None
+        return *_linear.finish_gradients(grads, dtypes), None, None
+
+
+def _differentiable_linear_gradients(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    lse: Tensor,
+    plan: _Plan,
+    factor: Tensor,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of input, weight and bias as torch operations, collectives included:
+    the input is replicated and used by each rank on its own rows of the weight (its
+    cotangents summed over the ranks), the logsumexp all-reduced, and the partial input
+    gradients G_k W_k summed into the replicated input gradient (its cotangent, the same on
+    every rank, passed to each part as it is)."""
+    compute = lse.dtype
+    terms = plan.terms
+    h = _AllReduce.apply(input.to(compute), plan.group, False, True)  # type: ignore[no-untyped-call]
+    w = linear_weight.to(compute)
+    b = None if linear_bias is None else linear_bias.to(compute)
+    z = torch.where(terms.live[:, None], torch.nn.functional.linear(h, w, b), 0.0)
+    total = _differentiable_lse(z, lse, plan.group)
+    rows = factor.to(compute).expand(input.shape[0])
+    g = terms.differentiable_gradient(z, total, rows, start=plan.start)
+    grad_input = _AllReduce.apply(g @ w, plan.group, True, False) if needs[0] else None  # type: ignore[no-untyped-call]
+    return (
+        None if grad_input is None else grad_input.to(input.dtype),
+        (g.t() @ h).to(linear_weight.dtype) if needs[1] else None,
+        g.sum(0).to(linear_bias.dtype) if needs[2] and linear_bias is not None else None,
+    )
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -642,6 +799,13 @@ def vocab_parallel_linear_cross_entropy(
     row statistics exchanged, then all-reduces the input gradient: every rank must call it,
     with the same incoming gradient.
 
+    Under ``create_graph=True`` the gradients are torch operations with the collectives as
+    autograd operations (a double backward, gradient penalties; every rank must run it):
+    the input and its gradient are replicated (counted once), each rank's weight and bias
+    gradients are its own part (summed over the ranks), as in Megatron-LM's tensor
+    parallelism. Under ``torch.autocast`` the product runs in the autocast dtype and the
+    loss in float32.
+
     Args:
         input: (..., D) hidden states, the same on every rank.
         linear_weight_shard: (V_k, D) this rank's rows of the output layer's weight, the
@@ -672,6 +836,14 @@ def vocab_parallel_linear_cross_entropy(
     """
     function = FUNCTIONS[1]
     group_ = _Group.of(group, function)
+    # autocast: the product in its lower precision, the loss in float32, as
+    # F.cross_entropy(F.linear(input, W, b), target) under autocast
+    low = _linear.autocast_dtype(input) if isinstance(input, Tensor) else None
+    loss_dtype = None
+    if low is not None and input.dtype != torch.float64:
+        loss_dtype = torch.float32
+        input, linear_weight_shard = input.to(low), linear_weight_shard.to(low)
+        linear_bias = None if linear_bias is None else linear_bias.to(low)
 
     def describe() -> dict[str, float]:
         probabilities = _linear._check_shapes(input, linear_weight_shard, target, linear_bias)
@@ -704,8 +876,11 @@ def vocab_parallel_linear_cross_entropy(
             **_option_fields(reduction, ignore_index, label_smoothing, z_loss),
         }
 
+    if isinstance(input, Tensor) and input.is_meta:
+        logits = torch.nn.functional.linear(input, linear_weight_shard, linear_bias)
+        return _meta_loss(logits.sum(-1), reduction, loss_dtype)
     shard = _shard(_agree(function, group_, describe), group_.rank)
-    flat_input = input.reshape(-1, input.shape[-1])
+    flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
     if flat_input.stride(-1) != 1:
         flat_input = flat_input.contiguous()
     terms, scale = _row_terms(
@@ -718,17 +893,23 @@ def vocab_parallel_linear_cross_entropy(
         z_loss=z_loss,
         reduction=reduction,
     )
+    device = flat_input.device.type
     chunk = chunk_size or _linear.default_chunk_size(
         flat_input.shape[0], shard.widest, flat_input.element_size()
     )
-    plan = _Plan(terms, shard.start, group_.handle, chunk, scale, reduction)
+    plan = _Plan(
+        terms, shard.start, group_.handle, chunk, scale, reduction, loss_dtype or input.dtype
+    )
     grad_on = torch.is_grad_enabled()
     wants = (
         grad_on and input.requires_grad,
         grad_on and linear_weight_shard.requires_grad,
         grad_on and linear_bias is not None and linear_bias.requires_grad,
     )
-    loss: Tensor = _VocabParallelLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
-        flat_input, linear_weight_shard.contiguous(), linear_bias, plan, wants
-    )
-    return loss.reshape(target.shape) if reduction == "none" else loss
+    off = contextlib.nullcontext() if low is None else torch.autocast(device, enabled=False)
+    with off:
+        loss, *_ = _VocabParallelLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
+            flat_input, linear_weight_shard.contiguous(), linear_bias, plan, wants
+        )
+    result: Tensor = loss.reshape(target.shape) if reduction == "none" else loss
+    return result

@@ -429,11 +429,23 @@ def _scale(target: Tensor, weight: Tensor | None, ignore_index: int, reduction: 
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Chunked linear + cross entropy; see the module docstring for the sweep."""
+    """Chunked linear + cross entropy; see the module docstring for the sweep.
+
+    ``forward`` returns ``(loss, lse, scale, grad_input, grad_weight, grad_bias)``: for a
+    mean or a sum the gradients are computed with the loss and handed to the backward as
+    outputs (``setup_context`` form, so that ``torch.func`` can transform it); the caller
+    keeps the first two. The backward has three cases:
+
+    - grad mode on (``create_graph=True``, or a ``torch.func`` transform): the gradients
+      as torch operations on the saved inputs (:func:`differentiable_gradients`), which
+      autograd differentiates again;
+    - a mean or a sum, the first time: the forward's gradients times the incoming scalar,
+      handed out (autograd may keep them as ``.grad``, so they are not used again);
+    - ``reduction="none"``, or a later backward of a retained graph: one more sweep.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
         input: Tensor,
         linear_weight: Tensor,
         linear_bias: Tensor | None,
@@ -441,12 +453,24 @@ class _LinearCrossEntropy(torch.autograd.Function):
         weight: Tensor | None,
         options: dict[str, Any],
         wants: tuple[bool, bool, bool],
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor | None, ...]:
+        vocabulary = linear_weight.shape[0]
+        ignore_index = options["ignore_index"]
+        # checked in the target's own dtype (a wide unsigned value would wrap in int64),
+        # then int64 and contiguous, as the kernel reads it
+        _validate.integer_labels(
+            target, vocabulary, ignore_index, array_api_compat.array_namespace(target)
+        )
+        target = target.to(torch.int64).contiguous()
         reduction = options["reduction"]
-        scale = _scale(target, weight, options["ignore_index"], reduction)
+        scale = _scale(target, weight, ignore_index, reduction)
+        options = {
+            **options,
+            "weight_sum": float(vocabulary) if weight is None else float(weight.double().sum()),
+        }
         lse = torch.empty(input.shape[0], dtype=torch.float64)
         now = wants if reduction != "none" else (False, False, False)
-        losses, grad_input, grad_weight, grad_bias = _sweep(
+        losses, *grads = _sweep(
             input,
             linear_weight,
             linear_bias,
@@ -458,41 +482,188 @@ class _LinearCrossEntropy(torch.autograd.Function):
             wants=now,
             lse=lse,
         )
-        ctx.options, ctx.wants = options, wants
-        ctx.dtypes = (
+        loss_dtype = options["loss_dtype"]
+        loss = (
+            losses.to(loss_dtype) if reduction == "none" else (losses.sum() * scale).to(loss_dtype)
+        )
+        return loss, lse.float(), torch.tensor(scale, dtype=torch.float64), *grads
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        input, linear_weight, linear_bias, target, weight, options, _ = inputs
+        _, lse, scale, *grads = output
+        ctx.save_for_backward(input, linear_weight, linear_bias, target, weight, scale)
+        ctx.save_for_forward(input, linear_weight, linear_bias, target, weight, scale)
+        ctx.options = options
+        ctx.grads = grads if any(g is not None for g in grads) else None
+        ctx.mark_non_differentiable(lse, scale, *(g for g in grads if g is not None))
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor | None, *_: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        nothing = (None,) * 4
+        input, linear_weight, linear_bias, target, weight, scale = ctx.saved_tensors
+        if grad_loss is None:
+            return None, None, None, *nothing
+        options = ctx.options
+        dtypes = (
             input.dtype,
             linear_weight.dtype,
             None if linear_bias is None else linear_bias.dtype,
         )
-        if reduction == "none":
-            ctx.save_for_backward(input, linear_weight, linear_bias, target, weight)
-            loss = losses.to(input.dtype)
-        else:
-            ctx.save_for_backward(grad_input, grad_weight, grad_bias)
-            loss = (losses.sum() * scale).to(input.dtype)
-        ctx.mark_non_differentiable(lse)
-        return loss, lse.float()
-
-    @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor, _grad_lse: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        options = ctx.options
-        if options["reduction"] == "none":
-            input, linear_weight, linear_bias, target, weight = ctx.saved_tensors
-            _, *grads = _sweep(
+        reduced = options["reduction"] != "none"
+        grad_mode = torch.is_grad_enabled()
+        if reduced and not grad_mode and ctx.grads is not None:
+            grads, ctx.grads = ctx.grads, None  # handed out once
+            return *finish_gradients(grads, dtypes, grad_loss), *nothing
+        needs = tuple(ctx.needs_input_grad[:3])
+        target = target.to(torch.int64).contiguous()
+        with torch.autocast(input.device.type, enabled=False):
+            if grad_mode:
+                factor = grad_loss * scale if reduced else grad_loss
+                grads = differentiable_gradients(
+                    input, linear_weight, linear_bias, target, weight, options, factor, needs
+                )
+                return *grads, *nothing
+            options = {
+                **options,
+                "weight_sum": float(linear_weight.shape[0])
+                if weight is None
+                else float(weight.double().sum()),
+            }
+            _losses, *again = _sweep(
                 input,
                 linear_weight,
                 linear_bias,
                 target,
                 weight,
                 options,
-                scale=1.0,
-                row_factor=grad_loss.double(),
-                wants=ctx.wants,
+                scale=float(scale) if reduced else 1.0,
+                row_factor=None if reduced else grad_loss.double(),
+                wants=needs,
                 lse=None,
             )
-            return *finish_gradients(grads, ctx.dtypes), None, None, None, None
-        grads = ctx.saved_tensors
-        return *finish_gradients(grads, ctx.dtypes, grad_loss), None, None, None, None
+            return *finish_gradients(again, dtypes, grad_loss if reduced else None), *nothing
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> tuple[Any, ...]:
+        """Forward-mode AD (``torch.func.jvp``, ``jacfwd``, ``hessian``): the loss's
+        tangent sum_ij G_ij dx_ij, with dx = dh W^T + h dW^T + db and G = d loss_i / dx_ij
+        (:func:`logit_gradient`)."""
+        input, linear_weight, linear_bias, target, weight, scale = ctx.saved_tensors
+        tangent_input, tangent_weight, tangent_bias = tangents[:3]
+        options = ctx.options
+        reduced = options["reduction"] != "none"
+        g, h, w = logit_gradient(
+            input,
+            linear_weight,
+            linear_bias,
+            target.to(torch.int64),
+            weight,
+            options,
+            scale if reduced else torch.ones((), dtype=scale.dtype),
+        )
+        dx = torch.zeros_like(g)
+        if tangent_input is not None:
+            dx = dx + tangent_input.to(g.dtype) @ w.t()
+        if tangent_weight is not None:
+            dx = dx + h @ tangent_weight.to(g.dtype).t()
+        if tangent_bias is not None:
+            dx = dx + tangent_bias.to(g.dtype)
+        rows = (g * dx).sum(1)
+        loss = (rows.sum() if reduced else rows).to(options["loss_dtype"])
+        return loss, None, None, None, None, None
+
+    @staticmethod
+    def vmap(
+        info: Any,
+        in_dims: tuple[int | None, ...],
+        input: Tensor,
+        linear_weight: Tensor,
+        linear_bias: Tensor | None,
+        target: Tensor,
+        weight: Tensor | None,
+        options: dict[str, Any],
+        wants: tuple[bool, bool, bool],
+    ) -> tuple[tuple[Tensor | None, ...], tuple[int | None, ...]]:
+        """``torch.func.vmap``: each sample through the chunked sweep in turn (exact)."""
+        tensors = (input, linear_weight, linear_bias, target, weight)
+
+        def sample(i: int) -> tuple[Tensor | None, ...]:
+            picked = (
+                x if x is None or dim is None else x.select(dim, i)
+                for x, dim in zip(tensors, in_dims[:5], strict=True)
+            )
+            forward: Callable[..., tuple[Tensor | None, ...]] = _LinearCrossEntropy.forward
+            return forward(*picked, options, wants)
+
+        samples = [sample(i) for i in range(info.batch_size)]
+        stacked = tuple(
+            None if parts[0] is None else torch.stack(parts)  # type: ignore[arg-type]
+            for parts in zip(*samples, strict=True)
+        )
+        return stacked, tuple(None if s is None else 0 for s in stacked)
+
+
+def logit_gradient(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    options: dict[str, Any],
+    factor: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""d loss / dx for the logits x = h W^T + b of whole rows, as torch operations, each
+    token's times ``factor`` (a scalar or one per token): G = d loss / dz by
+    :meth:`RowTerms.differentiable_gradient`, times dz/dx = 1 - (z/c)^2 under a soft-cap
+    z = c tanh(x / c). Returns ``(G, h, W)``, the last two in the compute dtype.
+
+    For the backward under grad mode (``create_graph=True``, ``torch.func``) and forward-mode
+    AD: autograd records these operations, so a gradient penalty or a double backward
+    differentiates them again. The logits exist whole here, as in the unfused computation."""
+    compute = torch.promote_types(input.dtype, torch.float32)
+    terms = RowTerms.of(
+        target,
+        weight,
+        ignore_index=options["ignore_index"],
+        classes=linear_weight.shape[0],
+        label_smoothing=options["label_smoothing"],
+        z_loss=options["z_loss"],
+        dtype=compute,
+    )
+    h, w = input.to(compute), linear_weight.to(compute)
+    x = torch.nn.functional.linear(h, w, None if linear_bias is None else linear_bias.to(compute))
+    cap = options["softcap"]
+    # rows without a loss are zeros before any math: no inf - inf in them to differentiate
+    x = torch.where(terms.live[:, None], x, 0.0)
+    z = x if cap is None else cap * torch.tanh(x / cap)
+    lse = torch.logsumexp(z, 1)
+    rows = factor.to(compute).expand(input.shape[0])
+    g = terms.differentiable_gradient(z, lse, rows, start=0)
+    if cap is not None:
+        g = g * (1 - (z / cap) ** 2)
+    return g, h, w
+
+
+def differentiable_gradients(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    options: dict[str, Any],
+    factor: Tensor,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of input, weight and bias as torch operations: with G from
+    :func:`logit_gradient`, dh = G W, dW = G^T h, db = sum_rows G."""
+    g, h, w = logit_gradient(input, linear_weight, linear_bias, target, weight, options, factor)
+    return (
+        (g @ w).to(input.dtype) if needs[0] else None,
+        (g.t() @ h).to(linear_weight.dtype) if needs[1] else None,
+        g.sum(0).to(linear_bias.dtype) if needs[2] and linear_bias is not None else None,
+    )
 
 
 def finish_gradients(
@@ -518,9 +689,14 @@ def finish_gradients(
 
 
 def _check_shapes(
-    input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Tensor | None
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    weight: Tensor | None = None,
 ) -> bool:
-    """Validates the shapes; returns whether ``target`` holds class probabilities."""
+    """Validates the tensors' types, shapes, dtypes and devices; returns whether ``target``
+    holds class probabilities."""
     if not isinstance(input, Tensor) or input.ndim < 1 or not input.is_floating_point():
         raise TypeError(f"input: expected a floating tensor (..., D); got {input!r:.60}")
     if not isinstance(linear_weight, Tensor) or linear_weight.ndim != 2:
@@ -531,18 +707,45 @@ def _check_shapes(
             f"linear_weight: expected (V, {input.shape[-1]}) to match the input's last "
             f"dimension; got {tuple(linear_weight.shape)}"
         )
+    if linear_weight.shape[0] < 1:
+        raise ValueError(
+            f"linear_weight: expected at least one row (class); got {tuple(linear_weight.shape)}"
+        )
     if linear_weight.dtype != input.dtype:
         raise TypeError(
             f"linear_weight: expected the input's dtype {input.dtype}; got {linear_weight.dtype}"
         )
     vocabulary = linear_weight.shape[0]
-    if linear_bias is not None and tuple(linear_bias.shape) != (vocabulary,):
-        raise ValueError(
-            f"linear_bias: expected shape ({vocabulary},); got {tuple(linear_bias.shape)}"
-        )
+    if linear_bias is not None:
+        if not isinstance(linear_bias, Tensor) or tuple(linear_bias.shape) != (vocabulary,):
+            shape = tuple(linear_bias.shape) if isinstance(linear_bias, Tensor) else linear_bias
+            raise ValueError(f"linear_bias: expected shape ({vocabulary},) or None; got {shape!r}")
+        if linear_bias.dtype != input.dtype:
+            raise TypeError(
+                f"linear_bias: expected the input's dtype {input.dtype}; got {linear_bias.dtype}"
+            )
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target: expected a tensor; got {type(target).__name__}")
+    if weight is not None:
+        if not isinstance(weight, Tensor) or not weight.is_floating_point():
+            shown = weight.dtype if isinstance(weight, Tensor) else type(weight).__name__
+            raise TypeError(f"weight: expected a floating tensor (V,) or None; got {shown}")
+        _validate.class_weight(weight, vocabulary)
+    named = (("linear_weight", linear_weight), ("linear_bias", linear_bias))
+    for name, tensor in (*named, ("target", target), ("weight", weight)):
+        if tensor is not None and tensor.device != input.device:
+            raise ValueError(
+                f"{name}: expected the input's device {input.device}; got {tensor.device}"
+            )
     leading = tuple(input.shape[:-1])
     if tuple(target.shape) == (*leading, vocabulary) and target.is_floating_point():
         return True
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"target: expected integer class indices of shape {leading} or probabilities of "
+            f"shape {(*leading, vocabulary)}; got dtype {target.dtype} of shape "
+            f"{tuple(target.shape)}"
+        )
     if tuple(target.shape) != leading:
         raise ValueError(
             f"target: expected class indices of shape {leading} (the input's shape without "
@@ -609,6 +812,17 @@ def linear_cross_entropy(
             gradient is below the dtype's resolution (an approximation; ``False``, the
             default, is exact).
 
+    Autograd conventions (the chunked path): a backward with ``create_graph=True`` (a
+    gradient penalty, a double backward) and ``torch.func`` (``grad``, ``jacrev``,
+    ``jvp``, ``jacfwd``, ``hessian``) compute the gradients with torch operations on whole
+    rows of logits, which autograd differentiates again, so their memory is the unfused
+    computation's; ``vmap`` runs each sample through the chunked sweep in turn. A graph
+    kept with ``retain_graph=True`` can be backpropagated again (each later backward of a
+    mean or a sum sweeps again). Class ``weight`` that requires a gradient is refused, as in
+    ``torch.nn.functional.cross_entropy``. Under ``torch.autocast`` the product runs in the
+    autocast dtype and the loss in float32, as ``cross_entropy(linear(...))`` does there.
+    Meta tensors give the shapes.
+
     Returns:
         The loss, or ``(loss, lse)`` with ``return_lse=True``.
 
@@ -631,7 +845,14 @@ def linear_cross_entropy(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ValueError(f"chunk_size: expected a positive integer or None; got {chunk_size!r}")
-    probabilities = _check_shapes(input, linear_weight, target, linear_bias)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index: expected an int64 value; got {ignore_index}")
+    for name, flag in (("return_lse", return_lse), ("skip_small_gradients", skip_small_gradients)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name}: expected True or False; got {flag!r}")
+    probabilities = _check_shapes(input, linear_weight, target, linear_bias, weight)
     chosen = impl
     if impl == "auto":
         cpu = input.device.type == "cpu"
@@ -641,18 +862,119 @@ def linear_cross_entropy(
             chosen = "chunked"
         else:
             chosen = "torch"
-    if skip_small_gradients is not False and chosen != "triton":
+    if skip_small_gradients and chosen != "triton":
         raise ValueError(
             f"skip_small_gradients: True needs impl='triton' (the Triton kernels); got "
             f"impl={impl!r}, which runs {chosen!r}"
         )
+    if probabilities and chosen in ("triton", "chunked"):
+        raise ValueError(
+            f"impl={chosen!r}: takes class-index targets; probability targets (shape "
+            f"{tuple(target.shape)}) use impl='torch' or impl='auto'"
+        )
+    if chosen == "chunked" and input.device.type not in ("cpu", "meta"):
+        raise ValueError(f"impl='chunked': runs on CPU tensors; got device {input.device}")
+    eps = _validate.label_smoothing(label_smoothing)
+    z_coef = _validate.z_loss(z_loss)
+    cap = _validate.softcap(softcap)
+    for name, value in (("z_loss", z_coef), ("softcap", cap)):
+        if value is not None and math.isinf(value):  # inf * 0 in the formulas: NaN
+            raise ValueError(f"{name}: expected a finite number; got {value!r}")
+    if (
+        weight is not None
+        and weight.requires_grad
+        and torch.is_grad_enabled()
+        and not probabilities
+    ):
+        raise ValueError(
+            "weight: the class weights require a gradient, but the loss over class-index "
+            "targets is not differentiable with respect to them (as in "
+            "torch.nn.functional.cross_entropy); pass weight.detach()"
+        )
+    options = {
+        "reduction": reduction,
+        "ignore_index": ignore_index,
+        "label_smoothing": eps,
+        "z_loss": z_coef,
+        "softcap": cap,
+        "chunk_size": chunk_size,
+    }
+    low = autocast_dtype(input)
+    if low is None:
+        return _dispatch(
+            chosen,
+            input,
+            linear_weight,
+            target,
+            linear_bias,
+            weight,
+            options,
+            return_lse,
+            skip_small_gradients,
+            probabilities,
+            loss_dtype=input.dtype,
+        )
+
+    # autocast: the product in the lower precision (F.linear is on autocast's lower-precision
+    # list), the loss in float32 (cross_entropy is on its float32 list), as
+    # F.cross_entropy(F.linear(input, W, b), target) does under autocast
+    def cast(x: Tensor) -> Tensor:
+        return x if x.dtype == torch.float64 else x.to(low)
+
+    with torch.autocast(input.device.type, enabled=False):
+        return _dispatch(
+            chosen,
+            cast(input),
+            cast(linear_weight),
+            target,
+            None if linear_bias is None else cast(linear_bias),
+            weight,
+            options,
+            return_lse,
+            skip_small_gradients,
+            probabilities,
+            loss_dtype=torch.promote_types(input.dtype, torch.float32),
+        )
+
+
+def autocast_dtype(input: Tensor) -> torch.dtype | None:
+    """The lower-precision dtype of an autocast region enabled on the input's device, if any."""
+    device = input.device.type
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
+
+
+def _dispatch(
+    chosen: str,
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    weight: Tensor | None,
+    options: dict[str, Any],
+    return_lse: bool,
+    skip_small_gradients: bool,
+    probabilities: bool,
+    *,
+    loss_dtype: torch.dtype,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Runs the chosen implementation on validated arguments; the loss in ``loss_dtype``."""
+    reduction = options["reduction"]
+    leading = tuple(input.shape[:-1])
+    if input.device.type == "meta":  # no values: torch's own operations give the shapes
+        return _meta(
+            input,
+            linear_weight,
+            target,
+            linear_bias,
+            weight,
+            options,
+            return_lse,
+            probabilities,
+            loss_dtype,
+        )
     if chosen == "triton":
-        if probabilities:
-            raise ValueError(
-                "impl='triton': takes class-index targets; probability targets (shape "
-                f"{tuple(target.shape)}) use impl='torch' or impl='auto'"
-            )
-        leading = tuple(input.shape[:-1])
         out = _functional.triton_module().linear_cross_entropy(
             input.reshape(-1, input.shape[-1]),
             linear_weight,
@@ -660,14 +982,15 @@ def linear_cross_entropy(
             linear_bias=linear_bias,
             weight=weight,
             reduction=reduction,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            z_loss=z_loss,
-            softcap=softcap,
+            ignore_index=options["ignore_index"],
+            label_smoothing=options["label_smoothing"],
+            z_loss=options["z_loss"],
+            softcap=options["softcap"],
             return_lse=True,
             skip_small_gradients=skip_small_gradients,
         )
         loss, lse = out
+        loss = loss.to(loss_dtype)
         if reduction == "none":
             loss = loss.reshape(leading)
         return (loss, lse.reshape(leading)) if return_lse else loss
@@ -679,43 +1002,24 @@ def linear_cross_entropy(
             linear_bias,
             weight,
             reduction,
-            ignore_index,
-            label_smoothing,
-            z_loss,
-            softcap,
+            options["ignore_index"],
+            options["label_smoothing"],
+            options["z_loss"],
+            options["softcap"],
             return_lse,
             probabilities,
+            loss_dtype,
         )
-    if probabilities:
-        raise ValueError(
-            "impl='chunked': takes class-index targets; probability targets (shape "
-            f"{tuple(target.shape)}) use impl='torch' or impl='auto'"
-        )
-    if input.device.type != "cpu":
-        raise ValueError(f"impl='chunked': runs on CPU tensors; got device {input.device}")
-    eps = _validate.label_smoothing(label_smoothing)
-    z_coef = _validate.z_loss(z_loss)
-    cap = _validate.softcap(softcap)
-    leading = tuple(input.shape[:-1])
     vocabulary, hidden = linear_weight.shape
-    flat_input = input.reshape(-1, hidden)
+    tokens = math.prod(leading)
+    flat_input = input.reshape(tokens, hidden)
     if flat_input.stride(-1) != 1:
         flat_input = flat_input.contiguous()
-    flat_target = target.reshape(-1).to(torch.int64)
-    _validate.integer_labels(
-        target, vocabulary, ignore_index, array_api_compat.array_namespace(target)
-    )
-    if weight is not None:
-        _validate.class_weight(weight, vocabulary)
-    tokens = flat_input.shape[0]
+    flat_target = target.reshape(-1)  # checked, then made int64, in the forward
     options = {
-        "reduction": reduction,
-        "ignore_index": ignore_index,
-        "label_smoothing": eps,
-        "z_loss": z_coef,
-        "softcap": cap,
-        "weight_sum": float(vocabulary) if weight is None else float(weight.double().sum()),
-        "chunk_size": chunk_size
+        **options,
+        "loss_dtype": loss_dtype,
+        "chunk_size": options["chunk_size"]
         or default_chunk_size(tokens, vocabulary, flat_input.element_size()),
     }
     grad_on = torch.is_grad_enabled()
@@ -724,7 +1028,7 @@ def linear_cross_entropy(
         grad_on and linear_weight.requires_grad,
         grad_on and linear_bias is not None and linear_bias.requires_grad,
     )
-    loss, lse = _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
+    loss, lse, *_ = _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
         flat_input,
         linear_weight.contiguous(),
         linear_bias,
@@ -741,6 +1045,39 @@ def linear_cross_entropy(
     return result
 
 
+def _meta(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    weight: Tensor | None,
+    options: dict[str, Any],
+    return_lse: bool,
+    probabilities: bool,
+    loss_dtype: torch.dtype,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Meta tensors (shape inference, tracing): the shapes, dtypes and autograd graph of
+    the unfused computation from torch's own operations (the soft-cap and z-loss change no
+    shape), and no check of the target's values, which do not exist."""
+    vocabulary = linear_weight.shape[0]
+    logits = torch.nn.functional.linear(input, linear_weight, linear_bias).to(loss_dtype)
+    flat = logits.reshape(-1, vocabulary)
+    loss = torch.nn.functional.cross_entropy(
+        flat,
+        target.reshape(-1, vocabulary) if probabilities else target.reshape(-1),
+        weight=None if weight is None else weight.to(loss_dtype),
+        reduction=options["reduction"],
+        ignore_index=options["ignore_index"],
+        label_smoothing=options["label_smoothing"],
+    )
+    leading = tuple(input.shape[:-1])
+    if options["reduction"] == "none":
+        loss = loss.reshape(leading)
+    if not return_lse:
+        return loss
+    return loss, torch.empty(leading, dtype=torch.float32, device=input.device)
+
+
 def _unfused(
     input: Tensor,
     linear_weight: Tensor,
@@ -754,11 +1091,13 @@ def _unfused(
     softcap: float | None,
     return_lse: bool,
     probabilities: bool,
+    loss_dtype: torch.dtype,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """The reference: materialise the logits, then the core's cross entropy under autograd."""
+    """The reference: materialise the logits, then the core's cross entropy under autograd
+    (on the logits cast to ``loss_dtype``: float32 under autocast)."""
     vocabulary = linear_weight.shape[0]
     logits = torch.nn.functional.linear(input, linear_weight, linear_bias)
-    flat = logits.reshape(-1, vocabulary)
+    flat = logits.reshape(-1, vocabulary).to(loss_dtype)
     flat_target = target.reshape(-1, vocabulary) if probabilities else target.reshape(-1)
     loss = _functional.cross_entropy(
         flat,
