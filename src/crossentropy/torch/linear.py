@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from .. import _validate
+from .._array import wide_labels
 from . import _fused
 from . import functional as _functional
 from ._slices import RowTerms
@@ -456,12 +457,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         vocabulary = linear_weight.shape[0]
         ignore_index = options["ignore_index"]
-        # checked in the target's own dtype (a wide unsigned value would wrap in int64),
-        # then int64 and contiguous, as the kernel reads it
-        _validate.integer_labels(
-            target, vocabulary, ignore_index, array_api_compat.array_namespace(target)
-        )
-        target = target.to(torch.int64).contiguous()
+        # widened to int64 exactly (a value past int64 is refused, never wrapped), checked,
+        # and made contiguous, as the kernel reads it
+        xp = array_api_compat.array_namespace(target)
+        target = wide_labels(target, xp)
+        _validate.integer_labels(target, vocabulary, ignore_index, xp)
+        target = target.contiguous()
         reduction = options["reduction"]
         scale = _scale(target, weight, ignore_index, reduction)
         options = {
