@@ -53,9 +53,51 @@ def z_loss(value: object) -> float:
 
 
 def softcap(value: object) -> float | None:
+    """A finite cap c > 0, or ``None`` for no cap.
+
+    ``inf`` is refused rather than read as "no cap": c tanh(x / c) at c = inf is inf * 0,
+    and ``None`` already says "no cap" in one way only.
+    """
     if value is None:
         return None
-    return number_in("softcap", value, math.ulp(0.0), math.inf, what="> 0, or None")
+    what = "> 0 and finite, or None (no cap)"
+    cap = number_in("softcap", value, math.ulp(0.0), math.inf, what=what)
+    if not math.isfinite(cap):
+        raise ValueError(f"softcap: expected a number {what}; got {value!r}")
+    return cap
+
+
+def ignore_index(value: object) -> int:
+    """The class index that marks a target to skip: an int (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"ignore_index: expected an integer (such as -100); got {value!r}")
+    return value
+
+
+def flag(name: str, value: object) -> bool:
+    """A boolean option: True or False, nothing else."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False; got {value!r}")
+    return value
+
+
+def readable(x: Array) -> Array | None:
+    """The array whose values a check can read: ``x`` itself; for a torch tensor under
+    ``torch.func`` transforms the ordinary tensor beneath them (under ``vmap``, the values
+    of every batch element); ``None`` for a tensor without values (on the meta device, or
+    a fake tensor of ``torch.compile``/``torch.export``), whose values cannot be checked."""
+    import array_api_compat
+
+    if not array_api_compat.is_torch_array(x):
+        return x
+    import torch
+
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(x):
+        x = functorch.get_unwrapped(x)
+    if x.device.type == "meta" or torch._subclasses.fake_tensor.is_fake(x):
+        return None
+    return x
 
 
 def axis(name: str, value: object, ndim: int) -> int:
@@ -111,8 +153,10 @@ def _first(mask: Array, x: Array, xp: Any) -> tuple[object, tuple[int, ...]]:
 
 def probabilities(name: str, p: Array, xp: Any, *, upper: bool = False) -> None:
     """Values in [0, inf) (or [0, 1] with ``upper``); NaN is rejected too."""
-    if size(p) == 0:
+    values = readable(p)
+    if size(p) == 0 or values is None:
         return
+    p = values
     bad = ~(p >= 0) if not upper else ~((p >= 0) & (p <= 1))
     if bool(xp.any(bad)):
         value, position = _first(bad, p, xp)
@@ -129,6 +173,9 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
         )
     if size(labels) == 0:
         return
+    if (values := readable(labels)) is None:
+        return  # a meta or fake tensor: shapes only, no values to check
+    labels = values
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
         bad = bad & (labels != ignore_index)
