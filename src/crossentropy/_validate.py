@@ -13,9 +13,10 @@ from ._array import Array, size
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def reduction(value: object) -> str:
-    if not isinstance(value, str) or value not in REDUCTIONS:
-        raise ValueError(f"reduction: expected one of 'mean', 'sum', 'none'; got {value!r}")
+def reduction(value: object, accepted: tuple[str, ...] = REDUCTIONS) -> str:
+    if not isinstance(value, str) or value not in accepted:
+        names = ", ".join(repr(r) for r in accepted)
+        raise ValueError(f"reduction: expected one of {names}; got {value!r}")
     return value
 
 
@@ -48,8 +49,11 @@ def label_smoothing(value: object) -> float:
 
 
 def z_loss(value: object) -> float:
-    """The z-loss coefficient, >= 0."""
-    return number_in("z_loss", value, 0.0, math.inf, what=">= 0")
+    """The z-loss coefficient, finite and >= 0."""
+    coefficient = number_in("z_loss", value, 0.0, math.inf, what=">= 0 and finite")
+    if not math.isfinite(coefficient):
+        raise ValueError(f"z_loss: expected a number >= 0 and finite; got {value!r}")
+    return coefficient
 
 
 def softcap(value: object) -> float | None:

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from .. import _validate
 from .. import losses as _losses
+from . import conventions
 
 __all__ = [
     "binary_cross_entropy",
@@ -133,10 +134,7 @@ def _reduction(
             stacklevel=3,
         )
         return "mean"
-    if not isinstance(reduction, str) or reduction not in accepted:
-        names = ", ".join(repr(r) for r in accepted)
-        raise ValueError(f"reduction: expected one of {names}; got {reduction!r}")
-    return reduction
+    return _validate.reduction(reduction, accepted)
 
 
 def _tensor(name: str, value: object) -> Tensor:
@@ -147,6 +145,14 @@ def _tensor(name: str, value: object) -> Tensor:
 
 def _optional_tensor(name: str, value: object) -> Tensor | None:
     return None if value is None else _tensor(name, value)
+
+
+def _class_weight(value: object) -> Tensor | None:
+    """Per-class weights: a floating-point tensor, as torch requires, or None."""
+    weight = _optional_tensor("weight", value)
+    if weight is not None and not weight.is_floating_point():
+        raise TypeError(f"weight: expected floating-point class weights; got dtype {weight.dtype}")
+    return weight
 
 
 def _broadcast(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -237,7 +243,9 @@ def triton_available(device: torch.device) -> bool:
     return _TRITON_INSTALLED[0]
 
 
-def _choose_impl(impl: object, input: Tensor, probabilities: bool) -> str:
+def _choose_impl(
+    impl: object, input: Tensor, target: Tensor, weight: Tensor | None, probabilities: bool
+) -> str:
     if not isinstance(impl, str) or impl not in IMPLS:
         names = ", ".join(repr(i) for i in IMPLS)
         raise ValueError(f"impl: expected one of {names}; got {impl!r}")
@@ -246,6 +254,14 @@ def _choose_impl(impl: object, input: Tensor, probabilities: bool) -> str:
     if triton_available(input.device):
         return "triton"
     if probabilities or input.device.type != "cpu":
+        return "torch"
+    # the exact path where the fused kernel has no answer: under torch.func.vmap (it reads
+    # memory, not batched tensors), and for class weights that require grad (it has no
+    # gradient for them; the core's formula under autograd has)
+    tensors = (input, target) if weight is None else (input, target, weight)
+    if any(conventions.batched(t) for t in tensors):
+        return "torch"
+    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
         return "torch"
     fused = _fused_module()
     available = fused is not None and bool(fused.fused_available())
@@ -383,6 +399,7 @@ def _cross_entropy_triton(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -457,13 +474,16 @@ def cross_entropy(
     """
     input = _tensor("input", input)
     target = _tensor("target", target)
-    weight = _optional_tensor("weight", weight)
+    weight = _class_weight(weight)
     reduction = _reduction(size_average, reduce, reduction)
+    ignore_index = _validate.ignore_index(ignore_index)
+    label_smoothing = _validate.label_smoothing(label_smoothing)
+    z_loss = _validate.z_loss(z_loss)
+    softcap = _validate.softcap(softcap)
+    inplace_backward = _validate.flag("inplace_backward", inplace_backward)
     axis = _class_axis("input", input)
     probabilities = input.shape == target.shape
-    chosen = _choose_impl(impl, input, probabilities)
-    if not isinstance(inplace_backward, bool):
-        raise TypeError(f"inplace_backward: expected True or False; got {inplace_backward!r}")
+    chosen = _choose_impl(impl, input, target, weight, probabilities)
     if chosen == "triton":
         options = {
             "weight": weight,
@@ -527,6 +547,7 @@ def cross_entropy(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def nll_loss(
     input: Tensor,
     target: Tensor,
@@ -568,8 +589,9 @@ def nll_loss(
     """
     input = _tensor("input", input)
     target = _tensor("target", target)
-    weight = _optional_tensor("weight", weight)
+    weight = _class_weight(weight)
     reduction = _reduction(size_average, reduce, reduction)
+    ignore_index = _validate.ignore_index(ignore_index)
     result: Tensor = _losses.nll_loss(
         input,
         target,
@@ -599,16 +621,21 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         d loss / d y = w (log(1 - p) - log p)
     """
 
+    generate_vmap_rule = True  # the forward and backward are torch operations only
+
     @staticmethod
-    def forward(ctx: Any, input: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+    def forward(input: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
         loss: Tensor = _losses.binary_cross_entropy(
             input, target, eps=None, weight=weight, reduction="none"
         )
-        ctx.save_for_backward(input, target, weight)
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
         input, target, weight = ctx.saved_tensors
         p = input.float() if input.itemsize < 4 else input
         y = target.to(p.dtype)
@@ -623,6 +650,7 @@ class _BinaryCrossEntropy(torch.autograd.Function):
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def binary_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -678,6 +706,7 @@ def binary_cross_entropy(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
@@ -738,6 +767,7 @@ def binary_cross_entropy_with_logits(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def kl_div(
     input: Tensor,
     target: Tensor,
@@ -803,13 +833,14 @@ def kl_div(
         terms = torch.exp(safe) * (safe - torch.where(zero, torch.zeros_like(input), input))
         pointwise = torch.where(zero, torch.zeros_like(terms), terms)
     else:
-        positive = target > 0
-        safe = torch.where(positive, target, torch.ones_like(target))
-        terms = safe * (torch.log(safe) - torch.where(positive, input, torch.zeros_like(input)))
-        # p = 0 contributes 0; p < 0 or NaN is not a probability, and gives NaN as in PyTorch
-        invalid = (target < 0) | torch.isnan(target)
-        pointwise = torch.where(positive, terms, torch.zeros_like(terms))
-        pointwise = torch.where(invalid, torch.full_like(pointwise, math.nan), pointwise)
+        # p (log p - log q); only an exact p = 0 is replaced (by 1 inside the formula, then
+        # by the decided 0 log 0 = 0), so that neither the loss nor the gradients meet
+        # 0 * inf there. Every other p goes through the formula as PyTorch's does: p < 0
+        # gives a NaN loss with d/d(log q) = -p, a NaN p gives NaN loss and gradients.
+        zero = target == 0
+        safe = torch.where(zero, torch.ones_like(target), target)
+        terms = safe * (torch.log(safe) - torch.where(zero, torch.zeros_like(input), input))
+        pointwise = torch.where(zero, torch.zeros_like(terms), terms)
     if reduction == "none":
         return pointwise
     if reduction == "sum":
@@ -865,6 +896,7 @@ def _regression(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def mse_loss(
     input: Tensor,
     target: Tensor,
@@ -905,6 +937,7 @@ def mse_loss(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def l1_loss(
     input: Tensor,
     target: Tensor,
@@ -945,6 +978,7 @@ def l1_loss(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def smooth_l1_loss(
     input: Tensor,
     target: Tensor,
@@ -985,6 +1019,7 @@ def smooth_l1_loss(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def huber_loss(
     input: Tensor,
     target: Tensor,
