@@ -170,7 +170,7 @@ def test_inplace_backward_refuses_a_leaf_that_requires_grad(view: bool) -> None:
     parameter = torch.randn(4, 5, requires_grad=True)
     before = parameter.detach().clone()
     logits = parameter[:, :] if view else parameter
-    with pytest.raises(ValueError, match="input: inplace_backward=True .* leaf that requires"):
+    with pytest.raises(ValueError, match=r"input: inplace_backward=True .* leaf that requires"):
         F.cross_entropy(logits, torch.tensor([0, 1, 2, 3]), inplace_backward=True)
     assert torch.equal(parameter.detach(), before)  # untouched
 
