@@ -406,7 +406,10 @@ HOSTILE = [
     ("cross_entropy", {"weight": [1.0] * 5}, TypeError, "weight"),
     ("cross_entropy", {"weight": torch.ones(4)}, ValueError, "weight"),
     ("cross_entropy", {"weight": torch.ones(5, dtype=torch.int64)}, TypeError, "weight"),
+    ("cross_entropy", {"ignore_index": 2**70}, ValueError, "ignore_index"),
+    ("cross_entropy", {"weight": torch.ones(5, device="meta")}, ValueError, "weight"),
     ("nll_loss", {"ignore_index": 2.0}, TypeError, "ignore_index"),
+    ("nll_loss", {"weight": torch.ones(5, device="meta")}, ValueError, "weight"),
     ("nll_loss", {"weight": torch.ones(2)}, ValueError, "weight"),
     ("kl_div", {"log_target": 1}, TypeError, "log_target"),
     ("kl_div", {"reduction": "max"}, ValueError, "reduction"),
@@ -433,6 +436,21 @@ def test_hostile_arguments_name_the_argument(
         extra = {"impl": impl} if impl else {}
         with pytest.raises(error, match=f"^{argument}: "):
             getattr(F, name)(a, b, **kwargs, **extra)
+
+
+@pytest.mark.parametrize("impl", ["fused", "torch", "auto"])
+def test_hostile_tensors_name_the_argument(impl: str) -> None:
+    with pytest.raises(TypeError, match=r"^input: expected floating-point"):
+        F.cross_entropy(torch.ones(3, 5, dtype=torch.int64), Y, impl=impl)
+    with pytest.raises(ValueError, match=r"^target: expected a tensor on the input's device"):
+        F.cross_entropy(X, Y.to("meta"), impl=impl)
+
+
+def test_nll_loss_hostile_tensors_name_the_argument() -> None:
+    with pytest.raises(TypeError, match=r"^input: expected floating-point"):
+        F.nll_loss(torch.ones(3, 5, dtype=torch.int64), Y)
+    with pytest.raises(ValueError, match=r"^target: expected a tensor on the input's device"):
+        F.nll_loss(X, Y.to("meta"))
 
 
 MODULE_HOSTILE = [
@@ -467,3 +485,23 @@ def test_check_writable_accepts_what_torch_writes_into() -> None:
     conventions.check_writable("x", torch.randn(4, 8)[:, :5], "test")
     with pytest.raises(ValueError, match="share memory"):
         conventions.check_writable("x", torch.randn(3, 1).expand(3, 4), "test")
+
+
+def test_fused_under_torch_compile_is_eager_exact() -> None:
+    """torch.compile traces the fused path with fake tensors: the compiled step must still
+    run the kernel (never the shape-only branch meant for meta tensors)."""
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(8, 6, dtype=torch.float64, generator=g)
+    target = torch.randint(0, 6, (8,), generator=g)
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(2 * x, target, impl="fused", label_smoothing=0.1)
+
+    results = []
+    for fn in (step, torch.compile(step, backend="aot_eager")):
+        x = logits.clone().requires_grad_()
+        loss = fn(x)
+        loss.backward()
+        results.append((loss.detach(), x.grad))
+    assert torch.equal(results[1][0], results[0][0])
+    assert torch.equal(results[1][1], results[0][1])

@@ -75,6 +75,8 @@ def ignore_index(value: object) -> int:
     """The class index that marks a target to skip: an int (not a bool, not a float)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"ignore_index: expected an integer (such as -100); got {value!r}")
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"ignore_index: expected a 64-bit integer; got {value}")
     return value
 
 

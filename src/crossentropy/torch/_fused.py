@@ -10,6 +10,12 @@ buffer by the incoming gradient, and returns it unchanged when that gradient is 
 The readable reference is :func:`crossentropy.gradients.sparse_softmax_cross_entropy`; the
 tests hold the kernel to it, forward and gradient.
 
+The gradient is differentiable again: a backward with ``create_graph=True`` (a gradient
+penalty, ``torch.func.grad``) recomputes it with torch operations on the saved logits, so
+the second derivative is autograd's. ``torch.func.grad`` and ``jacrev`` run the kernel;
+``vmap`` cannot (the kernel reads memory, not batched tensors) and is refused by name.
+Meta tensors give the result's shape without running anything.
+
 Under ``torch.compile`` the fused path works, with graph breaks: Dynamo cannot trace the
 label check (it reads values, ``Tensor.item``) nor the ``ctypes`` call, so those run
 eagerly between compiled graphs, with the same results as eager mode (tested).
@@ -427,14 +433,17 @@ def fused_cross_entropy(
     Args:
         logits: (M, C) float32, float64, float16 or bfloat16 CPU tensor; rows contiguous.
         target: (M,) integer class ids in [0, C), or ``ignore_index``.
-        weight: (C,) class weights, or ``None``.
+        weight: (C,) floating-point class weights, or ``None``; not differentiated
+            (refused if it requires grad, as ``torch.nn.functional`` refuses it).
         ignore_index: the target value that marks a row to skip.
         label_smoothing: epsilon in [0, 1].
         z_loss: the coefficient of logsumexp(z)^2, >= 0.
-        softcap: c > 0 to use c tanh(x / c) as the logits, or ``None``.
+        softcap: c > 0, finite, to use c tanh(x / c) as the logits, or ``None``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         inplace_backward: write the gradient into ``logits`` itself (the logits are
-            destroyed; only when nothing else needs them, and one backward only).
+            destroyed; only when nothing else needs them, and one backward only, not
+            differentiable twice). Refused for a leaf that requires grad or a view of
+            one, and for logits whose rows share memory.
 
     Returns:
         The loss: a scalar, or (M,) for ``reduction="none"``; differentiable in ``logits``.

@@ -16,14 +16,24 @@ Where PyTorch returns NaN for a finite answer, the core's answer is returned ins
   computes ``0 * -inf``;
 - ``binary_cross_entropy_with_logits`` at infinite logits takes its limits: 0 for
   (+inf, 1) and (-inf, 0), +inf for (-inf, 1) and (+inf, 0);
-- ``kl_div`` gives 0 where the target is 0 whatever the input (``-inf`` included), and a
-  ``"batchmean"``/``"mean"`` over an empty input is 0;
+- ``kl_div`` gives 0 where the target is exactly 0 whatever the input (``-inf`` included),
+  and a ``"batchmean"``/``"mean"`` over an empty input is 0; any other target goes through
+  PyTorch's formula (a negative target gives a NaN loss and the gradient ``-target``, a NaN
+  target NaN);
 - ``mse_loss``/``l1_loss`` with ``weight`` and ``reduction="mean"`` divide by the summed
   weight, and give 0 when that sum is 0.
 
 ``binary_cross_entropy`` takes its forward from the core and its derivative from PyTorch's
 formula, (p - y) / max(p (1 - p), 1e-12), which stays finite at p = 0 or 1 where autograd
 through the clamped logs would give NaN.
+
+PyTorch's conventions hold for every loss here: under ``torch.autocast`` each is an fp32 op
+(float16/bfloat16 arguments computed in float32, a float32 result), as PyTorch's losses are
+(:mod:`crossentropy.torch.conventions`); each works under ``torch.func.grad``, ``jacrev`` and
+``vmap``, and twice differentiable (``create_graph=True``); meta tensors give the result's
+shape. ``cross_entropy(impl="auto")`` takes the core's path where the fused kernel has no
+answer: under ``vmap``, and for class weights that require grad (whose gradient it
+computes, where PyTorch refuses them); ``impl="fused"`` refuses both with an error.
 
 Other differences, on purpose: bad input raises ``ValueError``/``TypeError`` naming the
 argument (PyTorch raises ``RuntimeError``/``IndexError`` for some), and class-index targets
@@ -145,6 +155,19 @@ def _tensor(name: str, value: object) -> Tensor:
 
 def _optional_tensor(name: str, value: object) -> Tensor | None:
     return None if value is None else _tensor(name, value)
+
+
+def _class_inputs(input: Tensor, target: Tensor, weight: Tensor | None) -> None:
+    """Floating-point scores, and a target and weight on the input's device, as torch
+    requires of cross_entropy and nll_loss."""
+    if not input.is_floating_point():
+        raise TypeError(f"input: expected floating-point scores; got dtype {input.dtype}")
+    for name, tensor in (("target", target), ("weight", weight)):
+        if tensor is not None and tensor.device != input.device:
+            raise ValueError(
+                f"{name}: expected a tensor on the input's device {input.device}; "
+                f"got {tensor.device}"
+            )
 
 
 def _class_weight(value: object) -> Tensor | None:
@@ -446,11 +469,15 @@ def cross_entropy(
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one loss per example).
         label_smoothing: epsilon in [0, 1].
         z_loss: lambda_z >= 0, the weight of the log-partition penalty (PaLM); 0 turns it off.
-        softcap: c > 0 to soft-cap the logits to (-c, c) first (Gemma 2), or ``None``.
+        softcap: c > 0 (finite) to soft-cap the logits to (-c, c) first (Gemma 2), or
+            ``None`` for no cap.
         inplace_backward: let the fused kernel write the gradient into ``input``'s storage,
             for callers that do not need the logits after the loss. Needs the fused path
             (or Triton's, whose backward writes it): an error with ``impl="torch"``;
-            ignored when ``impl="auto"`` picks ``"torch"``.
+            ignored when ``impl="auto"`` picks ``"torch"``. Refused, as PyTorch refuses
+            in-place writes, for a leaf that requires grad (a parameter) or a view of one,
+            and for an input whose elements share memory (an ``expand``-ed view); one
+            backward only, and not differentiable twice.
         impl: ``"fused"`` (the fused forward+backward kernel; class-index targets only),
             ``"triton"`` (the Triton kernels of :mod:`crossentropy.triton`: CUDA tensors,
             or CPU tensors under ``TRITON_INTERPRET=1``), ``"torch"`` (the core's math
@@ -481,6 +508,7 @@ def cross_entropy(
     z_loss = _validate.z_loss(z_loss)
     softcap = _validate.softcap(softcap)
     inplace_backward = _validate.flag("inplace_backward", inplace_backward)
+    _class_inputs(input, target, weight)
     axis = _class_axis("input", input)
     probabilities = input.shape == target.shape
     chosen = _choose_impl(impl, input, target, weight, probabilities)
@@ -592,6 +620,7 @@ def nll_loss(
     weight = _class_weight(weight)
     reduction = _reduction(size_average, reduce, reduction)
     ignore_index = _validate.ignore_index(ignore_index)
+    _class_inputs(input, target, weight)
     result: Tensor = _losses.nll_loss(
         input,
         target,
