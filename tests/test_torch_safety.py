@@ -297,11 +297,15 @@ def _transform(kind: str, loss: Callable[..., torch.Tensor], a: torch.Tensor, b:
     if kind == "vmap_both":  # the targets batched too
         batch_b = torch.stack([b, b.flip(0)])
         return torch.func.vmap(loss)(torch.stack([a, 0.5 * a]), batch_b)
+    if kind == "jvp":
+        return torch.func.jvp(lambda u: loss(u, b), (a,), (torch.ones_like(a),))
+    if kind == "hessian":
+        return torch.func.hessian(lambda u: loss(u, b))(a)
     # per-example gradients, the use torch.func documents: vmap over grad
     return torch.func.vmap(torch.func.grad(lambda u, v: loss(u[None], v[None])))(a, b)
 
 
-TRANSFORMS = ["grad", "jacrev", "vmap", "vmap_both", "vmap_grad"]
+TRANSFORMS = ["grad", "jacrev", "vmap", "vmap_both", "vmap_grad", "jvp", "hessian"]
 
 
 @pytest.mark.parametrize("kind", TRANSFORMS)
@@ -342,6 +346,21 @@ def test_fused_refuses_vmap_by_name() -> None:
     a, b, _ = problem("cross_entropy")
     with pytest.raises(ValueError, match=r"impl='fused' cannot run under torch.func.vmap"):
         torch.func.vmap(lambda u: F.cross_entropy(u, b, impl="fused"))(torch.stack([a, a]))
+
+
+@pytest.mark.parametrize("kind", ["jvp", "hessian"])
+def test_fused_refuses_forward_mode_by_name(kind: str) -> None:
+    a, b, _ = problem("cross_entropy")
+    with pytest.raises(ValueError, match=r"impl='fused' has no forward-mode derivative"):
+        _transform(kind, lambda u, v, **kw: F.cross_entropy(u, v, impl="fused", **kw), a, b)
+
+
+def test_vmap_over_something_else_keeps_the_fused_path() -> None:
+    """vmap over a scale, the logits not batched: the fused kernel runs as usual."""
+    a, b, _ = problem("cross_entropy")
+    scales = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    got = torch.func.vmap(lambda s: s * F.cross_entropy(a, b, impl="fused"))(scales)
+    torch.testing.assert_close(got, scales * TF.cross_entropy(a, b), rtol=1e-12, atol=0)
 
 
 def test_out_of_range_target_under_vmap_is_an_error() -> None:

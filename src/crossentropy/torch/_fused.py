@@ -367,6 +367,21 @@ class FusedCrossEntropy(torch.autograd.Function):
         ctx.used = False
 
     @staticmethod
+    def vmap(info: Any, in_dims: Any, *args: Any) -> Any:
+        raise ValueError(
+            "impl='fused' cannot run under torch.func.vmap (nor jacfwd, hessian, which vmap "
+            "it): the kernel reads memory, not batched tensors; use impl='auto' or "
+            "impl='torch'"
+        )
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Any) -> Any:
+        raise ValueError(
+            "impl='fused' has no forward-mode derivative (torch.func.jvp, jacfwd, hessian, "
+            "torch.autograd.forward_ad); use impl='auto' or impl='torch'"
+        )
+
+    @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor, _: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         grad, logits, target, weight = ctx.saved_tensors
         grad = grad.detach()

@@ -9,6 +9,8 @@ distributed), so that each convention is written once:
   computed with autocast off, and the result is float32 (float64 stays float64).
 - :func:`batched`: whether a tensor is batched by ``torch.func.vmap`` at any level, where
   the fused kernels (which read raw memory) cannot run and value checks cannot branch.
+- :func:`transformed`: whether a tensor is under any ``torch.func`` transform or carries a
+  forward-mode tangent, where ``impl="auto"`` takes a path of torch operations.
 - :func:`plain`: the tensor that holds the values of a functorch-wrapped tensor, to check
   values eagerly; ``None`` for tensors without values (meta, fake tensors of
   ``torch.compile``), where only shapes are known and no value can be checked.
@@ -28,7 +30,14 @@ from torch import Tensor
 
 from .. import _validate
 
-__all__ = ["batched", "check_writable", "float32_under_autocast", "has_values", "plain"]
+__all__ = [
+    "batched",
+    "check_writable",
+    "float32_under_autocast",
+    "has_values",
+    "plain",
+    "transformed",
+]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -84,6 +93,17 @@ def batched(x: Tensor) -> bool:
             return True
         x = functorch.get_unwrapped(x)
     return False
+
+
+def transformed(x: Tensor) -> bool:
+    """Whether ``x`` is under a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``,
+    ``jacrev``, ``hessian``, ...) or carries a forward-mode tangent
+    (``torch.autograd.forward_ad``): where a path that reads memory directly has no
+    derivative rule of its own, and a path made of torch operations should be taken."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):
+        return True
+    unpacked = torch.autograd.forward_ad.unpack_dual(x)  # type: ignore[no-untyped-call]
+    return unpacked.tangent is not None
 
 
 def has_values(x: Tensor) -> bool:

@@ -32,8 +32,10 @@ PyTorch's conventions hold for every loss here: under ``torch.autocast`` each is
 (:mod:`crossentropy.torch.conventions`); each works under ``torch.func.grad``, ``jacrev`` and
 ``vmap``, and twice differentiable (``create_graph=True``); meta tensors give the result's
 shape. ``cross_entropy(impl="auto")`` takes the core's path where the fused kernel has no
-answer: under ``vmap``, and for class weights that require grad (whose gradient it
-computes, where PyTorch refuses them); ``impl="fused"`` refuses both with an error.
+answer: under ``torch.func`` transforms and forward-mode AD, and for class weights that
+require grad (whose gradient it computes, where PyTorch refuses them). ``impl="fused"``
+runs under ``grad``/``jacrev`` and refuses ``vmap``, forward mode (``jvp``, ``jacfwd``,
+``hessian``) and weights that require grad, each with an error.
 
 Other differences, on purpose: bad input raises ``ValueError``/``TypeError`` naming the
 argument (PyTorch raises ``RuntimeError``/``IndexError`` for some), and class-index targets
@@ -278,11 +280,12 @@ def _choose_impl(
         return "triton"
     if probabilities or input.device.type != "cpu":
         return "torch"
-    # the exact path where the fused kernel has no answer: under torch.func.vmap (it reads
-    # memory, not batched tensors), and for class weights that require grad (it has no
-    # gradient for them; the core's formula under autograd has)
+    # the exact path where the fused kernel has no answer or no rule: under torch.func
+    # transforms and forward-mode AD (it reads memory, has no vmap or jvp rule), and for
+    # class weights that require grad (it has no gradient for them; autograd through the
+    # core's formula has)
     tensors = (input, target) if weight is None else (input, target, weight)
-    if any(conventions.batched(t) for t in tensors):
+    if any(conventions.transformed(t) for t in tensors):
         return "torch"
     if weight is not None and weight.requires_grad and torch.is_grad_enabled():
         return "torch"
@@ -662,20 +665,41 @@ class _BinaryCrossEntropy(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def partials(input: Tensor, target: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor]:
+        """d loss / d p and d loss / d y, elementwise, in float32 at least."""
+        p = input.float() if input.itemsize < 4 else input
+        y = target.to(p.dtype)
+        w = 1.0 if weight is None else weight.to(p.dtype)
+        d_input = w * (p - y) / torch.clamp_min(p * (1 - p), BCE_EPSILON)
+        d_target = w * (torch.log1p(-p) - torch.log(p))
+        return d_input, d_target
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
         input, target, weight = ctx.saved_tensors
-        p = input.float() if input.itemsize < 4 else input
-        y = target.to(p.dtype)
-        scale = grad.to(p.dtype) if weight is None else grad.to(p.dtype) * weight.to(p.dtype)
+        d_input, d_target = _BinaryCrossEntropy.partials(input, target, weight)
+        scale = grad.to(d_input.dtype)
         grad_input = grad_target = None
         if ctx.needs_input_grad[0]:
-            slope = (p - y) / torch.clamp_min(p * (1 - p), BCE_EPSILON)
-            grad_input = (scale * slope).to(input.dtype)
+            grad_input = (scale * d_input).to(input.dtype)
         if ctx.needs_input_grad[1]:
-            grad_target = (scale * (torch.log1p(-p) - torch.log(p))).to(target.dtype)
+            grad_target = (scale * d_target).to(target.dtype)
         return grad_input, grad_target, None
+
+    @staticmethod
+    def jvp(ctx: Any, input_t: Tensor | None, target_t: Tensor | None, _: Any) -> Tensor:
+        """Forward mode: the same partials times the tangents (the weight is a constant)."""
+        input, target, weight = ctx.saved_tensors
+        d_input, d_target = _BinaryCrossEntropy.partials(input, target, weight)
+        tangent = torch.zeros_like(d_input)
+        if input_t is not None:
+            tangent = tangent + d_input * input_t.to(d_input.dtype)
+        if target_t is not None:
+            tangent = tangent + d_target * target_t.to(d_target.dtype)
+        return tangent.to(input.dtype)
 
 
 @_torch_names
