@@ -517,10 +517,15 @@ def test_fused_under_torch_compile_is_eager_exact() -> None:
         return F.cross_entropy(2 * x, target, impl="fused", label_smoothing=0.1)
 
     results = []
-    for fn in (step, torch.compile(step, backend="aot_eager")):
+    compiled = torch.compile(step, backend="aot_eager")
+    for fn in (step, compiled):
         x = logits.clone().requires_grad_()
         loss = fn(x)
         loss.backward()
         results.append((loss.detach(), x.grad))
     assert torch.equal(results[1][0], results[0][0])
     assert torch.equal(results[1][1], results[0][1])
+    # the label check still reads the values (it is never skipped as if they were fake)
+    target[3] = 6
+    with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 6\)"):
+        compiled(logits)
