@@ -529,3 +529,33 @@ def test_fused_under_torch_compile_is_eager_exact() -> None:
     target[3] = 6
     with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 6\)"):
         compiled(logits)
+
+
+def test_fused_backward_allocates_nothing_of_the_logits_size() -> None:
+    """The first-order backward hands out the kernel's buffer: no operation in it makes a
+    logits-sized tensor (a zero gradient materialised for the buffer output once cost
+    more than the whole sweep)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Sizes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            for value in out if isinstance(out, tuple | list) else (out,):
+                # new memory only: views and aliases of an argument (detach) are free
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.untyped_storage().data_ptr() not in inputs
+                ):
+                    self.largest = max(self.largest, value.numel())
+            return out
+
+    x = torch.randn(64, 50, requires_grad=True)
+    loss = F.cross_entropy(x, torch.randint(0, 50, (64,)), impl="fused")
+    with Sizes() as sizes:
+        loss.backward()
+    assert sizes.largest < x.numel()

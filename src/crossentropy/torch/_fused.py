@@ -356,6 +356,8 @@ class FusedCrossEntropy(torch.autograd.Function):
         logits, target, weight, *options, inplace, want_grad = inputs
         _, buffer = output
         ctx.mark_non_differentiable(buffer)
+        # no zeros of the buffer's size for its (never used) incoming gradient
+        ctx.set_materialize_grads(False)
         if inplace:
             # the logits hold the gradient now: nothing is left to differentiate twice
             ctx.save_for_backward(logits, None, target, weight)
@@ -382,11 +384,13 @@ class FusedCrossEntropy(torch.autograd.Function):
         )
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor, _: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: torch.Tensor | None, _: Any) -> tuple[Any, ...]:  # type: ignore[override]
         grad, logits, target, weight = ctx.saved_tensors
         grad = grad.detach()
         ignore_index, eps, z_coef, cap, reduction = ctx.options
         none = (None,) * 9
+        if grad_output is None:
+            return None, *none
         if ctx.inplace and ctx.used:
             raise RuntimeError(
                 "inplace_backward=True: the gradient was written into the logits buffer and "
