@@ -5,6 +5,7 @@ finite differences) or to a clear error that names the argument."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -121,6 +122,25 @@ def test_fused_gradient_penalty_matches_torch(options: dict[str, Any], reduction
         results.append((grad.detach(), penalty_grad))
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_fused_double_backward_of_k_dimensional_input(reduction: str) -> None:
+    """(N, C, d) logits (moved to rows inside): gradgradcheck, and torch's penalty."""
+    g = torch.Generator().manual_seed(8)
+    logits = torch.randn(2, 4, 3, dtype=torch.float64, generator=g)
+    target = torch.tensor([[0, 1, 3], [2, -100, 1]])
+    x = logits.clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(
+        lambda z: F.cross_entropy(z, target, reduction=reduction, impl="fused"), (x,)
+    )
+    penalties = []
+    for loss_fn in (TF.cross_entropy, functools.partial(F.cross_entropy, impl="fused")):
+        x = logits.clone().requires_grad_()
+        loss = loss_fn(x, target, reduction=reduction, label_smoothing=0.1).sum()
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+        penalties.append(torch.autograd.grad(grad.pow(2).sum(), x)[0])
+    torch.testing.assert_close(penalties[1], penalties[0], rtol=1e-10, atol=1e-12)
 
 
 def test_fused_double_backward_through_a_model() -> None:
