@@ -278,31 +278,28 @@ def prepare(
             prep = clear if name == "fused" else clear_all
             return Prepared(step=run_fused, prep=prep, grad=x_grad, entry=entry)
 
-        if memory:
-            work = x
-            g = torch.Generator().manual_seed(1)
+        # inplace_backward refuses a leaf that requires grad (it would overwrite a
+        # parameter): the loss takes a non-leaf working copy, the model output it stands
+        # for, made untimed before each run; its gradient is the copy itself
+        state: dict[str, Any] = {}
+        g = torch.Generator().manual_seed(1)
+        source = x.detach()
 
-            def refill() -> None:
-                x.grad = None
+        def refill() -> None:
+            state.clear()
+            if memory:
                 with torch.no_grad():
-                    x.normal_(generator=g)  # the warm-up left the gradient in the buffer
-
-        else:
-            source = x.detach()
-            work = source.clone().requires_grad_(True)
-
-            def refill() -> None:
-                work.grad = None
-                with torch.no_grad():
-                    work.copy_(source)
+                    x.normal_(generator=g)
+            state["work"] = source * torch.ones((), requires_grad=True)
 
         def run_inplace() -> Any:
+            work = state["work"]
             loss = fused(work, t, True)
-            loss.backward()
+            (state["grad"],) = torch.autograd.grad(loss, work)
             return loss.detach()
 
         def work_grad() -> Any:
-            return work.grad
+            return state.get("grad")
 
         return Prepared(step=run_inplace, prep=refill, grad=work_grad, entry=entry)
 

@@ -215,10 +215,13 @@ def test_cross_entropy_loss_extras_reach_the_functional(impl: str) -> None:
     assert not torch.allclose(module(x, t), plain)  # z-loss and softcap change the loss
 
 
-def test_cross_entropy_loss_rejects_an_unknown_impl_at_forward() -> None:
-    module = ct.CrossEntropyLoss(impl="cuda")
+def test_cross_entropy_loss_rejects_an_unknown_impl() -> None:
     with pytest.raises(ValueError, match="impl: expected one of"):
-        module(torch.zeros(2, 3), torch.zeros(2, dtype=torch.int64))
+        ct.CrossEntropyLoss(impl="cuda")  # at construction
+    module = ct.CrossEntropyLoss()
+    module.impl = "cuda"
+    with pytest.raises(ValueError, match="impl: expected one of"):
+        module(torch.zeros(2, 3), torch.zeros(2, dtype=torch.int64))  # and at forward
 
 
 def test_huber_delta_must_be_a_number() -> None:

@@ -15,9 +15,10 @@ from ._array import Array, size
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def reduction(value: object) -> str:
-    if not isinstance(value, str) or value not in REDUCTIONS:
-        raise ValueError(f"reduction: expected one of 'mean', 'sum', 'none'; got {value!r}")
+def reduction(value: object, accepted: tuple[str, ...] = REDUCTIONS) -> str:
+    if not isinstance(value, str) or value not in accepted:
+        names = ", ".join(repr(r) for r in accepted)
+        raise ValueError(f"reduction: expected one of {names}; got {value!r}")
     return value
 
 
@@ -75,6 +76,32 @@ def ignore_index(value: object) -> int:
     return value
 
 
+def flag(name: str, value: object) -> bool:
+    """A boolean option: True or False, nothing else."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False; got {value!r}")
+    return value
+
+
+def readable(x: Array) -> Array | None:
+    """The array whose values a check can read: ``x`` itself; for a torch tensor under
+    ``torch.func`` transforms the ordinary tensor beneath them (under ``vmap``, the values
+    of every batch element); ``None`` for a tensor without values (on the meta device, or
+    a fake tensor of ``torch.compile``/``torch.export``), whose values cannot be checked."""
+    import array_api_compat
+
+    if not array_api_compat.is_torch_array(x):
+        return x
+    import torch
+
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(x):
+        x = functorch.get_unwrapped(x)
+    if x.device.type == "meta" or torch._subclasses.fake_tensor.is_fake(x):
+        return None
+    return x
+
+
 def axis(name: str, value: object, ndim: int) -> int:
     """A valid axis of an ``ndim``-dimensional array, normalised to be non-negative."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -128,8 +155,10 @@ def _first(mask: Array, x: Array, xp: Any) -> tuple[object, tuple[int, ...]]:
 
 def probabilities(name: str, p: Array, xp: Any, *, upper: bool = False) -> None:
     """Finite values >= 0 (or in [0, 1] with ``upper``); NaN and inf are rejected too."""
-    if size(p) == 0:
+    values = readable(p)
+    if size(p) == 0 or values is None:
         return
+    p = values
     bad = ~((p >= 0) & (p < math.inf)) if not upper else ~((p >= 0) & (p <= 1))
     if bool(xp.any(bad)):
         value, position = _first(bad, p, xp)
@@ -151,6 +180,9 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
         )
     if size(labels) == 0:
         return
+    if (values := readable(labels)) is None:
+        return  # a meta or fake tensor: shapes only, no values to check
+    labels = values
     info = xp.iinfo(labels.dtype)
     bad = xp.zeros(labels.shape, dtype=xp.bool, device=array_api_compat.device(labels))
     try:

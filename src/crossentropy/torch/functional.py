@@ -16,14 +16,26 @@ Where PyTorch returns NaN for a finite answer, the core's answer is returned ins
   computes ``0 * -inf``;
 - ``binary_cross_entropy_with_logits`` at infinite logits takes its limits: 0 for
   (+inf, 1) and (-inf, 0), +inf for (-inf, 1) and (+inf, 0);
-- ``kl_div`` gives 0 where the target is 0 whatever the input (``-inf`` included), and a
-  ``"batchmean"``/``"mean"`` over an empty input is 0;
+- ``kl_div`` gives 0 where the target is exactly 0 whatever the input (``-inf`` included),
+  and a ``"batchmean"``/``"mean"`` over an empty input is 0; any other target goes through
+  PyTorch's formula (a negative target gives a NaN loss and the gradient ``-target``, a NaN
+  target NaN);
 - ``mse_loss``/``l1_loss`` with ``weight`` and ``reduction="mean"`` divide by the summed
   weight, and give 0 when that sum is 0.
 
 ``binary_cross_entropy`` takes its forward from the core and its derivative from PyTorch's
 formula, (p - y) / max(p (1 - p), 1e-12), which stays finite at p = 0 or 1 where autograd
 through the clamped logs would give NaN.
+
+PyTorch's conventions hold for every loss here: under ``torch.autocast`` each is an fp32 op
+(float16/bfloat16 arguments computed in float32, a float32 result), as PyTorch's losses are
+(:mod:`crossentropy.torch.conventions`); each works under ``torch.func.grad``, ``jacrev`` and
+``vmap``, and twice differentiable (``create_graph=True``); meta tensors give the result's
+shape. ``cross_entropy(impl="auto")`` takes the core's path where the fused kernel has no
+answer: under ``torch.func`` transforms and forward-mode AD, and for class weights that
+require grad (whose gradient it computes, where PyTorch refuses them). ``impl="fused"``
+runs under ``grad``/``jacrev`` and refuses ``vmap``, forward mode (``jvp``, ``jacfwd``,
+``hessian``) and weights that require grad, each with an error.
 
 Other differences, on purpose: bad input raises ``ValueError``/``TypeError`` naming the
 argument (PyTorch raises ``RuntimeError``/``IndexError`` for some), and class-index targets
@@ -45,6 +57,7 @@ from torch import Tensor
 
 from .. import _validate
 from .. import losses as _losses
+from . import conventions
 
 __all__ = [
     "binary_cross_entropy",
@@ -133,10 +146,7 @@ def _reduction(
             stacklevel=3,
         )
         return "mean"
-    if not isinstance(reduction, str) or reduction not in accepted:
-        names = ", ".join(repr(r) for r in accepted)
-        raise ValueError(f"reduction: expected one of {names}; got {reduction!r}")
-    return reduction
+    return _validate.reduction(reduction, accepted)
 
 
 def _tensor(name: str, value: object) -> Tensor:
@@ -147,6 +157,27 @@ def _tensor(name: str, value: object) -> Tensor:
 
 def _optional_tensor(name: str, value: object) -> Tensor | None:
     return None if value is None else _tensor(name, value)
+
+
+def _class_inputs(input: Tensor, target: Tensor, weight: Tensor | None) -> None:
+    """Floating-point scores, and a target and weight on the input's device, as torch
+    requires of cross_entropy and nll_loss."""
+    if not input.is_floating_point():
+        raise TypeError(f"input: expected floating-point scores; got dtype {input.dtype}")
+    for name, tensor in (("target", target), ("weight", weight)):
+        if tensor is not None and tensor.device != input.device:
+            raise ValueError(
+                f"{name}: expected a tensor on the input's device {input.device}; "
+                f"got {tensor.device}"
+            )
+
+
+def _class_weight(value: object) -> Tensor | None:
+    """Per-class weights: a floating-point tensor, as torch requires, or None."""
+    weight = _optional_tensor("weight", value)
+    if weight is not None and not weight.is_floating_point():
+        raise TypeError(f"weight: expected floating-point class weights; got dtype {weight.dtype}")
+    return weight
 
 
 def _broadcast(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -237,7 +268,9 @@ def triton_available(device: torch.device) -> bool:
     return _TRITON_INSTALLED[0]
 
 
-def _choose_impl(impl: object, input: Tensor, probabilities: bool) -> str:
+def _choose_impl(
+    impl: object, input: Tensor, target: Tensor, weight: Tensor | None, probabilities: bool
+) -> str:
     if not isinstance(impl, str) or impl not in IMPLS:
         names = ", ".join(repr(i) for i in IMPLS)
         raise ValueError(f"impl: expected one of {names}; got {impl!r}")
@@ -246,6 +279,15 @@ def _choose_impl(impl: object, input: Tensor, probabilities: bool) -> str:
     if triton_available(input.device):
         return "triton"
     if probabilities or input.device.type != "cpu":
+        return "torch"
+    # the exact path where the fused kernel has no answer or no rule: under torch.func
+    # transforms and forward-mode AD (it reads memory, has no vmap or jvp rule), and for
+    # class weights that require grad (it has no gradient for them; autograd through the
+    # core's formula has)
+    tensors = (input, target) if weight is None else (input, target, weight)
+    if any(conventions.transformed(t) for t in tensors):
+        return "torch"
+    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
         return "torch"
     fused = _fused_module()
     available = fused is not None and bool(fused.fused_available())
@@ -383,6 +425,7 @@ def _cross_entropy_triton(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -429,11 +472,15 @@ def cross_entropy(
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (one loss per example).
         label_smoothing: epsilon in [0, 1].
         z_loss: lambda_z >= 0, the weight of the log-partition penalty (PaLM); 0 turns it off.
-        softcap: c > 0 to soft-cap the logits to (-c, c) first (Gemma 2), or ``None``.
+        softcap: c > 0 (finite) to soft-cap the logits to (-c, c) first (Gemma 2), or
+            ``None`` for no cap.
         inplace_backward: let the fused kernel write the gradient into ``input``'s storage,
             for callers that do not need the logits after the loss. Needs the fused path
             (or Triton's, whose backward writes it): an error with ``impl="torch"``;
-            ignored when ``impl="auto"`` picks ``"torch"``.
+            ignored when ``impl="auto"`` picks ``"torch"``. Refused, as PyTorch refuses
+            in-place writes, for a leaf that requires grad (a parameter) or a view of one,
+            and for an input whose elements share memory (an ``expand``-ed view); one
+            backward only, and not differentiable twice.
         impl: ``"fused"`` (the fused forward+backward kernel; class-index targets only),
             ``"triton"`` (the Triton kernels of :mod:`crossentropy.triton`: CUDA tensors,
             or CPU tensors under ``TRITON_INTERPRET=1``), ``"torch"`` (the core's math
@@ -457,13 +504,17 @@ def cross_entropy(
     """
     input = _tensor("input", input)
     target = _tensor("target", target)
-    weight = _optional_tensor("weight", weight)
+    weight = _class_weight(weight)
     reduction = _reduction(size_average, reduce, reduction)
+    ignore_index = _validate.ignore_index(ignore_index)
+    label_smoothing = _validate.label_smoothing(label_smoothing)
+    z_loss = _validate.z_loss(z_loss)
+    softcap = _validate.softcap(softcap)
+    inplace_backward = _validate.flag("inplace_backward", inplace_backward)
+    _class_inputs(input, target, weight)
     axis = _class_axis("input", input)
     probabilities = input.shape == target.shape
-    chosen = _choose_impl(impl, input, probabilities)
-    if not isinstance(inplace_backward, bool):
-        raise TypeError(f"inplace_backward: expected True or False; got {inplace_backward!r}")
+    chosen = _choose_impl(impl, input, target, weight, probabilities)
     if chosen == "triton":
         options = {
             "weight": weight,
@@ -527,6 +578,7 @@ def cross_entropy(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def nll_loss(
     input: Tensor,
     target: Tensor,
@@ -568,8 +620,10 @@ def nll_loss(
     """
     input = _tensor("input", input)
     target = _tensor("target", target)
-    weight = _optional_tensor("weight", weight)
+    weight = _class_weight(weight)
     reduction = _reduction(size_average, reduce, reduction)
+    ignore_index = _validate.ignore_index(ignore_index)
+    _class_inputs(input, target, weight)
     result: Tensor = _losses.nll_loss(
         input,
         target,
@@ -599,30 +653,57 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         d loss / d y = w (log(1 - p) - log p)
     """
 
+    generate_vmap_rule = True  # the forward and backward are torch operations only
+
     @staticmethod
-    def forward(ctx: Any, input: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+    def forward(input: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
         loss: Tensor = _losses.binary_cross_entropy(
             input, target, eps=None, weight=weight, reduction="none"
         )
-        ctx.save_for_backward(input, target, weight)
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        input, target, weight = ctx.saved_tensors
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def partials(input: Tensor, target: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor]:
+        """d loss / d p and d loss / d y, elementwise, in float32 at least."""
         p = input.float() if input.itemsize < 4 else input
         y = target.to(p.dtype)
-        scale = grad.to(p.dtype) if weight is None else grad.to(p.dtype) * weight.to(p.dtype)
+        w = 1.0 if weight is None else weight.to(p.dtype)
+        d_input = w * (p - y) / torch.clamp_min(p * (1 - p), BCE_EPSILON)
+        d_target = w * (torch.log1p(-p) - torch.log(p))
+        return d_input, d_target
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        input, target, weight = ctx.saved_tensors
+        d_input, d_target = _BinaryCrossEntropy.partials(input, target, weight)
+        scale = grad.to(d_input.dtype)
         grad_input = grad_target = None
         if ctx.needs_input_grad[0]:
-            slope = (p - y) / torch.clamp_min(p * (1 - p), BCE_EPSILON)
-            grad_input = (scale * slope).to(input.dtype)
+            grad_input = (scale * d_input).to(input.dtype)
         if ctx.needs_input_grad[1]:
-            grad_target = (scale * (torch.log1p(-p) - torch.log(p))).to(target.dtype)
+            grad_target = (scale * d_target).to(target.dtype)
         return grad_input, grad_target, None
+
+    @staticmethod
+    def jvp(ctx: Any, input_t: Tensor | None, target_t: Tensor | None, _: Any) -> Tensor:
+        """Forward mode: the same partials times the tangents (the weight is a constant)."""
+        input, target, weight = ctx.saved_tensors
+        d_input, d_target = _BinaryCrossEntropy.partials(input, target, weight)
+        tangent = torch.zeros_like(d_input)
+        if input_t is not None:
+            tangent = tangent + d_input * input_t.to(d_input.dtype)
+        if target_t is not None:
+            tangent = tangent + d_target * target_t.to(d_target.dtype)
+        return tangent.to(input.dtype)
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def binary_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -678,6 +759,7 @@ def binary_cross_entropy(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
@@ -738,6 +820,7 @@ def binary_cross_entropy_with_logits(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def kl_div(
     input: Tensor,
     target: Tensor,
@@ -803,13 +886,14 @@ def kl_div(
         terms = torch.exp(safe) * (safe - torch.where(zero, torch.zeros_like(input), input))
         pointwise = torch.where(zero, torch.zeros_like(terms), terms)
     else:
-        positive = target > 0
-        safe = torch.where(positive, target, torch.ones_like(target))
-        terms = safe * (torch.log(safe) - torch.where(positive, input, torch.zeros_like(input)))
-        # p = 0 contributes 0; p < 0 or NaN is not a probability, and gives NaN as in PyTorch
-        invalid = (target < 0) | torch.isnan(target)
-        pointwise = torch.where(positive, terms, torch.zeros_like(terms))
-        pointwise = torch.where(invalid, torch.full_like(pointwise, math.nan), pointwise)
+        # p (log p - log q); only an exact p = 0 is replaced (by 1 inside the formula, then
+        # by the decided 0 log 0 = 0), so that neither the loss nor the gradients meet
+        # 0 * inf there. Every other p goes through the formula as PyTorch's does: p < 0
+        # gives a NaN loss with d/d(log q) = -p, a NaN p gives NaN loss and gradients.
+        zero = target == 0
+        safe = torch.where(zero, torch.ones_like(target), target)
+        terms = safe * (torch.log(safe) - torch.where(zero, torch.zeros_like(input), input))
+        pointwise = torch.where(zero, torch.zeros_like(terms), terms)
     if reduction == "none":
         return pointwise
     if reduction == "sum":
@@ -865,6 +949,7 @@ def _regression(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def mse_loss(
     input: Tensor,
     target: Tensor,
@@ -905,6 +990,7 @@ def mse_loss(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def l1_loss(
     input: Tensor,
     target: Tensor,
@@ -945,6 +1031,7 @@ def l1_loss(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def smooth_l1_loss(
     input: Tensor,
     target: Tensor,
@@ -985,6 +1072,7 @@ def smooth_l1_loss(
 
 
 @_torch_names
+@conventions.float32_under_autocast
 def huber_loss(
     input: Tensor,
     target: Tensor,

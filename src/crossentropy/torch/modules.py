@@ -12,10 +12,12 @@ for ``torch.nn``. ``forward`` calls the function of the same loss in
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from torch import Tensor, nn
 
+from .. import _validate
 from . import functional as F
 from .functional import _legacy_reduction
 
@@ -32,10 +34,21 @@ __all__ = [
 ]
 
 
+def _tensor_or_none(name: str, value: object) -> Tensor | None:
+    if value is not None and not isinstance(value, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor or None; got {type(value).__name__}")
+    return value
+
+
 class _Loss(nn.Module):
-    """A loss with a ``reduction``, set from the legacy flags if either is given."""
+    """A loss with a ``reduction``, set from the legacy flags if either is given.
+
+    Constructors check their arguments as the functions do, so that a bad one is named
+    where it is given rather than at the first ``forward``.
+    """
 
     reduction: str
+    _reductions: ClassVar[tuple[str, ...]] = _validate.REDUCTIONS
 
     def __init__(
         self,
@@ -47,6 +60,8 @@ class _Loss(nn.Module):
         if size_average is not None or reduce is not None:
             self.reduction = _legacy_reduction(size_average, reduce)
         else:
+            if reduction != "elementwise_mean":  # torch's deprecated "mean", warned in forward
+                _validate.reduction(reduction, self._reductions)
             self.reduction = reduction
 
 
@@ -63,7 +78,7 @@ class _WeightedLoss(_Loss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(size_average, reduce, reduction)
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", _tensor_or_none("weight", weight))
 
 
 class CrossEntropyLoss(_WeightedLoss):
@@ -121,11 +136,14 @@ class CrossEntropyLoss(_WeightedLoss):
         impl: str = "auto",
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
-        self.ignore_index = ignore_index
-        self.label_smoothing = label_smoothing
-        self.z_loss = z_loss
-        self.softcap = softcap
-        self.inplace_backward = inplace_backward
+        if not isinstance(impl, str) or impl not in F.IMPLS:
+            names = ", ".join(repr(i) for i in F.IMPLS)
+            raise ValueError(f"impl: expected one of {names}; got {impl!r}")
+        self.ignore_index = _validate.ignore_index(ignore_index)
+        self.label_smoothing = _validate.label_smoothing(label_smoothing)
+        self.z_loss = _validate.z_loss(z_loss)
+        self.softcap = _validate.softcap(softcap)
+        self.inplace_backward = _validate.flag("inplace_backward", inplace_backward)
         self.impl = impl
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -180,7 +198,7 @@ class NLLLoss(_WeightedLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
-        self.ignore_index = ignore_index
+        self.ignore_index = _validate.ignore_index(ignore_index)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.nll_loss(
@@ -259,8 +277,8 @@ class BCEWithLogitsLoss(_Loss):
         pos_weight: Tensor | None = None,
     ) -> None:
         super().__init__(size_average, reduce, reduction)
-        self.register_buffer("weight", weight)
-        self.register_buffer("pos_weight", pos_weight)
+        self.register_buffer("weight", _tensor_or_none("weight", weight))
+        self.register_buffer("pos_weight", _tensor_or_none("pos_weight", pos_weight))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(
@@ -299,6 +317,7 @@ class KLDivLoss(_Loss):
 
     __constants__: ClassVar[list[str]] = ["reduction"]
     log_target: bool
+    _reductions = ("mean", "batchmean", "sum", "none")
 
     def __init__(
         self,
@@ -308,7 +327,7 @@ class KLDivLoss(_Loss):
         log_target: bool = False,
     ) -> None:
         super().__init__(size_average, reduce, reduction)
-        self.log_target = log_target
+        self.log_target = _validate.flag("log_target", log_target)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
@@ -405,7 +424,7 @@ class SmoothL1Loss(_Loss):
         beta: float = 1.0,
     ) -> None:
         super().__init__(size_average, reduce, reduction)
-        self.beta = beta
+        self.beta = _validate.number_in("beta", beta, 0.0, math.inf, what=">= 0")
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
@@ -437,10 +456,8 @@ class HuberLoss(_Loss):
     delta: float
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
-        if isinstance(delta, bool) or not isinstance(delta, float | int):
-            raise TypeError(f"delta: expected a number > 0; got {type(delta).__name__}")
         super().__init__(reduction=reduction)
-        self.delta = delta
+        self.delta = _validate.number_in("delta", delta, math.ulp(0.0), math.inf, what="> 0")
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)

@@ -1,0 +1,151 @@
+"""PyTorch's conventions that every loss here follows: autocast, functorch, in-place writes.
+
+Small checks shared by the losses of :mod:`crossentropy.torch` (functional, fused, linear,
+distributed), so that each convention is written once:
+
+- :func:`float32_under_autocast`: the autocast policy of PyTorch's own losses. Under
+  ``torch.autocast`` every loss of ``torch.nn.functional`` is an "fp32" op (PyTorch's CPU
+  and CUDA autocast op lists): float16/bfloat16 arguments are cast to float32, the loss is
+  computed with autocast off, and the result is float32 (float64 stays float64).
+- :func:`batched`: whether a tensor is batched by ``torch.func.vmap`` at any level, where
+  the fused kernels (which read raw memory) cannot run and value checks cannot branch.
+- :func:`transformed`: whether a tensor is under any ``torch.func`` transform or carries a
+  forward-mode tangent, where ``impl="auto"`` takes a path of torch operations.
+- :func:`plain`: the tensor that holds the values of a functorch-wrapped tensor, to check
+  values eagerly; ``None`` for tensors without values (meta, fake tensors of
+  ``torch.compile``), where only shapes are known and no value can be checked.
+- :func:`check_writable`: the refusals of PyTorch for in-place writes (a leaf that requires
+  grad, a view of one, a tensor whose elements overlap in memory), for paths that write a
+  gradient into their input.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import torch
+from torch import Tensor
+
+from .. import _validate
+
+__all__ = [
+    "batched",
+    "check_writable",
+    "float32_under_autocast",
+    "has_values",
+    "plain",
+    "transformed",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_LOWER_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _autocast_device(args: tuple[object, ...], kwargs: dict[str, object]) -> str | None:
+    """The device type of the first tensor argument if autocast is on for it, else None."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Tensor):
+            device_type = value.device.type
+            if not torch.amp.is_autocast_available(device_type):
+                return None
+            return device_type if torch.is_autocast_enabled(device_type) else None
+    return None
+
+
+def _to_float32(value: object) -> object:
+    if isinstance(value, Tensor) and value.dtype in _LOWER_PRECISION:
+        return value.float()
+    return value
+
+
+def float32_under_autocast(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``function`` as an autocast "fp32" op, as PyTorch runs its losses.
+
+    Outside autocast the call is unchanged. Inside ``torch.autocast(device_type)``, float16
+    and bfloat16 tensor arguments become float32 and the function runs with autocast off
+    for that device, so its result is float32 (or float64 for float64 arguments), as
+    ``torch.nn.functional.cross_entropy`` and the other losses return under autocast.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        device_type = _autocast_device(args, kwargs)
+        if device_type is None:
+            return function(*args, **kwargs)
+        cast_args = tuple(_to_float32(a) for a in args)
+        cast_kwargs = {k: _to_float32(v) for k, v in kwargs.items()}
+        with torch.autocast(device_type, enabled=False):
+            return function(*cast_args, **cast_kwargs)  # type: ignore[arg-type]
+
+    return wrapper
+
+
+def batched(x: Tensor) -> bool:
+    """Whether ``x`` is batched by ``torch.func.vmap`` at some level (possibly under
+    ``grad``/``jacrev`` wrappers)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(x):
+        if functorch.is_batchedtensor(x):
+            return True
+        x = functorch.get_unwrapped(x)
+    return False
+
+
+def transformed(x: Tensor) -> bool:
+    """Whether ``x`` is under a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``,
+    ``jacrev``, ``hessian``, ...) or carries a forward-mode tangent
+    (``torch.autograd.forward_ad``): where a path that reads memory directly has no
+    derivative rule of its own, and a path made of torch operations should be taken."""
+    if torch._C._functorch.is_functorch_wrapped_tensor(x):
+        return True
+    unpacked = torch.autograd.forward_ad.unpack_dual(x)  # type: ignore[no-untyped-call]
+    return unpacked.tangent is not None
+
+
+def has_values(x: Tensor) -> bool:
+    """Whether ``x`` holds numbers that can be read: not a meta tensor, not a fake tensor
+    (the shape-only tensors that ``torch.compile`` and ``torch.export`` trace with)."""
+    return plain(x) is not None
+
+
+def plain(x: Tensor) -> Tensor | None:
+    """The ordinary tensor under the functorch wrappers of ``x`` (under ``vmap`` it holds
+    the values of every batch element), or ``None`` if ``x`` has no values to read."""
+    values: Tensor | None = _validate.readable(x)
+    return values
+
+
+def check_writable(name: str, x: Tensor, why: str) -> None:
+    """Refuse to write into ``x`` where PyTorch refuses an in-place operation: a leaf that
+    requires grad (a parameter: the write would change it, and its ``.grad`` would share
+    its storage), a view of such a leaf, or a tensor with elements that share memory (an
+    ``expand``-ed or overlapping view: one write would land on several elements)."""
+    base = x._base if x._base is not None else x
+    if x.requires_grad and (x.is_leaf or (base.is_leaf and base.requires_grad)):
+        raise ValueError(
+            f"{name}: {why} writes into this tensor, but it is a leaf that requires grad "
+            f"(or a view of one), such as a parameter; pass a non-leaf tensor (the output "
+            f"of an operation) or turn the in-place option off"
+        )
+    if _may_overlap(x):
+        raise ValueError(
+            f"{name}: {why} writes into this tensor, but its elements may share memory "
+            f"(strides {x.stride()} for shape {tuple(x.shape)}, e.g. an expand()-ed view); "
+            f"pass a tensor with its own memory (.contiguous()) or turn the in-place "
+            f"option off"
+        )
+
+
+def _may_overlap(x: Tensor) -> bool:
+    """False when the strides prove that no two elements share memory: ordered by stride,
+    each dimension of size > 1 steps past the whole extent of the smaller ones."""
+    extent = 1
+    for stride, size in sorted((s, n) for s, n in zip(x.stride(), x.shape, strict=True) if n > 1):
+        if stride < extent:
+            return True
+        extent = stride * size
+    return False
