@@ -3,6 +3,8 @@
 Small checks shared by the losses of :mod:`crossentropy.torch` (functional, fused, linear,
 distributed), so that each convention is written once:
 
+- :func:`autocast_dtype`: the lower precision of an autocast region on a tensor's device,
+  for the losses that run a matrix product in it (linear + cross entropy).
 - :func:`float32_under_autocast`: the autocast policy of PyTorch's own losses. Under
   ``torch.autocast`` every loss of ``torch.nn.functional`` is an "fp32" op (PyTorch's CPU
   and CUDA autocast op lists): float16/bfloat16 arguments are cast to float32, the loss is
@@ -31,6 +33,7 @@ from torch import Tensor
 from .. import _validate
 
 __all__ = [
+    "autocast_dtype",
     "batched",
     "check_writable",
     "float32_under_autocast",
@@ -60,6 +63,17 @@ def _to_float32(value: object) -> object:
     if isinstance(value, Tensor) and value.dtype in _LOWER_PRECISION:
         return value.float()
     return value
+
+
+def autocast_dtype(x: Tensor) -> torch.dtype | None:
+    """The lower-precision dtype of an autocast region enabled on ``x``'s device, if any
+    (where a matrix product runs in that dtype while a loss runs in float32)."""
+    device_type = x.device.type
+    if not torch.amp.is_autocast_available(device_type):
+        return None
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def float32_under_autocast(function: Callable[_P, _R]) -> Callable[_P, _R]:

@@ -52,7 +52,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import _validate
-from . import _fused
+from . import _fused, conventions
 from . import linear as _linear
 from ._slices import RowTerms
 
@@ -559,7 +559,7 @@ def vocab_parallel_cross_entropy(
     if (
         isinstance(logits_shard, Tensor)
         and logits_shard.dtype in (torch.float16, torch.bfloat16)
-        and _linear.autocast_dtype(logits_shard) is not None
+        and conventions.autocast_dtype(logits_shard) is not None
     ):
         logits_shard = logits_shard.float()  # autocast runs cross entropy in float32
 
@@ -838,7 +838,7 @@ def vocab_parallel_linear_cross_entropy(
     group_ = _Group.of(group, function)
     # autocast: the product in its lower precision, the loss in float32, as
     # F.cross_entropy(F.linear(input, W, b), target) under autocast
-    low = _linear.autocast_dtype(input) if isinstance(input, Tensor) else None
+    low = conventions.autocast_dtype(input) if isinstance(input, Tensor) else None
     loss_dtype = None
     if low is not None and input.dtype != torch.float64:
         loss_dtype = torch.float32

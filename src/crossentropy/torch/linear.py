@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .. import _validate
 from .._array import wide_labels
-from . import _fused
+from . import _fused, conventions
 from . import functional as _functional
 from ._slices import RowTerms
 
@@ -900,7 +900,7 @@ def linear_cross_entropy(
         "softcap": cap,
         "chunk_size": chunk_size,
     }
-    low = autocast_dtype(input)
+    low = conventions.autocast_dtype(input)
     if low is None:
         return _dispatch(
             chosen,
@@ -936,14 +936,6 @@ def linear_cross_entropy(
             probabilities,
             loss_dtype=torch.promote_types(input.dtype, torch.float32),
         )
-
-
-def autocast_dtype(input: Tensor) -> torch.dtype | None:
-    """The lower-precision dtype of an autocast region enabled on the input's device, if any."""
-    device = input.device.type
-    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
-        return None
-    return torch.get_autocast_dtype(device)
 
 
 def _dispatch(
