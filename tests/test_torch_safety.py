@@ -579,3 +579,37 @@ def test_fused_backward_allocates_nothing_of_the_logits_size() -> None:
     with Sizes() as sizes:
         loss.backward()
     assert sizes.largest < x.numel()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothed", [False, True], ids=["plain", "all-options"])
+def test_fused_repeated_backward_of_a_retained_graph_accumulates(
+    reduction: str, smoothed: bool
+) -> None:
+    """backward(retain_graph=True) four times adds the gradient four times, as torch does:
+    the kernel's gradient is handed out once (autograd keeps it as .grad and adds into it),
+    later backwards compute it again. Before, the third backward failed ("modified by an
+    inplace operation") because .grad was the saved buffer."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 5, 2, -100, 3])
+    options: dict[str, Any] = {}
+    if smoothed:
+        options = {
+            "label_smoothing": 0.1,
+            "z_loss": 1e-3,
+            "softcap": 3.0,
+            "weight": torch.rand(6, dtype=torch.float64),
+        }
+    rows = torch.arange(1.0, 6.0, dtype=torch.float64)
+
+    def total(loss: torch.Tensor) -> torch.Tensor:
+        return (loss * rows).sum() if reduction == "none" else loss * 1.0
+
+    loss = total(F.cross_entropy(x, y, reduction=reduction, impl="fused", **options))
+    for _ in range(4):
+        loss.backward(retain_graph=True)
+    reference = x.detach().clone().requires_grad_(True)
+    total(F.cross_entropy(reference, y, reduction=reduction, impl="torch", **options)).backward()
+    assert reference.grad is not None and x.grad is not None
+    torch.testing.assert_close(x.grad, 4 * reference.grad, rtol=1e-12, atol=1e-14)
