@@ -233,9 +233,6 @@ _KERNELS = {
 }
 
 
-_INT64_RANGE = (-(2**63), 2**63 - 1)
-
-
 def _rows_of(name: str, t: torch.Tensor, like: torch.Tensor) -> None:
     """``t`` is a (rows, C) CPU tensor of ``like``'s dtype whose rows are contiguous."""
     if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.device.type != "cpu":
@@ -288,12 +285,7 @@ def _kernel_arguments(
                 "grad: expected the logits themselves or a buffer apart from them; got a "
                 "different view of the logits' storage"
             )
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
-    if not _INT64_RANGE[0] <= ignore_index <= _INT64_RANGE[1]:
-        raise ValueError(
-            f"ignore_index: expected an integer in [-2**63, 2**63 - 1]; got {ignore_index}"
-        )
+    ignore_index = _validate.ignore_index(ignore_index)
     if not isinstance(target, torch.Tensor) or tuple(target.shape) != (rows,):
         shown = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target)
         raise ValueError(f"target: expected shape ({rows},), one class index per row; got {shown}")
