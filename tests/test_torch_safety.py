@@ -579,3 +579,67 @@ def test_fused_backward_allocates_nothing_of_the_logits_size() -> None:
     with Sizes() as sizes:
         loss.backward()
     assert sizes.largest < x.numel()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothed", [False, True], ids=["plain", "all-options"])
+def test_fused_repeated_backward_of_a_retained_graph_accumulates(
+    reduction: str, smoothed: bool
+) -> None:
+    """backward(retain_graph=True) four times adds the gradient four times, as torch does:
+    the kernel's gradient is handed out once (autograd keeps it as .grad and adds into it),
+    later backwards compute it again. Before, the third backward failed ("modified by an
+    inplace operation") because .grad was the saved buffer."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 5, 2, -100, 3])
+    options: dict[str, Any] = {}
+    if smoothed:
+        options = {
+            "label_smoothing": 0.1,
+            "z_loss": 1e-3,
+            "softcap": 3.0,
+            "weight": torch.rand(6, dtype=torch.float64),
+        }
+    rows = torch.arange(1.0, 6.0, dtype=torch.float64)
+
+    def total(loss: torch.Tensor) -> torch.Tensor:
+        return (loss * rows).sum() if reduction == "none" else loss * 1.0
+
+    loss = total(F.cross_entropy(x, y, reduction=reduction, impl="fused", **options))
+    for _ in range(4):
+        loss.backward(retain_graph=True)
+    reference = x.detach().clone().requires_grad_(True)
+    total(F.cross_entropy(reference, y, reduction=reduction, impl="torch", **options)).backward()
+    assert reference.grad is not None and x.grad is not None
+    torch.testing.assert_close(x.grad, 4 * reference.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_ignore_index_and_axis_take_numpy_integers() -> None:
+    """A NumPy integer scalar is an integer (``operator.index``): the same answer as the
+    Python int on every path; a NumPy bool is not one, as a Python bool is not."""
+    import numpy as np
+
+    import crossentropy
+    from crossentropy.torch import linear_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5, dtype=torch.float64)
+    target = torch.tensor([0, 4, 2, 1])
+    want = TF.cross_entropy(logits, target, ignore_index=2)
+    for impl in ("fused", "torch"):
+        got = F.cross_entropy(logits, target, ignore_index=np.int64(2), impl=impl)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    h, w = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(
+        linear_cross_entropy(h, w, target, ignore_index=np.int32(2)),
+        TF.cross_entropy(h @ w.T, target, ignore_index=2),
+        rtol=1e-12,
+        atol=0,
+    )
+    core = crossentropy.sparse_softmax_cross_entropy(
+        logits.numpy(), target.numpy(), axis=np.int8(-1), ignore_index=np.uint8(2)
+    )
+    np.testing.assert_allclose(core, want.item(), rtol=1e-12)
+    with pytest.raises(TypeError, match=r"^ignore_index: expected an integer"):
+        F.cross_entropy(logits, target, ignore_index=np.bool_(True))

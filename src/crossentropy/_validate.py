@@ -4,6 +4,8 @@ was given and what is accepted. Never ``assert``."""
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import sys
 from typing import Any
 
@@ -66,11 +68,18 @@ def softcap(value: object) -> float | None:
     )
 
 
+def integer(name: str, value: object) -> int:
+    """A Python int from an integer of any kind (``int``, a NumPy integer scalar: anything
+    with ``__index__``), never a bool or a float."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer; got {value!r}")
+    return operator.index(value)
+
+
 def ignore_index(value: object) -> int:
     """An integer in int64's range (labels are compared in int64; PyTorch's
     ``ignore_index`` is an int64 too)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"ignore_index: expected an integer; got {value!r}")
+    value = integer("ignore_index", value)
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"ignore_index: expected an integer in [-2**63, 2**63); got {value}")
     return value
@@ -104,8 +113,7 @@ def readable(x: Array) -> Array | None:
 
 def axis(name: str, value: object, ndim: int) -> int:
     """A valid axis of an ``ndim``-dimensional array, normalised to be non-negative."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"axis: expected an integer; got {value!r}")
+    value = integer("axis", value)
     if not -ndim <= value < ndim:
         raise ValueError(
             f"axis: expected an axis of {name} with {ndim} dimension(s), "

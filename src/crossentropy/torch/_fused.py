@@ -233,9 +233,6 @@ _KERNELS = {
 }
 
 
-_INT64_RANGE = (-(2**63), 2**63 - 1)
-
-
 def _rows_of(name: str, t: torch.Tensor, like: torch.Tensor) -> None:
     """``t`` is a (rows, C) CPU tensor of ``like``'s dtype whose rows are contiguous."""
     if not isinstance(t, torch.Tensor) or t.ndim != 2 or t.device.type != "cpu":
@@ -288,12 +285,7 @@ def _kernel_arguments(
                 "grad: expected the logits themselves or a buffer apart from them; got a "
                 "different view of the logits' storage"
             )
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
-    if not _INT64_RANGE[0] <= ignore_index <= _INT64_RANGE[1]:
-        raise ValueError(
-            f"ignore_index: expected an integer in [-2**63, 2**63 - 1]; got {ignore_index}"
-        )
+    ignore_index = _validate.ignore_index(ignore_index)
     if not isinstance(target, torch.Tensor) or tuple(target.shape) != (rows,):
         shown = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target)
         raise ValueError(f"target: expected shape ({rows},), one class index per row; got {shown}")
@@ -405,9 +397,12 @@ class FusedCrossEntropy(torch.autograd.Function):
 
     ``forward`` returns the loss and the gradient buffer (empty when no gradient is
     wanted; never differentiable); ``setup_context`` keeps the buffer, and the logits too
-    when a gradient is wanted without ``inplace_backward``, for a differentiable backward.
+    when a gradient is wanted without ``inplace_backward``, for a differentiable or a
+    repeated backward.
 
-    First derivative: the kernel's buffer times the incoming gradient. Second derivative
+    First derivative: the kernel's buffer times the incoming gradient, handed out once; a
+    later backward of a retained graph computes it again from the logits (autograd may
+    have kept the first one as ``.grad`` and added into it). Second derivative
     (``create_graph=True``, ``torch.func.grad``): the backward then runs with grad mode on
     and recomputes the same gradient with differentiable torch operations,
     :func:`crossentropy.gradients.sparse_softmax_cross_entropy` on the saved logits, whose
@@ -475,12 +470,13 @@ class FusedCrossEntropy(torch.autograd.Function):
         ctx.mark_non_differentiable(buffer)
         # no zeros of the buffer's size for its (never used) incoming gradient
         ctx.set_materialize_grads(False)
-        if inplace:
-            # the logits hold the gradient now: nothing is left to differentiate twice
-            ctx.save_for_backward(logits, None, target, weight)
-        else:
-            # the logits are kept (a reference, not a copy) for a differentiable backward
-            ctx.save_for_backward(buffer, logits if want_grad else None, target, weight)
+        # with inplace_backward the logits hold the gradient now; otherwise they are kept
+        # (a reference, not a copy) for a differentiable or a repeated backward
+        ctx.save_for_backward(logits if inplace or want_grad else None, target, weight)
+        # the kernel's gradient, handed out once: autograd may keep it as .grad and add
+        # the next backward's gradient into it (not saved for backward, whose version
+        # check would then refuse every later backward of a retained graph)
+        ctx.buffer = None if inplace else buffer
         ctx.options = options
         ctx.inplace = inplace
         ctx.used = False
@@ -502,9 +498,8 @@ class FusedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor | None, _: Any) -> tuple[Any, ...]:  # type: ignore[override]
-        grad, logits, target, weight = ctx.saved_tensors
-        grad = grad.detach()
-        ignore_index, eps, z_coef, cap, reduction = ctx.options
+        logits, target, weight = ctx.saved_tensors
+        reduction = ctx.options[-1]
         none = (None,) * 9
         if grad_output is None:
             return None, *none
@@ -523,18 +518,19 @@ class FusedCrossEntropy(torch.autograd.Function):
                     "torch.func.grad, a double backward) needs the logits, which the "
                     "gradient has overwritten; use inplace_backward=False"
                 )
-            _, differentiable = gradients.sparse_softmax_cross_entropy(
-                logits,
-                target,
-                weight=weight,
-                ignore_index=ignore_index,
-                label_smoothing=eps,
-                z_loss=z_coef,
-                softcap=cap,
-                reduction=reduction,
-            )
+            differentiable = _torch_gradient(logits, target, weight, ctx.options)
             return differentiable * factor.to(differentiable.dtype), *none
-        ctx.used = True
+        if ctx.inplace:
+            grad = logits.detach()  # the kernel wrote the gradient over the logits
+            ctx.used = True
+        elif ctx.buffer is not None:
+            grad, ctx.buffer = ctx.buffer, None  # handed out once
+        else:
+            # a later backward of a retained graph: the first one's gradient may be .grad
+            # by now, so the same gradient is computed again from the saved logits
+            with torch.no_grad():
+                again = _torch_gradient(logits, target, weight, ctx.options)
+            return (again * factor.to(again.dtype)).to(logits.dtype), *none
         factor = factor.to(torch.float32 if grad.dtype != torch.float64 else grad.dtype)
         plain_factor = not conventions.batched(factor) and conventions.has_values(factor)
         if reduction != "none" and plain_factor and bool(factor == 1):
@@ -542,6 +538,26 @@ class FusedCrossEntropy(torch.autograd.Function):
         if ctx.inplace and plain_factor:
             return grad.mul_(factor), *none
         return (grad * factor).to(grad.dtype), *none
+
+
+def _torch_gradient(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, options: Any
+) -> torch.Tensor:
+    """The kernel's gradient as torch operations on the logits (differentiable when grad
+    mode is on): :func:`crossentropy.gradients.sparse_softmax_cross_entropy`."""
+    ignore_index, eps, z_coef, cap, reduction = options
+    _, gradient = gradients.sparse_softmax_cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=eps,
+        z_loss=z_coef,
+        softcap=cap,
+        reduction=reduction,
+    )
+    result: torch.Tensor = gradient
+    return result
 
 
 REDUCTIONS = ("mean", "sum", "none")

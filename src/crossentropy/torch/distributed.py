@@ -181,10 +181,7 @@ def _option_fields(
     reduction: object, ignore_index: object, label_smoothing: object, z_loss: object
 ) -> dict[str, float]:
     _validate.reduction(reduction)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
-    if not -(2**63) <= ignore_index < 2**63:
-        raise ValueError(f"ignore_index: expected an int64 value; got {ignore_index}")
+    ignore_index = _validate.ignore_index(ignore_index)
     eps = _validate.label_smoothing(label_smoothing)
     zl = _validate.z_loss(z_loss)
     return {

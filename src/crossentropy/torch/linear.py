@@ -846,10 +846,7 @@ def linear_cross_entropy(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ValueError(f"chunk_size: expected a positive integer or None; got {chunk_size!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index: expected an integer; got {ignore_index!r}")
-    if not -(2**63) <= ignore_index < 2**63:
-        raise ValueError(f"ignore_index: expected an int64 value; got {ignore_index}")
+    ignore_index = _validate.ignore_index(ignore_index)
     for name, flag in (("return_lse", return_lse), ("skip_small_gradients", skip_small_gradients)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name}: expected True or False; got {flag!r}")
