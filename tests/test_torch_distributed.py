@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import os
 import socket
 import time
 import traceback
@@ -467,6 +468,11 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     finally:
         Path(out, f"rank{rank}.json").write_text(json.dumps(results))
         dist.destroy_process_group()
+    # Every result is on disk and the group is gone: leave without the C++ static
+    # destructors, where a gloo thread now and then aborts the exiting process ("terminate
+    # called without an active exception", SIGABRT, about one run in five here) after the
+    # work is done. A failure above still raises and exits non-zero.
+    os._exit(0)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -533,7 +539,7 @@ EXPECTED = {
     "weight requires grad": "weight: the class weights require a gradient",
     "ignore_index not an integer": "ignore_index: expected an integer; got 1.5",
     "meta target": "target: expected class ids with values; got a meta tensor",
-    "ignore_index too wide": "ignore_index: expected an int64 value",
+    "ignore_index too wide": "ignore_index: expected an integer in",
 }
 
 

@@ -422,23 +422,12 @@ class FusedCrossEntropy(torch.autograd.Function):
         inplace_backward: bool,
         want_grad: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, classes = logits.shape
+        rows = logits.shape[0]
         no_grad = logits.new_empty(0)
         if not conventions.has_values(logits):
             # meta or fake tensors (shape inference, tracing): shapes only
             shape = (rows,) if reduction == "none" else ()
             return logits.new_empty(shape), torch.empty_like(logits) if want_grad else no_grad
-        target = target.to(torch.int64).contiguous()
-        counted = target != ignore_index
-        if weight is None:
-            count = float(counted.sum())
-            weight_sum = float(classes)
-        else:
-            picked = weight.double()[torch.where(counted, target, 0)]
-            count = float(torch.where(counted, picked, 0.0).sum())
-            weight_sum = float(weight.double().sum())
-        # d(reduced)/d(row loss): a mean over nothing is 0 with zero gradient
-        scale = (1.0 / count if count != 0 else 0.0) if reduction == "mean" else 1.0
         if not want_grad:
             grad = None  # no_grad, or logits that need no gradient: the loss alone
         elif inplace_backward:
@@ -446,18 +435,8 @@ class FusedCrossEntropy(torch.autograd.Function):
             torch.autograd.graph.increment_version(logits)
         else:
             grad = _cache.take(tuple(logits.shape), logits.dtype, logits.device)
-        row_losses = _launch(
-            logits,
-            grad,
-            target,
-            weight,
-            ignore_index=ignore_index,
-            eps=label_smoothing,
-            z_loss=z_loss,
-            cap=0.0 if softcap is None else softcap,
-            weight_sum=weight_sum,
-            scale=scale,
-        )
+        options = (ignore_index, label_smoothing, z_loss, softcap, reduction)
+        row_losses, scale = _sweep(logits, grad, target, weight, options)
         loss = row_losses if reduction == "none" else row_losses.sum() * scale
         # the buffer is returned for setup_context to save (the logits are the buffer
         # with inplace_backward, and are saved as the input they are)
@@ -527,10 +506,9 @@ class FusedCrossEntropy(torch.autograd.Function):
             grad, ctx.buffer = ctx.buffer, None  # handed out once
         else:
             # a later backward of a retained graph: the first one's gradient may be .grad
-            # by now, so the same gradient is computed again from the saved logits
-            with torch.no_grad():
-                again = _torch_gradient(logits, target, weight, ctx.options)
-            return (again * factor.to(again.dtype)).to(logits.dtype), *none
+            # by now, so the kernel computes the same gradient again from the saved logits
+            grad = torch.empty_like(logits)
+            _sweep(logits.detach(), grad, target, weight, ctx.options)
         factor = factor.to(torch.float32 if grad.dtype != torch.float64 else grad.dtype)
         plain_factor = not conventions.batched(factor) and conventions.has_values(factor)
         if reduction != "none" and plain_factor and bool(factor == 1):
@@ -538,6 +516,43 @@ class FusedCrossEntropy(torch.autograd.Function):
         if ctx.inplace and plain_factor:
             return grad.mul_(factor), *none
         return (grad * factor).to(grad.dtype), *none
+
+
+def _sweep(
+    logits: torch.Tensor,
+    grad: torch.Tensor | None,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    options: Any,
+) -> tuple[torch.Tensor, float]:
+    """The kernel over every row: the per-row losses (float64) and the reduction's scale
+    d(reduced)/d(row loss), with the gradient of the reduced loss written into ``grad``
+    (unless ``None``)."""
+    ignore_index, eps, z_coef, cap, reduction = options
+    target = target.to(torch.int64).contiguous()
+    counted = target != ignore_index
+    if weight is None:
+        count = float(counted.sum())
+        weight_sum = float(logits.shape[1])
+    else:
+        picked = weight.double()[torch.where(counted, target, 0)]
+        count = float(torch.where(counted, picked, 0.0).sum())
+        weight_sum = float(weight.double().sum())
+    # a mean over nothing is 0 with zero gradient
+    scale = (1.0 / count if count != 0 else 0.0) if reduction == "mean" else 1.0
+    row_losses = _launch(
+        logits,
+        grad,
+        target,
+        weight,
+        ignore_index=ignore_index,
+        eps=eps,
+        z_loss=z_coef,
+        cap=0.0 if cap is None else cap,
+        weight_sum=weight_sum,
+        scale=scale,
+    )
+    return row_losses, scale
 
 
 def _torch_gradient(
