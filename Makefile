@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# issue 6: cross entropy vs MSE, trained on real data; prints where the report is
+# cross entropy vs MSE, trained on real data; prints where the report is
 demo: $(STAMP)
 	$(BIN)/crossentropy demo
 
@@ -37,23 +37,23 @@ unit: $(STAMP)
 
 test: lint unit
 
-# issue 3's benchmark: prints the table and writes benchmarks/results/cross_entropy.json
+# the fused cross-entropy benchmark: prints the table and writes benchmarks/results/cross_entropy.json
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cross_entropy.py
 
-# issue 4's benchmark: writes benchmarks/results/linear_cross_entropy.json (about 17 minutes)
+# the linear + cross entropy benchmark: writes benchmarks/results/linear_cross_entropy.json (about 17 minutes)
 bench-linear: $(STAMP)
 	$(BIN)/python benchmarks/bench_linear_cross_entropy.py
 
-# issue 8's benchmark, on a CUDA GPU: writes benchmarks/results/triton_gpu.json (exit 2 without one)
+# the Triton kernels' benchmark, on a CUDA GPU: writes benchmarks/results/triton_gpu.json (exit 2 without one)
 bench-triton: $(STAMP)
 	$(BIN)/python benchmarks/bench_triton_gpu.py
 
-# issue 9's README screenshot of `crossentropy explore`, drawn by the system's chromium
+# the README screenshot of `crossentropy explore`, drawn by the system's chromium
 explore-figure: $(STAMP)
 	$(BIN)/python tests/browser.py docs/figures/explore.png
 
-# issue 7's benchmark: 1, 2 and 4 gloo ranks; writes benchmarks/results/vocab_parallel.json
+# the vocabulary-parallel benchmark: 1, 2 and 4 gloo ranks; writes benchmarks/results/vocab_parallel.json
 bench-distributed: $(STAMP)
 	$(BIN)/python benchmarks/bench_vocab_parallel.py
 
