@@ -227,6 +227,18 @@ def ignored(labels: Array, ignore_index: int | None, xp: Any) -> Array:
     return mask
 
 
+def holds_in_int64(labels: Any) -> bool:
+    """Whether a torch tensor holds integers that int64 represents exactly: any integer
+    dtype but uint64 (and not bool). The kernels read class indices as int64."""
+    import torch
+
+    return not (
+        labels.is_floating_point()
+        or labels.is_complex()
+        or labels.dtype in (torch.bool, torch.uint64)
+    )
+
+
 def class_weight(weight: Array, num_classes: int) -> None:
     if tuple(weight.shape) != (num_classes,):
         raise ValueError(

@@ -289,15 +289,7 @@ def _kernel_arguments(
     if not isinstance(target, torch.Tensor) or tuple(target.shape) != (rows,):
         shown = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target)
         raise ValueError(f"target: expected shape ({rows},), one class index per row; got {shown}")
-    if (
-        target.is_floating_point()
-        or target.is_complex()
-        or target.dtype
-        in (
-            torch.bool,
-            torch.uint64,
-        )
-    ):
+    if not _validate.holds_in_int64(target):
         # uint64 is the one integer dtype that int64 cannot hold exactly
         raise TypeError(f"target: expected integer class indices (int64); got {target.dtype}")
     target = target.to(device="cpu", dtype=torch.int64).contiguous()

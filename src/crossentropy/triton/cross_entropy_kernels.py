@@ -489,15 +489,7 @@ def cross_entropy(
     else:
         _validate.label_shape((rows, classes), 1, target)
         # the kernels compare class indices in int64, which holds every integer dtype but uint64
-        if (
-            target.is_floating_point()
-            or target.is_complex()
-            or target.dtype
-            in (
-                torch.bool,
-                torch.uint64,
-            )
-        ):
+        if not _validate.holds_in_int64(target):
             raise TypeError(
                 f"target: expected integer class indices (int64, or a narrower integer dtype) "
                 f"of shape ({rows},) or probabilities of shape ({rows}, {classes}); "
