@@ -13,9 +13,8 @@ distributed), so that each convention is written once:
   the fused kernels (which read raw memory) cannot run and value checks cannot branch.
 - :func:`transformed`: whether a tensor is under any ``torch.func`` transform or carries a
   forward-mode tangent, where ``impl="auto"`` takes a path of torch operations.
-- :func:`plain`: the tensor that holds the values of a functorch-wrapped tensor, to check
-  values eagerly; ``None`` for tensors without values (meta, fake tensors of
-  ``torch.compile``), where only shapes are known and no value can be checked.
+- :func:`has_values`: whether a tensor has values to check (not meta, not a fake tensor
+  of ``torch.compile``), where otherwise only shapes are known.
 - :func:`check_writable`: the refusals of PyTorch for in-place writes (a leaf that requires
   grad, a view of one, a tensor whose elements overlap in memory), for paths that write a
   gradient into their input.
@@ -38,7 +37,6 @@ __all__ = [
     "check_writable",
     "float32_under_autocast",
     "has_values",
-    "plain",
     "transformed",
 ]
 
@@ -122,15 +120,9 @@ def transformed(x: Tensor) -> bool:
 
 def has_values(x: Tensor) -> bool:
     """Whether ``x`` holds numbers that can be read: not a meta tensor, not a fake tensor
-    (the shape-only tensors that ``torch.compile`` and ``torch.export`` trace with)."""
-    return plain(x) is not None
-
-
-def plain(x: Tensor) -> Tensor | None:
-    """The ordinary tensor under the functorch wrappers of ``x`` (under ``vmap`` it holds
-    the values of every batch element), or ``None`` if ``x`` has no values to read."""
-    values: Tensor | None = _validate.readable(x)
-    return values
+    (the shape-only tensors that ``torch.compile`` and ``torch.export`` trace with); the
+    values under functorch wrappers count (:func:`crossentropy._validate.readable`)."""
+    return _validate.readable(x) is not None
 
 
 def check_writable(name: str, x: Tensor, why: str) -> None:
