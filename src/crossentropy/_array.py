@@ -7,8 +7,10 @@ PyTorch, JAX and array-api-strict arrays. This module holds
 - the namespace lookup (:func:`namespace`) that also accepts Python lists and scalars,
 - the dtype policy: half-precision floats are computed in float32 and returned in their own
   dtype (:func:`compute_dtype`, :func:`to_compute`),
-- the stable primitives ``logsumexp``, ``softmax``, ``log_softmax``, ``sigmoid``,
-  ``log_sigmoid`` (public) and ``softplus`` (private).
+- the stable primitives ``logsumexp``, ``softmax``, ``log_softmax``, ``sigmoid`` and
+  ``log_sigmoid``, which check their input, and the unchecked forms the losses build on
+  (:func:`shift_and_log_sum`, :func:`core_log_softmax`, :func:`core_sigmoid`,
+  :func:`softplus`: an array already in its compute dtype and its namespace ``xp``).
 """
 
 from __future__ import annotations
@@ -151,11 +153,11 @@ def wide_labels(labels: Array, xp: Any) -> Array:
     return out
 
 
-def is_floating(x: Array, xp: Any) -> bool:
+def _is_floating(x: Array, xp: Any) -> bool:
     return bool(xp.isdtype(x.dtype, "real floating"))
 
 
-def default_float(xp: Any, like: Array | None = None) -> Any:
+def _default_float(xp: Any, like: Array | None = None) -> Any:
     """The namespace's default real floating dtype (float64 in NumPy, float32 in PyTorch)."""
     if like is not None:
         return xp.asarray(0.0, device=array_api_compat.device(like)).dtype
@@ -165,8 +167,8 @@ def default_float(xp: Any, like: Array | None = None) -> Any:
 def compute_dtype(x: Array, xp: Any) -> Any:
     """The dtype the math runs in: float32 for float16/bfloat16, the default float for
     integers and booleans, the input's own dtype otherwise."""
-    if not is_floating(x, xp):
-        return default_float(xp, x)
+    if not _is_floating(x, xp):
+        return _default_float(xp, x)
     if xp.finfo(x.dtype).bits < 32:
         return xp.float32
     return x.dtype
@@ -180,7 +182,7 @@ def to_compute(x: Array, xp: Any) -> Array:
 
 def result_dtype(x: Array, xp: Any) -> Any:
     """The dtype a result is returned in: the input's float dtype, else the default float."""
-    return x.dtype if is_floating(x, xp) else default_float(xp, x)
+    return x.dtype if _is_floating(x, xp) else _default_float(xp, x)
 
 
 def from_compute(y: Array, dtype: Any, xp: Any) -> Array:
@@ -235,7 +237,7 @@ def _safe_max(x: Array, axis: int, xp: Any) -> Array:
     return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
 
 
-def _shift_and_log_sum(x: Array, axis: int, xp: Any) -> tuple[Array, Array]:
+def shift_and_log_sum(x: Array, axis: int, xp: Any) -> tuple[Array, Array]:
     """m = max(x) and log sum exp(x - m) along ``axis``, both with keepdims.
 
     Kept apart rather than added: log-softmax is (x - m) - log_sum, which is exact for
@@ -254,7 +256,7 @@ def _shift_and_log_sum(x: Array, axis: int, xp: Any) -> tuple[Array, Array]:
 
 def _logsumexp(x: Array, axis: int, xp: Any) -> Array:
     """logsumexp with keepdims=True, in ``x``'s dtype (callers upcast first)."""
-    m, log_sum = _shift_and_log_sum(x, axis, xp)
+    m, log_sum = shift_and_log_sum(x, axis, xp)
     return m + log_sum
 
 
@@ -296,8 +298,9 @@ def logsumexp(x: Array, *, axis: int = -1, keepdims: bool = False) -> Array:
     return from_compute(out, dtype, xp)
 
 
-def _log_softmax(x: Array, axis: int, xp: Any) -> Array:
-    m, log_sum = _shift_and_log_sum(x, axis, xp)
+def core_log_softmax(x: Array, axis: int, xp: Any) -> Array:
+    """:func:`log_softmax` without the checks: ``x`` in its compute dtype."""
+    m, log_sum = shift_and_log_sum(x, axis, xp)
     return (x - m) - log_sum
 
 
@@ -334,7 +337,7 @@ def log_softmax(x: Array, *, axis: int = -1) -> Array:
     _real_input(x, xp)
     axis = _class_axis(x, axis)
     dtype = result_dtype(x, xp)
-    return from_compute(_log_softmax(to_compute(x, xp), axis, xp), dtype, xp)
+    return from_compute(core_log_softmax(to_compute(x, xp), axis, xp), dtype, xp)
 
 
 @quiet
@@ -371,12 +374,13 @@ def softmax(x: Array, *, axis: int = -1) -> Array:
 # log sigmoid(x) = -softplus(-x) = min(x, 0) - log1p(e^-|x|), exact at both tails.
 
 
-def _sigmoid(x: Array, xp: Any) -> Array:
+def core_sigmoid(x: Array, xp: Any) -> Array:
+    """:func:`sigmoid` without the checks: ``x`` in its compute dtype."""
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _softplus(x: Array, xp: Any) -> Array:
+def softplus(x: Array, xp: Any) -> Array:
     """log(1 + e^x) = max(x, 0) + log1p(e^-|x|); +inf at +inf, 0 at -inf."""
     return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
 
@@ -404,7 +408,7 @@ def sigmoid(x: Array) -> Array:
     xp, (x,) = namespace(x, names=("x",))
     _real_input(x, xp)
     dtype = result_dtype(x, xp)
-    return from_compute(_sigmoid(to_compute(x, xp), xp), dtype, xp)
+    return from_compute(core_sigmoid(to_compute(x, xp), xp), dtype, xp)
 
 
 @quiet
@@ -430,4 +434,4 @@ def log_sigmoid(x: Array) -> Array:
     xp, (x,) = namespace(x, names=("x",))
     _real_input(x, xp)
     dtype = result_dtype(x, xp)
-    return from_compute(-_softplus(-to_compute(x, xp), xp), dtype, xp)
+    return from_compute(-softplus(-to_compute(x, xp), xp), dtype, xp)

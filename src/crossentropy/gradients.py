@@ -7,8 +7,10 @@ dtype. For ``reduction="none"`` the gradient is that of ``loss.sum()``: each ele
 loss depends on its own row only, so this is every per-example gradient at once.
 
 The forward pieces (log-probabilities, masks, weights, the mean's denominator) come from
-the loss's own ``_..._terms`` function, so nothing is computed twice or written twice; only
-the derivative is written here, next to its derivation.
+the loss's own ``..._terms`` function in :mod:`crossentropy.losses`, as a typed
+:class:`~crossentropy.losses.Terms`, so nothing is computed twice or written twice; only
+the derivative is written here, next to its derivation. A regression loss's derivative is
+written beside its value, in its :class:`~crossentropy.losses.RegressionLoss`.
 
 The reduction enters as one factor: ``d mean / d l_i = 1 / count`` (0 for a mean over
 nothing), ``d sum / d l_i = 1``.
@@ -19,8 +21,20 @@ from __future__ import annotations
 from typing import Any
 
 from . import losses
-from ._array import Array, _sigmoid, from_compute, move_last_axis_to, quiet
-from .losses import LOG_CLAMP, Terms, reduction_scale
+from ._array import Array, core_sigmoid, from_compute, move_last_axis_to, quiet
+from .losses import LOG_CLAMP, Terms, reduction_scale, times
+
+__all__ = [
+    "binary_cross_entropy",
+    "huber",
+    "l1",
+    "mse",
+    "nll_loss",
+    "sigmoid_cross_entropy",
+    "smooth_l1",
+    "softmax_cross_entropy",
+    "sparse_softmax_cross_entropy",
+]
 
 
 def _finish(t: Terms, grad: Array, reduction: str) -> tuple[Array, Array]:
@@ -74,7 +88,7 @@ def softmax_cross_entropy(
         >>> print(f"{float(loss):.4f}", np.round(grad, 4))
         0.417 [-0.341   0.2424  0.0986]
     """
-    t = losses._softmax_cross_entropy_terms(
+    t = losses.softmax_cross_entropy_terms(
         logits,
         labels,
         axis=axis,
@@ -83,8 +97,8 @@ def softmax_cross_entropy(
         reduction=reduction,
     )
     xp = t.xp
-    a = t.extra["mass"]
-    p = xp.exp(t.extra["log_probs"])
+    a = t.mass
+    p = xp.exp(t.log_probs)
     grad = xp.sum(a, axis=-1, keepdims=True) * p - a
     return _finish(t, grad, reduction)
 
@@ -143,7 +157,7 @@ def sparse_softmax_cross_entropy(
         [[-0.341   0.2424  0.0986]
          [ 0.      0.      0.    ]]
     """
-    t = losses._sparse_softmax_cross_entropy_terms(
+    t = losses.sparse_softmax_cross_entropy_terms(
         logits,
         labels,
         axis=axis,
@@ -154,23 +168,22 @@ def sparse_softmax_cross_entropy(
         softcap=softcap,
         reduction=reduction,
     )
-    xp, e = t.xp, t.extra
-    eps, smooth, w, w_y = e["eps"], e["smooth"], e["w"], e["w_target"]
-    p = xp.exp(e["log_probs"])
+    xp = t.xp
+    eps, smooth, w, w_y = t.eps, t.smooth, t.w, t.w_target
+    p = xp.exp(t.log_probs)
     row = (1.0 - eps) * w_y
     if eps > 0:
         total = float(t.x.shape[-1]) if w is None else xp.sum(w)
         row = row + smooth * total
-    if e["z_loss"] > 0:
-        row = row + 2.0 * e["z_loss"] * w_y * e["lse"]
-    onehot = xp.astype(e["onehot"], p.dtype)
+    if t.z_loss > 0:
+        row = row + 2.0 * t.z_loss * w_y * t.lse
+    onehot = xp.astype(t.onehot, p.dtype)
     grad = xp.expand_dims(row, axis=-1) * p - xp.expand_dims((1.0 - eps) * w_y, axis=-1) * onehot
     if eps > 0:
         grad = grad - smooth * (xp.ones_like(p) if w is None else w)
-    grad = _zeros_where_not(xp.expand_dims(e["live"], axis=-1), grad, xp)
-    cap = e["cap"]
-    if cap is not None:
-        squashed = e["z"] / cap
+    grad = _zeros_where_not(xp.expand_dims(t.live, axis=-1), grad, xp)
+    if t.cap is not None:
+        squashed = t.z / t.cap
         grad = grad * (1.0 - squashed * squashed)
     return _finish(t, grad, reduction)
 
@@ -208,12 +221,12 @@ def nll_loss(
         >>> print(np.round(grad, 4))
         [[-1.  0.  0.]]
     """
-    t = losses._nll_loss_terms(
+    t = losses.nll_loss_terms(
         log_probs, labels, axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction
     )
-    xp, e = t.xp, t.extra
-    w_y = xp.expand_dims(e["w_target"], axis=-1)
-    grad = _zeros_where_not(e["onehot"], -w_y * xp.ones_like(t.x), xp)
+    xp = t.xp
+    w_y = xp.expand_dims(t.w_target, axis=-1)
+    grad = _zeros_where_not(t.onehot, -w_y * xp.ones_like(t.x), xp)
     return _finish(t, grad, reduction)
 
 
@@ -253,14 +266,14 @@ def sigmoid_cross_entropy(
         >>> print(float(loss), np.round(grad, 4))
         inf [-0.5  1.   0. ]
     """
-    t = losses._sigmoid_cross_entropy_terms(
+    t = losses.sigmoid_cross_entropy_terms(
         logits, labels, pos_weight=pos_weight, weight=weight, reduction=reduction
     )
-    xp, e = t.xp, t.extra
-    positive = e["positive"]
-    grad = _sigmoid(t.x, xp) * (positive + 1.0 - e["y"]) - positive
-    if e["w"] is not None:
-        grad = xp.broadcast_to(e["w"] * grad, t.x.shape)
+    xp = t.xp
+    positive = t.positive
+    grad = core_sigmoid(t.x, xp) * (positive + 1.0 - t.y) - positive
+    if t.w is not None:
+        grad = xp.broadcast_to(t.w * grad, t.x.shape)
     return _finish(t, grad, reduction)
 
 
@@ -295,11 +308,11 @@ def binary_cross_entropy(
         >>> print(np.round(grad, 4))
         [-1.1111  1.25  ]
     """
-    t = losses._binary_cross_entropy_terms(
+    t = losses.binary_cross_entropy_terms(
         probs, labels, eps=eps, weight=weight, reduction=reduction
     )
-    xp, e = t.xp, t.extra
-    p, y, eps = t.x, e["y"], e["eps"]
+    xp = t.xp
+    p, y, eps = t.x, t.y, t.eps
     zero, one = xp.zeros_like(p), xp.ones_like(p)
     if eps is None:
         live_p = xp.log(p) > LOG_CLAMP
@@ -312,31 +325,15 @@ def binary_cross_entropy(
         live_p = live_q = inside
     d_log_p = xp.where(live_p, one / xp.where(live_p, p, one), zero)
     d_log_q = xp.where(live_q, one / xp.where(live_q, q, one), zero)
-    grad = -losses._times(y, d_log_p, xp) + losses._times(1.0 - y, d_log_q, xp)
-    if e["w"] is not None:
-        grad = xp.broadcast_to(e["w"] * grad, t.x.shape)
+    grad = -times(y, d_log_p, xp) + times(1.0 - y, d_log_q, xp)
+    if t.w is not None:
+        grad = xp.broadcast_to(t.w * grad, t.x.shape)
     return _finish(t, grad, reduction)
 
 
-def _regression(
-    name: str, input: Array, target: Array, reduction: str, parameter: tuple[str, float] | None
-) -> tuple[Array, Array]:
-    t = losses._regression_terms(name, input, target, reduction, parameter)
-    xp, d = t.xp, t.extra["d"]
-    sign = xp.sign(d)
-    if name == "mse":
-        grad = 2.0 * d
-    elif name == "l1":
-        grad = sign
-    else:
-        assert parameter is not None  # internal: smooth_l1 and huber always pass theirs
-        k = parameter[1]
-        inside = xp.abs(d) < k
-        if name == "huber":
-            grad = xp.where(inside, d, k * sign)
-        else:
-            grad = xp.where(inside, d / (k if k > 0 else 1.0), sign)
-    return _finish(t, grad, reduction)
+def _regression(t: losses.RegressionTerms, reduction: str) -> tuple[Array, Array]:
+    """d loss / d input = d loss / d(input - target): the loss's own derivative."""
+    return _finish(t, t.loss.derivative(t.d, t.xp), reduction)
 
 
 @quiet
@@ -356,7 +353,7 @@ def mse(input: Array, target: Array, *, reduction: str = "mean") -> tuple[Array,
         >>> print(np.round(grad, 4))
         [ 0.2  0.2 -0.4]
     """
-    return _regression("mse", input, target, reduction, None)
+    return _regression(losses.mse_terms(input, target, reduction=reduction), reduction)
 
 
 @quiet
@@ -376,7 +373,7 @@ def l1(input: Array, target: Array, *, reduction: str = "mean") -> tuple[Array, 
         >>> print(np.round(grad, 4))
         [ 1. -1.]
     """
-    return _regression("l1", input, target, reduction, None)
+    return _regression(losses.l1_terms(input, target, reduction=reduction), reduction)
 
 
 @quiet
@@ -398,9 +395,8 @@ def smooth_l1(
         >>> print(np.round(grad, 4))
         [0.5 1. ]
     """
-    return _regression(
-        "smooth_l1", input, target, reduction, losses._parameter("beta", beta, zero_ok=True)
-    )
+    t = losses.smooth_l1_terms(input, target, beta=beta, reduction=reduction)
+    return _regression(t, reduction)
 
 
 @quiet
@@ -423,6 +419,5 @@ def huber(
         >>> print(np.round(grad, 4))
         [0.5 2. ]
     """
-    return _regression(
-        "huber", input, target, reduction, losses._parameter("delta", delta, zero_ok=False)
-    )
+    t = losses.huber_terms(input, target, delta=delta, reduction=reduction)
+    return _regression(t, reduction)

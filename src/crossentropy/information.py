@@ -16,6 +16,8 @@ from typing import Any
 from . import _validate
 from ._array import Array, from_compute, namespace, quiet, result_dtype, to_compute
 
+__all__ = ["binary_entropy", "cross_entropy", "entropy", "information", "kl_divergence"]
+
 
 def _prepare(name: str, p: Any, xp: Any, *, upper: bool = False) -> Array:
     _validate.floating(name, p, xp)

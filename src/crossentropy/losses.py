@@ -2,10 +2,16 @@
 
 Each loss is computed in two steps that :mod:`crossentropy.gradients` shares:
 
-1. a ``_..._terms`` function validates the input, moves the class axis last, upcasts half
-   precision to float32 and computes the per-example loss together with the pieces its
-   derivative needs (log-probabilities, masks, weights, the mean's denominator);
-2. :func:`_reduce` applies the reduction.
+1. a ``..._terms`` function (``softmax_cross_entropy_terms`` for ``softmax_cross_entropy``,
+   and so on, with the loss's arguments) validates the input, moves the class axis last,
+   upcasts half precision to float32 and computes the per-example loss together with the
+   pieces its derivative needs (log-probabilities, masks, weights, the mean's denominator),
+   returned as the family's :class:`Terms` (a frozen dataclass whose fields are exactly
+   what the gradient reads);
+2. :meth:`Terms.reduced` applies the reduction.
+
+A regression loss is described once by a :class:`RegressionLoss`: its value and its
+derivative in ``d = input - target``, side by side.
 
 Conventions, decided once for every loss:
 
@@ -20,23 +26,58 @@ Conventions, decided once for every loss:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import _validate
 from ._array import (
     Array,
-    _log_softmax,
-    _shift_and_log_sum,
-    _softplus,
+    core_log_softmax,
     from_compute,
     move_axis_last,
     namespace,
     quiet,
     result_dtype,
+    shift_and_log_sum,
     size,
+    softplus,
     to_compute,
     wide_labels,
 )
+
+# the nine losses, and what crossentropy.gradients differentiates: each loss's terms
+# (``<loss>_terms`` with the loss's arguments) and the shared rules
+__all__ = [
+    "LOG_CLAMP",
+    "BinaryTerms",
+    "NllTerms",
+    "RegressionLoss",
+    "RegressionTerms",
+    "SigmoidTerms",
+    "SoftmaxTerms",
+    "SparseSoftmaxTerms",
+    "Terms",
+    "binary_cross_entropy",
+    "binary_cross_entropy_terms",
+    "huber",
+    "huber_terms",
+    "l1",
+    "l1_terms",
+    "mean_scale",
+    "mse",
+    "mse_terms",
+    "nll_loss",
+    "nll_loss_terms",
+    "reduction_scale",
+    "sigmoid_cross_entropy",
+    "sigmoid_cross_entropy_terms",
+    "smooth_l1",
+    "smooth_l1_terms",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_terms",
+    "sparse_softmax_cross_entropy",
+    "sparse_softmax_cross_entropy_terms",
+    "times",
+]
 
 # ----------------------------------------------------------------------------------------
 # shared pieces
@@ -46,15 +87,17 @@ def _zeros(x: Array, xp: Any) -> Array:
     return xp.zeros_like(x)
 
 
-def _times(coefficient: Array, value: Array, xp: Any) -> Array:
+def times(coefficient: Array, value: Array, xp: Any) -> Array:
     """coefficient · value, with 0 wherever the coefficient is 0 and the value is a number
     (±inf included); a NaN value stays NaN: an undefined input is never hidden."""
     zero = (coefficient == 0) & ~xp.isnan(value)
     return xp.where(zero, _zeros(value * coefficient, xp), coefficient * value)
 
 
-def _mean_scale(count: Array, xp: Any) -> Array:
-    """1 / count, or 0 when count is 0 (a mean over nothing is 0 and has zero gradient).
+def mean_scale(count: Array, xp: Any) -> Array:
+    """1 / count, or 0 when count is 0: a mean over nothing (an empty batch, every target
+    ignored, zero total weight) is 0 and has zero gradient. Every mean of the core is taken
+    through this function.
 
     The count is a summed weight: negative class weights can make it negative, and then it
     is divided by like any other non-zero total, as PyTorch does.
@@ -69,12 +112,12 @@ def _reduce(per_example: Array, reduction: str, count: Array, xp: Any) -> Array:
     total = xp.sum(per_example)
     if reduction == "sum":
         return total
-    return total * _mean_scale(count, xp)
+    return total * mean_scale(count, xp)
 
 
 def reduction_scale(reduction: str, count: Array, xp: Any) -> Array | float:
     """d(reduced loss) / d(per-example loss); ``"none"`` is treated as ``"sum"``."""
-    return _mean_scale(count, xp) if reduction == "mean" else 1.0
+    return mean_scale(count, xp) if reduction == "mean" else 1.0
 
 
 def _as_float(name: str, x: Array, like: Array, xp: Any) -> Array:
@@ -89,11 +132,11 @@ def _count(n: int, like: Array, xp: Any) -> Array:
 
 @dataclass(frozen=True)
 class Terms:
-    """A loss's per-example values and what its derivative needs.
+    """A loss's per-example values; each family's subclass adds what its derivative needs.
 
     ``x`` is the first argument in its compute dtype with the class axis last; ``axis`` is
     where that axis was; ``dtype`` is the dtype results are returned in; ``count`` is the
-    mean's denominator; ``extra`` holds the loss-specific pieces for the gradient.
+    mean's denominator.
     """
 
     xp: Any
@@ -102,7 +145,6 @@ class Terms:
     dtype: Any
     per_example: Array
     count: Array
-    extra: dict[str, Any]
 
     def reduced(self, reduction: str) -> Array:
         """The loss under ``reduction``, in the dtype results are returned in."""
@@ -167,7 +209,16 @@ def _integer_labels(
 # softmax cross entropy with soft (dense) labels
 
 
-def _softmax_cross_entropy_terms(
+@dataclass(frozen=True)
+class SoftmaxTerms(Terms):
+    """:func:`softmax_cross_entropy`'s terms: ``mass`` a_c = w_c y'_c, the smoothed and
+    weighted label mass of each class, and ``log_probs`` = log softmax(x)."""
+
+    mass: Array
+    log_probs: Array
+
+
+def softmax_cross_entropy_terms(
     logits: Array,
     labels: Array,
     *,
@@ -175,7 +226,7 @@ def _softmax_cross_entropy_terms(
     weight: Array | None,
     label_smoothing: float,
     reduction: str,
-) -> Terms:
+) -> SoftmaxTerms:
     _validate.reduction(reduction)
     eps = _validate.label_smoothing(label_smoothing)
     xp, (logits, labels, weight) = namespace(
@@ -191,10 +242,10 @@ def _softmax_cross_entropy_terms(
         y = (1.0 - eps) * y + eps / num_classes
     # a_c = w_c y'_c is the mass each class's log-probability is weighted with
     a = y if w is None else w * y
-    log_probs = _log_softmax(x, -1, xp)
-    per_example = -xp.sum(_times(a, log_probs, xp), axis=-1)
+    log_probs = core_log_softmax(x, -1, xp)
+    per_example = -xp.sum(times(a, log_probs, xp), axis=-1)
     count = _count(size(per_example), x, xp)
-    return Terms(xp, x, axis, dtype, per_example, count, {"mass": a, "log_probs": log_probs})
+    return SoftmaxTerms(xp, x, axis, dtype, per_example, count, mass=a, log_probs=log_probs)
 
 
 @quiet
@@ -239,7 +290,7 @@ def softmax_cross_entropy(
         probabilities; C. Szegedy et al., "Rethinking the Inception Architecture", 2016
         (label smoothing).
     """
-    t = _softmax_cross_entropy_terms(
+    t = softmax_cross_entropy_terms(
         logits,
         labels,
         axis=axis,
@@ -254,7 +305,31 @@ def softmax_cross_entropy(
 # softmax cross entropy with integer (sparse) labels
 
 
-def _sparse_softmax_cross_entropy_terms(
+@dataclass(frozen=True)
+class SparseSoftmaxTerms(Terms):
+    """:func:`sparse_softmax_cross_entropy`'s terms (names as in its formula).
+
+    ``z`` the soft-capped logits (the logits when ``cap`` is ``None``), ``lse`` their
+    logsumexp per row, ``log_probs`` = z - lse; ``onehot`` the label's class in each counted
+    row; ``live`` the rows that contribute (counted, and of non-zero weight unless smoothing
+    spreads some); ``w_target`` w_y per row (0 on ignored rows), ``w`` the class weights or
+    ``None``; ``eps`` the label smoothing, ``smooth`` = eps / C; ``z_loss`` lambda_z.
+    """
+
+    z: Array
+    cap: float | None
+    lse: Array
+    log_probs: Array
+    onehot: Array
+    live: Array
+    w_target: Array
+    w: Array | None
+    eps: float
+    smooth: float
+    z_loss: float
+
+
+def sparse_softmax_cross_entropy_terms(
     logits: Array,
     labels: Array,
     *,
@@ -265,7 +340,7 @@ def _sparse_softmax_cross_entropy_terms(
     z_loss: float,
     softcap: float | None,
     reduction: str,
-) -> Terms:
+) -> SparseSoftmaxTerms:
     _validate.reduction(reduction)
     eps = _validate.label_smoothing(label_smoothing)
     z_coef = _validate.z_loss(z_loss)
@@ -291,33 +366,37 @@ def _sparse_softmax_cross_entropy_terms(
     x = xp.where(xp.expand_dims(live, axis=-1), x, _zeros(x, xp))
 
     z = x if cap is None else cap * xp.tanh(x / cap)
-    shift, log_sum = _shift_and_log_sum(z, -1, xp)
+    shift, log_sum = shift_and_log_sum(z, -1, xp)
     log_probs = (z - shift) - log_sum
     lse = xp.squeeze(shift + log_sum, axis=-1)
 
     # l = (1-eps) w_y (-log p_y) + (eps/C) sum_c w_c (-log p_c) + z_loss w_y lse^2
-    loss = _times((1.0 - eps) * w_target, -_pick(log_probs, onehot, xp), xp)
+    loss = times((1.0 - eps) * w_target, -_pick(log_probs, onehot, xp), xp)
     if eps > 0:
         w_all = xp.ones_like(x) if w is None else xp.broadcast_to(w, x.shape)
-        loss = loss + smooth * xp.sum(_times(w_all, -log_probs, xp), axis=-1)
+        loss = loss + smooth * xp.sum(times(w_all, -log_probs, xp), axis=-1)
     if z_coef > 0:
-        loss = loss + _times(z_coef * w_target, lse * lse, xp)
+        loss = loss + times(z_coef * w_target, lse * lse, xp)
     per_example = xp.where(counted, loss, _zeros(loss, xp))
-    extra = {
-        "z": z,
-        "cap": cap,
-        "lse": lse,
-        "log_probs": log_probs,
-        "onehot": onehot,
-        "counted": counted,
-        "live": live,
-        "w_target": w_target,
-        "w": w,
-        "eps": eps,
-        "smooth": smooth,
-        "z_loss": z_coef,
-    }
-    return Terms(xp, x, axis, dtype, per_example, xp.sum(w_target), extra)
+    return SparseSoftmaxTerms(
+        xp,
+        x,
+        axis,
+        dtype,
+        per_example,
+        xp.sum(w_target),
+        z=z,
+        cap=cap,
+        lse=lse,
+        log_probs=log_probs,
+        onehot=onehot,
+        live=live,
+        w_target=w_target,
+        w=w,
+        eps=eps,
+        smooth=smooth,
+        z_loss=z_coef,
+    )
 
 
 @quiet
@@ -376,7 +455,7 @@ def sparse_softmax_cross_entropy(
         optax.softmax_cross_entropy_with_integer_labels; torch.nn.functional.cross_entropy;
         A. Chowdhery et al., "PaLM", 2022 (z-loss); Gemma 2 report, 2024 (logit soft-capping).
     """
-    t = _sparse_softmax_cross_entropy_terms(
+    t = sparse_softmax_cross_entropy_terms(
         logits,
         labels,
         axis=axis,
@@ -394,7 +473,16 @@ def sparse_softmax_cross_entropy(
 # negative log likelihood on log-probabilities
 
 
-def _nll_loss_terms(
+@dataclass(frozen=True)
+class NllTerms(Terms):
+    """:func:`nll_loss`'s terms: ``onehot`` the label's class in each counted row, and
+    ``w_target`` w_y per row (0 on ignored rows)."""
+
+    onehot: Array
+    w_target: Array
+
+
+def nll_loss_terms(
     log_probs: Array,
     labels: Array,
     *,
@@ -402,7 +490,7 @@ def _nll_loss_terms(
     weight: Array | None,
     ignore_index: int,
     reduction: str,
-) -> Terms:
+) -> NllTerms:
     _validate.reduction(reduction)
     ignore_index = _validate.ignore_index(ignore_index)
     xp, (log_probs, labels, weight) = namespace(
@@ -415,9 +503,9 @@ def _nll_loss_terms(
     ones = xp.ones(onehot.shape[:-1], dtype=x.dtype, device=_device(x))
     w_target = ones if w is None else _pick(xp.broadcast_to(w, x.shape), onehot, xp)
     w_target = xp.where(counted, w_target, _zeros(w_target, xp))
-    per_example = _times(w_target, -_pick(x, onehot, xp), xp)
-    extra = {"onehot": onehot, "w_target": w_target}
-    return Terms(xp, x, axis, dtype, per_example, xp.sum(w_target), extra)
+    per_example = times(w_target, -_pick(x, onehot, xp), xp)
+    count = xp.sum(w_target)
+    return NllTerms(xp, x, axis, dtype, per_example, count, onehot=onehot, w_target=w_target)
 
 
 @quiet
@@ -461,7 +549,7 @@ def nll_loss(
     References:
         torch.nn.functional.nll_loss.
     """
-    t = _nll_loss_terms(
+    t = nll_loss_terms(
         log_probs, labels, axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction
     )
     return t.reduced(reduction)
@@ -496,14 +584,24 @@ def _broadcast_weight(name: str, w: Array | None, x: Array, xp: Any) -> Array | 
     return w
 
 
-def _sigmoid_cross_entropy_terms(
+@dataclass(frozen=True)
+class SigmoidTerms(Terms):
+    """:func:`sigmoid_cross_entropy`'s terms: the labels ``y``, ``positive`` = p_w y (the
+    positive term's weight), and the elementwise weight ``w`` or ``None``."""
+
+    y: Array
+    positive: Array
+    w: Array | None
+
+
+def sigmoid_cross_entropy_terms(
     logits: Array,
     labels: Array,
     *,
     pos_weight: Array | float | None,
     weight: Array | None,
     reduction: str,
-) -> Terms:
+) -> SigmoidTerms:
     _validate.reduction(reduction)
     names = ("logits", "labels", "pos_weight", "weight")
     xp, (logits, labels, pos_weight, weight) = namespace(
@@ -514,12 +612,12 @@ def _sigmoid_cross_entropy_terms(
     w = _broadcast_weight("weight", weight, x, xp)
     # -[pw y log s(x) + (1-y) log(1 - s(x))] = pw y softplus(-x) + (1-y) softplus(x)
     positive = y if pw is None else pw * y
-    loss = _times(positive, _softplus(-x, xp), xp) + _times(1.0 - y, _softplus(x, xp), xp)
+    loss = times(positive, softplus(-x, xp), xp) + times(1.0 - y, softplus(x, xp), xp)
     if w is not None:
-        loss = _times(w, loss, xp)
+        loss = times(w, loss, xp)
     per_element = loss if w is None else xp.broadcast_to(loss, x.shape)
     count = _count(size(per_element), x, xp)
-    return Terms(xp, x, -1, dtype, per_element, count, {"y": y, "positive": positive, "w": w})
+    return SigmoidTerms(xp, x, -1, dtype, per_element, count, y=y, positive=positive, w=w)
 
 
 @quiet
@@ -566,7 +664,7 @@ def sigmoid_cross_entropy(
         tf.nn.sigmoid_cross_entropy_with_logits; tf.nn.weighted_cross_entropy_with_logits;
         torch.nn.functional.binary_cross_entropy_with_logits.
     """
-    t = _sigmoid_cross_entropy_terms(
+    t = sigmoid_cross_entropy_terms(
         logits, labels, pos_weight=pos_weight, weight=weight, reduction=reduction
     )
     return t.reduced(reduction)
@@ -585,14 +683,25 @@ def _clamped_log(finite: Array, log: Any, v: Array, neutral: float, xp: Any) -> 
     return xp.where(finite, xp.maximum(log(safe), floor), floor)
 
 
-def _binary_cross_entropy_terms(
+@dataclass(frozen=True)
+class BinaryTerms(Terms):
+    """:func:`binary_cross_entropy`'s terms (``x`` holds the probabilities): the labels
+    ``y``, the elementwise weight ``w`` or ``None``, and ``eps``, the clipping margin or
+    ``None`` for logs clamped at :data:`LOG_CLAMP`."""
+
+    y: Array
+    w: Array | None
+    eps: float | None
+
+
+def binary_cross_entropy_terms(
     probs: Array,
     labels: Array,
     *,
     eps: float | None,
     weight: Array | None,
     reduction: str,
-) -> Terms:
+) -> BinaryTerms:
     _validate.reduction(reduction)
     if eps is not None:
         eps = _validate.number_in("eps", eps, 0.0, 0.5, what="in [0, 0.5], or None")
@@ -610,11 +719,11 @@ def _binary_cross_entropy_terms(
     else:
         clipped = xp.clip(p, eps, 1.0 - eps)
         log_p, log_q = xp.log(clipped), xp.log1p(-clipped)
-    loss = -(_times(y, log_p, xp) + _times(1.0 - y, log_q, xp))
+    loss = -(times(y, log_p, xp) + times(1.0 - y, log_q, xp))
     if w is not None:
-        loss = xp.broadcast_to(_times(w, loss, xp), p.shape)
+        loss = xp.broadcast_to(times(w, loss, xp), p.shape)
     count = _count(size(loss), p, xp)
-    return Terms(xp, p, -1, dtype, loss, count, {"y": y, "w": w, "eps": eps})
+    return BinaryTerms(xp, p, -1, dtype, loss, count, y=y, w=w, eps=eps)
 
 
 @quiet
@@ -660,7 +769,7 @@ def binary_cross_entropy(
     References:
         torch.nn.functional.binary_cross_entropy; sklearn.metrics.log_loss.
     """
-    t = _binary_cross_entropy_terms(probs, labels, eps=eps, weight=weight, reduction=reduction)
+    t = binary_cross_entropy_terms(probs, labels, eps=eps, weight=weight, reduction=reduction)
     return t.reduced(reduction)
 
 
@@ -668,35 +777,112 @@ def binary_cross_entropy(
 # regression losses, for comparison
 
 
+class RegressionLoss(Protocol):
+    """A regression loss as a function of the difference d = input - target: its value per
+    element and its derivative d(value)/dd, written side by side in each implementation."""
+
+    def value(self, d: Array, xp: Any) -> Array: ...
+
+    def derivative(self, d: Array, xp: Any) -> Array: ...
+
+
+@dataclass(frozen=True)
+class _Mse:
+    """(x - t)^2; derivative 2 (x - t)."""
+
+    def value(self, d: Array, xp: Any) -> Array:
+        return d * d
+
+    def derivative(self, d: Array, xp: Any) -> Array:
+        return 2.0 * d
+
+
+@dataclass(frozen=True)
+class _L1:
+    """|x - t|; (sub)derivative sign(x - t), 0 at x = t."""
+
+    def value(self, d: Array, xp: Any) -> Array:
+        return xp.abs(d)
+
+    def derivative(self, d: Array, xp: Any) -> Array:
+        return xp.sign(d)
+
+
+@dataclass(frozen=True)
+class _SmoothL1:
+    """0.5 d^2 / beta inside |d| < beta, |d| - 0.5 beta outside (L1 for beta = 0);
+    derivative d / beta inside, sign(d) outside."""
+
+    beta: float
+
+    def value(self, d: Array, xp: Any) -> Array:
+        k, a = self.beta, xp.abs(d)
+        return xp.where(a < k, 0.5 * d * d * (1.0 / k if k > 0 else 0.0), a - 0.5 * k)
+
+    def derivative(self, d: Array, xp: Any) -> Array:
+        k = self.beta
+        return xp.where(xp.abs(d) < k, d / (k if k > 0 else 1.0), xp.sign(d))
+
+
+@dataclass(frozen=True)
+class _Huber:
+    """0.5 d^2 inside |d| < delta, delta (|d| - 0.5 delta) outside (delta times smooth L1
+    with beta = delta); derivative d inside, delta sign(d) outside."""
+
+    delta: float
+
+    def value(self, d: Array, xp: Any) -> Array:
+        k, a = self.delta, xp.abs(d)
+        return xp.where(a < k, 0.5 * d * d, (a - 0.5 * k) * k)
+
+    def derivative(self, d: Array, xp: Any) -> Array:
+        k = self.delta
+        return xp.where(xp.abs(d) < k, d, k * xp.sign(d))
+
+
+@dataclass(frozen=True)
+class RegressionTerms(Terms):
+    """A regression loss's terms: the difference ``d`` = input - target and the ``loss``
+    whose derivative the gradient takes."""
+
+    d: Array
+    loss: RegressionLoss
+
+
 def _regression_terms(
-    name: str, input: Array, target: Array, reduction: str, parameter: tuple[str, float] | None
-) -> Terms:
+    loss: RegressionLoss, input: Array, target: Array, reduction: str
+) -> RegressionTerms:
     _validate.reduction(reduction)
     xp, (input, target) = namespace(input, target, names=("input", "target"))
     x, t, dtype = _elementwise("input", input, "target", target, xp)
     d = x - t
-    a = xp.abs(d)
-    if name == "mse":
-        loss = d * d
-    elif name == "l1":
-        loss = a
-    else:
-        assert parameter is not None  # internal: smooth_l1 and huber always pass theirs
-        k = parameter[1]
-        # smooth_l1 (beta=k): 0.5 d^2 / k inside |d| < k, |d| - 0.5 k outside
-        # huber (delta=k):   0.5 d^2     inside |d| < k, k (|d| - 0.5 k) outside = k * smooth_l1
-        scale = 1.0 if name == "huber" else (1.0 / k if k > 0 else 0.0)
-        inside = 0.5 * d * d * scale
-        outside = (a - 0.5 * k) * (k if name == "huber" else 1.0)
-        loss = xp.where(a < k, inside, outside)
-    count = _count(size(loss), x, xp)
-    return Terms(xp, x, -1, dtype, loss, count, {"d": d, "name": name, "parameter": parameter})
+    per_element = loss.value(d, xp)
+    count = _count(size(per_element), x, xp)
+    return RegressionTerms(xp, x, -1, dtype, per_element, count, d=d, loss=loss)
 
 
-def _parameter(name: str, value: object, *, zero_ok: bool) -> tuple[str, float]:
+def _parameter(name: str, value: object, *, zero_ok: bool) -> float:
     low = 0.0 if zero_ok else float.fromhex("0x1p-1074")
     what = ">= 0" if zero_ok else "> 0"
-    return name, _validate.number_in(name, value, low, float("inf"), what=what)
+    return _validate.number_in(name, value, low, float("inf"), what=what)
+
+
+def mse_terms(input: Array, target: Array, *, reduction: str) -> RegressionTerms:
+    return _regression_terms(_Mse(), input, target, reduction)
+
+
+def l1_terms(input: Array, target: Array, *, reduction: str) -> RegressionTerms:
+    return _regression_terms(_L1(), input, target, reduction)
+
+
+def smooth_l1_terms(input: Array, target: Array, *, beta: float, reduction: str) -> RegressionTerms:
+    loss = _SmoothL1(_parameter("beta", beta, zero_ok=True))
+    return _regression_terms(loss, input, target, reduction)
+
+
+def huber_terms(input: Array, target: Array, *, delta: float, reduction: str) -> RegressionTerms:
+    loss = _Huber(_parameter("delta", delta, zero_ok=False))
+    return _regression_terms(loss, input, target, reduction)
 
 
 @quiet
@@ -724,7 +910,7 @@ def mse(input: Array, target: Array, *, reduction: str = "mean") -> Array:
     References:
         torch.nn.functional.mse_loss.
     """
-    t = _regression_terms("mse", input, target, reduction, None)
+    t = mse_terms(input, target, reduction=reduction)
     return t.reduced(reduction)
 
 
@@ -753,7 +939,7 @@ def l1(input: Array, target: Array, *, reduction: str = "mean") -> Array:
     References:
         torch.nn.functional.l1_loss.
     """
-    t = _regression_terms("l1", input, target, reduction, None)
+    t = l1_terms(input, target, reduction=reduction)
     return t.reduced(reduction)
 
 
@@ -787,9 +973,7 @@ def smooth_l1(input: Array, target: Array, *, beta: float = 1.0, reduction: str 
     References:
         R. Girshick, "Fast R-CNN", 2015; torch.nn.functional.smooth_l1_loss.
     """
-    t = _regression_terms(
-        "smooth_l1", input, target, reduction, _parameter("beta", beta, zero_ok=True)
-    )
+    t = smooth_l1_terms(input, target, beta=beta, reduction=reduction)
     return t.reduced(reduction)
 
 
@@ -825,7 +1009,5 @@ def huber(input: Array, target: Array, *, delta: float = 1.0, reduction: str = "
         P. J. Huber, "Robust Estimation of a Location Parameter", 1964;
         torch.nn.functional.huber_loss.
     """
-    t = _regression_terms(
-        "huber", input, target, reduction, _parameter("delta", delta, zero_ok=False)
-    )
+    t = huber_terms(input, target, delta=delta, reduction=reduction)
     return t.reduced(reduction)

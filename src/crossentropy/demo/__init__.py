@@ -35,10 +35,10 @@ except ImportError as exc:  # pragma: no cover - exercised by the CLI test with 
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .data import DATASETS, Dataset, load_dataset
+from .html_report import REPORT_NAME, render_report
 from .loggers import CSV_NAME, LOGGERS, METRICS
 from .models import MODELS, make_model
 from .objectives import LABEL_SMOOTHING, LOSS_TITLES, LOSSES, objective
-from .report import REPORT_NAME, render_report
 from .run import DemoResult, prepare_out, resume_settings, run_demo
 from .summary import TARGET_ACCURACY, SummaryRow, story, summarize
 from .train import FIELDS, DemoConfig, EpochRecord, Trainer, deterministic

@@ -7,7 +7,7 @@ A run directory holds:
   (:mod:`crossentropy.demo.checkpoint`), from which :func:`run_demo` with ``resume=True``
   continues to the same final numbers as a run never interrupted;
 - ``curves.png`` and ``curves.svg``: the figure (:mod:`crossentropy.demo.figures`);
-- ``report.html``: the self-contained report (:mod:`crossentropy.demo.report`);
+- ``report.html``: the self-contained report (:mod:`crossentropy.demo.html_report`);
 - ``summary.json``: the settings and the summary rows;
 - ``tensorboard/`` and ``wandb/`` when those loggers are on.
 """
@@ -27,8 +27,8 @@ from crossentropy.viz import save_figure
 from .checkpoint import CHECKPOINT_NAME, FORMAT, load_checkpoint, save_checkpoint
 from .data import Dataset
 from .figures import training_curves_figure
+from .html_report import REPORT_NAME, write_report
 from .loggers import CSV_NAME, LOGGERS, Logger, WandbLogger, open_loggers
-from .report import REPORT_NAME, write_report
 from .summary import SummaryRow, summarize
 from .train import DemoConfig, EpochRecord, Trainer, deterministic
 

@@ -34,6 +34,10 @@ from .objectives import LOSSES, cross_entropy_of, objective, predictions
 
 __all__ = [
     "FIELDS",
+    "MAX_BATCH_SIZE",
+    "MAX_EPOCHS",
+    "MAX_LR",
+    "MAX_SEED",
     "DemoConfig",
     "EpochRecord",
     "Trainer",

@@ -33,6 +33,7 @@ from crossentropy import gradients
 __all__ = [
     "FIGURES",
     "PALETTE",
+    "SATURATION",
     "SOFTMAX_LOGITS",
     "SOFTMAX_TEMPERATURES",
     "binary_entropy_figure",

@@ -1,4 +1,4 @@
-"""The demo's report: one self-contained HTML file a person can open.
+"""The demo's HTML report: one self-contained file a person can open.
 
 Everything is inside the file: the styles in a ``<style>`` element, the figure as a
 ``data:image/png;base64`` URI; it loads nothing from the network (no scripts, fonts or
