@@ -1,8 +1,8 @@
 """The package's layout rules, checked on the source.
 
 1. Every public module (no part of its dotted name starts with ``_``, so neither private
-   modules nor ``__main__``; a package's ``__init__`` counts as the package) lists its public names in ``__all__``, and every
-   name listed there exists.
+   modules nor ``__main__``; a package's ``__init__`` counts as the package) lists its
+   public names in ``__all__``, and every name listed there exists.
 2. No module reads a private name (``_x``, not a dunder) of another crossentropy module:
    not by ``from m import _x``, not by ``m._x`` on an imported module. A private *module*
    is private to its package: its package and the packages inside that one may import it
