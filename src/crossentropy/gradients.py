@@ -119,7 +119,8 @@ def sparse_softmax_cross_entropy(
     r"""Softmax cross entropy with integer labels and its gradient with respect to the logits.
 
     Derivation. Write z for the (soft-capped) logits, p = softmax(z), L = logsumexp(z),
-    W = sum_c w_c, and use dL/dz_j = p_j. Each of the three terms of the loss:
+    W = sum_c w_c, and use dL/dz_j = p_j. Each of the three terms of the loss (its formula
+    is in :func:`crossentropy.sparse_softmax_cross_entropy`):
 
     .. math::
 

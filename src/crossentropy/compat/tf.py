@@ -206,12 +206,9 @@ def sparse_softmax_cross_entropy_with_logits(
     r"""Softmax cross entropy against integer class labels, as
     ``tf.nn.sparse_softmax_cross_entropy_with_logits``.
 
-    For mutually exclusive classes, one true class per example. With :math:`x` the logits
-    (class axis last) and :math:`y` the label, each example's loss is
-
-    .. math::
-
-        \ell(x, y) = -\log \operatorname{softmax}(x)_y = \operatorname{logsumexp}(x) - x_y
+    For mutually exclusive classes, one true class per example (class axis last): each
+    example's loss is :func:`crossentropy.sparse_softmax_cross_entropy`'s without class
+    weights, label smoothing, z-loss or soft cap, that is -log softmax(x)_y.
 
     Args:
         labels: integer class indices in ``[0, num_classes)``, shape ``(d_0, ..., d_{r-1})``.
