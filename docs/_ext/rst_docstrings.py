@@ -89,7 +89,8 @@ def _examples(lines: list[str]) -> list[str]:
             continue  # griffe reads a section only when its body follows the header
         if flush is not None and line.strip() and _indent(line) < len(flush):
             flush = None
-        out.append(f"{flush}    {line[len(flush):]}" if flush is not None and line.strip() else line)
+        indent = flush is not None and bool(line.strip())
+        out.append(f"{flush}    {line[len(flush) :]}" if indent else line)
     return out
 
 
@@ -99,8 +100,10 @@ def _sessions(lines: list[str]) -> list[str]:
     while i < len(lines):
         line = lines[i]
         previous = next((t for t in reversed(out) if t.strip()), "")
-        if not line.lstrip().startswith(">>>") or _EXAMPLE.match(previous) or (
-            previous.lstrip().startswith((">>>", "..."))
+        if (
+            not line.lstrip().startswith(">>>")
+            or _EXAMPLE.match(previous)
+            or (previous.lstrip().startswith((">>>", "...")))
         ):
             out.append(line)
             i += 1
@@ -146,7 +149,29 @@ def _link(match: re.Match[str]) -> str:
 
 
 def rewrite(text: str) -> str:
-    """The docstring ``text`` as the site's Markdown should read it."""
+    r"""The docstring ``text`` as the site's Markdown should read it.
+
+    >>> print(rewrite(
+    ...     "The loss, :math:`-\\log p_y`:\n\n.. math::\n\n    a = b\n\n    c = d\n\n"
+    ...     "Args:\n    x, y: as in :func:`f`."))
+    The loss, $-\log p_y$:
+    <BLANKLINE>
+    <BLANKLINE>
+    $$
+    a = b
+    $$
+    <BLANKLINE>
+    <BLANKLINE>
+    $$
+    c = d
+    $$
+    <BLANKLINE>
+    Args:
+        x: as in <autoref identifier="f" optional><code>f</code></autoref>.
+        y: as in <autoref identifier="f" optional><code>f</code></autoref>.
+    >>> rewrite("Example:\n\n>>> 1 + 1\n2").splitlines()
+    ['Examples:', '    >>> 1 + 1', '    2']
+    """
     lines = _sessions(_examples(_arguments(_directives(text.splitlines()))))
     body = "\n".join(lines)
     body = _MATH_ROLE.sub(lambda m: f"${m['tex']}$", body)
