@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # lint what exists: a fresh clone has no folder that holds no tracked file
-LINT_PATHS := $(wildcard src tests benchmarks)
+LINT_PATHS := $(wildcard src tests benchmarks docs/_ext)
 
-.PHONY: demo explain test lint unit venv bench bench-linear bench-triton bench-distributed explore-figure clean
+.PHONY: demo explain test lint unit docs venv bench bench-linear bench-triton bench-distributed explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ unit: $(STAMP)
 
 test: lint unit
 
+# the documentation site (docs/, mkdocs.yml) into site/; strict: a broken link, a missing page
+# or an API reference that does not resolve fails the build
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 # the fused cross-entropy benchmark: prints the table and writes benchmarks/results/cross_entropy.json
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cross_entropy.py
@@ -58,4 +63,4 @@ bench-distributed: $(STAMP)
 	$(BIN)/python benchmarks/bench_vocab_parallel.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site

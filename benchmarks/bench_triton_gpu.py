@@ -1,4 +1,4 @@
-"""GPU benchmark of the Triton kernels (issue 8): cross entropy and linear + cross entropy,
+"""GPU benchmark of the Triton kernels: cross entropy and linear + cross entropy,
 forward + backward of the mean loss in bfloat16, against the peers that are installed.
 
 Cross entropy at (N, V) in {8192, 32768} x {32000, 128256, 256000}:
@@ -31,7 +31,7 @@ device's peak HBM bandwidth; linear cross entropy reports TFLOP/s over the three
 flops (3 x 2 N D V) and the time over the measured floor. Device peaks come from a table
 by device name (H100, H200, A100) or from --peak-bandwidth/--peak-tflops.
 
-Targets of issue 8: cross entropy at 80% of the peak bandwidth; linear cross entropy
+Targets: cross entropy at 80% of the peak bandwidth; linear cross entropy
 within 1.25x of the floor, with a peak within 5% of the gradients themselves.
 
     python benchmarks/bench_triton_gpu.py            # writes benchmarks/results/triton_gpu.json
@@ -141,7 +141,7 @@ def shares(
 
 
 def verdicts(result: dict[str, Any]) -> dict[str, bool | None]:
-    """Issue 8's targets checked on one shape's rows of ``ours`` (None: not measured)."""
+    """The targets checked on one shape's rows of ``ours`` (None: not measured)."""
     rows = {row["variant"]: row for row in result["rows"] if row.get("ms") is not None}
     ours = rows.get("ours")
     if ours is None:

@@ -2,7 +2,7 @@
 """Vocabulary-parallel cross entropy on 1, 2 and 4 gloo ranks: per-rank peak memory and
 bytes communicated per step, against gathering the logits.
 
-Issue 7's benchmark. For each world size the script spawns that many processes on this
+For each world size the script spawns that many processes on this
 machine (torch.multiprocessing, gloo over localhost, each rank with cores / world threads)
 and runs, on the same data, one forward + backward of the mean loss per step for:
 
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sent/rank: {BYTES_METHOD}; x gather: ours / the gathering baseline's.\n")
     print(render(rows))
     report = {
-        "benchmark": "vocabulary-parallel cross entropy against gathering the logits (issue 7)",
+        "benchmark": "vocabulary-parallel cross entropy against gathering the logits",
         "command": command_line(),
         "quick": args.quick,
         "date_utc": utc(started),

@@ -79,7 +79,7 @@ def test_quick_benchmark_reports_every_variant(tmp_path: Path) -> None:
                 assert check["met"] is None
 
     primary = report["configs"][0]
-    assert primary["issue_targets"] is True
+    assert primary["stated_targets"] is True
     rows = {r["variant"]: r for r in primary["rows"]}
     for name in ("numpy_core", "scipy_log_softmax"):
         _assert_timed(rows[name])

@@ -1,5 +1,5 @@
 """benchmarks/bench_triton_gpu.py without a GPU: it refuses in one line (exit 2), and its
-accounting (device peaks, bytes, flops, shares, the issue's targets) is checked by hand."""
+accounting (device peaks, bytes, flops, shares, the targets) is checked by hand."""
 
 from __future__ import annotations
 
