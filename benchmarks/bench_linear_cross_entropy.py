@@ -188,11 +188,11 @@ def ours_details(cfg: Config) -> str:
     if not fused_available():
         return 'auto -> "torch" (the fused kernel is unavailable here: the unfused path)'
     try:
-        from crossentropy.torch.linear import default_chunk_size
+        from crossentropy.torch.engine import default_chunk_size
     except ImportError:
-        return 'auto -> "chunked"'
+        return 'auto -> "fused"'
     chunk = default_chunk_size(cfg.tokens, cfg.vocabulary, cfg.itemsize)
-    return f'auto -> "chunked", {chunk} tokens a chunk'
+    return f'auto -> "fused", {chunk} tokens a chunk'
 
 
 def torch_chunked_available() -> tuple[bool, str]:
@@ -242,10 +242,10 @@ def onednn_floor_available(dtype: Any) -> bool:
     import torch
 
     try:
-        from crossentropy.torch.linear import _onednn_linear_works
+        from crossentropy.torch.engine import onednn_linear_works
     except ImportError:
         return False
-    return bool(dtype == torch.float32 and _onednn_linear_works())
+    return bool(dtype == torch.float32 and onednn_linear_works())
 
 
 def onednn_logits(h: Any, w: Any) -> Any:

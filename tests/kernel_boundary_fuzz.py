@@ -1,7 +1,7 @@
 """A fuzz of the fused kernel's ctypes boundary, against the float64 reference.
 
 :func:`check` runs one case, through ``fused_cross_entropy`` (the checks and the kernel)
-and through the kernel's launcher directly (``_fused._launch``, where only the kernel's own
+and through the kernel's launcher directly (``_kernel.launch``, where only the kernel's own
 bounds test stands between a hostile target and memory), and compares every number with
 :func:`crossentropy.gradients.sparse_softmax_cross_entropy` in float64. A case draws the
 logits' dtype, shape, row stride, the gradient's destination (none, a buffer, the logits
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from crossentropy import gradients
-from crossentropy.torch import _fused
+from crossentropy.torch import _kernel
 from crossentropy.torch._fused import fused_cross_entropy
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -119,7 +119,7 @@ def _check_lse(
     rows, classes = logits.shape
     lse = torch.full((rows,), np.nan, dtype=torch.float64)
     cap = 0.0 if softcap is None else softcap
-    _fused._launch(
+    _kernel.launch(
         logits,
         None,
         target,
@@ -159,7 +159,7 @@ def _expect_kernel_refusal(
     first = int(torch.nonzero(bad)[0, 0])
     weight = options["weight"]
     try:
-        _fused._launch(
+        _kernel.launch(
             logits,
             torch.empty(logits.shape, dtype=logits.dtype),
             target,

@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 import crossentropy
 import kernel_boundary_fuzz as fuzz
-from crossentropy.torch import _fused, cross_entropy, linear_cross_entropy
+from crossentropy.torch import _kernel, cross_entropy, linear_cross_entropy
 
 pytestmark = pytest.mark.skipif(
-    not _fused.fused_available(), reason="no C compiler: the fused kernel cannot be built"
+    not _kernel.fused_available(), reason="no C compiler: the fused kernel cannot be built"
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +247,7 @@ def test_kernel_refuses_targets_outside_the_row(
         target[133] = value
         grad = torch.empty_like(logits) if with_grad else None
         with pytest.raises(ValueError) as raised:
-            _fused._launch(
+            _kernel.launch(
                 logits,
                 grad,
                 target,
@@ -282,7 +282,7 @@ def _launch(**changes: object) -> None:
     logits, grad, target, weight = (
         arguments.pop(k) for k in ("logits", "grad", "target", "weight")
     )
-    _fused._launch(logits, grad, target, weight, **arguments)
+    _kernel.launch(logits, grad, target, weight, **arguments)
 
 
 @pytest.mark.parametrize(
@@ -325,12 +325,12 @@ def test_grad_over_another_view_of_the_logits_is_refused() -> None:
 def test_launch_accepts_narrow_targets_exactly() -> None:
     """int8/int16/int32/uint8 targets are widened exactly (the kernel takes int64)."""
     logits = torch.randn(3, 300, dtype=torch.float64)
-    want = _fused._launch(
+    want = _kernel.launch(
         logits, None, torch.tensor([255, 3, -1]), None, ignore_index=-1, eps=0.0, z_loss=0.0,
         cap=0.0, weight_sum=300.0, scale=1.0,
     )  # fmt: skip
     for dtype in (torch.int16, torch.int32):
-        got = _fused._launch(
+        got = _kernel.launch(
             logits, None, torch.tensor([255, 3, -1], dtype=dtype), None, ignore_index=-1,
             eps=0.0, z_loss=0.0, cap=0.0, weight_sum=300.0, scale=1.0,
         )  # fmt: skip
@@ -409,7 +409,7 @@ def _sanitized_python(extra_flags: str = "") -> dict[str, str]:
         "LD_PRELOAD": preload,
         "ASAN_OPTIONS": "detect_leaks=0",
         "UBSAN_OPTIONS": "print_stacktrace=1",
-        _fused.EXTRA_CFLAGS: " ".join([*SANITIZE, extra_flags]),
+        _kernel.EXTRA_CFLAGS: " ".join([*SANITIZE, extra_flags]),
         "PYTHONPATH": os.pathsep.join([src, str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
     }
 
@@ -427,8 +427,8 @@ def _python(code_or_args: list[str], env: dict[str, str]) -> subprocess.Complete
 
 OVERRUN = """
 import torch
-from crossentropy.torch import _fused
-kernel = _fused._load().ce_forward_f32
+from crossentropy.torch import _kernel
+kernel = _kernel.load().ce_forward_f32
 x = torch.randn(10)  # 10 floats, read as one row of 20 classes
 target, loss = torch.zeros(1, dtype=torch.int64), torch.empty(1, dtype=torch.float64)
 scratch = torch.empty(40)

@@ -29,6 +29,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import crossentropy.torch as ct
+from crossentropy.torch import engine
 from crossentropy.torch.distributed import (
     vocab_parallel_cross_entropy,
     vocab_parallel_linear_cross_entropy,
@@ -115,7 +116,9 @@ def logits_case(world: int, rank: int, seed: int, options: tuple[Any, ...]) -> d
     return {"problems": problems, "loss": loss.detach().reshape(-1).tolist()}
 
 
-def linear_case(world: int, rank: int, seed: int, options: tuple[Any, ...]) -> dict[str, Any]:
+def linear_case(
+    world: int, rank: int, seed: int, options: tuple[Any, ...], reference_impl: str = "auto"
+) -> dict[str, Any]:
     reduction, weighted, eps, zl = options
     data = make_case(seed)
     start, stop = bounds(world, rank)
@@ -136,7 +139,9 @@ def linear_case(world: int, rank: int, seed: int, options: tuple[Any, ...]) -> d
     h_ref = data["hidden"].clone().requires_grad_()
     w_ref = data["linear_weight"].clone().requires_grad_()
     b_ref = data["bias"].clone().requires_grad_() if bias else None
-    reference = ct.linear_cross_entropy(h_ref, w_ref, data["target"], linear_bias=b_ref, **kwargs)
+    reference = ct.linear_cross_entropy(
+        h_ref, w_ref, data["target"], linear_bias=b_ref, impl=reference_impl, **kwargs
+    )
     backward(reference, data["upstream"], reduction)
     problems = {
         "loss": compare(loss.detach(), reference.detach(), 1e-7, 1e-12),
@@ -443,6 +448,22 @@ def disagreements(world: int, rank: int) -> dict[str, Any]:
     return {"raised": seen, "after": ok}
 
 
+def blocked_case(world: int, rank: int) -> dict[str, Any]:
+    """The same engine as linear_cross_entropy: with a chunk budget smaller than one chunk
+    of a rank's slice, each slice is walked in vocabulary blocks (the row statistics merged
+    over the blocks, then all-reduced over the ranks)."""
+    budget = engine.CHUNK_BYTES
+    engine.CHUNK_BYTES = 4 * 8 * 3  # 4 tokens x 3 classes of float64: blocks of 3 classes
+    try:
+        assert engine.vocabulary_block(4, 5, 8) == 3
+        result = linear_case(world, rank, 4, ("mean", True, 0.1, 1e-3), "torch")
+        none = linear_case(world, rank, 5, ("none", False, 0.0, 0.0), "torch")
+    finally:
+        engine.CHUNK_BYTES = budget
+    result["problems"].update({f"none {k}": v for k, v in none["problems"].items()})
+    return result
+
+
 def worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -458,6 +479,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
             results[case_name("logits", *options)] = logits_case(world, rank, seed, options)
             results[case_name("linear", *options)] = linear_case(world, rank, seed, options)
         results["low precision"] = low_precision_case(world, rank)
+        results["vocabulary blocks"] = blocked_case(world, rank)
         results["edge cases"] = edge_cases(world, rank)
         results["double backward"] = double_backward_case(world, rank)
         results["conventions"] = conventions_case(world, rank)
@@ -504,6 +526,7 @@ def ranks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 NUMERIC = [
     *(case_name(kind, *o) for kind in ("logits", "linear") for o in OPTIONS),
     "low precision",
+    "vocabulary blocks",
     "edge cases",
     "double backward",
     "conventions",

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from crossentropy import gradients
-from crossentropy.torch import _fused
+from crossentropy.torch import _kernel
 from crossentropy.torch._fused import fused_cross_entropy, release_cached_buffers
 
 pytestmark = pytest.mark.skipif(
-    not _fused.fused_available(), reason="no C compiler: the fused kernel cannot be built"
+    not _kernel.fused_available(), reason="no C compiler: the fused kernel cannot be built"
 )
 
 OPTIONS = [
@@ -276,9 +276,9 @@ def test_loss_only_without_gradient_writes_no_buffer():
     with torch.no_grad():
         loss = fused_cross_entropy(x, target)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-12)
-    assert not _fused._cache.held()  # no gradient buffer was taken
+    assert not _kernel.buffers.held()  # no gradient buffer was taken
     loss = fused_cross_entropy(logits, target)  # logits that need no gradient
-    assert not loss.requires_grad and not _fused._cache.held()
+    assert not loss.requires_grad and not _kernel.buffers.held()
     np.testing.assert_allclose(float(loss), expected, rtol=1e-12)
 
 

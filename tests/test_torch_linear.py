@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import crossentropy.torch as ct
 from crossentropy.torch import LinearCrossEntropyLoss, linear_cross_entropy
-from crossentropy.torch.linear import default_chunk_size
+from crossentropy.torch.engine import default_chunk_size
 
 pytestmark = pytest.mark.skipif(
     not ct.fused_available(), reason="no C compiler: the fused kernel cannot be built"
@@ -69,7 +69,7 @@ def test_equals_unfused(dtype, bias, class_weight, reduction, label_smoothing, c
     options = {"weight": cw, "reduction": reduction, "label_smoothing": label_smoothing}
     ours, ours_grads = loss_and_grads(
         lambda: linear_cross_entropy(
-            h, w, t, linear_bias=b, chunk_size=chunk_size, impl="chunked", **options
+            h, w, t, linear_bias=b, chunk_size=chunk_size, impl="fused", **options
         ),
         h,
         w,
@@ -94,7 +94,7 @@ def test_z_loss_and_softcap_equal_the_unfused_core(reduction, extras):
     h, w, b, t, cw, up = problem(torch.float64, bias=True, class_weight=True, seed=1)
     kwargs = {"linear_bias": b, "weight": cw, "reduction": reduction, **extras}
     ours, ours_grads = loss_and_grads(
-        lambda: linear_cross_entropy(h, w, t, chunk_size=7, impl="chunked", **kwargs),
+        lambda: linear_cross_entropy(h, w, t, chunk_size=7, impl="fused", **kwargs),
         h,
         w,
         b,
@@ -168,8 +168,8 @@ def test_probability_targets_take_the_unfused_path():
     ours = linear_cross_entropy(h, w, probs, linear_bias=b, label_smoothing=0.1)
     theirs = F.cross_entropy(F.linear(h, w, b), probs, label_smoothing=0.1)
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=0)
-    with pytest.raises(ValueError, match="impl='chunked': takes class-index targets"):
-        linear_cross_entropy(h, w, probs, impl="chunked")
+    with pytest.raises(ValueError, match="impl='fused': takes class-index targets"):
+        linear_cross_entropy(h, w, probs, impl="fused")
 
 
 def test_mean_over_nothing_is_zero_with_zero_gradients():
@@ -275,7 +275,7 @@ def test_vocabulary_blocks_when_a_chunk_is_too_wide(
 ):
     """With a budget smaller than one chunk's rows the vocabulary is split into blocks (an
     online logsumexp, the logits computed twice): same loss, logsumexp and gradients."""
-    from crossentropy.torch import linear as linear_module
+    from crossentropy.torch import engine as engine_module
 
     h, w, b, t, cw, up = problem(torch.float64, bias=bias, class_weight=class_weight, seed=11)
     kwargs = {"linear_bias": b, "weight": cw, "reduction": reduction, **extras}
@@ -283,17 +283,17 @@ def test_vocabulary_blocks_when_a_chunk_is_too_wide(
         lambda: linear_cross_entropy(h, w, t, impl="torch", **kwargs), h, w, b, up, reduction
     )
     _, ref_lse = linear_cross_entropy(h, w, t, impl="torch", return_lse=True, **kwargs)
-    monkeypatch.setattr(linear_module, "CHUNK_BYTES", 5 * 8 * 5)  # 5 tokens x 5 classes
-    assert linear_module.vocabulary_block(5, VOCABULARY, 8) == 5
+    monkeypatch.setattr(engine_module, "CHUNK_BYTES", 5 * 8 * 5)  # 5 tokens x 5 classes
+    assert engine_module.vocabulary_block(5, VOCABULARY, 8) == 5
     ours, ours_grads = loss_and_grads(
-        lambda: linear_cross_entropy(h, w, t, chunk_size=5, impl="chunked", **kwargs),
+        lambda: linear_cross_entropy(h, w, t, chunk_size=5, impl="fused", **kwargs),
         h,
         w,
         b,
         up,
         reduction,
     )
-    _, lse = linear_cross_entropy(h, w, t, chunk_size=5, impl="chunked", return_lse=True, **kwargs)
+    _, lse = linear_cross_entropy(h, w, t, chunk_size=5, impl="fused", return_lse=True, **kwargs)
     assert_near(ours, ref, torch.float64)
     torch.testing.assert_close(lse, ref_lse, rtol=1e-6, atol=1e-6)  # both float32
     for mine, theirs in zip(ours_grads, ref_grads, strict=True):
@@ -311,7 +311,7 @@ def _reference_grads(h, w, t, reduction="mean"):
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_reused_buffers_hold_no_stale_numbers(reduction):
     """The chunk and gradient buffers are reused once free; poison them in between."""
-    from crossentropy.torch import _fused
+    from crossentropy.torch import _kernel
 
     h, w, _, t, _, _ = problem(torch.float64, seed=11)
     ct.release_cached_buffers()
@@ -325,8 +325,8 @@ def test_reused_buffers_hold_no_stale_numbers(reduction):
         torch.testing.assert_close(w.grad, expected_w, rtol=1e-10, atol=1e-15)
         h.grad = w.grad = None
         for slot in ("linear_logits", "linear_grad_input", "linear_grad_weight"):
-            assert _fused._cache.held(slot)
-        for storage in _fused._cache._storages.values():
+            assert _kernel.buffers.held(slot)
+        for storage in _kernel.buffers._storages.values():
             torch.empty(0, dtype=torch.uint8).set_(storage).fill_(0xFF)  # NaN in floats
     assert pointers[0] == pointers[1]  # the weight gradient's buffer was reused
 
@@ -349,13 +349,13 @@ def test_a_held_gradient_is_never_overwritten():
 def test_float32_chunks_through_onednn_equal_the_mm_path(monkeypatch):
     """float32 chunk logits come from oneDNN where PyTorch has it (faster than MKL for a
     few hundred tokens); the results equal the torch.mm path's to float32 rounding."""
-    from crossentropy.torch import linear as linear_module
+    from crossentropy.torch import engine as engine_module
 
     h, w, b, t, cw, _ = problem(torch.float32, bias=True, class_weight=True, seed=13)
-    if not linear_module._onednn_linear_works():
+    if not engine_module.onednn_linear_works():
         pytest.skip("this PyTorch build has no oneDNN linear")
-    assert linear_module._through_onednn(h, w)
-    fresh = linear_module.chunk_logits(h.detach(), w.detach(), b.detach(), None)
+    assert engine_module._through_onednn(h, w)
+    fresh = engine_module.chunk_logits(h.detach(), w.detach(), b.detach(), None)
     torch.testing.assert_close(fresh, F.linear(h, w, b).detach(), rtol=1e-5, atol=1e-5)
 
     def run():
@@ -369,9 +369,21 @@ def test_float32_chunks_through_onednn_equal_the_mm_path(monkeypatch):
         )
 
     loss, grads = run()
-    monkeypatch.setattr(linear_module, "_onednn_linear", False)  # torch.mm into the buffer
-    assert not linear_module._through_onednn(h, w)
+    monkeypatch.setattr(engine_module, "_onednn_linear", False)  # torch.mm into the buffer
+    assert not engine_module._through_onednn(h, w)
     loss_mm, grads_mm = run()
     torch.testing.assert_close(loss, loss_mm, rtol=1e-6, atol=0)
     for ours, theirs in zip(grads, grads_mm, strict=True):
         assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+
+
+def test_chunked_is_the_earlier_name_of_fused():
+    """``impl="chunked"`` (the C path's earlier name here) runs the same path, with a
+    DeprecationWarning; the other losses never had it."""
+    h, w, b, t, _, _ = problem(torch.float64, bias=True, class_weight=False, seed=3)
+    fused = linear_cross_entropy(h, w, t, linear_bias=b, impl="fused", chunk_size=3)
+    with pytest.warns(DeprecationWarning, match="impl='chunked' is now called impl='fused'"):
+        chunked = linear_cross_entropy(h, w, t, linear_bias=b, impl="chunked", chunk_size=3)
+    assert torch.equal(fused, chunked)
+    with pytest.raises(ValueError, match="impl: expected one of"):
+        ct.cross_entropy(h @ w.T, t, impl="chunked")

@@ -109,7 +109,7 @@ def test_gradient_penalty_equals_the_unfused_double_backward(reduction, options,
     params = (h, w, b)
     ours = penalty_gradients(
         lambda h, w, b: linear_cross_entropy(
-            h, w, t, linear_bias=b, impl="chunked", chunk_size=4, **kwargs
+            h, w, t, linear_bias=b, impl="fused", chunk_size=4, **kwargs
         ),
         params,
         up,
@@ -137,7 +137,7 @@ def test_gradgradcheck(reduction):
             label_smoothing=0.1,
             z_loss=0.02,
             softcap=4.0,
-            impl="chunked",
+            impl="fused",
             chunk_size=2,
         )
 
@@ -152,7 +152,7 @@ def test_repeated_backward_of_a_retained_graph_accumulates(reduction):
     # an incoming gradient of exactly 1: the saved gradients are handed out as they are
     factors = (1.0, 1.0, 1.0, 2.0, 1.0)
     loss = linear_cross_entropy(
-        h, w, t, linear_bias=b, weight=cw, reduction=reduction, impl="chunked", chunk_size=4
+        h, w, t, linear_bias=b, weight=cw, reduction=reduction, impl="fused", chunk_size=4
     )
     for factor in factors:
         loss.backward(up * factor, retain_graph=True)
@@ -170,15 +170,15 @@ def test_class_weight_that_requires_grad_is_refused_as_torch_does():
     cw.requires_grad_()
     with pytest.raises(RuntimeError):  # torch's own answer
         F.cross_entropy(F.linear(h, w), t, weight=cw)
-    for impl in ("chunked", "torch", "auto"):
+    for impl in ("fused", "torch", "auto"):
         with pytest.raises(ValueError, match="weight: the class weights require a gradient"):
             linear_cross_entropy(h, w, t, weight=cw, impl=impl)
     with torch.no_grad():  # nothing to differentiate: the value
-        ours = linear_cross_entropy(h, w, t, weight=cw, impl="chunked")
+        ours = linear_cross_entropy(h, w, t, weight=cw, impl="fused")
         torch.testing.assert_close(ours, F.cross_entropy(F.linear(h, w), t, weight=cw))
 
 
-@pytest.mark.parametrize("impl", ["chunked", "auto", "torch"])
+@pytest.mark.parametrize("impl", ["fused", "auto", "torch"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_autocast_follows_torchs_policy(impl, reduction):
     """Under autocast torch runs the product in bfloat16 and cross entropy in float32."""
@@ -217,7 +217,7 @@ def test_torch_func_transforms_equal_the_unfused():
 
     def ours(reduction):
         return lambda h, w: linear_cross_entropy(
-            h, w, t, linear_bias=b, reduction=reduction, impl="chunked", chunk_size=4, **kwargs
+            h, w, t, linear_bias=b, reduction=reduction, impl="fused", chunk_size=4, **kwargs
         )
 
     def theirs(reduction):
@@ -245,7 +245,7 @@ def test_torch_func_vmap_and_per_sample_gradients():
 
     def ours(h, t, w):
         return linear_cross_entropy(
-            h, w, t, linear_bias=b, weight=cw, label_smoothing=0.1, impl="chunked", chunk_size=4
+            h, w, t, linear_bias=b, weight=cw, label_smoothing=0.1, impl="fused", chunk_size=4
         )
 
     def theirs(h, t, w):
@@ -261,7 +261,7 @@ def test_torch_func_vmap_and_per_sample_gradients():
     weights = torch.rand(3, VOCABULARY, generator=g, dtype=torch.float64) + 0.1
 
     def ours_weighted(h, weight):
-        return linear_cross_entropy(h, w, ts[0], weight=weight, label_smoothing=0.1, impl="chunked")
+        return linear_cross_entropy(h, w, ts[0], weight=weight, label_smoothing=0.1, impl="fused")
 
     def theirs_weighted(h, weight):
         return reference(h, w, None, ts[0], weight=weight, label_smoothing=0.1)
@@ -275,7 +275,7 @@ def test_torch_func_vmap_and_per_sample_gradients():
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("impl", ["chunked", "auto", "torch"])
+@pytest.mark.parametrize("impl", ["fused", "auto", "torch"])
 def test_meta_tensors_give_the_shapes(reduction, impl):
     h = torch.empty(2, 3, HIDDEN, device="meta", requires_grad=True)
     w = torch.empty(VOCABULARY, HIDDEN, device="meta", requires_grad=True)
@@ -380,7 +380,7 @@ def test_module_refuses_a_bad_ignore_index():
         LinearCrossEntropyLoss(ignore_index=2.5)(h, w, t)
 
 
-@pytest.mark.parametrize("impl", ["chunked", "torch"])
+@pytest.mark.parametrize("impl", ["fused", "torch"])
 @pytest.mark.parametrize("name", ["softcap", "z_loss"])
 def test_infinite_softcap_or_z_loss_is_refused(impl, name):
     h, w, _b, t, _cw, _ = make(10)
@@ -440,7 +440,7 @@ def test_odd_tensors_give_torchs_answer(case):
             weight=cw,
             reduction=reduction,
             chunk_size=chunk,
-            impl="chunked",
+            impl="fused",
         )
         logits = F.linear(h0, w0, b0)
         theirs = F.cross_entropy(

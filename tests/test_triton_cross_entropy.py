@@ -296,11 +296,11 @@ def test_auto_keeps_cpu_tensors_off_triton(monkeypatch):
     def refuse():
         raise AssertionError("impl='auto' chose Triton for CPU tensors")
 
-    monkeypatch.setattr(ct.functional, "triton_module", refuse)
+    monkeypatch.setattr(ct.dispatch, "triton_module", refuse)
     logits, target, _ = problem(torch.float32)
     expected = TF.cross_entropy(logits, target)
     torch.testing.assert_close(ct.cross_entropy(logits, target), expected)
-    assert not ct.functional.triton_available(logits.device)
+    assert not ct.dispatch.triton_available(logits.device)
 
 
 def test_missing_triton_names_the_extra(monkeypatch):

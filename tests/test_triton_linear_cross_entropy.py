@@ -233,7 +233,7 @@ def test_bad_arguments_name_themselves():
             h, w, torch.full((TOKENS, VOCABULARY), 1 / VOCABULARY), impl="triton"
         )
     with pytest.raises(ValueError, match="skip_small_gradients: True needs impl='triton'"):
-        ct.linear_cross_entropy(h, w, t, impl="chunked", skip_small_gradients=True)
+        ct.linear_cross_entropy(h, w, t, impl="fused", skip_small_gradients=True)
     with pytest.raises(TypeError, match="linear_weight: expected the input's dtype"):
         linear_cross_entropy(h, w.double(), t)
     with pytest.raises(ValueError, match="block_sizes: expected three powers of two"):

@@ -255,3 +255,11 @@ def label_shape(logits_shape: tuple[int, ...], class_axis: int, labels: Array) -
             f"labels: expected shape {expected} (the logits' shape {tuple(logits_shape)} "
             f"without the class axis {class_axis}); got {tuple(labels.shape)}"
         )
+
+
+def chunk_size(value: object) -> int | None:
+    """Tokens per chunk of the vocabulary-scale losses: a positive integer, or ``None``
+    (picked from the shapes)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"chunk_size: expected a positive integer or None; got {value!r}")
+    return value

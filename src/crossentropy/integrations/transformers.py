@@ -70,12 +70,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import torch
 
+    from ..torch.dispatch import Impl
+
 __all__ = ["apply_linear_cross_entropy", "remove_linear_cross_entropy"]
 
 _ModelT = TypeVar("_ModelT")
 
 _ATTRIBUTE = "_crossentropy_linear_cross_entropy"
-_IMPLS = ("auto", "chunked", "torch")
 
 
 @dataclasses.dataclass
@@ -89,7 +90,7 @@ class _Patch:
     scale: float  # s: logits = s * (W h + b) before the soft-cap
     softcap: float | None  # c
     chunk_size: int | None
-    impl: str
+    impl: Impl
     verified: bool = False  # the first call with labels checked the model's logits
 
 
@@ -179,7 +180,7 @@ def _head_parameters(model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def apply_linear_cross_entropy(
-    model: _ModelT, *, chunk_size: int | None = None, impl: str = "auto"
+    model: _ModelT, *, chunk_size: int | None = None, impl: Impl = "auto"
 ) -> _ModelT:
     """Make a ``transformers`` causal LM compute its loss without materializing the logits.
 
@@ -196,8 +197,10 @@ def apply_linear_cross_entropy(
             ``labels`` argument and ``transformers``' causal LM loss. Patched in place.
         chunk_size: tokens per chunk, passed to ``linear_cross_entropy``; ``None`` lets it
             choose from the shapes and a memory budget.
-        impl: ``"auto"``, ``"chunked"`` or ``"torch"`` (the unfused reference), passed to
-            ``linear_cross_entropy``.
+        impl: the path of ``linear_cross_entropy``, one of
+            :data:`crossentropy.torch.dispatch.IMPLS`: ``"auto"``, ``"fused"`` (the C kernel
+            over chunks of tokens, on CPU; ``"chunked"``, its earlier name, is accepted with a
+            ``DeprecationWarning``), ``"triton"`` (CUDA) or ``"torch"`` (the unfused reference).
 
     Returns:
         The same ``model`` object, patched. Applying twice replaces the first patch's
@@ -240,12 +243,11 @@ def apply_linear_cross_entropy(
             f"model: a {type(model).__name__}; apply_linear_cross_entropy accepts a "
             "transformers model (a torch.nn.Module), such as LlamaForCausalLM"
         )
-    if impl not in _IMPLS:
-        raise ValueError(f"impl: {impl!r}; accepted values are {', '.join(map(repr, _IMPLS))}")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size: {chunk_size!r}; accepted values are None or an int >= 1")
+    from .. import _validate
+    from ..torch import dispatch
+
+    impl = dispatch.impl(impl, renamed=True)
+    chunk_size = _validate.chunk_size(chunk_size)
     _head_parameters(model)
 
     cls_forward = type(model).forward

@@ -20,7 +20,8 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess by
     ) from _error
 
 from . import functional
-from ._fused import fused_available, release_cached_buffers
+from ._kernel import fused_available, release_cached_buffers
+from .dispatch import Impl
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -50,6 +51,7 @@ __all__ = [
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "HuberLoss",
+    "Impl",
     "KLDivLoss",
     "L1Loss",
     "LinearCrossEntropyLoss",

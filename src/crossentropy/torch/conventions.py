@@ -15,6 +15,10 @@ distributed), so that each convention is written once:
   forward-mode tangent, where ``impl="auto"`` takes a path of torch operations.
 - :func:`has_values`: whether a tensor has values to check (not meta, not a fake tensor
   of ``torch.compile``), where otherwise only shapes are known.
+- :func:`legacy_reduction`: PyTorch's rule for the deprecated ``size_average`` and
+  ``reduce`` flags.
+- :func:`mean_scale`: d(reduced loss)/d(row loss) of class-index targets, where a mean
+  over nothing (no rows, every target ignored, zero total weight) is 0 with zero gradient.
 - :func:`check_writable`: the refusals of PyTorch for in-place writes (a leaf that requires
   grad, a view of one, a tensor whose elements overlap in memory), for paths that write a
   gradient into their input.
@@ -23,6 +27,7 @@ distributed), so that each convention is written once:
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -35,8 +40,11 @@ __all__ = [
     "autocast_dtype",
     "batched",
     "check_writable",
+    "class_weight_sum",
     "float32_under_autocast",
     "has_values",
+    "legacy_reduction",
+    "mean_scale",
     "transformed",
 ]
 
@@ -155,3 +163,48 @@ def _may_overlap(x: Tensor) -> bool:
             return True
         extent = stride * size
     return False
+
+
+def mean_scale(target: Tensor, weight: Tensor | None, ignore_index: int, reduction: str) -> float:
+    """d(reduced loss)/d(row loss) for class-index ``target`` (int64): for a mean, 1 over the
+    summed weight of the counted targets (their number without ``weight``), and 0 when that
+    is 0: a mean over nothing is 0, with zero gradient; 1 for a sum or ``"none"``."""
+    if reduction != "mean":
+        return 1.0
+    counted = target != ignore_index
+    if weight is None:
+        count = float(counted.sum())
+    else:
+        picked = weight.double()[torch.where(counted, target, 0)]
+        count = float(torch.where(counted, picked, 0.0).sum())
+    return 1.0 / count if count != 0 else 0.0
+
+
+def class_weight_sum(weight: Tensor | None, classes: int) -> float:
+    """The sum of the class weights (``classes`` without them), which label smoothing
+    spreads its mass over."""
+    return float(classes) if weight is None else float(weight.double().sum())
+
+
+def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
+    """PyTorch's rule for the deprecated ``size_average`` and ``reduce`` flags.
+
+    Either one given (not ``None``) overrides ``reduction``: a missing flag counts as True;
+    both True is ``"mean"``, ``reduce`` alone True is ``"sum"``, ``reduce=False`` is
+    ``"none"``. PyTorch warns that the flags are deprecated, and so do we.
+    """
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    if size_average and reduce:
+        result = "mean"
+    elif reduce:
+        result = "sum"
+    else:
+        result = "none"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use "
+        f"reduction='{result}' instead.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return result

@@ -52,9 +52,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import _validate
-from . import _fused, conventions
-from . import linear as _linear
+from . import _kernel, conventions, engine
 from ._slices import RowTerms
+from .heads import CrossEntropyHead, RowStatistics
+from .linear import check_shapes
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -313,51 +314,31 @@ def _row_terms(
         z_loss=float(z_loss),
         dtype=torch.promote_types(like.dtype, torch.float32),
     )
-    return terms, _linear._scale(flat_target, weight, ignore_index, reduction)
+    return terms, conventions.mean_scale(flat_target, weight, ignore_index, reduction)
 
 
 # --------------------------------------------------------------------------- the statistics
 
 
-def _local_lse(z: Tensor, terms: RowTerms) -> Tensor:
-    """logsumexp over this rank's slice of each row (any value for ignored rows)."""
-    dtype = terms.w_y.dtype
-    if z.device.type == "cpu" and z.dtype in DTYPES and _fused.fused_available():
-        lse = torch.empty(z.shape[0], dtype=torch.float64)
-        any_class = torch.where(terms.counted, 0, -1)  # -1: the kernel skips the row
-        _fused._launch(
-            z,
-            None,
-            any_class,
-            None,
-            ignore_index=-1,
-            eps=0.0,
-            z_loss=0.0,
-            cap=0.0,
-            weight_sum=float(z.shape[1]),
-            scale=1.0,
-            lse=lse,
-        )
-        return lse.to(dtype)
-    return torch.logsumexp(z.to(dtype), dim=1)
+def _all_reduced(group: Any) -> Callable[[RowStatistics], RowStatistics]:
+    """The whole rows' statistics from each rank's slice's: the logsumexp's maximum
+    all-reduced (MAX), then the slices' exp(L_k - M), z_y and S_w summed in one all-reduce
+    of 2N (3N) values; L = M + log S (:func:`crossentropy.torch.heads.combine_logsumexp`
+    over the ranks)."""
 
+    def combine(part: RowStatistics) -> RowStatistics:
+        peak = part.lse.clone()
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+        shift = torch.where(torch.isfinite(peak), peak, 0.0)
+        parts = [torch.exp(part.lse - shift), part.target_logit]
+        if part.weighted_sum is not None:
+            parts.append(part.weighted_sum)
+        packed = torch.stack(parts)
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+        weighted = packed[2] if part.weighted_sum is not None else None
+        return RowStatistics(shift + torch.log(packed[0]), packed[1], weighted)
 
-def _rows_forward(z: Tensor, terms: RowTerms, start: int, group: Any) -> tuple[Tensor, Tensor]:
-    """Each row's loss and logsumexp over the whole vocabulary, from this rank's slice ``z``
-    (rows, V_k) of the classes [start, start + V_k): two all-reduces of N (2N, 3N) values."""
-    local = _local_lse(z, terms)
-    peak = local.clone()
-    dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
-    shift = torch.where(torch.isfinite(peak), peak, 0.0)
-    inside, picked = terms.target_logit(z, start)
-    parts = [torch.exp(local - shift), torch.where(inside, picked, 0.0)]
-    if terms.label_smoothing > 0:
-        parts.append(terms.weighted_sum(z, start))
-    packed = torch.stack(parts)
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
-    lse = shift + torch.log(packed[0])
-    weighted = packed[2] if len(parts) > 2 else None
-    return terms.loss(lse, packed[1], weighted), lse
+    return combine
 
 
 def _sum_over_ranks(grad: Tensor | None, group: Any) -> None:
@@ -427,19 +408,27 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         want_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         z = logits.detach()
-        row_losses, lse = _rows_forward(z, terms, start, group)
+        rows = z.shape[0]
+        row_losses = torch.empty(rows, dtype=torch.float64, device=z.device)
+        lse = torch.empty(rows, dtype=terms.w_y.dtype, device=z.device)
+        head = CrossEntropyHead(
+            terms, scale=scale, losses=row_losses, lse=lse, start=start, combine=_all_reduced(group)
+        )
+        head.begin(slice(None))
+        head.absorb(z, 0)
+        head.finish()
         grad = None
         if want_grad:
             cpu = z.device.type == "cpu"
             grad = (
-                _fused._cache.take(tuple(z.shape), z.dtype, z.device)
+                _kernel.buffers.take(tuple(z.shape), z.dtype, z.device)
                 if cpu
                 else torch.empty_like(z)
             )
-            terms.gradient(z, lse, torch.full_like(lse, scale), start=start, out=grad)
+            head.block_gradient(z, 0, out=grad)
         if reduction == "none":
             return row_losses.to(logits.dtype), lse, grad
-        return (row_losses.double().sum() * scale).to(logits.dtype), lse, grad
+        return (row_losses.sum() * scale).to(logits.dtype), lse, grad
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
@@ -468,9 +457,10 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         grad = ctx.grad
         if grad is None:  # a later backward of a retained graph: from the forward's lse
             grad = torch.empty_like(logits)
-            terms.gradient(
-                logits.detach(), lse, torch.full_like(lse, ctx.scale), start=ctx.start, out=grad
-            )
+            head = CrossEntropyHead(terms, scale=ctx.scale, start=ctx.start, known_lse=lse)
+            head.begin(slice(None))
+            head.finish()
+            head.block_gradient(logits.detach(), 0, out=grad)
         if reduced and bool(grad_output == 1):
             ctx.grad = None  # handed out: autograd may keep it as .grad
             return grad, *nothing
@@ -493,15 +483,10 @@ def vocab_parallel_cross_entropy(
 ) -> Tensor:
     r"""Cross entropy of logits split by vocabulary across the ranks of a process group.
 
-    .. math::
-
-        \ell_i = (1 - \varepsilon)\, w_{y_i} (L_i - z_{i y_i})
-               + \frac{\varepsilon}{V} \sum_c w_c (L_i - z_{ic})
-               + \lambda_z\, w_{y_i} L_i^2, \qquad
-        L_i = \log \sum_k \sum_{c \in \text{slice}_k} e^{z_{ic}}
-
-    The value and gradients of :func:`crossentropy.torch.cross_entropy` on the logits
-    concatenated over the ranks, computed from the slices: per row, a logsumexp and the
+    The value and gradients of :func:`crossentropy.torch.cross_entropy` (its formula is
+    there) on the logits concatenated over the ranks, computed from the slices (the
+    per-row math in terms of :math:`L_i = \log \sum_k \sum_{c \in \text{slice}_k} e^{z_{ic}}`:
+    :mod:`crossentropy.torch._slices`): per row, a logsumexp and the
     target logit are combined with two all-reduces of N values (3N with label smoothing),
     never an all-gather of logits. Every rank returns the same loss; the gradient of each
     rank's ``logits_shard`` is its slice of the whole gradient, and the backward needs no
@@ -660,18 +645,15 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
         losses = torch.empty(tokens, dtype=torch.float64, device=input.device)
         lse = torch.empty(tokens, dtype=plan.terms.w_y.dtype, device=input.device)
         now = wants if plan.reduction != "none" else (False, False, False)
-        grads = _linear.gradient_buffers(input, linear_weight, now)
-
-        def step(z: Tensor, rows: slice, grad: bool) -> None:
-            terms = plan.terms.rows(rows)
-            losses[rows], lse[rows] = _rows_forward(z, terms, plan.start, plan.group)
-            if grad:
-                factor = torch.full_like(lse[rows], plan.scale)
-                terms.gradient(z, lse[rows], factor, start=plan.start, out=z)
-
-        _linear.chunks(
-            input, linear_weight, linear_bias, grads, chunk=plan.chunk, row_factor=None, step=step
+        head = CrossEntropyHead(
+            plan.terms,
+            scale=plan.scale,
+            losses=losses,
+            lse=lse,
+            start=plan.start,
+            combine=_all_reduced(plan.group),
         )
+        grads = engine.sweep(input, linear_weight, linear_bias, head, chunk=plan.chunk, wants=now)
         _sum_over_ranks(grads[0], plan.group)
         if plan.reduction == "none":
             return losses.to(plan.loss_dtype), lse, *grads
@@ -707,26 +689,21 @@ class _VocabParallelLinearCrossEntropy(torch.autograd.Function):
             return *grads, None, None
         if reduced and ctx.grads is not None:
             grads, ctx.grads = ctx.grads, None  # handed out once
-            return *_linear.finish_gradients(grads, dtypes, grad_loss), None, None
-        grads = _linear.gradient_buffers(input, linear_weight, needs)
-
-        def step(z: Tensor, rows: slice, grad: bool) -> None:
-            # the forward's logsumexp: the slice's gradient needs no communication
-            ones = torch.ones_like(lse[rows])
-            plan.terms.rows(rows).gradient(z, lse[rows], ones, start=plan.start, out=z)
-
+            return *engine.finish_gradients(grads, dtypes, grad_loss), None, None
+        # the forward's logsumexp: the slice's gradient needs no communication
+        head = CrossEntropyHead(plan.terms, scale=1.0, start=plan.start, known_lse=lse)
         factor = (grad_loss.double() * plan.scale).expand(input.shape[0]) if reduced else grad_loss
-        _linear.chunks(
+        grads = engine.sweep(
             input,
             linear_weight,
             linear_bias,
-            grads,
+            head,
             chunk=plan.chunk,
+            wants=needs,
             row_factor=factor.to(lse.dtype),
-            step=step,
         )
         _sum_over_ranks(grads[0], plan.group)
-        return *_linear.finish_gradients(grads, dtypes), None, None
+        return *engine.finish_gradients(grads, dtypes), None, None
 
 
 def _differentiable_linear_gradients(
@@ -752,12 +729,12 @@ def _differentiable_linear_gradients(
     total = _differentiable_lse(z, lse, plan.group)
     rows = factor.to(compute).expand(input.shape[0])
     g = terms.differentiable_gradient(z, total, rows, start=plan.start)
+    # the partial input gradients summed in the compute dtype, then cast
     grad_input = _AllReduce.apply(g @ w, plan.group, True, False) if needs[0] else None  # type: ignore[no-untyped-call]
-    return (
-        None if grad_input is None else grad_input.to(input.dtype),
-        (g.t() @ h).to(linear_weight.dtype) if needs[1] else None,
-        g.sum(0).to(linear_bias.dtype) if needs[2] and linear_bias is not None else None,
-    )
+    bias_dtype = () if linear_bias is None else (linear_bias.dtype,)
+    dtypes = (input.dtype, linear_weight.dtype, *bias_dtype)
+    _, grad_weight, grad_bias = engine.differentiable_products(g, h, w, (False, *needs[1:]), dtypes)
+    return None if grad_input is None else grad_input.to(input.dtype), grad_weight, grad_bias
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -843,7 +820,7 @@ def vocab_parallel_linear_cross_entropy(
         linear_bias = None if linear_bias is None else linear_bias.to(low)
 
     def describe() -> dict[str, float]:
-        probabilities = _linear._check_shapes(input, linear_weight_shard, target, linear_bias)
+        probabilities = check_shapes(input, linear_weight_shard, target, linear_bias)
         if probabilities or input.dtype not in DTYPES:
             raise TypeError(
                 "target: expected integer class ids (probabilities are not supported here)"
@@ -855,10 +832,7 @@ def vocab_parallel_linear_cross_entropy(
                 "linear_weight_shard: expected at least one row (class) in the slice; got "
                 f"shape {tuple(linear_weight_shard.shape)}"
             )
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size: expected a positive integer or None; got {chunk_size!r}")
+        _validate.chunk_size(chunk_size)
         return {
             "function": 1.0,
             "dtype": float(DTYPES.index(input.dtype)),
@@ -891,7 +865,7 @@ def vocab_parallel_linear_cross_entropy(
         reduction=reduction,
     )
     device = flat_input.device.type
-    chunk = chunk_size or _linear.default_chunk_size(
+    chunk = chunk_size or engine.default_chunk_size(
         flat_input.shape[0], shard.widest, flat_input.element_size()
     )
     plan = _Plan(

@@ -48,7 +48,6 @@ import functools
 import math
 import warnings
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any, ParamSpec
 
 import numpy as np
@@ -57,7 +56,7 @@ from torch import Tensor
 
 from .. import _validate
 from .. import losses as _losses
-from . import conventions
+from . import _fused, conventions, dispatch
 
 __all__ = [
     "binary_cross_entropy",
@@ -71,8 +70,8 @@ __all__ = [
     "smooth_l1_loss",
 ]
 
-IMPLS = ("auto", "torch", "fused", "triton")
-"""The accepted values of ``cross_entropy(..., impl=)``."""
+IMPLS = dispatch.IMPLS
+"""The accepted values of ``cross_entropy(..., impl=)``: :data:`.dispatch.IMPLS`."""
 
 # ----------------------------------------------------------------------------------------
 # argument handling shared by every loss
@@ -106,30 +105,6 @@ def _torch_names(function: Callable[_P, Tensor]) -> Callable[_P, Tensor]:
     return wrapper
 
 
-def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
-    """PyTorch's rule for the deprecated ``size_average`` and ``reduce`` flags.
-
-    Either one given (not ``None``) overrides ``reduction``: a missing flag counts as True;
-    both True is ``"mean"``, ``reduce`` alone True is ``"sum"``, ``reduce=False`` is
-    ``"none"``. PyTorch warns that the flags are deprecated, and so do we.
-    """
-    size_average = True if size_average is None else size_average
-    reduce = True if reduce is None else reduce
-    if size_average and reduce:
-        result = "mean"
-    elif reduce:
-        result = "sum"
-    else:
-        result = "none"
-    warnings.warn(
-        f"size_average and reduce args will be deprecated, please use "
-        f"reduction='{result}' instead.",
-        UserWarning,
-        stacklevel=3,
-    )
-    return result
-
-
 def _reduction(
     size_average: bool | None,
     reduce: bool | None,
@@ -138,7 +113,7 @@ def _reduction(
 ) -> str:
     """The reduction in force: the legacy flags if either is given, else ``reduction``."""
     if size_average is not None or reduce is not None:
-        return _legacy_reduction(size_average, reduce)
+        return conventions.legacy_reduction(size_average, reduce)
     if reduction == "elementwise_mean":  # PyTorch's deprecated spelling of "mean"
         warnings.warn(
             "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
@@ -233,65 +208,31 @@ def _mean(per_example: Tensor, count: Tensor | float) -> Tensor:
 # cross entropy and negative log likelihood
 
 
-def _fused_module() -> ModuleType | None:
-    """``crossentropy.torch._fused`` if it can be imported, else ``None``."""
-    try:
-        from . import _fused
-    except ImportError:
-        return None
-    return _fused
-
-
-def triton_module() -> ModuleType:
-    """``crossentropy.triton`` (the Triton kernels); an ImportError naming the extra to
-    install when Triton is not installed."""
-    from .. import triton as kernels
-
-    return kernels
-
-
-_TRITON_INSTALLED: list[bool] = []
-
-
-def triton_available(device: torch.device) -> bool:
-    """Whether ``impl="auto"`` picks the Triton kernels: a CUDA tensor and Triton installed
-    (looked up once per process)."""
-    if device.type != "cuda":
-        return False
-    if not _TRITON_INSTALLED:
-        try:
-            triton_module()
-        except ImportError:
-            _TRITON_INSTALLED.append(False)
-        else:
-            _TRITON_INSTALLED.append(True)
-    return _TRITON_INSTALLED[0]
-
-
 def _choose_impl(
     impl: object, input: Tensor, target: Tensor, weight: Tensor | None, probabilities: bool
-) -> str:
-    if not isinstance(impl, str) or impl not in IMPLS:
-        names = ", ".join(repr(i) for i in IMPLS)
-        raise ValueError(f"impl: expected one of {names}; got {impl!r}")
-    if impl != "auto":
-        return impl
-    if triton_available(input.device):
-        return "triton"
-    if probabilities or input.device.type != "cpu":
-        return "torch"
-    # the exact path where the fused kernel has no answer or no rule: under torch.func
-    # transforms and forward-mode AD (it reads memory, has no vmap or jvp rule), and for
-    # class weights that require grad (it has no gradient for them; autograd through the
-    # core's formula has)
+) -> dispatch.Impl:
+    """The path of :func:`cross_entropy`. The fused kernel takes class-index targets and
+    has no answer or no rule under torch.func transforms and forward-mode AD (it reads
+    memory, has no vmap or jvp rule), nor for class weights that require grad (it has no
+    gradient for them; autograd through the core's formula has): ``"auto"`` takes the
+    exact torch path there."""
+    requested = dispatch.impl(impl)
+    if requested != "auto":
+        return requested  # nothing to look at (torch.compile traces no check it needs not)
     tensors = (input, target) if weight is None else (input, target, weight)
-    if any(conventions.transformed(t) for t in tensors):
-        return "torch"
-    if weight is not None and weight.requires_grad and torch.is_grad_enabled():
-        return "torch"
-    fused = _fused_module()
-    available = fused is not None and bool(fused.fused_available())
-    return "fused" if available else "torch"
+    fused_takes = not (
+        probabilities
+        or any(conventions.transformed(t) for t in tensors)
+        or (weight is not None and weight.requires_grad and torch.is_grad_enabled())
+    )
+    return dispatch.choose(requested, input.device, triton_takes=True, fused_takes=fused_takes)
+
+
+def _as_rows(x: Tensor, num_classes: int) -> Tensor:
+    """(N, C, d1, ..., dK) or (C,) as (M, C) rows, the class axis last, for the kernels."""
+    if x.ndim == 1:
+        return x.reshape(1, num_classes)
+    return x if x.ndim == 2 else x.movedim(1, -1).reshape(-1, num_classes)
 
 
 def _softcapped(input: Tensor, softcap: float | None) -> Tensor:
@@ -364,12 +305,6 @@ def _cross_entropy_fused(
     inplace_backward: bool,
 ) -> Tensor:
     """Class-index targets on the fused kernel: (N, C, d1..dK) and (C,) become (M, C)."""
-    fused = _fused_module()
-    if fused is None:
-        raise RuntimeError(
-            "impl='fused': the fused kernel (crossentropy.torch._fused) is not available in "
-            "this installation; use impl='torch' or impl='auto'"
-        )
     _validate.label_shape(tuple(input.shape), axis, target)
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
@@ -377,13 +312,8 @@ def _cross_entropy_fused(
             f"(probability targets have the input's shape)"
         )
     num_classes = int(input.shape[axis])
-    if input.ndim == 1:
-        logits = input.reshape(1, num_classes)
-    elif input.ndim == 2:
-        logits = input
-    else:
-        logits = input.movedim(1, -1).reshape(-1, num_classes)
-    loss: Tensor = fused.fused_cross_entropy(
+    logits = _as_rows(input, num_classes)
+    loss: Tensor = _fused.fused_cross_entropy(
         logits,
         target.reshape(-1),
         weight=weight,
@@ -406,18 +336,13 @@ def _cross_entropy_triton(
 ) -> Tensor:
     """The Triton kernels: (N, C, d1..dK) and (C,) inputs (and probability targets) become
     (M, C) rows, class-index targets (M,)."""
-    kernels = triton_module()
+    kernels = dispatch.triton_module()
     num_classes = int(input.shape[axis])
     if not probabilities:
         _validate.label_shape(tuple(input.shape), axis, target)
 
-    def rows(x: Tensor) -> Tensor:
-        if x.ndim == 1:
-            return x.reshape(1, num_classes)
-        return x if x.ndim == 2 else x.movedim(1, -1).reshape(-1, num_classes)
-
-    flat_target = rows(target) if probabilities else target.reshape(-1)
-    loss: Tensor = kernels.cross_entropy(rows(input), flat_target, **options)
+    flat_target = _as_rows(target, num_classes) if probabilities else target.reshape(-1)
+    loss: Tensor = kernels.cross_entropy(_as_rows(input, num_classes), flat_target, **options)
     if options["reduction"] != "none":
         return loss
     shape = target.shape[:axis] + target.shape[axis + 1 :] if probabilities else target.shape
@@ -439,7 +364,7 @@ def cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     inplace_backward: bool = False,
-    impl: str = "auto",
+    impl: dispatch.Impl = "auto",
 ) -> Tensor:
     r"""Cross entropy between logits and class indices or class probabilities.
 

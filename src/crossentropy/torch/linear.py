@@ -1,26 +1,18 @@
 r"""Linear + cross entropy for large vocabularies, without the (tokens x vocabulary) logits.
 
 A language model's loss is ``cross_entropy(hidden @ W.T + b, targets)``; the logits and
-their gradient are the largest tensors in training. Here the tokens are taken in chunks:
+their gradient are the largest tensors in training. :func:`linear_cross_entropy` is the
+cross-entropy row head (:class:`crossentropy.torch.heads.CrossEntropyHead`, the fused C
+kernel over whole rows) plus the vocabulary engine's sweep
+(:func:`crossentropy.torch.engine.sweep`): the tokens in chunks, each chunk's logits in
+one reusable buffer, the gradient written over them, then dh = G W, dW += G^T h and
+db += sum_rows G, so the peak beyond the inputs and their gradients is one chunk of logits.
 
-.. code-block:: text
-
-    for each chunk of c tokens h (c, D):
-        z  = h @ W.T + b                      (c, V), one reusable buffer
-        G  = d loss / d z, written over z     the fused kernel: loss, logsumexp and gradient
-        dh = G @ W                            (c, D), into the input's gradient
-        dW += G.T @ h,  db += sum_rows G      float32 accumulators
-
-so the peak beyond the inputs and their gradients is one chunk of logits. For a mean or a
-sum the gradients are complete after the forward (the incoming gradient is a scalar, applied
-in the backward); for ``reduction="none"`` the forward computes only the losses and the
-backward sweeps again with each token's incoming gradient as a row factor of G, which is
-correct for any incoming gradient. The three matrix products are those of the unfused
-computation; nothing is recomputed for a mean or a sum.
-
-Derivation: with z = h W^T + b and G = d loss / d z (the softmax cross-entropy gradient,
-:func:`crossentropy.gradients.sparse_softmax_cross_entropy`), the chain rule gives
-d loss / d h = G W, d loss / d W = G^T h and d loss / d b = sum over tokens of G.
+For a mean or a sum the gradients are complete after the forward (the incoming gradient is
+a scalar, applied in the backward); for ``reduction="none"`` the forward computes only the
+losses and the backward sweeps again with each token's incoming gradient as a row factor
+of G, which is correct for any incoming gradient. The three matrix products are those of
+the unfused computation; nothing is recomputed for a mean or a sum.
 
 float16/bfloat16: the logits and input-gradient products run in the input dtype; the
 log-sum-exp is computed in float32 by the kernel; the weight and bias gradients are
@@ -30,7 +22,7 @@ accumulated in float32 across chunks and rounded once at the end.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -39,394 +31,45 @@ from torch import Tensor
 
 from .. import _validate
 from .._array import wide_labels
-from . import _fused, conventions
+from . import conventions, dispatch, engine
 from . import functional as _functional
 from ._slices import RowTerms
+from .heads import CrossEntropyHead
 
-IMPLS = ("auto", "chunked", "torch", "triton")
-"""The accepted values of ``linear_cross_entropy(..., impl=)``."""
-
-CHUNK_BYTES = 512 * 2**20
-"""The most memory one chunk of logits may take when ``chunk_size`` is ``None``."""
+__all__ = ["LinearCrossEntropyLoss", "check_shapes", "linear_cross_entropy", "logit_gradient"]
 
 
-def default_chunk_size(tokens: int, vocabulary: int, itemsize: int) -> int:
-    """Tokens per chunk: the tokens split into equal chunks (up to rounding), at least 5 of
-    them and enough that one chunk's logits take at most 512 MiB (at least 8 tokens, at most
-    all).
-
-    Equal chunks, because every chunk costs the same fixed traffic however few tokens it
-    has: it streams the weight twice (logits, input gradient) and reads and writes the
-    float32 weight gradient once. So the time over the three matrix products alone falls
-    like 1/chunk (measured on a 2-core CPU at (2048, 2048, 128256): 128 tokens 1.32x, 256
-    1.18x, 512 1.06x) while the peak grows with it, and a ragged last chunk of a few tokens
-    costs as much as a full one (408-token chunks left one of 8 tokens there). 5 chunks
-    keep the peak near 1/10 of the unfused computation's, which holds the logits and their
-    gradient (about twice the logits)."""
-    row = max(vocabulary * itemsize, 1)
-    cap_rows = max(8, CHUNK_BYTES // row)
-    pieces = max(5, math.ceil(tokens * row / CHUNK_BYTES))
-    chunk = min(-(-tokens // pieces), cap_rows)
-    return max(1, min(tokens, max(8, chunk)))
-
-
-def vocabulary_block(chunk: int, vocabulary: int, itemsize: int) -> int | None:
-    """Vocabulary entries per block when a chunk of ``chunk`` tokens is too wide for the
-    512 MiB budget (very large vocabularies), else ``None`` (whole rows)."""
-    if chunk * vocabulary * itemsize <= CHUNK_BYTES:
-        return None
-    return max(1, CHUNK_BYTES // (chunk * itemsize))
-
-
-def _blocked_rows(
-    h: Tensor,
-    linear_weight: Tensor,
-    linear_bias: Tensor | None,
+def _head(
     target: Tensor,
     weight: Tensor | None,
     options: dict[str, Any],
+    vocabulary: int,
+    compute: torch.dtype,
     *,
-    block: int,
     scale: float,
-    row_factor: Tensor | None,
-    grads: tuple[Tensor | None, Tensor | None, Tensor | None],
-    losses: Tensor,
-    lse_out: Tensor | None,
-) -> None:
-    """One token chunk with the vocabulary in blocks: the rows never exist whole.
-
-    Pass 1 runs an online log-sum-exp over the blocks (running max m and sum s, rescaled by
-    exp(m_old - m_new) when the max grows) and gathers z_y and sum_j w_j z_j; pass 2
-    recomputes each block's logits and forms its gradient given the row's logsumexp, with
-    the fused kernel's formula (:class:`._slices.RowTerms`), times dz/dx under a soft-cap.
-    One more matrix product than the token-chunked sweep (the logits are computed twice),
-    the price of never holding a whole row.
-    """
-    compute = torch.promote_types(h.dtype, torch.float32)
-    vocabulary = linear_weight.shape[0]
-    eps, cap = options["label_smoothing"], options["softcap"]
+    losses: Tensor | None = None,
+    lse: Tensor | None = None,
+) -> CrossEntropyHead:
+    """The cross-entropy head over the whole vocabulary of ``weight``'s size, for the
+    int64 ``target`` of every token of the sweep."""
     terms = RowTerms.of(
         target,
         weight,
         ignore_index=options["ignore_index"],
         classes=vocabulary,
-        label_smoothing=eps,
+        label_smoothing=options["label_smoothing"],
         z_loss=options["z_loss"],
         dtype=compute,
     )
-
-    def logits(start: int, stop: int) -> Tensor:
-        z = h @ linear_weight[start:stop].t()
-        if linear_bias is not None:
-            z = z + linear_bias[start:stop]
-        z = z.to(compute)
-        return z if cap is None else cap * torch.tanh(z / cap)
-
-    m = torch.full((len(target),), -torch.inf, dtype=compute)
-    s = torch.zeros(len(target), dtype=compute)
-    z_y = torch.zeros(len(target), dtype=compute)
-    weighted_sum = torch.zeros(len(target), dtype=compute)
-    for start in range(0, vocabulary, block):
-        stop = min(start + block, vocabulary)
-        z = logits(start, stop)
-        new_m = torch.maximum(m, z.max(1).values)
-        shift = torch.where(torch.isfinite(new_m), new_m, 0.0)
-        s = s * torch.exp(torch.where(torch.isfinite(m), m, shift) - shift)
-        s = s + torch.exp(z - shift[:, None]).sum(1)
-        m = new_m
-        inside, picked = terms.target_logit(z, start)
-        z_y = torch.where(inside, picked, z_y)
-        if eps > 0:
-            weighted_sum = weighted_sum + terms.weighted_sum(z, start)
-    shift = torch.where(torch.isfinite(m), m, 0.0)
-    lse = shift + torch.log(s)
-    losses.copy_(terms.loss(lse, z_y, weighted_sum))
-    if lse_out is not None:
-        lse_out.copy_(torch.where(terms.live, lse, 0.0))
-    grad_input, grad_weight, grad_bias = grads
-    if grad_input is None and grad_weight is None and grad_bias is None:
-        return
-    factor = torch.full_like(lse, scale)
-    if row_factor is not None:
-        factor = factor * row_factor.to(compute)
-    dh = torch.zeros(h.shape, dtype=compute) if grad_input is not None else None
-    for start in range(0, vocabulary, block):
-        stop = min(start + block, vocabulary)
-        z = logits(start, stop)
-        g = terms.gradient(z, lse, factor, start=start, out=z if cap is None else None)
-        if cap is not None:
-            g = g * (1 - (z / cap) ** 2)
-        if dh is not None:
-            dh += g @ linear_weight[start:stop].to(compute)
-        if grad_weight is not None:
-            grad_weight[start:stop] += g.t() @ h.to(compute)
-        if grad_bias is not None:
-            grad_bias[start:stop] += g.sum(0)
-    if grad_input is not None and dh is not None:
-        grad_input.copy_(dh)
-
-
-def _step(
-    logits: Tensor,
-    target: Tensor,
-    grad: bool,
-    weight: Tensor | None,
-    options: dict[str, Any],
-    scale: float,
-    losses: Tensor,
-    lse: Tensor | None,
-) -> None:
-    """The chunk's cross entropy: per-token losses (and logsumexp) into ``losses``/``lse``,
-    and, with ``grad``, the gradient d(reduced loss)/d logits written over ``logits``."""
-    row_losses = _fused._launch(
-        logits,
-        logits if grad else None,
-        target,
-        weight,
-        ignore_index=options["ignore_index"],
-        eps=options["label_smoothing"],
-        z_loss=options["z_loss"],
-        cap=0.0 if options["softcap"] is None else options["softcap"],
-        weight_sum=options["weight_sum"],
+    return CrossEntropyHead(
+        terms,
         scale=scale,
+        softcap=options["softcap"],
+        ignore_index=options["ignore_index"],
+        losses=losses,
         lse=lse,
+        weight_sum=conventions.class_weight_sum(weight, vocabulary),
     )
-    losses.copy_(row_losses)
-
-
-def _onednn_linear_works() -> bool:
-    """Whether oneDNN's linear (``torch.ops.mkldnn._linear_pointwise``, the op PyTorch's
-    compiler uses on CPU) is present and agrees with ``torch.mm`` on a small product."""
-    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-    if op is None or not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
-        return False
-    try:
-        a = torch.arange(6, dtype=torch.float32).reshape(2, 3)
-        b = torch.arange(12, dtype=torch.float32).reshape(4, 3) / 7
-        return bool(torch.allclose(op(a, b, None, "none", [], ""), a @ b.t()))
-    except (RuntimeError, TypeError):  # pragma: no cover - a build without it
-        return False
-
-
-_onednn_linear: bool | None = None
-
-
-def _through_onednn(h: Tensor, linear_weight: Tensor) -> bool:
-    """Whether :func:`chunk_logits` computes these chunks with oneDNN (float32 on CPU)."""
-    global _onednn_linear
-    if not (h.dtype == torch.float32 and h.device.type == "cpu" and linear_weight.is_contiguous()):
-        return False
-    if _onednn_linear is None:
-        _onednn_linear = _onednn_linear_works()
-    return _onednn_linear
-
-
-def chunk_logits(
-    h: Tensor, linear_weight: Tensor, linear_bias: Tensor | None, out: Tensor | None
-) -> Tensor:
-    """``h @ linear_weight.T + linear_bias`` for one chunk of tokens, into ``out`` if given.
-
-    float32 on CPU goes through oneDNN when it is there (``out=None``, see
-    :func:`_through_onednn`): MKL's product (``torch.mm``) packs the transposed weight anew
-    for each chunk, so with a few hundred tokens it runs about 1.2x slower per token than
-    over all the tokens at once (measured at D = 2048, V = 128256, 410 tokens); oneDNN's
-    takes 1.02x, page faults of its fresh output included."""
-    if out is None:
-        z: Tensor = torch.ops.mkldnn._linear_pointwise(
-            h, linear_weight, linear_bias, "none", [], ""
-        )
-        return z
-    if linear_bias is None:
-        return torch.mm(h, linear_weight.t(), out=out)
-    return torch.addmm(linear_bias, h, linear_weight.t(), out=out)
-
-
-Step = Callable[[Tensor, slice, bool], None]
-"""``step(z, rows, grad)``: the cross entropy of the chunk ``rows`` of tokens from its logits
-``z``; with ``grad``, writes d(reduced loss)/dz over ``z``."""
-
-
-def gradient_buffers(
-    input: Tensor, linear_weight: Tensor, wants: tuple[bool, bool, bool]
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """The wanted gradients of input, weight and bias (the last two accumulated over the
-    chunks in float32 at least), from the fused paths' cache: a fresh 1 GB weight gradient
-    costs 0.36 s of page faults here, 2% of a (2048, 2048, 128256) step (see
-    ``_fused._BufferCache``). A reused buffer holds stale numbers: the bias gradient is
-    zeroed here, the input and weight ones are written by :func:`chunks` (its first chunk
-    writes dW) before they are read."""
-    want_input, want_weight, want_bias = wants
-    accumulate = torch.promote_types(input.dtype, torch.float32)
-    device = input.device
-    take = _fused._cache.take
-    return (
-        take(tuple(input.shape), input.dtype, device, "linear_grad_input") if want_input else None,
-        take(tuple(linear_weight.shape), accumulate, device, "linear_grad_weight")
-        if want_weight
-        else None,
-        take((linear_weight.shape[0],), accumulate, device, "linear_grad_bias").zero_()
-        if want_bias
-        else None,
-    )
-
-
-def chunks(
-    input: Tensor,
-    linear_weight: Tensor,
-    linear_bias: Tensor | None,
-    grads: tuple[Tensor | None, Tensor | None, Tensor | None],
-    *,
-    chunk: int,
-    row_factor: Tensor | None,
-    step: Step,
-) -> None:
-    """The token-chunked sweep: each chunk's logits into one reused buffer, ``step`` turns
-    them into their gradient, times ``row_factor``, which is multiplied out into ``grads``
-    (from :func:`gradient_buffers`; ``None`` where not wanted)."""
-    tokens = input.shape[0]
-    grad_input, grad_weight, grad_bias = grads
-    any_grad = any(g is not None for g in grads)
-    if tokens == 0 and grad_weight is not None:
-        grad_weight.zero_()  # no chunk writes it
-    # one reused buffer for the chunks' logits, or a fresh oneDNN output per chunk
-    buffer = (
-        None
-        if _through_onednn(input, linear_weight)
-        else _fused._cache.take(
-            (min(chunk, tokens), linear_weight.shape[0]), input.dtype, input.device, "linear_logits"
-        )
-    )
-    for start in range(0, tokens, chunk):
-        stop = min(start + chunk, tokens)
-        h = input[start:stop]
-        z = chunk_logits(
-            h, linear_weight, linear_bias, None if buffer is None else buffer[: stop - start]
-        )
-        step(z, slice(start, stop), any_grad)
-        if any_grad:
-            _multiply_out(
-                z,
-                h,
-                None if row_factor is None else row_factor[start:stop],
-                linear_weight,
-                (None if grad_input is None else grad_input[start:stop], grad_weight, grad_bias),
-                first=start == 0,
-            )
-        del z  # no reference left: the next chunk's logits take its place, not its side
-
-
-def _multiply_out(
-    g: Tensor,
-    h: Tensor,
-    row_factor: Tensor | None,
-    linear_weight: Tensor,
-    grads: tuple[Tensor | None, Tensor | None, Tensor | None],
-    *,
-    first: bool,
-) -> None:
-    """One chunk's gradient G of the logits (times ``row_factor``, in place) into
-    dh = G W, dW (+)= G^T h and db += sum_rows G. The first chunk writes dW (no zero-filled
-    start), the others add to it; half precision: each chunk's product is computed and
-    added in float32."""
-    grad_input, grad_weight, grad_bias = grads
-    if row_factor is not None:
-        g.mul_(row_factor[:, None].to(g.dtype))
-    if grad_input is not None:
-        torch.mm(g, linear_weight, out=grad_input)
-    if grad_weight is not None:
-        accumulate = grad_weight.dtype
-        g_t, h_acc = (
-            (g.t(), h)
-            if g.dtype == accumulate
-            else (
-                g.t().to(accumulate),
-                h.to(accumulate),
-            )
-        )
-        if first:
-            torch.mm(g_t, h_acc, out=grad_weight)
-        else:
-            grad_weight.addmm_(g_t, h_acc)
-    if grad_bias is not None:
-        grad_bias.add_(g.sum(0, dtype=grad_bias.dtype))
-
-
-def _sweep(
-    input: Tensor,
-    linear_weight: Tensor,
-    linear_bias: Tensor | None,
-    target: Tensor,
-    weight: Tensor | None,
-    options: dict[str, Any],
-    *,
-    scale: float,
-    row_factor: Tensor | None,
-    wants: tuple[bool, bool, bool],
-    lse: Tensor | None,
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """One pass over the token chunks: per-token losses (float64) and the wanted gradients
-    of input, weight and bias (the last two in float32 at least), each token's gradient
-    times ``scale`` and its ``row_factor``."""
-    tokens, _ = input.shape
-    vocabulary = linear_weight.shape[0]
-    chunk = options["chunk_size"]
-    losses = torch.empty(tokens, dtype=torch.float64)
-    grads = gradient_buffers(input, linear_weight, wants)
-    grad_input, grad_weight, grad_bias = grads
-    block = vocabulary_block(min(chunk, tokens), vocabulary, input.element_size())
-    if block is not None:  # even one chunk's rows are too wide: split the vocabulary too
-        if grad_weight is not None:
-            grad_weight.zero_()  # accumulated block by block
-        for start in range(0, tokens, chunk):
-            stop = min(start + chunk, tokens)
-            _blocked_rows(
-                input[start:stop],
-                linear_weight,
-                linear_bias,
-                target[start:stop],
-                weight,
-                options,
-                block=block,
-                scale=scale,
-                row_factor=None if row_factor is None else row_factor[start:stop],
-                grads=(
-                    None if grad_input is None else grad_input[start:stop],
-                    grad_weight,
-                    grad_bias,
-                ),
-                losses=losses[start:stop],
-                lse_out=None if lse is None else lse[start:stop],
-            )
-        return losses, grad_input, grad_weight, grad_bias
-
-    def step(z: Tensor, rows: slice, grad: bool) -> None:
-        _step(
-            z,
-            target[rows],
-            grad,
-            weight,
-            options,
-            scale,
-            losses[rows],
-            None if lse is None else lse[rows],
-        )
-
-    chunks(input, linear_weight, linear_bias, grads, chunk=chunk, row_factor=row_factor, step=step)
-    return losses, grad_input, grad_weight, grad_bias
-
-
-def _scale(target: Tensor, weight: Tensor | None, ignore_index: int, reduction: str) -> float:
-    """d(reduced loss)/d(token loss): 1/(summed weight of counted targets) for a mean (0 for a
-    mean over nothing), 1 otherwise."""
-    if reduction != "mean":
-        return 1.0
-    counted = target != ignore_index
-    if weight is None:
-        count = float(counted.sum())
-    else:
-        picked = weight.double()[torch.where(counted, target, 0)]
-        count = float(torch.where(counted, picked, 0.0).sum())
-    return 1.0 / count if count != 0 else 0.0
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -464,24 +107,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         _validate.integer_labels(target, vocabulary, ignore_index, xp)
         target = target.contiguous()
         reduction = options["reduction"]
-        scale = _scale(target, weight, ignore_index, reduction)
-        options = {
-            **options,
-            "weight_sum": float(vocabulary) if weight is None else float(weight.double().sum()),
-        }
+        scale = conventions.mean_scale(target, weight, ignore_index, reduction)
+        compute = torch.promote_types(input.dtype, torch.float32)
+        losses = torch.empty(input.shape[0], dtype=torch.float64)
         lse = torch.empty(input.shape[0], dtype=torch.float64)
         now = wants if reduction != "none" else (False, False, False)
-        losses, *grads = _sweep(
-            input,
-            linear_weight,
-            linear_bias,
-            target,
-            weight,
-            options,
-            scale=scale,
-            row_factor=None,
-            wants=now,
-            lse=lse,
+        head = _head(
+            target, weight, options, vocabulary, compute, scale=scale, losses=losses, lse=lse
+        )
+        grads = engine.sweep(
+            input, linear_weight, linear_bias, head, chunk=options["chunk_size"], wants=now
         )
         loss_dtype = options["loss_dtype"]
         loss = (
@@ -516,7 +151,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_mode = torch.is_grad_enabled()
         if reduced and not grad_mode and ctx.grads is not None:
             grads, ctx.grads = ctx.grads, None  # handed out once
-            return *finish_gradients(grads, dtypes, grad_loss), *nothing
+            return *engine.finish_gradients(grads, dtypes, grad_loss), *nothing
         needs = tuple(ctx.needs_input_grad[:3])
         target = target.to(torch.int64).contiguous()
         with torch.autocast(input.device.type, enabled=False):
@@ -526,25 +161,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     input, linear_weight, linear_bias, target, weight, options, factor, needs
                 )
                 return *grads, *nothing
-            options = {
-                **options,
-                "weight_sum": float(linear_weight.shape[0])
-                if weight is None
-                else float(weight.double().sum()),
-            }
-            _losses, *again = _sweep(
+            compute = torch.promote_types(input.dtype, torch.float32)
+            vocabulary = linear_weight.shape[0]
+            scale_now = float(scale) if reduced else 1.0
+            head = _head(target, weight, options, vocabulary, compute, scale=scale_now)
+            again = engine.sweep(
                 input,
                 linear_weight,
                 linear_bias,
-                target,
-                weight,
-                options,
-                scale=float(scale) if reduced else 1.0,
-                row_factor=None if reduced else grad_loss.double(),
+                head,
+                chunk=options["chunk_size"],
                 wants=needs,
-                lse=None,
+                row_factor=None if reduced else grad_loss.double(),
             )
-            return *finish_gradients(again, dtypes, grad_loss if reduced else None), *nothing
+            return *engine.finish_gradients(again, dtypes, grad_loss if reduced else None), *nothing
 
     @staticmethod
     def jvp(ctx: Any, *tangents: Any) -> tuple[Any, ...]:
@@ -656,40 +286,16 @@ def differentiable_gradients(
     options: dict[str, Any],
     factor: Tensor,
     needs: tuple[bool, ...],
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+) -> engine.Gradients:
     """The gradients of input, weight and bias as torch operations: with G from
     :func:`logit_gradient`, dh = G W, dW = G^T h, db = sum_rows G."""
     g, h, w = logit_gradient(input, linear_weight, linear_bias, target, weight, options, factor)
-    return (
-        (g @ w).to(input.dtype) if needs[0] else None,
-        (g.t() @ h).to(linear_weight.dtype) if needs[1] else None,
-        g.sum(0).to(linear_bias.dtype) if needs[2] and linear_bias is not None else None,
-    )
+    bias_dtype = () if linear_bias is None else (linear_bias.dtype,)
+    dtypes = (input.dtype, linear_weight.dtype, *bias_dtype)
+    return engine.differentiable_products(g, h, w, needs, dtypes)
 
 
-def finish_gradients(
-    grads: Sequence[Tensor | None],
-    dtypes: tuple[torch.dtype, torch.dtype, torch.dtype | None],
-    factor: Tensor | None = None,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """The gradients of input, weight and bias handed to autograd: times the incoming
-    gradient of a reduced loss ``factor`` (a scalar; skipped when it is 1), the weight and
-    bias ones cast from their float32 accumulators to the parameters' ``dtypes``."""
-    grad_input, grad_weight, grad_bias = grads
-    input_dtype, weight_dtype, bias_dtype = dtypes
-    if factor is not None and not bool(factor == 1):
-        scalar = factor.double()
-        grad_input = None if grad_input is None else grad_input * scalar.to(input_dtype)
-        grad_weight = None if grad_weight is None else grad_weight * float(scalar)
-        grad_bias = None if grad_bias is None else grad_bias * float(scalar)
-    return (
-        grad_input,
-        None if grad_weight is None else grad_weight.to(weight_dtype),
-        None if grad_bias is None or bias_dtype is None else grad_bias.to(bias_dtype),
-    )
-
-
-def _check_shapes(
+def check_shapes(
     input: Tensor,
     linear_weight: Tensor,
     target: Tensor,
@@ -769,7 +375,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     chunk_size: int | None = None,
-    impl: str = "auto",
+    impl: dispatch.Impl = "auto",
     return_lse: bool = False,
     skip_small_gradients: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
@@ -799,21 +405,25 @@ def linear_cross_entropy(
         z_loss: coefficient of logsumexp(z)^2, >= 0.
         softcap: c > 0 to use c tanh(z / c) as the logits, or ``None``.
         chunk_size: tokens per chunk; ``None`` picks one from the shapes (equal chunks, at
-            least 5, each chunk's logits at most 512 MiB: :func:`default_chunk_size`).
-        impl: ``"chunked"`` (this path), ``"triton"`` (the Triton kernels of
-            :mod:`crossentropy.triton.linear_cross_entropy_kernels`, logits only as on-chip tiles;
+            least 5, each chunk's logits at most 512 MiB:
+            :func:`crossentropy.torch.engine.default_chunk_size`).
+        impl: ``"fused"`` (this path: the C kernel over chunks of tokens; ``"chunked"``,
+            its earlier name, is accepted with a ``DeprecationWarning``), ``"triton"`` (the
+            Triton kernels of :mod:`crossentropy.triton.linear_cross_entropy_kernels`, logits
+            only as on-chip tiles;
             CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``; ``chunk_size`` does
             not apply), ``"torch"`` (the unfused reference: the logits materialised, then
             :func:`crossentropy.torch.cross_entropy` with impl="torch"), or ``"auto"``:
-            triton for class-index targets on CUDA when Triton is installed, chunked for
-            class-index targets on CPU when the fused kernel is available, torch otherwise.
+            triton for class-index targets on CUDA when Triton is installed, fused for
+            class-index targets on CPU when the kernel is available, torch otherwise
+            (:func:`crossentropy.torch.dispatch.choose`).
         return_lse: also return each token's logsumexp of the (capped) logits, float32 of
             shape (...), 0 for ignored tokens.
         skip_small_gradients: ``impl="triton"`` only: skip the backward's tiles whose
             gradient is below the dtype's resolution (an approximation; ``False``, the
             default, is exact).
 
-    Autograd conventions (the chunked path): a backward with ``create_graph=True`` (a
+    Autograd conventions (the fused path): a backward with ``create_graph=True`` (a
     gradient penalty, a double backward) and ``torch.func`` (``grad``, ``jacrev``,
     ``jvp``, ``jacfwd``, ``hessian``) compute the gradients with torch operations on whole
     rows of logits, which autograd differentiates again, so their memory is the unfused
@@ -840,38 +450,28 @@ def linear_cross_entropy(
         3.771035 3.771035
     """
     _validate.reduction(reduction)
-    if not isinstance(impl, str) or impl not in IMPLS:
-        raise ValueError(f"impl: expected one of {', '.join(map(repr, IMPLS))}; got {impl!r}")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size: expected a positive integer or None; got {chunk_size!r}")
+    requested = dispatch.impl(impl, renamed=True)
+    chunk_size = _validate.chunk_size(chunk_size)
     ignore_index = _validate.ignore_index(ignore_index)
     for name, flag in (("return_lse", return_lse), ("skip_small_gradients", skip_small_gradients)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name}: expected True or False; got {flag!r}")
-    probabilities = _check_shapes(input, linear_weight, target, linear_bias, weight)
-    chosen = impl
-    if impl == "auto":
-        cpu = input.device.type == "cpu"
-        if not probabilities and _functional.triton_available(input.device):
-            chosen = "triton"
-        elif cpu and not probabilities and _fused.fused_available():
-            chosen = "chunked"
-        else:
-            chosen = "torch"
+    probabilities = check_shapes(input, linear_weight, target, linear_bias, weight)
+    chosen = dispatch.choose(
+        requested, input.device, triton_takes=not probabilities, fused_takes=not probabilities
+    )
     if skip_small_gradients and chosen != "triton":
         raise ValueError(
             f"skip_small_gradients: True needs impl='triton' (the Triton kernels); got "
             f"impl={impl!r}, which runs {chosen!r}"
         )
-    if probabilities and chosen in ("triton", "chunked"):
+    if probabilities and chosen in ("triton", "fused"):
         raise ValueError(
             f"impl={chosen!r}: takes class-index targets; probability targets (shape "
             f"{tuple(target.shape)}) use impl='torch' or impl='auto'"
         )
-    if chosen == "chunked" and input.device.type not in ("cpu", "meta"):
-        raise ValueError(f"impl='chunked': runs on CPU tensors; got device {input.device}")
+    if chosen == "fused" and input.device.type not in ("cpu", "meta"):
+        raise ValueError(f"impl='fused': runs on CPU tensors; got device {input.device}")
     eps = _validate.label_smoothing(label_smoothing)
     z_coef = _validate.z_loss(z_loss)
     cap = _validate.softcap(softcap)
@@ -965,7 +565,7 @@ def _dispatch(
             loss_dtype,
         )
     if chosen == "triton":
-        out = _functional.triton_module().linear_cross_entropy(
+        out = dispatch.triton_module().linear_cross_entropy(
             input.reshape(-1, input.shape[-1]),
             linear_weight,
             target.reshape(-1),
@@ -1010,7 +610,7 @@ def _dispatch(
         **options,
         "loss_dtype": loss_dtype,
         "chunk_size": options["chunk_size"]
-        or default_chunk_size(tokens, vocabulary, flat_input.element_size()),
+        or engine.default_chunk_size(tokens, vocabulary, flat_input.element_size()),
     }
     grad_on = torch.is_grad_enabled()
     wants = (
@@ -1126,7 +726,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         z_loss: float = 0.0,
         softcap: float | None = None,
         chunk_size: int | None = None,
-        impl: str = "auto",
+        impl: dispatch.Impl = "auto",
     ) -> None:
         super().__init__()
         self.register_buffer("weight", weight)

@@ -18,8 +18,8 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from .. import _validate
+from . import conventions, dispatch
 from . import functional as F
-from .functional import _legacy_reduction
 
 __all__ = [
     "BCELoss",
@@ -58,7 +58,7 @@ class _Loss(nn.Module):
     ) -> None:
         super().__init__()
         if size_average is not None or reduce is not None:
-            self.reduction = _legacy_reduction(size_average, reduce)
+            self.reduction = conventions.legacy_reduction(size_average, reduce)
         else:
             if reduction != "elementwise_mean":  # torch's deprecated "mean", warned in forward
                 _validate.reduction(reduction, self._reductions)
@@ -85,13 +85,8 @@ class CrossEntropyLoss(_WeightedLoss):
     r"""Cross entropy between logits and class indices or probabilities, as a module.
 
     ``torch.nn.CrossEntropyLoss`` with the same constructor, plus z-loss, soft-capping and
-    the fused kernel; see :func:`crossentropy.torch.functional.cross_entropy`:
-
-    .. math::
-
-        \ell_i = (1 - \varepsilon)\, w_{y_i} (-\log p_{i y_i})
-               + \frac{\varepsilon}{C} \sum_c w_c (-\log p_{ic})
-               + \lambda_z\, w_{y_i} \operatorname{logsumexp}(z_i)^2
+    the fused kernel: the loss of :func:`crossentropy.torch.functional.cross_entropy`
+    (its formula is there).
 
     Args:
         weight: per-class weights, shape (C,), registered as the buffer ``weight``.
@@ -133,12 +128,10 @@ class CrossEntropyLoss(_WeightedLoss):
         z_loss: float = 0.0,
         softcap: float | None = None,
         inplace_backward: bool = False,
-        impl: str = "auto",
+        impl: dispatch.Impl = "auto",
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
-        if not isinstance(impl, str) or impl not in F.IMPLS:
-            names = ", ".join(repr(i) for i in F.IMPLS)
-            raise ValueError(f"impl: expected one of {names}; got {impl!r}")
+        dispatch.impl(impl)
         self.ignore_index = _validate.ignore_index(ignore_index)
         self.label_smoothing = _validate.label_smoothing(label_smoothing)
         self.z_loss = _validate.z_loss(z_loss)

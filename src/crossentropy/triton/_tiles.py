@@ -1,6 +1,7 @@
 # mypy: disable-error-code="untyped-decorator,no-untyped-def,no-any-return"
 """What the Triton kernels share: the per-tile math as ``@triton.jit`` helpers, and the
-host-side checks (is the kernel interpreted, may it run on this tensor's device).
+host-side checks (is the kernel interpreted, may it run on this tensor's device) and
+values (the kernels' float scalars on the device, the reduction's scale).
 
 The tile helpers work on (rows, columns) float tiles in the compute dtype:
 
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 __all__ = [
     "check_device",
@@ -25,7 +27,9 @@ __all__ = [
     "check_same_device",
     "check_tensors",
     "compute_dtype",
+    "device_scale",
     "interpreted",
+    "kernel_parameters",
     "next_power_of_2",
 ]
 
@@ -259,3 +263,55 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def next_power_of_2(n: int) -> int:
     return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+# ----------------------------------------------------------------------------------------
+# host-side values the kernels of both losses take
+
+_PARAMETERS: dict[tuple[Any, ...], Tensor] = {}
+
+
+def kernel_parameters(
+    values: tuple[float, ...], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """The kernels' float scalars as a device tensor in the compute dtype (a Python float
+    argument would reach the kernel as float32). Kept per value, so that a step captured in
+    a CUDA graph finds it already on the device (no copy from the host inside the capture)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, dtype=dtype, device=device)
+    key = (values, dtype, device)
+    cached = _PARAMETERS.get(key)
+    if cached is None:
+        if len(_PARAMETERS) > 256:
+            _PARAMETERS.clear()
+        cached = _PARAMETERS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return cached
+
+
+def device_scale(
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    soft: bool,
+    dtype: torch.dtype,
+) -> Tensor:
+    """d(reduced loss)/d(row loss) as a device scalar: 1 / (summed weight of the counted
+    targets) for a mean of class indices, 1 / rows for a mean of probability rows, 0 for a
+    mean over nothing, 1 for a sum or none. Computed on the device: no host sync."""
+    device = target.device
+    if reduction != "mean":
+        return torch.ones((), dtype=dtype, device=device)
+    if soft:
+        rows = target.shape[0]
+        return torch.full((), 1.0 / rows if rows else 0.0, dtype=dtype, device=device)
+    counted = target != ignore_index
+    if weight is None:
+        count = counted.sum(dtype=dtype)
+    elif weight.shape[0] == 0:  # no classes: every counted target is out of range (NaN)
+        count = torch.zeros((), dtype=dtype, device=device)
+    else:
+        index = torch.where(counted, target, 0).clamp(0, weight.shape[0] - 1)
+        count = torch.where(counted, weight.to(dtype)[index], 0.0).sum()
+    nonzero = count != 0
+    return torch.where(nonzero, 1.0 / torch.where(nonzero, count, 1.0), 0.0)

@@ -57,7 +57,9 @@ from ._tiles import (
     check_same_device,
     check_tensors,
     compute_dtype,
+    device_scale,
     finish,
+    kernel_parameters,
     next_power_of_2,
     online_update,
     row_setup,
@@ -322,52 +324,6 @@ def _(logits, target, weight, params, lse, coef, factor, ignore_index, flags, bl
 # ----------------------------------------------------------------------------------------
 # autograd
 
-_PARAMETERS: dict[tuple[Any, ...], Tensor] = {}
-
-
-def _parameters(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The kernels' float scalars as a device tensor in the compute dtype (a Python float
-    argument would reach the kernel as float32). Kept per value, so that a step captured in
-    a CUDA graph finds it already on the device (no copy from the host inside the capture)."""
-    if torch.compiler.is_compiling():
-        return torch.tensor(values, dtype=dtype, device=device)
-    key = (values, dtype, device)
-    cached = _PARAMETERS.get(key)
-    if cached is None:
-        if len(_PARAMETERS) > 256:
-            _PARAMETERS.clear()
-        cached = _PARAMETERS[key] = torch.tensor(values, dtype=dtype, device=device)
-    return cached
-
-
-def _scale(
-    target: Tensor,
-    weight: Tensor | None,
-    ignore_index: int,
-    reduction: str,
-    soft: bool,
-    dtype: torch.dtype,
-) -> Tensor:
-    """d(reduced loss)/d(row loss) as a device scalar: 1 / (summed weight of the counted
-    targets) for a mean of class indices, 1 / rows for a mean of probability rows, 0 for a
-    mean over nothing, 1 for a sum or none. Computed on the device: no host sync."""
-    device = target.device
-    if reduction != "mean":
-        return torch.ones((), dtype=dtype, device=device)
-    if soft:
-        rows = target.shape[0]
-        return torch.full((), 1.0 / rows if rows else 0.0, dtype=dtype, device=device)
-    counted = target != ignore_index
-    if weight is None:
-        count = counted.sum(dtype=dtype)
-    elif weight.shape[0] == 0:  # no classes: every counted target is out of range (NaN)
-        count = torch.zeros((), dtype=dtype, device=device)
-    else:
-        index = torch.where(counted, target, 0).clamp(0, weight.shape[0] - 1)
-        count = torch.where(counted, weight.to(dtype)[index], 0.0).sum()
-    nonzero = count != 0
-    return torch.where(nonzero, 1.0 / torch.where(nonzero, count, 1.0), 0.0)
-
 
 class TritonCrossEntropy(torch.autograd.Function):
     """Forward kernel for the loss (and each row's lse and r); backward kernel for the
@@ -389,7 +345,7 @@ class TritonCrossEntropy(torch.autograd.Function):
         losses, lse, coef = _forward_op(
             logits, target, weight, params, ignore_index, flags, block_classes
         )
-        scale = _scale(target, weight, ignore_index, reduction, flags[0], params.dtype)
+        scale = device_scale(target, weight, ignore_index, reduction, flags[0], params.dtype)
         ctx.save_for_backward(logits, target, weight, params, lse, coef, scale)
         ctx.options = (ignore_index, flags, reduction, inplace_backward, block_classes)
         if reduction == "none":
@@ -517,7 +473,7 @@ def cross_entropy(
     # the scalars travel as a device tensor in the compute dtype (a float argument would be
     # rounded to float32): eps, z_loss, cap, eps / C
     values = [eps, z_coef, 1.0 if cap is None else cap, eps / classes if classes else 0.0]
-    params = _parameters(tuple(values), compute, logits.device)
+    params = kernel_parameters(tuple(values), compute, logits.device)
     flags = [soft, eps > 0, cap is not None, z_coef > 0]
     result: Tensor = TritonCrossEntropy.apply(  # type: ignore[no-untyped-call]
         logits,

@@ -59,15 +59,16 @@ from ._tiles import (
     check_same_device,
     check_tensors,
     compute_dtype,
+    device_scale,
     finish,
     interpreted,
+    kernel_parameters,
     merge,
     online_update,
     row_setup,
 )
 from ._tiles import softcap as _softcap
 from ._tiles import softcap_slope as _softcap_slope
-from .cross_entropy_kernels import _parameters, _scale
 
 __all__ = ["linear_cross_entropy", "reference"]
 
@@ -449,7 +450,7 @@ class TritonLinearCrossEntropy(torch.autograd.Function):
             input, linear_weight, linear_bias, target, weight, params, ignore_index, flags,
             blocks, splits,
         )  # fmt: skip
-        scale = _scale(target, weight, ignore_index, reduction, False, params.dtype)
+        scale = device_scale(target, weight, ignore_index, reduction, False, params.dtype)
         ctx.save_for_backward(input, linear_weight, linear_bias, target, weight, params, lse,
                               coef, scale)  # fmt: skip
         ctx.options = (ignore_index, flags, blocks)
@@ -604,7 +605,7 @@ def linear_cross_entropy(
     resolution = torch.finfo(input.dtype).eps / 32
     smooth = eps / vocabulary if vocabulary else 0.0  # eps/C; no classes, nothing to smooth
     values = (eps, z_coef, 1.0 if cap is None else cap, smooth, resolution)
-    params = _parameters(values, compute, input.device)
+    params = kernel_parameters(values, compute, input.device)
     flags = [linear_bias is not None, eps > 0, cap is not None, z_coef > 0, skip_small_gradients]
     loss, lse = TritonLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
         input if input.stride(1) == 1 else input.contiguous(),

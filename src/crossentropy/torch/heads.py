@@ -1,0 +1,245 @@
+r"""Row heads of the vocabulary engine (:mod:`crossentropy.torch.engine`).
+
+A head turns a piece of a chunk's logits into per-row outputs and the gradient of the loss
+with respect to those logits. :class:`CrossEntropyHead` is softmax cross entropy with
+class-index targets (class weights, ``ignore_index``, label smoothing, z-loss, soft-cap),
+the per-row math of :mod:`crossentropy.torch._slices` in its two halves:
+
+.. code-block:: text
+
+    statistics of a slice [a, b) of a row:  L_ab = logsumexp, z_y (if y in it), S_w
+    combined over blocks (running max)    and over ranks (all-reduce MAX, then SUM)
+    loss of the row from (L, z_y, S_w);   gradient of the slice from L and its own logits
+
+Single process over whole rows, the fused C kernel (:mod:`crossentropy.torch._kernel`)
+does both halves in one sweep of each row; everywhere else (vocabulary blocks, the
+vocabulary-parallel losses, GPUs) the halves run as torch operations, with the kernel
+giving each slice's logsumexp on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from . import _kernel
+from ._slices import RowTerms
+
+__all__ = ["CrossEntropyHead", "RowStatistics", "combine_logsumexp"]
+
+
+def combine_logsumexp(parts: Tensor, peak: Tensor) -> Tensor:
+    """log sum_k exp(parts_k) from a stack of logsumexps ``parts`` (k, rows) and their
+    maximum ``peak`` (rows,): peak + log sum_k exp(parts_k - peak), with a non-finite peak
+    taken as 0 (all -inf: -inf; any +inf: +inf, never inf - inf)."""
+    shift = torch.where(torch.isfinite(peak), peak, 0.0)
+    return shift + torch.log(torch.exp(parts - shift).sum(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowStatistics:
+    """What the cross entropy of each row needs from a slice of its logits: the slice's
+    logsumexp, the target logit if the target falls in it (else 0), and sum_j w_j z_j
+    over it (with label smoothing). Each is combined over slices: a logsumexp of
+    logsumexps, and sums."""
+
+    lse: Tensor
+    target_logit: Tensor
+    weighted_sum: Tensor | None
+
+    def merge(self, other: RowStatistics) -> RowStatistics:
+        """The statistics of the union of two disjoint slices."""
+        both = torch.stack([self.lse, other.lse])
+        weighted = (
+            None
+            if self.weighted_sum is None or other.weighted_sum is None
+            else self.weighted_sum + other.weighted_sum
+        )
+        return RowStatistics(
+            combine_logsumexp(both, both.max(0).values),
+            self.target_logit + other.target_logit,
+            weighted,
+        )
+
+
+Combine = Callable[[RowStatistics], RowStatistics]
+"""Turns the statistics of this process's slice of each row into the whole row's (the
+vocabulary-parallel losses all-reduce them over the ranks)."""
+
+
+class CrossEntropyHead:
+    """Softmax cross entropy as a row head: per-token losses (float64) into ``losses``,
+    logsumexps into ``lse`` (0 for rows without a loss), and d(reduced loss)/dz.
+
+    Args:
+        terms: the per-row terms of every token of the sweep (:class:`RowTerms`).
+        scale: d(reduced loss)/d(row loss) (a mean's 1/count), folded into the gradient.
+        softcap: c > 0 to use c tanh(x / c) as the logits, or ``None``.
+        ignore_index: the target value of tokens without a loss (for the fused kernel).
+        losses, lse: outputs of (tokens,), or ``None`` when not wanted (a backward).
+        start: the first class of this process's slice of the vocabulary (the
+            vocabulary-parallel losses), 0 for the whole vocabulary.
+        combine: turns this slice's statistics into the whole rows' (an all-reduce), or
+            ``None`` when this process sees whole rows.
+        known_lse: each token's logsumexp over the whole vocabulary from an earlier
+            forward: the gradient then needs no statistics (no communication).
+        weight_sum: the sum of the class weights in float64 for the fused kernel (by
+            default the terms' own, in their dtype).
+    """
+
+    def __init__(
+        self,
+        terms: RowTerms,
+        *,
+        scale: float,
+        softcap: float | None = None,
+        ignore_index: int = -100,
+        losses: Tensor | None = None,
+        lse: Tensor | None = None,
+        start: int = 0,
+        combine: Combine | None = None,
+        known_lse: Tensor | None = None,
+        weight_sum: float | None = None,
+    ) -> None:
+        self.terms = terms
+        self.scale = scale
+        self.softcap = softcap
+        self.ignore_index = ignore_index
+        self.losses = losses
+        self.lse = lse
+        self.start = start
+        self.combine = combine
+        self.known_lse = known_lse
+        self.weight_sum = float(terms.weight_total) if weight_sum is None else weight_sum
+        self._rows = slice(0, 0)
+        self._chunk = terms
+        self._seen: RowStatistics | None = None
+        self._row_lse: Tensor | None = None
+
+    # ------------------------------------------------------------------ whole rows
+
+    def _fused(self, z: Tensor) -> bool:
+        """Whether the C kernel takes these whole rows: one process, the whole vocabulary
+        (the kernel reads the row's target by its class id), CPU, a kernel dtype, and the
+        outputs of a forward (lse in float64, as the kernel writes it)."""
+        return (
+            self.combine is None
+            and self.start == 0
+            and self.known_lse is None
+            and z.device.type == "cpu"
+            and z.dtype in _kernel.KERNELS
+            and (self.lse is None or self.lse.dtype == torch.float64)
+        )
+
+    def rows(self, z: Tensor, rows: slice, grad: bool) -> None:
+        if not self._fused(z):
+            self.begin(rows)
+            if self.known_lse is None:
+                self.absorb(z, 0)
+            self.finish()
+            if grad:
+                self.block_gradient(z, 0, out=z)
+            return
+        terms = self.terms
+        row_losses = _kernel.launch(
+            z,
+            z if grad else None,
+            # ignored rows hold 0 in terms.target: the kernel reads the raw ids
+            torch.where(terms.counted[rows], terms.target[rows], self.ignore_index),
+            terms.weight,
+            ignore_index=self.ignore_index,
+            eps=terms.label_smoothing,
+            z_loss=terms.z_loss,
+            cap=0.0 if self.softcap is None else self.softcap,
+            weight_sum=self.weight_sum,
+            scale=self.scale,
+            lse=None if self.lse is None else self.lse[rows],
+        )
+        if self.losses is not None:
+            self.losses[rows] = row_losses
+
+    # ------------------------------------------------------------------ blocks
+
+    def _capped(self, x: Tensor) -> Tensor:
+        cap = self.softcap
+        return x if cap is None else cap * torch.tanh(x / cap)
+
+    def _slice_lse(self, z: Tensor) -> Tensor:
+        """logsumexp of each row of the slice ``z`` (any value for rows without a loss):
+        the C kernel on CPU (its lse output, with every row's target taken as class 0 and
+        ignored rows skipped), torch elsewhere."""
+        dtype = self._chunk.w_y.dtype
+        if z.device.type == "cpu" and z.dtype in _kernel.KERNELS and _kernel.fused_available():
+            lse = torch.empty(z.shape[0], dtype=torch.float64)
+            any_class = torch.where(self._chunk.counted, 0, -1)  # -1: the kernel skips the row
+            _kernel.launch(
+                z if z.stride(1) == 1 else z.contiguous(),
+                None,
+                any_class,
+                None,
+                ignore_index=-1,
+                eps=0.0,
+                z_loss=0.0,
+                cap=0.0,
+                weight_sum=float(z.shape[1]),
+                scale=1.0,
+                lse=lse,
+            )
+            return lse.to(dtype)
+        return torch.logsumexp(z.to(dtype), dim=1)
+
+    def begin(self, rows: slice) -> None:
+        self._rows = rows
+        self._chunk = self.terms.rows(rows)
+        self._seen = None
+        self._row_lse = None if self.known_lse is None else self.known_lse[rows]
+
+    def absorb(self, z: Tensor, start: int) -> None:
+        """The block of columns [start, start + width) of this process's slice."""
+        terms = self._chunk
+        start = self.start + start  # the class id of the block's first column
+        z = self._capped(z)
+        inside, picked = terms.target_logit(z, start)
+        part = RowStatistics(
+            self._slice_lse(z),
+            torch.where(inside, picked, 0.0),
+            terms.weighted_sum(z, start) if terms.label_smoothing > 0 else None,
+        )
+        self._seen = part if self._seen is None else self._seen.merge(part)
+
+    def finish(self) -> None:
+        if self._row_lse is not None:  # the gradient from a forward's logsumexp
+            return
+        seen = self._seen
+        if seen is None:
+            raise RuntimeError("CrossEntropyHead.finish: no block was absorbed")
+        if self.combine is not None:
+            seen = self.combine(seen)
+        terms = self._chunk
+        self._row_lse = seen.lse
+        if self.losses is not None:
+            self.losses[self._rows] = terms.loss(seen.lse, seen.target_logit, seen.weighted_sum)
+        if self.lse is not None:
+            self.lse[self._rows] = torch.where(terms.live, seen.lse, 0.0)
+
+    def block_gradient(self, z: Tensor, start: int, out: Tensor | None = None) -> Tensor:
+        """d(reduced loss)/dx for the block of raw logits x = ``z``, the columns
+        [start, start + width) of this process's slice (dz/dx = 1 - (z/c)^2 under a
+        soft-cap z = c tanh(x/c)); into ``out`` (may be ``z``) when given."""
+        lse = self._row_lse
+        if lse is None:
+            raise RuntimeError("CrossEntropyHead.block_gradient: finish() first")
+        terms = self._chunk
+        capped = self._capped(z)
+        factor = torch.full_like(lse, self.scale)
+        target = out if self.softcap is None else None
+        g = terms.gradient(capped, lse, factor, start=self.start + start, out=target)
+        if self.softcap is not None:
+            g = g * (1 - (capped / self.softcap) ** 2)
+            if out is not None:
+                out.copy_(g)
+                return out
+        return g
