@@ -40,7 +40,7 @@ test: lint unit
 # the documentation site (docs/, mkdocs.yml) into site/; strict: a broken link, a missing page
 # or an API reference that does not resolve fails the build
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # the fused cross-entropy benchmark: prints the table and writes benchmarks/results/cross_entropy.json
 bench: $(STAMP)
