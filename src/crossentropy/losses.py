@@ -68,6 +68,7 @@ __all__ = [
     "nll_loss",
     "nll_loss_terms",
     "reduction_scale",
+    "safe_mean",
     "sigmoid_cross_entropy",
     "sigmoid_cross_entropy_terms",
     "smooth_l1",
@@ -94,16 +95,23 @@ def times(coefficient: Array, value: Array, xp: Any) -> Array:
     return xp.where(zero, _zeros(value * coefficient, xp), coefficient * value)
 
 
-def mean_scale(count: Array, xp: Any) -> Array:
-    """1 / count, or 0 when count is 0: a mean over nothing (an empty batch, every target
-    ignored, zero total weight) is 0 and has zero gradient. Every mean of the core is taken
-    through this function.
+def safe_mean(total: Array, count: Array, xp: Any) -> Array:
+    """total / count, or 0 when count is 0: a mean over nothing (an empty batch, every
+    target ignored, zero total weight) is 0 and has zero gradient. Every mean of the
+    library is taken through this function or :func:`mean_scale` (the PyTorch layer's
+    too, on tensors or on the host).
 
     The count is a summed weight: negative class weights can make it negative, and then it
     is divided by like any other non-zero total, as PyTorch does.
     """
-    safe = xp.where(count != 0, count, xp.ones_like(count))
-    return xp.where(count != 0, 1.0 / safe, xp.zeros_like(count))
+    nonzero = count != 0
+    safe = xp.where(nonzero, count, xp.ones_like(count))
+    return xp.where(nonzero, total / safe, xp.zeros_like(total))
+
+
+def mean_scale(count: Array, xp: Any) -> Array:
+    """d(mean)/d(each term): 1 / count, or 0 when count is 0 (:func:`safe_mean` of 1)."""
+    return safe_mean(xp.ones_like(count), count, xp)
 
 
 def _reduce(per_example: Array, reduction: str, count: Array, xp: Any) -> Array:

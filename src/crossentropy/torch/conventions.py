@@ -34,7 +34,7 @@ from typing import ParamSpec, TypeVar
 import torch
 from torch import Tensor
 
-from .. import _validate
+from .. import _validate, losses
 
 __all__ = [
     "autocast_dtype",
@@ -168,7 +168,8 @@ def _may_overlap(x: Tensor) -> bool:
 def mean_scale(target: Tensor, weight: Tensor | None, ignore_index: int, reduction: str) -> float:
     """d(reduced loss)/d(row loss) for class-index ``target`` (int64): for a mean, 1 over the
     summed weight of the counted targets (their number without ``weight``), and 0 when that
-    is 0: a mean over nothing is 0, with zero gradient; 1 for a sum or ``"none"``."""
+    is 0: a mean over nothing is 0, with zero gradient (:func:`crossentropy.losses.mean_scale`,
+    on the host in float64); 1 for a sum or ``"none"``."""
     if reduction != "mean":
         return 1.0
     counted = target != ignore_index
@@ -177,7 +178,7 @@ def mean_scale(target: Tensor, weight: Tensor | None, ignore_index: int, reducti
     else:
         picked = weight.double()[torch.where(counted, target, 0)]
         count = float(torch.where(counted, picked, 0.0).sum())
-    return 1.0 / count if count != 0 else 0.0
+    return float(losses.mean_scale(torch.tensor(count, dtype=torch.float64), torch))
 
 
 def class_weight_sum(weight: Tensor | None, classes: int) -> float:

@@ -196,12 +196,12 @@ def _class_axis(name: str, input: Tensor) -> int:
 
 
 def _mean(per_example: Tensor, count: Tensor | float) -> Tensor:
-    """sum / count, and 0 (with a zero gradient) when count is 0."""
+    """sum / count, and 0 (with a zero gradient) when count is 0
+    (:func:`crossentropy.losses.safe_mean`)."""
     total = per_example.sum()
     count = torch.as_tensor(count, dtype=total.dtype, device=total.device)
-    nonzero = count != 0
-    safe = torch.where(nonzero, count, torch.ones_like(count))
-    return torch.where(nonzero, total / safe, torch.zeros_like(total))
+    mean: Tensor = _losses.safe_mean(total, count, torch)
+    return mean
 
 
 # ----------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .. import losses
+
 __all__ = [
     "check_device",
     "check_first_order",
@@ -313,5 +315,5 @@ def device_scale(
     else:
         index = torch.where(counted, target, 0).clamp(0, weight.shape[0] - 1)
         count = torch.where(counted, weight.to(dtype)[index], 0.0).sum()
-    nonzero = count != 0
-    return torch.where(nonzero, 1.0 / torch.where(nonzero, count, 1.0), 0.0)
+    scale: Tensor = losses.mean_scale(count, torch)
+    return scale
