@@ -459,3 +459,57 @@ def test_console_script_gradients_json() -> None:
     y = np.eye(x.size)[doc["data"]["label_index"]]
     np.testing.assert_allclose([c["gradient"] for c in doc["data"]["components"]], p - y, **TOL)
     np.testing.assert_allclose(doc["data"]["jacobian"], np.diag(p) - np.outer(p, p), **TOL)
+
+
+# ------------------------------------------------------------------------------------------
+# The table of topics: every topic module registered, reachable and rendered
+# ------------------------------------------------------------------------------------------
+
+TABLE = [t.name for t in ex.TOPICS]
+
+
+def test_the_table_holds_every_topic_module_once() -> None:
+    """A topic module without its line in TOPICS (or a line without its module) fails here."""
+    import pkgutil
+
+    from crossentropy.cli.explain import topics
+
+    modules = sorted(f"{topics.__name__}.{m.name}" for m in pkgutil.iter_modules(topics.__path__))
+    registered = [t.compute.__module__ for t in ex.TOPICS]
+    assert sorted(registered) == modules
+    assert [t.layout.__module__ for t in ex.TOPICS] == registered
+    assert len(set(TABLE)) == len(TABLE)
+    assert (*TABLE, "all") == ex.TOPIC_NAMES
+    assert TABLE == TOPICS  # the order of `explain all`, as the tests above know it
+
+
+def test_the_options_a_topic_reads_are_options_of_the_command() -> None:
+    import typer.main
+
+    command = typer.main.get_command(app).commands["explain"]  # type: ignore[attr-defined]
+    accepted = {opt for param in command.params for opt in param.opts}
+    for topic in ex.TOPICS:
+        assert set(topic.options) <= accepted, (topic.name, set(topic.options) - accepted)
+
+
+@pytest.mark.parametrize("fmt", ex.FORMATS)
+@pytest.mark.parametrize("name", TABLE)
+def test_every_topic_of_the_table_renders(name: str, fmt: str) -> None:
+    doc = ex.find_topic(name).doc(ex.ExplainOptions())
+    result = invoke(name, "--format", fmt)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    if fmt == "json":
+        data = json.loads(result.stdout)
+        assert (data["topic"], data["title"]) == (name, doc.title)
+        assert data["tables"] and data["data"]
+    elif fmt == "markdown":
+        assert result.stdout.startswith(f"## {doc.title}\n\n```text\n"), result.stdout[:200]
+        assert markdown_tables(result.stdout)
+    else:
+        assert result.stdout.splitlines()[1].startswith(f"{doc.title} ─"), result.stdout[:200]
+
+
+def test_all_is_the_table_in_order() -> None:
+    data = run_json("all")
+    assert [d["topic"] for d in data["topics"]] == TABLE

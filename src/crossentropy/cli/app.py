@@ -1,7 +1,15 @@
 """The ``crossentropy`` command-line application (Typer).
 
-Usage errors (an unknown option, a bad value) print one line on stderr and exit with status 2,
-never a traceback or a multi-line panel: :class:`_OneLineErrors` handles them for every command.
+Errors print one line on stderr and exit with status 2, never a traceback or a multi-line
+panel; :class:`_OneLineErrors` is the one place that prints them, for every command:
+
+- a bad input that a command refuses, a :class:`~crossentropy.cli.errors.CliError`:
+  ``crossentropy <command>: error: <message>``, the message prefixed with ``Invalid value
+  for '<option>':`` (and followed by a pointer to ``--help``) when it names an option;
+- a usage error of the parser (an unknown option, a value that is not an integer):
+  the same shape, in the parser's words;
+- an output that cannot be written (a full disk, a closed pipe):
+  ``crossentropy: error: cannot write the output: <reason>``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typer.core import TyperGroup
 
 from crossentropy.cli.compute import compute
 from crossentropy.cli.demo import demo
+from crossentropy.cli.errors import EXIT_STATUS, CliError
 from crossentropy.cli.explain import explain
 from crossentropy.cli.explore import explore
 from crossentropy.cli.plot import plot
@@ -30,9 +39,10 @@ except ImportError:  # pragma: no cover - older typer on top of click
         UsageError,
     )
 
-__all__ = ["app", "version"]
+__all__ = ["PROG", "app", "version"]
 
 PROG = "crossentropy"
+"""The name of the program, as its messages and help say it."""
 
 
 def version() -> str:
@@ -49,8 +59,24 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _refusal(command: str, exc: CliError) -> str:
+    """How ``command`` tells that it refused an input: the line after ``error:``."""
+    if not exc.options:
+        return exc.message
+    named = " / ".join(f"'{option}'" for option in exc.options)
+    return f"Invalid value for {named}: {exc.message} (see '{command} --help')"
+
+
 class _OneLineErrors(TyperGroup):
-    """A Typer group whose usage errors are one line on stderr, with exit status 2."""
+    """A Typer group whose errors are one line on stderr, with exit status 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliError as exc:  # name the command that refused the input, for main
+            if exc.command is None and ctx.invoked_subcommand is not None:
+                exc.command = f"{ctx.command_path} {ctx.invoked_subcommand}"
+            raise
 
     def main(
         self,
@@ -65,6 +91,10 @@ class _OneLineErrors(TyperGroup):
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except CliError as exc:
+            where = exc.command or prog_name or PROG
+            sys.stderr.write(f"{where}: error: {_one_line(_refusal(where, exc))}\n")
+            sys.exit(EXIT_STATUS)
         except UsageError as exc:
             ctx = exc.ctx
             where = ctx.command_path if ctx is not None else (prog_name or PROG)

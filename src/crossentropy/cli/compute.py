@@ -53,6 +53,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from crossentropy.cli.errors import CliError
 from crossentropy.report import (
     BadValue,
     Report,
@@ -61,7 +62,25 @@ from crossentropy.report import (
     check_predictions,
 )
 
-__all__ = ["InputError", "OutputFormat", "compute", "open_source", "run_report"]
+__all__ = [
+    "CHUNK_BYTES",
+    "MAX_CHUNK_ROWS",
+    "MAX_COLUMNS",
+    "MAX_LINE_BYTES",
+    "MAX_WORST",
+    "PROGRESS_BYTES",
+    "ArraySource",
+    "Block",
+    "CsvSource",
+    "OutputFormat",
+    "Source",
+    "StreamArraySource",
+    "compute",
+    "open_source",
+    "render_text",
+    "report_json",
+    "run_report",
+]
 
 CHUNK_BYTES = 2 << 20
 """The target size of one chunk of input, in bytes of text (CSV) or of array data."""
@@ -78,20 +97,16 @@ MAX_CHUNK_ROWS = 1 << 20
 MAX_WORST = 10_000
 """The most worst-scored rows ``--worst`` lists."""
 
-STDIN = "-"
-STDIN_NAME = "<stdin>"
+_STDIN = "-"
+_STDIN_NAME = "<stdin>"
 
 PROGRESS_BYTES = 16 << 20
 """Inputs at least this large show a progress bar (when stderr is a terminal)."""
 
-NPY_MAGIC = b"\x93NUMPY"
-ZIP_MAGIC = b"PK\x03\x04"
-PREDICTION_KEYS = ("predictions", "probabilities", "probs", "logits")
-LABEL_KEYS = ("labels", "targets", "y")
-
-
-class InputError(Exception):
-    """A problem with the input, as one line for the user."""
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+_PREDICTION_KEYS = ("predictions", "probabilities", "probs", "logits")
+_LABEL_KEYS = ("labels", "targets", "y")
 
 
 class OutputFormat(str, Enum):
@@ -175,12 +190,12 @@ class CsvSource:
         self.line += 1
         self.consumed += len(raw)
         if len(raw) > MAX_LINE_BYTES:
-            raise InputError(
+            raise CliError(
                 f"{self.name}: line {self.line} is longer than {MAX_LINE_BYTES >> 20} MiB "
                 "(no line break: not a CSV file of rows?)"
             )
         if b"\0" in raw:
-            raise InputError(
+            raise CliError(
                 f"{self.name}: line {self.line} holds a NUL byte: binary data, not CSV text "
                 "(or NPY / NPZ)"
             )
@@ -209,7 +224,7 @@ class CsvSource:
             try:
                 text = raw.decode("utf-8").strip()
             except UnicodeDecodeError:
-                raise InputError(f"{self.name}: line {self.line}: not UTF-8 text") from None
+                raise CliError(f"{self.name}: line {self.line}: not UTF-8 text") from None
             if not text:
                 continue
             columns = text.count(self.delimiter) + 1
@@ -221,7 +236,7 @@ class CsvSource:
                     continue
             self._set_columns(columns, self.line)
             if columns != self.columns:
-                raise InputError(
+                raise CliError(
                     f"{self.name}: line {self.line}: {columns} column(s), expected {self.columns}"
                 )
             lines.append(text)
@@ -240,7 +255,7 @@ class CsvSource:
         if self.columns is not None:
             return
         if columns > MAX_COLUMNS:
-            raise InputError(
+            raise CliError(
                 f"{self.name}: line {line}: {columns} columns; at most {MAX_COLUMNS} are read"
             )
         self.columns = columns
@@ -260,20 +275,20 @@ class CsvSource:
         except Exception as exc:  # located again below, field by field
             self._locate(lines, numbers)
             message = " ".join(str(exc).split())
-            raise InputError(
+            raise CliError(
                 f"{self.name}: lines {numbers[0]}-{numbers[-1]}: cannot parse ({message})"
             ) from None
         return values
 
     def _locate(self, lines: list[str], numbers: list[int]) -> None:
-        """Raise an :class:`InputError` at the first malformed field of a batch."""
+        """Raise a :class:`CliError` at the first malformed field of a batch."""
         for text, line in zip(lines, numbers, strict=True):
             for col, field in enumerate(self._fields(text)):
                 if not field:
-                    raise InputError(f"{self.name}: line {line}, column {col + 1}: empty field")
+                    raise CliError(f"{self.name}: line {line}, column {col + 1}: empty field")
                 if not _is_number(field):
                     shown = field if len(field) <= 20 else field[:17] + "..."
-                    raise InputError(
+                    raise CliError(
                         f"{self.name}: line {line}, column {col + 1}: {shown!r} is not a number"
                     )
 
@@ -343,7 +358,7 @@ class StreamArraySource:
         self.dtype = np.dtype(dtype)
         _checked_array(np.empty((0,) * len(self.shape), dtype=self.dtype), name, self.shape)
         if fortran:
-            raise InputError(f"{name}: a Fortran-ordered array; save it in C order")
+            raise CliError(f"{name}: a Fortran-ordered array; save it in C order")
         self.columns = 1 if len(self.shape) == 1 else self.shape[1]
         self.row_bytes = self.columns * self.dtype.itemsize
         self.rows_per_chunk = max(1, CHUNK_BYTES // max(self.row_bytes, 1))
@@ -366,7 +381,7 @@ class StreamArraySource:
         data = self.file.read(rows * self.row_bytes)
         if len(data) != rows * self.row_bytes:
             row = start + len(data) // max(self.row_bytes, 1)
-            raise InputError(f"{self.name}: truncated array data (row {row})")
+            raise CliError(f"{self.name}: truncated array data (row {row})")
         block = np.frombuffer(data, dtype=self.dtype).reshape(rows, self.columns)
         self.offset = start + rows
 
@@ -384,11 +399,11 @@ def _checked_array(
 ) -> npt.NDArray[Any]:
     shape = array.shape if shape is None else shape
     if array.dtype.kind not in "biuf":
-        raise InputError(f"{name}: array of dtype {array.dtype}; expected numbers")
+        raise CliError(f"{name}: array of dtype {array.dtype}; expected numbers")
     if len(shape) not in (1, 2):
-        raise InputError(f"{name}: array of shape {shape}; expected 1-D or 2-D (rows, columns)")
+        raise CliError(f"{name}: array of shape {shape}; expected 1-D or 2-D (rows, columns)")
     if len(shape) == 2 and not 1 <= shape[1] <= MAX_COLUMNS:
-        raise InputError(f"{name}: array of shape {shape}; expected 1 to {MAX_COLUMNS} columns")
+        raise CliError(f"{name}: array of shape {shape}; expected 1 to {MAX_COLUMNS} columns")
     return array
 
 
@@ -410,8 +425,8 @@ def open_source(spec: str, *, role: str) -> Source:
     and then sought back; a pipe, a FIFO or a device is read once, its first bytes handed out
     again before the rest. An NPZ archive needs a regular file (zip reads its end first).
     """
-    if spec == STDIN:
-        return _open_stream(sys.stdin.buffer, STDIN_NAME, None, role, close=False)
+    if spec == _STDIN:
+        return _open_stream(sys.stdin.buffer, _STDIN_NAME, None, role, close=False)
     path = Path(spec)
     member: str | None = None
     if not path.exists() and ":" in spec:
@@ -419,13 +434,13 @@ def open_source(spec: str, *, role: str) -> Source:
         if Path(head).is_file():
             path, member = Path(head), tail
     if not spec or not path.exists():
-        raise InputError(f"{spec!r}: no such file")
+        raise CliError(f"{spec!r}: no such file")
     if path.is_dir():
-        raise InputError(f"{spec}: is a directory, not a file")
+        raise CliError(f"{spec}: is a directory, not a file")
     try:
         file = open(path, "rb")  # noqa: SIM115 - the source closes it
     except OSError as exc:
-        raise InputError(f"{spec}: cannot read ({exc.strerror})") from None
+        raise CliError(f"{spec}: cannot read ({exc.strerror})") from None
     return _open_stream(file, str(path), member, role, close=True, path=path)
 
 
@@ -446,43 +461,43 @@ def _open_stream(
     size = info.st_size if regular else 0
     suffix = path.suffix.lower() if path is not None else ""
     try:
-        head = _read_head(file, len(NPY_MAGIC))
+        head = _read_head(file, len(_NPY_MAGIC))
         if regular and close:
             file.seek(-len(head), os.SEEK_CUR)
             stream: IO[bytes] = file
         else:
             stream = io.BufferedReader(_Rejoined(head, file, owns=close), buffer_size=1 << 16)
-        if head.startswith(ZIP_MAGIC) or suffix == ".npz":
+        if head.startswith(_ZIP_MAGIC) or suffix == ".npz":
             if path is None or not regular:
-                raise InputError(f"{name}: an NPZ archive must be a regular file, not a stream")
+                raise CliError(f"{name}: an NPZ archive must be a regular file, not a stream")
             file.close()
             return _open_npz(path, member, name, size, role)
         if member is not None:
-            raise InputError(f"{name}:{member}: a member name needs an .npz file")
-        if head == NPY_MAGIC or suffix == ".npy":
+            raise CliError(f"{name}:{member}: a member name needs an .npz file")
+        if head == _NPY_MAGIC or suffix == ".npy":
             if path is not None and regular:
                 file.close()
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
                 return ArraySource(array, name, size)
             return StreamArraySource(stream, name, size)
         if b"\0" in head:
-            raise InputError(f"{name}: binary data (a NUL byte at the start), not CSV, NPY or NPZ")
+            raise CliError(f"{name}: binary data (a NUL byte at the start), not CSV, NPY or NPZ")
         delimiter = "\t" if suffix == ".tsv" else ","
         return CsvSource(stream, name, size, delimiter)
-    except InputError:
+    except CliError:
         if close:
             file.close()
         raise
     except OSError as exc:
         if close:
             file.close()
-        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+        raise CliError(f"{name}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # a corrupt file: whatever numpy or zipfile says
         if close:
             file.close()
         message = " ".join(str(exc).split()) or type(exc).__name__
         kind = "NPZ" if suffix == ".npz" else "NPY"
-        raise InputError(f"{name}: not a valid {kind} file ({message})") from None
+        raise CliError(f"{name}: not a valid {kind} file ({message})") from None
 
 
 def _open_npz(path: Path, member: str | None, name: str, size: int, role: str) -> Source:
@@ -492,18 +507,18 @@ def _open_npz(path: Path, member: str | None, name: str, size: int, role: str) -
         if len(members) == 1:
             member = members[0]
         else:
-            keys = PREDICTION_KEYS if role == "predictions" else LABEL_KEYS
+            keys = _PREDICTION_KEYS if role == "predictions" else _LABEL_KEYS
             found = [k for k in keys if k in members]
             if not found:
                 archive.close()
-                raise InputError(
+                raise CliError(
                     f"{name}: {len(members)} arrays ({', '.join(members) or 'none'}); "
                     f"name one as {name}:NAME"
                 )
             member = found[0]
     if member not in members:
         archive.close()
-        raise InputError(f"{name}: no array {member!r} (has {', '.join(members) or 'none'})")
+        raise CliError(f"{name}: no array {member!r} (has {', '.join(members) or 'none'})")
     try:
         return StreamArraySource(
             archive.open(member + ".npy"), f"{name}:{member}", size, closing=archive
@@ -518,9 +533,9 @@ def _open_npz(path: Path, member: str | None, name: str, size: int, role: str) -
 # --------------------------------------------------------------------------------------------
 
 
-def _fail(source: Source, where: Callable[[int, int | None], str], exc: BadValue) -> InputError:
+def _fail(source: Source, where: Callable[[int, int | None], str], exc: BadValue) -> CliError:
     hint = f" ({exc.hint})" if exc.hint else ""
-    return InputError(f"{source.name}: {where(exc.row, exc.column)}: {exc.message}{hint}")
+    return CliError(f"{source.name}: {where(exc.row, exc.column)}: {exc.message}{hint}")
 
 
 def run_report(
@@ -546,17 +561,15 @@ def run_report(
         block = predictions.read(rows)
         if block is None:
             if seen == 0:
-                raise InputError(f"{predictions.name}: no rows of predictions")
+                raise CliError(f"{predictions.name}: no rows of predictions")
             if labels.read(1) is not None:
-                raise InputError(
-                    f"{labels.name} has more rows than {predictions.name} ({seen} rows)"
-                )
+                raise CliError(f"{labels.name} has more rows than {predictions.name} ({seen} rows)")
             break
         x_all, where_x = block
         n, c = x_all.shape
         if acc is None:
             if c == 1 and not multilabel:
-                raise InputError(
+                raise CliError(
                     f"{predictions.name}: one column of predictions; pass --multilabel for "
                     f"binary labels (one probability or logit per label), or give one column "
                     f"per class"
@@ -566,7 +579,7 @@ def run_report(
         while done < n:
             got = labels.read(n - done)
             if got is None:
-                raise InputError(
+                raise CliError(
                     f"{labels.name} has fewer rows ({seen + done}) than {predictions.name} "
                     f"(at least {seen + n})"
                 )
@@ -587,7 +600,7 @@ def run_report(
             except BadValue as exc:
                 raise _fail(labels, where_y, exc) from None
             except ValueError as exc:
-                raise InputError(f"{labels.name}: {exc}") from None
+                raise CliError(f"{labels.name}: {exc}") from None
             acc.update(x, y)
             done += m
         seen += n
@@ -701,11 +714,6 @@ def report_json(report: Report, *, predictions: str, labels: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _error(message: str) -> typer.Exit:
-    sys.stderr.write(f"crossentropy compute: error: {' '.join(message.split())}\n")
-    return typer.Exit(2)
-
-
 def compute(
     predictions: Annotated[
         str,
@@ -752,11 +760,11 @@ def compute(
 ) -> None:
     """A loss report for a file of predictions: cross entropy, accuracy, Brier, calibration."""
     if normalize and (logits or multilabel):
-        raise _error(
+        raise CliError(
             "--normalize applies to single-label probabilities, not to --logits or --multilabel"
         )
-    if predictions == STDIN and labels == STDIN:
-        raise _error("PREDICTIONS and LABELS cannot both be - (standard input)")
+    if predictions == _STDIN and labels == _STDIN:
+        raise CliError("PREDICTIONS and LABELS cannot both be - (standard input)")
     sources: list[Source] = []
     try:
         sources.append(open_source(predictions, role="predictions"))
@@ -783,10 +791,8 @@ def compute(
                 chunk_rows=chunk_size,
                 on_progress=lambda done: progress.update(task, completed=done),
             )
-    except InputError as exc:
-        raise _error(str(exc)) from None
     except MemoryError:
-        raise _error("out of memory (a row too wide for one chunk?)") from None
+        raise CliError("out of memory (a row too wide for one chunk?)") from None
     finally:
         for s in sources:
             s.close()

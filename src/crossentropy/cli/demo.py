@@ -29,10 +29,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from crossentropy.cli.errors import CliError
+
 if TYPE_CHECKING:
     from crossentropy.demo import DemoConfig, EpochRecord, SummaryRow
 
-__all__ = ["DEFAULT_RUNS", "demo"]
+__all__ = ["DEFAULT_RUNS", "INTERRUPTED", "demo"]
 
 #: Where runs go without ``--out``: ``runs/demo-<timestamp>`` under the current directory.
 DEFAULT_RUNS = Path("runs")
@@ -43,18 +45,13 @@ INTERRUPTED = 130
 _PREFIX = "crossentropy demo"
 
 
-def _fail(message: str) -> typer.Exit:
-    sys.stderr.write(f"{_PREFIX}: error: {' '.join(message.split())}\n")
-    return typer.Exit(2)
-
-
-def _option_error(exc: ValueError) -> typer.Exit:
+def _option_error(exc: ValueError) -> CliError:
     """A library ValueError ("lr: expected ...") as the option's error ("--lr: expected ...")."""
     text = str(exc)
     name, sep, rest = text.partition(":")
     if sep and name.isidentifier():
         text = f"--{name.replace('_', '-')}:{rest}"
-    return _fail(text)
+    return CliError(text)
 
 
 def _library() -> ModuleType:
@@ -64,7 +61,7 @@ def _library() -> ModuleType:
         missing = exc.name.split(".")[0] if exc.name else "a package"
         if missing == "crossentropy":
             raise
-        raise _fail(
+        raise CliError(
             f"the demo needs {missing}, which is not installed: pip install crossentropy[demo]"
         ) from None
 
@@ -248,16 +245,18 @@ def demo(
     """Train with cross entropy and with MSE on real data, and report which learns faster."""
     for name, value in (("--out", out_text), ("--resume", resume_text)):
         if value is not None and not value.strip():
-            raise _fail(f"{name}: expected a directory; got {value!r}")
+            raise CliError(f"{name}: expected a directory; got {value!r}")
     out = None if out_text is None else Path(out_text)
     resume = None if resume_text is None else Path(resume_text)
     lib = _library()
     loggers = _split(logger)
     if logger is not None and not loggers:
-        raise _fail(f"--logger: expected one of {', '.join(lib.LOGGERS)}; got {','.join(logger)!r}")
+        raise CliError(
+            f"--logger: expected one of {', '.join(lib.LOGGERS)}; got {','.join(logger)!r}"
+        )
     for name in loggers:
         if name not in lib.LOGGERS:
-            raise _fail(f"--logger: expected one of {', '.join(lib.LOGGERS)}; got {name!r}")
+            raise CliError(f"--logger: expected one of {', '.join(lib.LOGGERS)}; got {name!r}")
     if resume is not None:
         given = {
             "--dataset": dataset,
@@ -271,14 +270,14 @@ def demo(
         }
         clash = [name for name, value in given.items() if value is not None]
         if clash:
-            raise _fail(
+            raise CliError(
                 f"--resume continues with the run's saved settings; drop {', '.join(clash)} "
                 "(only --epochs may change)"
             )
         try:
             saved, loggers, done = lib.resume_settings(resume)
         except ValueError as exc:
-            raise _fail(f"--resume {str(resume)!r}: {exc}") from None
+            raise CliError(f"--resume {str(resume)!r}: {exc}") from None
         try:
             config = lib.DemoConfig.from_dict(
                 {**saved.to_dict(), "epochs": saved.epochs if epochs is None else epochs}
@@ -302,7 +301,7 @@ def demo(
             raise _option_error(exc) from None
         directory = out if out is not None else _default_out()
         if (directory / lib.CHECKPOINT_NAME).exists():
-            raise _fail(
+            raise CliError(
                 f"--out {str(directory)!r} already holds a demo run; continue it with "
                 f"--resume {directory} or choose another --out"
             )
@@ -312,7 +311,7 @@ def demo(
             raise _option_error(exc) from None
         done = -1
     if done > config.epochs:
-        raise _fail(
+        raise CliError(
             f"--epochs: the run in {str(directory)!r} has already trained {done} epochs; "
             f"got {config.epochs}"
         )
@@ -334,11 +333,11 @@ def demo(
         _interrupted(lib, directory, config)
         raise typer.Exit(INTERRUPTED) from None
     except ImportError as exc:
-        raise _fail(str(exc)) from None
+        raise CliError(str(exc)) from None
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise CliError(str(exc)) from None
     except OSError as exc:
-        raise _fail(f"cannot write the run in {str(directory)!r}: {exc}") from None
+        raise CliError(f"cannot write the run in {str(directory)!r}: {exc}") from None
 
     console = Console()
     if not console.is_terminal:  # a file or a pipe: wide enough for the table on one line

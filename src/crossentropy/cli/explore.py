@@ -19,7 +19,8 @@ from typing import Annotated
 
 import typer
 
-from crossentropy.cli.explain import InputError, parse_vector
+from crossentropy.cli.errors import CliError
+from crossentropy.cli.explain import parse_vector
 from crossentropy.explore import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
@@ -28,9 +29,10 @@ from crossentropy.explore import (
     make_server,
 )
 
-__all__ = ["View", "explore"]
+__all__ = ["DEFAULT_OUT", "View", "explore"]
 
 DEFAULT_OUT = Path("explore.html")
+"""Where the page goes without ``--out``."""
 
 
 class View(str, enum.Enum):
@@ -49,23 +51,19 @@ def _target(out: Path) -> Path:
     return out / DEFAULT_OUT.name if out.is_dir() else out
 
 
-def _write(ctx: typer.Context, path: Path, page: str) -> None:
+def _write(path: Path, page: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(page, encoding="utf-8")
     except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot write {str(path)!r}: {_why(exc)}", ctx=ctx, param_hint="'--out'"
-        ) from None
+        raise CliError(f"cannot write {str(path)!r}: {_why(exc)}", "--out") from None
 
 
-def _bind(ctx: typer.Context, page: str, port: int, name: str) -> PageServer:
+def _bind(page: str, port: int, name: str) -> PageServer:
     try:
         return make_server(page, port=port, name=name)
     except OSError as exc:
-        raise typer.BadParameter(
-            f"cannot serve on 127.0.0.1:{port}: {_why(exc)}", ctx=ctx, param_hint="'--port'"
-        ) from None
+        raise CliError(f"cannot serve on 127.0.0.1:{port}: {_why(exc)}", "--port") from None
 
 
 def _serve(server: PageServer, open_browser: bool) -> None:
@@ -83,7 +81,6 @@ def _serve(server: PageServer, open_browser: bool) -> None:
 
 
 def explore(
-    ctx: typer.Context,
     out: Annotated[
         str,
         typer.Option(
@@ -139,28 +136,24 @@ def explore(
 ) -> None:
     """Write an interactive page to play with logits, softmax, cross entropy and MSE."""
     if not serve and (port is not None or no_open):
-        option = "'--port'" if port is not None else "'--no-open'"
-        raise typer.BadParameter("only applies with --serve", ctx=ctx, param_hint=option)
+        raise CliError("only applies with --serve", "--port" if port is not None else "--no-open")
+    values = parse_vector(logits, "--logits")
     try:
-        values = parse_vector(logits, "--logits")
         page = build_page(values, label=label, temperature=temperature, view=view.value)
-    except InputError as exc:
-        raise typer.BadParameter(str(exc), ctx=ctx, param_hint=f"'{exc.option}'") from None
-    except (ValueError, TypeError) as exc:
-        name = str(exc).split(":", 1)[0]
-        hint = {"logits": "'--logits'", "label": "'--label'", "temperature": "'--temperature'"}
-        message = str(exc).split(": ", 1)[-1]
-        raise typer.BadParameter(message, ctx=ctx, param_hint=hint.get(name)) from None
+    except (ValueError, TypeError) as exc:  # "label: expected ...": the option's error
+        name, _, message = str(exc).partition(": ")
+        option = {"logits": "--logits", "label": "--label", "temperature": "--temperature"}
+        if name in option:
+            raise CliError(message, option[name]) from None
+        raise CliError(str(exc)) from None
     if not out.strip():
-        raise typer.BadParameter(
-            f"expected a file or a directory; got {out!r}", ctx=ctx, param_hint="'--out'"
-        )
+        raise CliError(f"expected a file or a directory; got {out!r}", "--out")
     path = _target(Path(out))
     # bind first: a port that cannot be had leaves nothing written
-    server = _bind(ctx, page, port or 0, path.name) if serve else None
+    server = _bind(page, port or 0, path.name) if serve else None
     try:
-        _write(ctx, path, page)
-    except typer.BadParameter:
+        _write(path, page)
+    except CliError:
         if server is not None:
             server.server_close()
         raise

@@ -18,10 +18,7 @@ from typing import Annotated
 
 import typer
 
-try:  # typer >= 0.2x vendors click as typer._click
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older typer on top of click
-    from click.exceptions import ClickException  # type: ignore[no-redef, assignment]
+from crossentropy.cli.errors import CliError
 
 __all__ = ["FIGURE_NAMES", "Format", "plot"]
 
@@ -44,19 +41,13 @@ class Format(str, enum.Enum):
     svg = "svg"
 
 
-class PlotError(ClickException):
-    """A bad input to ``plot``: printed as one line, exit status 2."""
-
-    exit_code = 2
-
-
 def _viz() -> ModuleType:
     try:
         viz = importlib.import_module("crossentropy.viz")
     except ImportError as exc:
         if exc.name is not None and exc.name.split(".")[0] != "matplotlib":
             raise
-        raise PlotError(
+        raise CliError(
             "plotting needs matplotlib, which is not installed: pip install crossentropy[plot]"
         ) from None
     return viz
@@ -72,9 +63,8 @@ def _selected(names: list[str] | None) -> list[str]:
         elif name in FIGURE_NAMES:
             wanted = [name]
         else:
-            raise typer.BadParameter(
-                f"unknown figure {name!r}; choose from: all, {', '.join(FIGURE_NAMES)}",
-                param_hint="FIGURE",
+            raise CliError(
+                f"unknown figure {name!r}; choose from: all, {', '.join(FIGURE_NAMES)}", "FIGURE"
             )
         chosen.extend(n for n in wanted if n not in chosen)
     return chosen
@@ -86,11 +76,11 @@ def _why(exc: OSError) -> str:
 
 def _prepare(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise PlotError(f"--out {str(out)!r} is not a directory")
+        raise CliError(f"--out {str(out)!r} is not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PlotError(f"cannot create the --out directory {str(out)!r}: {_why(exc)}") from None
+        raise CliError(f"cannot create the --out directory {str(out)!r}: {_why(exc)}") from None
 
 
 def plot(
@@ -118,7 +108,7 @@ def plot(
 ) -> None:
     """Draw figures of cross entropy, MSE and friends, and print the paths written."""
     if not out_text.strip():
-        raise PlotError(f"--out: expected a directory; got {out_text!r}")
+        raise CliError(f"--out: expected a directory; got {out_text!r}")
     out = Path(out_text)
     names = _selected(figures)
     viz = _viz()
@@ -130,5 +120,5 @@ def plot(
         try:
             viz.save_figure(fig, path, format=suffix)
         except OSError as exc:
-            raise PlotError(f"cannot write {str(path)!r}: {_why(exc)}") from None
+            raise CliError(f"cannot write {str(path)!r}: {_why(exc)}") from None
         typer.echo(str(path))

@@ -1,0 +1,204 @@
+"""The ``crossentropy explain`` command: its options, its checks, and the format it prints.
+
+The topic and the options are read through :mod:`~crossentropy.cli.explain.inputs`, the
+topic is looked up in :data:`~crossentropy.cli.explain.topics.TOPICS`, and its
+:class:`~crossentropy.cli.explain.document.Doc` is written by
+:mod:`~crossentropy.cli.explain.render`. A bad input is a
+:class:`~crossentropy.cli.errors.CliError`, raised before anything is printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from crossentropy.cli.errors import CliError
+from crossentropy.cli.explain.document import Doc
+from crossentropy.cli.explain.inputs import (
+    MAX_LOGIT,
+    MAX_VALUES,
+    ExplainOptions,
+    parse_base,
+    parse_logits,
+    parse_matrix,
+    parse_vector,
+)
+from crossentropy.cli.explain.render import render_text, to_json, to_markdown
+from crossentropy.cli.explain.topics import TOPIC_NAMES, TOPICS, find_topic
+
+__all__ = ["FORMATS", "build_docs", "explain", "render_all"]
+
+FORMATS = ("text", "markdown", "json")
+"""What ``--format`` accepts."""
+
+
+def _check_base(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_base(value)
+        except ValueError as exc:
+            raise CliError(str(exc), "--base", "-b") from None
+    return value
+
+
+def _check_topic(value: str) -> str:
+    if value not in TOPIC_NAMES:
+        raise CliError(
+            f"unknown topic {value!r}; choose one of {', '.join(TOPIC_NAMES)}", "[TOPIC]"
+        )
+    return value
+
+
+def _check_format(value: str) -> str:
+    if value not in FORMATS:
+        raise CliError(
+            f"unknown format {value!r}; choose one of {', '.join(FORMATS)}", "--format", "-f"
+        )
+    return value
+
+
+def _options(
+    base: str | None,
+    p: str | None,
+    q: str | None,
+    logits: str | None,
+    label: int | None,
+    probs: str | None,
+    labels: str | None,
+) -> ExplainOptions:
+    return ExplainOptions(
+        base=None if base is None else parse_base(base),
+        base_given=base is not None,
+        p=None if p is None else parse_vector(p, "--p"),
+        q=None if q is None else parse_vector(q, "--q"),
+        logits=None if logits is None else parse_logits(logits, "--logits"),
+        label=label,
+        probs=None if probs is None else parse_matrix(probs, "--probs"),
+        labels=None if labels is None else parse_vector(labels, "--labels"),
+    )
+
+
+def build_docs(topic: str, options: ExplainOptions, given: Sequence[str] = ()) -> list[Doc]:
+    """Compute and lay out ``topic`` (or every topic for ``all``); checks every input first.
+
+    ``given`` names the options the user gave: one the topic does not use is an error.
+    """
+    if topic == "all":
+        return [t.doc(options, standalone=False) for t in TOPICS]
+    chosen = find_topic(topic)
+    for option in given:
+        if option not in chosen.options:
+            raise CliError(
+                f"topic {topic!r} does not use {option} (it takes {', '.join(chosen.options)})",
+                option,
+            )
+    return [chosen.doc(options)]
+
+
+_NUMBERS = f"up to {MAX_VALUES} comma-separated numbers"
+
+
+def explain(
+    topic: Annotated[
+        str,
+        typer.Argument(
+            metavar="[TOPIC]",
+            callback=_check_topic,
+            help=f"One of: {', '.join(TOPIC_NAMES)}.",
+            show_default=True,
+        ),
+    ] = "all",
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            callback=_check_format,
+            help="text (rich tables), markdown, or json (every number, machine-readable).",
+        ),
+    ] = "text",
+    p: Annotated[
+        str | None,
+        typer.Option("--p", metavar="P", help=f"A distribution p, {_NUMBERS}: 1,0,0."),
+    ] = None,
+    q: Annotated[
+        str | None,
+        typer.Option("--q", metavar="Q", help=f"A prediction q, {_NUMBERS}: 0.7,0.2,0.1."),
+    ] = None,
+    logits: Annotated[
+        str | None,
+        typer.Option(
+            "--logits",
+            metavar="X",
+            help=f"Logits, {_NUMBERS} in [-{MAX_LOGIT:g}, {MAX_LOGIT:g}]: 2,1,0.1.",
+        ),
+    ] = None,
+    label: Annotated[
+        int | None,
+        typer.Option("--label", metavar="INDEX", help="The true class, in [0, len(logits))."),
+    ] = None,
+    probs: Annotated[
+        str | None,
+        typer.Option(
+            "--probs",
+            metavar="ROWS",
+            help="Predicted distributions for mse-vs-ce, rows separated by ';': 0.7,0.3;0.4,0.6.",
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            metavar="Y",
+            help="Class indices of the --probs rows (mse-vs-ce), or n-hot targets of the "
+            "--logits (multilabel).",
+        ),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            "-b",
+            metavar="BASE",
+            callback=_check_base,
+            help="Logarithm base for information, entropy, kl and cross-entropy: e (nats), "
+            "2 (bits), 10, ... (default: show both nats and bits).",
+        ),
+    ] = None,
+) -> None:
+    """Walk through worked examples of cross entropy, step by step, with the numbers."""
+    given = [
+        name
+        for name, value in (
+            ("--p", p),
+            ("--q", q),
+            ("--logits", logits),
+            ("--label", label),
+            ("--probs", probs),
+            ("--labels", labels),
+            ("--base", base),
+        )
+        if value is not None
+    ]
+    try:
+        options = _options(base, p, q, logits, label, probs, labels)
+        docs = build_docs(topic, options, given)
+    except CliError:
+        raise
+    except (ValueError, TypeError) as exc:  # the library refused a value: still one line
+        raise CliError(str(exc)) from None
+    if output_format == "json":
+        typer.echo(to_json(docs, single=topic != "all"))
+    elif output_format == "markdown":
+        typer.echo(to_markdown(docs, numbered=topic == "all"), nl=False)
+    else:
+        render_text(Console(highlight=False), docs, numbered=topic == "all")
+
+
+def render_all(console: Console, options: ExplainOptions) -> None:
+    """Print every topic of :data:`~crossentropy.cli.explain.topics.TOPICS` in order."""
+    render_text(console, build_docs("all", options), numbered=True)
