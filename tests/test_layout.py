@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
+import inspect
 import types
 from pathlib import Path
 
@@ -28,6 +30,7 @@ NO_PRIVATE_NAMES = [
     "__init__.py",
     "_array.py",
     "_validate.py",
+    "cli",
     "gradients.py",
     "information.py",
     "losses.py",
@@ -68,16 +71,45 @@ def _public_modules() -> list[str]:
 # 1. __all__
 
 
+def _defined(module: types.ModuleType) -> set[str]:
+    """The names the module's own source binds at top level (def, class, assignment),
+    not what it imports."""
+    source = inspect.getsource(module)
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
+        for target in targets:
+            for leaf in ast.walk(target):
+                if isinstance(leaf, ast.Name):
+                    names.add(leaf.id)
+    return names
+
+
 def _all_problems(module: types.ModuleType) -> list[str]:
-    """What is wrong with ``module``'s ``__all__``: missing, or naming what is not there."""
+    """What is wrong with ``module``'s ``__all__``: missing, naming what is not there, or
+    leaving out a public name the module defines (a helper is named ``_x``)."""
     listed = getattr(module, "__all__", None)
     if listed is None:
         return [f"{module.__name__} has no __all__"]
-    return [
+    problems = [
         f"{module.__name__}.__all__ lists {name!r}, which it does not define"
         for name in listed
         if not hasattr(module, name)
     ]
+    if getattr(module, "__file__", None):
+        unlisted = sorted(n for n in _defined(module) if not n.startswith("_") and n not in listed)
+        problems += [
+            f"{module.__name__} defines {name!r}, public but not in __all__" for name in unlisted
+        ]
+    return problems
 
 
 @pytest.mark.parametrize("name", _public_modules())
@@ -96,6 +128,19 @@ def test_the_all_check_finds_a_missing_or_wrong_all() -> None:
     module.here = 1  # type: ignore[attr-defined]
     assert _all_problems(module) == [
         "crossentropy.fake.__all__ lists 'gone', which it does not define"
+    ]
+
+
+def test_the_all_check_finds_a_public_name_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "fake_layout_module.py"
+    path.write_text('__all__ = ["listed"]\nlisted = 1\nLOW, HIGH = 0, 1\n_helper = 2\n')
+    spec = importlib.util.spec_from_file_location("fake_layout_module", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert _all_problems(module) == [
+        "fake_layout_module defines 'HIGH', public but not in __all__",
+        "fake_layout_module defines 'LOW', public but not in __all__",
     ]
 
 

@@ -50,6 +50,8 @@ __all__ = [
     "BadValue",
     "CalibrationBin",
     "ClassStats",
+    "FloatArray",
+    "IntArray",
     "Report",
     "ReportAccumulator",
     "WorstRow",

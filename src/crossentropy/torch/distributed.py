@@ -57,7 +57,13 @@ from ._slices import RowTerms
 from .heads import CrossEntropyHead, RowStatistics
 from .linear import check_shapes
 
-__all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
+__all__ = [
+    "DTYPES",
+    "FIELDS",
+    "FUNCTIONS",
+    "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_cross_entropy",
+]
 
 FUNCTIONS = ("vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy")
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

@@ -59,6 +59,8 @@ from .. import losses as _losses
 from . import _fused, conventions, dispatch
 
 __all__ = [
+    "BCE_EPSILON",
+    "IMPLS",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",

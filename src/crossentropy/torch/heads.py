@@ -28,7 +28,7 @@ from torch import Tensor
 from . import _kernel
 from ._slices import RowTerms
 
-__all__ = ["CrossEntropyHead", "RowStatistics", "combine_logsumexp"]
+__all__ = ["Combine", "CrossEntropyHead", "RowStatistics", "combine_logsumexp"]
 
 
 def combine_logsumexp(parts: Tensor, peak: Tensor) -> Tensor:

@@ -81,7 +81,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     keeps the first two. The backward has three cases:
 
     - grad mode on (``create_graph=True``, or a ``torch.func`` transform): the gradients
-      as torch operations on the saved inputs (:func:`differentiable_gradients`), which
+      as torch operations on the saved inputs (:func:`_differentiable_gradients`), which
       autograd differentiates again;
     - a mean or a sum, the first time: the forward's gradients times the incoming scalar,
       handed out (autograd may keep them as ``.grad``, so they are not used again);
@@ -157,7 +157,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(input.device.type, enabled=False):
             if grad_mode:
                 factor = grad_loss * scale if reduced else grad_loss
-                grads = differentiable_gradients(
+                grads = _differentiable_gradients(
                     input, linear_weight, linear_bias, target, weight, options, factor, needs
                 )
                 return *grads, *nothing
@@ -277,7 +277,7 @@ def logit_gradient(
     return g, h, w
 
 
-def differentiable_gradients(
+def _differentiable_gradients(
     input: Tensor,
     linear_weight: Tensor,
     linear_bias: Tensor | None,

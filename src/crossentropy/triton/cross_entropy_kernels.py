@@ -67,7 +67,14 @@ from ._tiles import (
 from ._tiles import softcap as _softcap
 from ._tiles import softcap_slope as _softcap_slope
 
-__all__ = ["cross_entropy", "reference"]
+__all__ = [
+    "MAX_BLOCK_CLASSES",
+    "MAX_BLOCK_CLASSES_ALLOWED",
+    "TILE_ELEMENTS",
+    "TritonCrossEntropy",
+    "cross_entropy",
+    "reference",
+]
 
 MAX_BLOCK_CLASSES = 4096
 """Columns of a tile: one row block streams its row in slices of at most this many logits."""

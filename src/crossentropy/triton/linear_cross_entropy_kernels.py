@@ -70,7 +70,13 @@ from ._tiles import (
 from ._tiles import softcap as _softcap
 from ._tiles import softcap_slope as _softcap_slope
 
-__all__ = ["linear_cross_entropy", "reference"]
+__all__ = [
+    "BLOCKS_GPU",
+    "BLOCKS_INTERPRETER",
+    "TritonLinearCrossEntropy",
+    "linear_cross_entropy",
+    "reference",
+]
 
 BLOCKS_GPU = (64, 128, 64)
 """(tokens, vocabulary, hidden) of a tile on a GPU."""
@@ -305,7 +311,7 @@ def _constants(input: Tensor, weight: Tensor | None, flags: list[bool]) -> dict[
     }
 
 
-def default_splits(input: Tensor, token_blocks: int, vocabulary_blocks: int) -> int:
+def _default_splits(input: Tensor, token_blocks: int, vocabulary_blocks: int) -> int:
     """Vocabulary splits of the forward: enough programs for two waves over the GPU's
     multiprocessors (2 under the interpreter, so that the merge is exercised)."""
     if input.device.type != "cuda":
@@ -340,7 +346,7 @@ def _forward_op(
         state = torch.empty(5, 0, rows, dtype=params.dtype, device=input.device)
         splits = 0
     else:
-        splits = splits or default_splits(input, token_blocks, vocabulary_blocks)
+        splits = splits or _default_splits(input, token_blocks, vocabulary_blocks)
         splits = max(1, min(splits, vocabulary_blocks))
         per_split = triton.cdiv(vocabulary_blocks, splits) * block_v
         splits = triton.cdiv(vocabulary, per_split)
