@@ -59,8 +59,6 @@ from .. import losses as _losses
 from . import _fused, conventions, dispatch
 
 __all__ = [
-    "BCE_EPSILON",
-    "IMPLS",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
@@ -72,8 +70,6 @@ __all__ = [
     "smooth_l1_loss",
 ]
 
-IMPLS = dispatch.IMPLS
-"""The accepted values of ``cross_entropy(..., impl=)``: :data:`.dispatch.IMPLS`."""
 
 # ----------------------------------------------------------------------------------------
 # argument handling shared by every loss
@@ -565,7 +561,7 @@ def nll_loss(
 # ----------------------------------------------------------------------------------------
 # binary cross entropy
 
-BCE_EPSILON = 1e-12
+_BCE_EPSILON = 1e-12
 """PyTorch's floor for p (1 - p) in the derivative of ``binary_cross_entropy``."""
 
 
@@ -600,7 +596,7 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         p = input.float() if input.itemsize < 4 else input
         y = target.to(p.dtype)
         w = 1.0 if weight is None else weight.to(p.dtype)
-        d_input = w * (p - y) / torch.clamp_min(p * (1 - p), BCE_EPSILON)
+        d_input = w * (p - y) / torch.clamp_min(p * (1 - p), _BCE_EPSILON)
         d_target = w * (torch.log1p(-p) - torch.log(p))
         return d_input, d_target
 
