@@ -18,7 +18,6 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from typing import Annotated, Any
 
 import typer
@@ -46,13 +45,11 @@ PROG = "crossentropy"
 
 
 def version() -> str:
-    """The installed version of the package."""
-    try:
-        return metadata.version("crossentropy")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-        import crossentropy
+    """The version of the package: ``crossentropy.__version__``, the one place it is set (the
+    build reads it from there into the package's metadata)."""
+    import crossentropy
 
-        return str(getattr(crossentropy, "__version__", "unknown"))
+    return crossentropy.__version__
 
 
 def _one_line(text: str) -> str:
