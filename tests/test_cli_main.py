@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +57,71 @@ def test_version_is_set_in_one_place() -> None:
     proc = _module("--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"crossentropy {crossentropy.__version__}\n"
+
+
+# ---------------------------------------------------------------------------------------
+# help: what each parameter takes, not its Python type
+
+_TYPE_PLACEHOLDER = re.compile(
+    r"<(bool|str|int|float|path|list\[|[a-z]+(\|[a-z]+)+)|\b(INTEGER|TEXT|FLOAT|BOOLEAN)\b"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "metavars"),
+    [
+        ((), []),
+        (("compute",), [r"PREDICTIONS", r"LABELS", r"--format\s+FORMAT", r"--worst\s+N\b"]),
+        (("plot",), [r"FIGURE", r"--out\s+-o\s+DIR", r"--format\s+-f\s+FORMAT"]),
+        (("explain",), [r"TOPIC", r"--logits\s+X\b", r"--base\s+-b\s+BASE"]),
+        (("demo",), [r"--epochs\s+N\b", r"--out\s+-o\s+DIR"]),
+        (("explore",), [r"--logits\s+X,\.\.\.", r"--view\s+VIEW", r"--port\s+PORT"]),
+    ],
+)
+def test_help_shows_metavars_not_types(command: tuple[str, ...], metavars: list[str]) -> None:
+    proc = _module(*command, "--help", COLUMNS="200")
+    assert proc.returncode == 0, proc.stderr
+    assert "--help" in proc.stdout
+    found = _TYPE_PLACEHOLDER.search(proc.stdout)
+    assert found is None, f"a type where a metavar belongs: {found and found.group(0)!r}"
+    for metavar in metavars:
+        assert re.search(metavar, proc.stdout), f"{metavar!r} not in\n{proc.stdout}"
+    # a flag takes no value: nothing between its name and its help
+    assert re.search(r"--help\s+-h\s+Show this message", proc.stdout)
+
+
+# ---------------------------------------------------------------------------------------
+# explain written to a pipe: numbers whole, whatever COLUMNS says
+
+
+def _row(text: str, first: str) -> list[str]:
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] == [first]]
+    assert len(rows) == 1, f"{first!r}: {len(rows)} rows in\n{text}"
+    return rows[0][1:]
+
+
+def test_explain_to_a_pipe_does_not_wrap_numbers() -> None:
+    proc = _module("explain", "entropy", COLUMNS="30", NO_COLOR="1")
+    assert proc.returncode == 0, proc.stderr
+    for name, p in (("sun", 0.5), ("clouds", 0.25), ("rain", 0.25)):
+        ln, log2 = -math.log(p), -math.log2(p)
+        assert _row(proc.stdout, name) == [
+            f"{p:g}",
+            f"{ln:.3f}",
+            f"{p * ln:.3f}",
+            f"{log2:.3f}",
+            f"{p * log2:.3f}",
+        ]
+    entropy_nats = sum(-p * math.log(p) for p in (0.5, 0.25, 0.25))
+    assert f"H(p) = {entropy_nats:.3f} nats, 1.500 bits." in proc.stdout  # a note, one line
+
+
+def test_explain_to_a_pipe_keeps_long_numbers_whole() -> None:
+    logits = [123456.123456789, 2.5, -1e5]
+    proc = _module("explain", "softmax", "--logits", ",".join(map(repr, logits)), COLUMNS="30")
+    assert proc.returncode == 0, proc.stderr
+    top = max(logits)
+    lse = top + math.log(sum(math.exp(x - top) for x in logits))
+    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("class 1 ")]
+    assert len(lines) == 1, proc.stdout
+    assert lines[0][2:5] == ["2.5", f"{2.5 - top:.0f}", f"{2.5 - lse:.4f}"]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from crossentropy.cli.compute import compute
 from crossentropy.cli.demo import demo
@@ -64,8 +64,40 @@ def _refusal(command: str, exc: CliError) -> str:
     return f"Invalid value for {named}: {exc.message} (see '{command} --help')"
 
 
+def _metavars_only(params: list[Any]) -> list[Any]:
+    """Help that shows what each parameter takes (its metavar: ``FILE``, ``N``, ``X``), not
+    its Python type: a flag takes nothing (Typer >= 0.2x writes ``<bool>`` for one, unless it
+    has a metavar), and an argument's metavar is already its name in the help, so its type
+    column (``<str>``, ``<list[str]>``) is dropped."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif (
+            param.param_type_name == "argument"
+            and param.metavar is not None
+            and hasattr(param, "display_type_rich")
+        ):
+            param.display_type_rich = _no_type
+    return params
+
+
+def _no_type(ctx: Any) -> None:
+    return None
+
+
+class _Command(TyperCommand):
+    """A Typer command whose help shows metavars, not types (:func:`_metavars_only`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _metavars_only(super().get_params(ctx))
+
+
 class _OneLineErrors(TyperGroup):
-    """A Typer group whose errors are one line on stderr, with exit status 2."""
+    """A Typer group whose errors are one line on stderr, with exit status 2, and whose help
+    shows metavars, not types (:func:`_metavars_only`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _metavars_only(super().get_params(ctx))
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -171,8 +203,8 @@ def _root(
         raise typer.Exit(0)
 
 
-app.command("explain")(explain)
-app.command("compute")(compute)
-app.command("plot")(plot)
-app.command("demo")(demo)
-app.command("explore")(explore)
+app.command("explain", cls=_Command)(explain)
+app.command("compute", cls=_Command)(compute)
+app.command("plot", cls=_Command)(plot)
+app.command("demo", cls=_Command)(demo)
+app.command("explore", cls=_Command)(explore)

@@ -718,6 +718,7 @@ def compute(
     predictions: Annotated[
         str,
         typer.Argument(
+            metavar="PREDICTIONS",
             help="Predictions: CSV, NPY or NPZ (FILE.npz:NAME picks an array), a row per "
             "example; - reads standard input.",
             show_default=False,
@@ -726,7 +727,9 @@ def compute(
     labels: Annotated[
         str,
         typer.Argument(
-            help="Labels: integer class ids (a column) or one-hot / n-hot rows.",
+            metavar="LABELS",
+            help="Labels, a file as for PREDICTIONS: integer class ids (a column) or one-hot / "
+            "n-hot rows.",
             show_default=False,
         ),
     ],
@@ -745,16 +748,24 @@ def compute(
         typer.Option("--normalize", help="Rescale each row of probabilities to sum to 1."),
     ] = False,
     output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="Output format.")
+        OutputFormat,
+        typer.Option("--format", metavar="FORMAT", help="Output format: text or json."),
     ] = OutputFormat.text,
     worst: Annotated[
         int,
-        typer.Option("--worst", min=0, max=MAX_WORST, help="How many worst-scored rows to list."),
+        typer.Option(
+            "--worst", min=0, max=MAX_WORST, metavar="N", help="How many worst-scored rows to list."
+        ),
     ] = 10,
     chunk_size: Annotated[
         int | None,
         typer.Option(
-            "--chunk-size", min=1, max=MAX_CHUNK_ROWS, hidden=True, help="Rows per chunk."
+            "--chunk-size",
+            min=1,
+            max=MAX_CHUNK_ROWS,
+            metavar="N",
+            hidden=True,
+            help="Rows per chunk.",
         ),
     ] = None,
 ) -> None:

@@ -113,7 +113,12 @@ def explore(
     ] = 1.0,
     view: Annotated[
         View,
-        typer.Option("--view", case_sensitive=False, help="The view the page opens with."),
+        typer.Option(
+            "--view",
+            metavar="VIEW",
+            case_sensitive=False,
+            help="The view the page opens with: softmax or binary.",
+        ),
     ] = View.softmax,
     serve: Annotated[
         bool,
@@ -123,6 +128,7 @@ def explore(
         int | None,
         typer.Option(
             "--port",
+            metavar="PORT",
             min=0,
             max=65535,
             help="The port for --serve (default: a free one).",

@@ -103,7 +103,13 @@ def plot(
     ] = None,
     fmt: Annotated[
         Format,
-        typer.Option("--format", "-f", case_sensitive=False, help="File format."),
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="FORMAT",
+            case_sensitive=False,
+            help="File format: png or svg.",
+        ),
     ] = Format.png,
 ) -> None:
     """Draw figures of cross entropy, MSE and friends, and print the paths written."""

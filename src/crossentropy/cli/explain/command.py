@@ -105,7 +105,7 @@ def explain(
     topic: Annotated[
         str,
         typer.Argument(
-            metavar="[TOPIC]",
+            metavar="TOPIC",
             callback=_check_topic,
             help=f"One of: {', '.join(TOPIC_NAMES)}.",
             show_default=True,

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -70,8 +71,38 @@ INTRO = "Cross entropy, step by step: every number below is computed by the libr
 """The line ``explain all`` opens with (a heading in Markdown)."""
 
 
+def _unwrapped(console: Console, docs: Sequence[Doc]) -> None:
+    """Written to a file or a pipe, no line is wrapped and no table folds a number.
+
+    A terminal has a width, and a table folds its cells to fit it (a column too narrow for
+    a number splits the number over two lines, as a narrow terminal must). A file or a pipe
+    has none: rich would use ``COLUMNS`` or 80, and a fold there splits a number mid-digit
+    in the file. So the console is made at least as wide as the widest table's natural
+    width, and text (formulas, notes) is soft-wrapped: one line, however long.
+    """
+    if console.is_terminal:
+        return
+    unbounded = console.options.update_width(1_000_000)
+    widest = max(
+        (
+            Measurement.get(console, unbounded, _rich_table(block)).maximum
+            for doc in docs
+            for block in doc.blocks
+            if isinstance(block, TableBlock)
+        ),
+        default=0,
+    )
+    console.width = max(console.width, widest)
+    console.soft_wrap = True
+
+
 def render_text(console: Console, docs: Sequence[Doc], numbered: bool = False) -> None:
-    """Print the topics with rich; ``numbered`` (``all``): the intro, then 1., 2., ..."""
+    """Print the topics with rich; ``numbered`` (``all``): the intro, then 1., 2., ...
+
+    Not on a terminal (a file, a pipe), the console is widened first so that nothing wraps
+    (:func:`_unwrapped`).
+    """
+    _unwrapped(console, docs)
     if numbered:
         console.print(Text(INTRO))
     for i, doc in enumerate(docs, 1):
