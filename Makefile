@@ -19,13 +19,23 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# `make explain` needs the package alone (numpy, typer, rich): its own light venv, no torch
+EXPLAIN_VENV := .venv-explain
+EXPLAIN_STAMP := $(EXPLAIN_VENV)/.installed
+
+$(EXPLAIN_STAMP): pyproject.toml
+	test -x $(EXPLAIN_VENV)/bin/python || $(PYTHON) -m venv $(EXPLAIN_VENV)
+	$(EXPLAIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(EXPLAIN_VENV)/bin/python -m pip install --quiet -e .
+	touch $(EXPLAIN_STAMP)
+
 # cross entropy vs MSE, trained on real data; prints where the report is
 demo: $(STAMP)
 	$(BIN)/crossentropy demo
 
 # the worked walk through the theory, step by step with the numbers
-explain: $(STAMP)
-	$(BIN)/crossentropy explain
+explain: $(EXPLAIN_STAMP)
+	$(EXPLAIN_VENV)/bin/crossentropy explain
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -63,4 +73,4 @@ bench-distributed: $(STAMP)
 	$(BIN)/python benchmarks/bench_vocab_parallel.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site
+	rm -rf $(VENV) $(EXPLAIN_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,22 @@ def test_explain_to_a_pipe_keeps_long_numbers_whole() -> None:
     lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("class 1 ")]
     assert len(lines) == 1, proc.stdout
     assert lines[0][2:5] == ["2.5", f"{2.5 - top:.0f}", f"{2.5 - lse:.4f}"]
+
+
+# ---------------------------------------------------------------------------------------
+# make explain: the package alone, not the development extras
+
+
+def test_make_explain_installs_the_package_alone() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    # -n: print the commands without running them; -B: as if nothing were built yet
+    proc = subprocess.run(
+        ["make", "-n", "-B", "explain"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    installs = [line for line in proc.stdout.splitlines() if "pip install" in line]
+    assert any(line.rstrip().endswith("pip install --quiet -e .") for line in installs), installs
+    for line in proc.stdout.splitlines():
+        assert "torch" not in line and "[dev]" not in line, line
+    assert proc.stdout.splitlines()[-1].endswith("/bin/crossentropy explain")
