@@ -11,7 +11,8 @@
   with any other command fails this test, so that a new example gets a kind that runs.
 
 Blocks of any other language, and blocks without one, fail the test too: every block is run
-or named here.
+or named here. And every image of README.md has an absolute address, so that it renders
+on the package index, where a relative one is broken.
 """
 
 from __future__ import annotations
@@ -79,6 +80,27 @@ def test_blocks_are_found() -> None:
         ("python", "x = 1\n", 3),
         ("console", "$ crossentropy --version\n", 7),
     ]
+
+
+_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)|<img\b[^>]*\bsrc=[\"']([^\"']+)")
+
+
+def images(text: str) -> list[str]:
+    """The targets of a Markdown text's images (``![alt](target)``, ``<img src=...>``)."""
+    return [m.group(1) or m.group(2) for m in _IMAGE.finditer(text)]
+
+
+def test_images_render_on_the_package_index() -> None:
+    # The package index shows README.md without the repository around it: a relative image
+    # link there is a broken image. Figures belong in the docs, or at an absolute address.
+    assert images('x ![a](docs/figures/a.png) <img alt="b" src="https://x.org/b.png">') == [
+        "docs/figures/a.png",
+        "https://x.org/b.png",
+    ]
+    for target in images(README.read_text(encoding="utf-8")):
+        assert target.startswith("https://"), (
+            f"README.md: image {target!r} is relative; it does not render on the package index"
+        )
 
 
 # ---------------------------------------------------------------------------------------
