@@ -59,7 +59,12 @@ static inline float exp_neg_f32(float x) {
     /* NaN fails both tests and becomes lo (returned as NaN below): float -> int of NaN is
      * undefined behaviour */
     float xc = x >= lo ? (x <= hi ? x : hi) : lo;
-    float n = __builtin_roundf(xc * 1.44269504088896341f);
+    /* n = round(xc / ln 2) by adding and subtracting 1.5 * 2^23 (|xc / ln 2| < 2^22, so the
+     * sum's last bit is the units; ties to even): unlike roundf, this vectorises on every
+     * SIMD target, SSE2 included, where a scalar loop would also sum s in one lane, less
+     * accurately. */
+    const float magic = 12582912.0f;
+    float n = (xc * 1.44269504088896341f + magic) - magic;
     float r = xc - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
