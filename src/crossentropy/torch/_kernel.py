@@ -1,8 +1,9 @@
 """The C cross-entropy kernel: built once per machine, loaded, and launched over rows.
 
-The kernel is C (``_cross_entropy.c`` beside this file), compiled once per machine with the
-system's C compiler into a cached shared library and called through ``ctypes``, which
-releases the GIL, so the rows are split over ``torch.get_num_threads()`` threads.
+The kernel is C (``_cross_entropy.c`` beside this file), a shared library called through
+``ctypes``, which releases the GIL, so the rows are split over ``torch.get_num_threads()``
+threads. :func:`load` takes the build a wheel ships for this CPU, else the one cached for
+this machine, else compiles it once with the system's C compiler (see :mod:`._build`).
 :func:`launch` is the one door to it: every buffer it hands to C is checked first (shape,
 dtype, strides, overlap), and the kernel checks each row's target itself, so no pointer it
 forms leaves its tensor whatever the caller passes.
