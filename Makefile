@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks docs/_ext)
 
-.PHONY: demo explain test lint unit docs venv bench bench-linear bench-triton bench-distributed explore-figure clean
+.PHONY: demo explain test lint unit docs dist venv bench bench-linear bench-triton bench-distributed explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ test: lint unit
 # or an API reference that does not resolve fails the build
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# the sdist and the wheel into dist/; the wheel ships the C kernel compiled for this platform
+# (AVX-512, AVX2 and portable builds on x86-64), or is pure Python when no C compiler is found
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 # the fused cross-entropy benchmark: prints the table and writes benchmarks/results/cross_entropy.json
 bench: $(STAMP)

@@ -23,10 +23,32 @@
  * Half-precision rows are loaded into float and computed in float (the scratch row is
  * float), and only the final gradient is rounded to the storage type.
  */
-#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+/* The x86 instruction sets are used only where the compiler targets them (-march=...);
+ * elsewhere (aarch64, where -O3 vectorises the portable loops with NEON) the same kernel
+ * is plain C. Streaming stores need a store fence before the caller reads what they
+ * wrote; plain stores do not. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define STORE_FENCE() _mm_sfence()
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define CE_AVX512 1 /* the AVX-512 rows below, 16 float lanes */
+#else
+#define CE_AVX512 0
+#endif
+#if defined(__AVX__)
+#define CE_AVX 1 /* 256-bit streaming stores */
+#else
+#define CE_AVX 0
+#endif
+#else
+#define STORE_FENCE() ((void)0)
+#define CE_AVX512 0
+#define CE_AVX 0
+#endif
 
 /* exp(x) for x <= 0 (the shifted logits), vectorisable: 2^n * e^r with n = round(x / ln 2)
  * and |r| <= ln(2) / 2, e^r by a degree-7 polynomial (Cephes' expf coefficients, about
@@ -37,7 +59,12 @@ static inline float exp_neg_f32(float x) {
     /* NaN fails both tests and becomes lo (returned as NaN below): float -> int of NaN is
      * undefined behaviour */
     float xc = x >= lo ? (x <= hi ? x : hi) : lo;
-    float n = __builtin_roundf(xc * 1.44269504088896341f);
+    /* n = round(xc / ln 2) by adding and subtracting 1.5 * 2^23 (|xc / ln 2| < 2^22, so the
+     * sum's last bit is the units; ties to even): unlike roundf, this vectorises on every
+     * SIMD target, SSE2 included, where a scalar loop would also sum s in one lane, less
+     * accurately. */
+    const float magic = 12582912.0f;
+    float n = (xc * 1.44269504088896341f + magic) - magic;
     float r = xc - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -78,10 +105,10 @@ static inline uint16_t f32_to_bf16(float f) {
  * nor cost a read of each line before it is written. */
 static inline void stream_f32(float *dst, const float *src, int64_t n) {
     int64_t j = 0;
-#if defined(__AVX512F__)
+#if CE_AVX512
     for (; j < n && ((uintptr_t)(dst + j) & 63); ++j) dst[j] = src[j];
     for (; j + 16 <= n; j += 16) _mm512_stream_ps(dst + j, _mm512_loadu_ps(src + j));
-#elif defined(__AVX__)
+#elif CE_AVX
     for (; j < n && ((uintptr_t)(dst + j) & 31); ++j) dst[j] = src[j];
     for (; j + 8 <= n; j += 8) _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
 #endif
@@ -90,10 +117,10 @@ static inline void stream_f32(float *dst, const float *src, int64_t n) {
 
 static inline void stream_f64(double *dst, const double *src, int64_t n) {
     int64_t j = 0;
-#if defined(__AVX512F__)
+#if CE_AVX512
     for (; j < n && ((uintptr_t)(dst + j) & 63); ++j) dst[j] = src[j];
     for (; j + 8 <= n; j += 8) _mm512_stream_pd(dst + j, _mm512_loadu_pd(src + j));
-#elif defined(__AVX__)
+#elif CE_AVX
     for (; j < n && ((uintptr_t)(dst + j) & 31); ++j) dst[j] = src[j];
     for (; j + 4 <= n; j += 4) _mm256_stream_pd(dst + j, _mm256_loadu_pd(src + j));
 #endif
@@ -143,7 +170,7 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
             const int64_t y = target[i];                                                       \
             /* one unsigned compare: a negative y wraps to >= 2^63, so out of range too */     \
             if (y != ignore_index && (uint64_t)y >= (uint64_t)C) {                             \
-                _mm_sfence();                                                                  \
+                STORE_FENCE();                                                                  \
                 return -(i + 1);                                                               \
             }                                                                                  \
             const ACC wy = (y == ignore_index) ? (ACC)0 : (weight ? weight[y] : (ACC)1);       \
@@ -225,7 +252,7 @@ static inline float f16_to_f32(_Float16 h) { return (float)h; }
             }                                                                                  \
             WRITE_ROW(gr, scratch, C);                                                         \
         }                                                                                      \
-        _mm_sfence(); /* streaming stores are visible before the caller reads g */            \
+        STORE_FENCE(); /* streaming stores are visible before the caller reads g */            \
         return rows;                                                                           \
     }
 
@@ -239,7 +266,7 @@ DEFINE_KERNEL(ce_forward_f16_generic, _Float16, float, f16_to_f32, store_f16, ex
  * passes, 16 lanes at a time, with a cheaper exponential and pass C fused into the
  * streaming store. Anything else goes to the generic kernel above.
  */
-#if defined(__AVX512F__)
+#if CE_AVX512
 
 /* exp(d) for d <= 0: 2^n e^r with n = round(d / ln 2) and r = d - n ln 2 (Cody-Waite, two
  * steps, exact for these n), e^r by a degree-6 polynomial fitted to the relative error on
@@ -333,7 +360,7 @@ static inline __m256i bf16_round16(__m512 v) {
             const T *next = i + 1 < rows ? x + (i + 1) * x_stride : (const T *)0;              \
             const int64_t y = target[i];                                                         \
             if (y != ignore_index && (uint64_t)y >= (uint64_t)C) { /* as in the generic kernel */\
-                _mm_sfence();                                                                    \
+                STORE_FENCE();                                                                    \
                 return -(i + 1);                                                                 \
             }                                                                                    \
             const float wy = (y == ignore_index) ? 0.0f : (weight ? weight[y] : 1.0f);           \
@@ -406,7 +433,7 @@ static inline __m256i bf16_round16(__m512 v) {
             for (int64_t j = body; j < C; ++j)                                                   \
                 pend[j] = ONE(pend_a * old[j] - (j == pend_y ? pend_ty : 0.0f));                  \
         }                                                                                        \
-        _mm_sfence(); /* streaming stores are visible before the caller reads g */              \
+        STORE_FENCE(); /* streaming stores are visible before the caller reads g */              \
         return rows;                                                                             \
     }
 
@@ -417,7 +444,7 @@ DEFINE_ROWS_AVX512(rows_f16_avx512, _Float16, F16_LOAD, F16_MASKLOAD, F16_NTSTOR
 
 /* The exported kernels: the AVX-512 rows for the common case (no smoothing, no cap), the
  * generic kernel otherwise. */
-#if defined(__AVX512F__)
+#if CE_AVX512
 #define FAST_ROWS(ROWS)                                                                        \
     if (eps == 0 && cap == 0)                                                                  \
         return ROWS(x, x_stride, g, g_stride, target, weight, rows, C, ignore_index,          \
@@ -439,3 +466,27 @@ DEFINE_ROWS_AVX512(rows_f16_avx512, _Float16, F16_LOAD, F16_MASKLOAD, F16_NTSTOR
 DEFINE_DISPATCH(ce_forward_f32, float, rows_f32_avx512, ce_forward_f32_generic)
 DEFINE_DISPATCH(ce_forward_bf16, uint16_t, rows_bf16_avx512, ce_forward_bf16_generic)
 DEFINE_DISPATCH(ce_forward_f16, _Float16, rows_f16_avx512, ce_forward_f16_generic)
+
+/*
+ * The CPU's x86-64 microarchitecture level, as the prebuilt kernels are chosen: 4 when it
+ * runs the x86-64-v4 build (AVX-512 F/BW/CD/DQ/VL), 3 the x86-64-v3 one (AVX2, FMA, BMI,
+ * F16C, LZCNT, MOVBE), 1 the baseline (SSE2) one; 0 on other architectures. The loader
+ * asks the baseline build, which runs everywhere. The features are checked one by one
+ * (both GCC and Clang know these names), and the compiler's check includes the operating
+ * system's support for the wide registers.
+ */
+int64_t ce_cpu_level(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    const int v3 = __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2") &&
+                   __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+                   __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma") &&
+                   __builtin_cpu_supports("lzcnt") && __builtin_cpu_supports("movbe");
+    const int v4 = v3 && __builtin_cpu_supports("avx512f") &&
+                   __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512cd") &&
+                   __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    return v4 ? 4 : v3 ? 3 : 1;
+#else
+    return 0;
+#endif
+}

@@ -1,8 +1,9 @@
 """The C cross-entropy kernel: built once per machine, loaded, and launched over rows.
 
-The kernel is C (``_cross_entropy.c`` beside this file), compiled once per machine with the
-system's C compiler into a cached shared library and called through ``ctypes``, which
-releases the GIL, so the rows are split over ``torch.get_num_threads()`` threads.
+The kernel is C (``_cross_entropy.c`` beside this file), a shared library called through
+``ctypes``, which releases the GIL, so the rows are split over ``torch.get_num_threads()``
+threads. :func:`load` takes the build a wheel ships for this CPU, else the one cached for
+this machine, else compiles it once with the system's C compiler (see :mod:`._build`).
 :func:`launch` is the one door to it: every buffer it hands to C is checked first (shape,
 dtype, strides, overlap), and the kernel checks each row's target itself, so no pointer it
 forms leaves its tensor whatever the caller passes.
@@ -24,10 +25,7 @@ import math
 import os
 import platform
 import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +33,7 @@ from pathlib import Path
 import torch
 
 from .. import _validate
+from . import _build
 
 __all__ = [
     "CFLAGS",
@@ -48,23 +47,18 @@ __all__ = [
     "launch",
     "load",
     "release_cached_buffers",
+    "unavailable_reason",
 ]
 
-SOURCE = Path(__file__).with_name("_cross_entropy.c")
-CFLAGS = [
-    "-O3",
-    "-march=native",
-    "-fopenmp-simd",
-    "-fno-math-errno",
-    "-fno-trapping-math",
-    "-shared",
-    "-fPIC",
-]
+SOURCE = _build.SOURCE
+CFLAGS = [*_build.CFLAGS, "-march=native"]
+"""The flags of a build at first use: the machine's own instruction sets."""
 EXTRA_CFLAGS = "CROSSENTROPY_KERNEL_CFLAGS"
 """Environment variable of flags appended to ``CFLAGS`` (split as a shell would), for a
 checked build: ``-fsanitize=address,undefined -fno-sanitize-recover=all`` (then run Python
 with the sanitizer runtime in ``LD_PRELOAD``), or ``-march=x86-64-v2`` for the kernel
-without AVX-512 (the last ``-march`` wins). Each set of flags is its own cached library."""
+without AVX-512 (the last ``-march`` wins). Each set of flags is its own cached library;
+with the variable set the kernel is always built from source, never the shipped build."""
 ROWS_PER_TASK = 64
 """Rows a thread takes at a time: enough work per call to amortise the ctypes overhead."""
 
@@ -96,22 +90,45 @@ def _machine_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _compile() -> ctypes.CDLL:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise RuntimeError("no C compiler found (set CC, or install gcc)")
+def _shipped() -> ctypes.CDLL | None:
+    """The best build shipped in the wheel that this CPU runs, or None (a source install,
+    or a library this system cannot load)."""
+    folder = SOURCE.with_name(_build.PREBUILT_DIR)
+    portable = folder / "portable.so"
+    if not portable.is_file():
+        return None
+    try:
+        library = ctypes.CDLL(str(portable))
+        library.ce_cpu_level.restype = ctypes.c_int64
+        level = int(library.ce_cpu_level())
+        for name, needs in _build.LEVELS.items():
+            path = folder / f"{name}.so"
+            if level >= needs and path.is_file():
+                return ctypes.CDLL(str(path))
+    except (OSError, AttributeError):
+        return None
+    return None
+
+
+def _cached_or_compiled() -> ctypes.CDLL:
+    """The build for this machine and these flags from the cache, compiled into it first
+    if it is not there (which needs a C compiler, and says so once on stderr)."""
     target = _cache_dir() / f"cross_entropy-{_machine_key()}.so"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # compile to a temporary name and rename: concurrent builders never see half a file
-        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            built = Path(scratch) / target.name
-            command = [compiler, *_cflags(), "-o", str(built), str(SOURCE), "-lm"]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise RuntimeError(f"compiling {SOURCE.name} failed: {result.stderr.strip()}")
-            os.replace(built, target)
-    return _declare(ctypes.CDLL(str(target)))
+        compiler = _build.find_compiler()
+        if compiler is None:
+            raise RuntimeError(
+                f"this install ships no kernel for this CPU, none is cached in "
+                f"{target.parent}, and no C compiler was found to build it: install gcc or "
+                f"clang (or set CC), or install a crossentropy wheel built for this platform"
+            )
+        print(
+            f"crossentropy: compiling the fused cross-entropy kernel once for this machine "
+            f"(cached in {target.parent})",
+            file=sys.stderr,
+        )
+        _build.build(compiler, _cflags(), target)
+    return ctypes.CDLL(str(target))
 
 
 def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
@@ -124,28 +141,39 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
 
 
 def load() -> ctypes.CDLL:
+    """The kernel's library, found once per process: the build shipped in the wheel (the
+    best one this CPU runs), else the one cached for this machine, else compiled now into
+    the cache. With ``CROSSENTROPY_KERNEL_CFLAGS`` set, always the cached or compiled
+    build with those flags."""
     global _library, _build_error
     with _lock:
         if _library is None and _build_error is None:
             try:
-                _library = _compile()
-            except (RuntimeError, OSError) as error:
+                shipped = None if os.environ.get(EXTRA_CFLAGS) else _shipped()
+                _library = _declare(shipped or _cached_or_compiled())
+            except (RuntimeError, OSError, AttributeError) as error:
                 _build_error = str(error)
         if _library is None:
             raise RuntimeError(
-                f"impl='fused': the fused cross-entropy kernel could not be built here "
+                f"impl='fused': the fused cross-entropy kernel is not available here "
                 f"({_build_error}); use impl='torch' (or impl='auto', which falls back)"
             )
         return _library
 
 
 def fused_available() -> bool:
-    """Whether the compiled kernel can be built (or is cached) and loaded on this machine."""
+    """Whether the compiled kernel can be loaded on this machine: shipped, cached or
+    built now."""
+    return unavailable_reason() is None
+
+
+def unavailable_reason() -> str | None:
+    """Why the fused kernel cannot be had here, naming the fix; None when it loads."""
     try:
         load()
-    except RuntimeError:
-        return False
-    return True
+    except RuntimeError as error:
+        return str(error)
+    return None
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
