@@ -102,9 +102,7 @@ def test_native_takes_torch_shapes_and_equals_torch(shape, reduction):
         if shape[0] == 0 and reduction == "mean":
             continue  # torch: 0 / 0 (the decided answer is tested below)
         loss, grad = _loss_and_grad(x, t, reduction, "native", **kwargs)
-        want_loss, want_grad = _loss_and_grad(
-            x, t, reduction, "torch", **kwargs
-        )  # the reference
+        want_loss, want_grad = _loss_and_grad(x, t, reduction, "torch", **kwargs)  # the reference
         x2 = x.detach().clone().requires_grad_()
         torchs = TF.cross_entropy(x2, t, reduction=reduction, **kwargs)
         torchs.sum().backward()

@@ -34,6 +34,7 @@ with a ``DeprecationWarning``.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from types import ModuleType
 from typing import Literal
@@ -61,6 +62,7 @@ IMPLS: tuple[Impl, ...] = ("auto", "torch", "fused", "triton", "native")
 class KernelUnavailableWarning(UserWarning):
     """``impl="auto"`` runs torch's fused operations (``"native"``) because this library's
     kernel cannot be had here; given once per process, with the reason and the fix."""
+
 
 _RENAMED = {"chunked": "fused"}
 
@@ -122,8 +124,18 @@ def _warn_unavailable(kernel: str, reason: str, fix: str) -> None:
         f"own fused operations instead (impl='native': at least as fast as "
         f"torch.nn.functional.cross_entropy, slower than the kernel). For the kernel, {fix}",
         KernelUnavailableWarning,
-        stacklevel=4,
+        stacklevel=_caller_level(),
     )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this library: the user's call."""
+    level, frame = 2, sys._getframe(2)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "crossentropy."
+    ):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _fused_unavailable_reason() -> str:
@@ -156,8 +168,6 @@ def choose(requested: Impl, device: torch.device, *, triton_takes: bool, fused_t
         )
         return "native"
     if fused_takes and device.type == "cuda":
-        _warn_unavailable(
-            "Triton kernel", "Triton is not installed", "pip install triton"
-        )
+        _warn_unavailable("Triton kernel", "Triton is not installed", "pip install triton")
         return "native"
     return "torch"

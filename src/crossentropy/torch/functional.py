@@ -403,11 +403,11 @@ def cross_entropy(
             ``None`` for no cap.
         inplace_backward: let the fused kernel write the gradient into ``input``'s storage,
             for callers that do not need the logits after the loss. Needs the fused path
-            (or Triton's, whose backward writes it): an error with ``impl="torch"``;
-            ignored when ``impl="auto"`` picks ``"torch"`` or ``"native"``. Refused, as PyTorch refuses
-            in-place writes, for a leaf that requires grad (a parameter) or a view of one,
-            and for an input whose elements share memory (an ``expand``-ed view); one
-            backward only, and not differentiable twice.
+            (or Triton's, whose backward writes it): an error with ``impl="torch"`` or
+            ``"native"``; ignored when ``impl="auto"`` picks ``"torch"`` or ``"native"``.
+            Refused, as PyTorch refuses in-place writes, for a leaf that requires grad (a
+            parameter) or a view of one, and for an input whose elements share memory (an
+            ``expand``-ed view); one backward only, and not differentiable twice.
         impl: ``"fused"`` (the fused forward+backward kernel; class-index targets only),
             ``"triton"`` (the Triton kernels of :mod:`crossentropy.triton`: CUDA tensors,
             or CPU tensors under ``TRITON_INTERPRET=1``), ``"native"`` (torch's fused

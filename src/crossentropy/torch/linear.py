@@ -589,7 +589,7 @@ def _dispatch(
         return (loss, lse.reshape(leading)) if return_lse else loss
     if chosen in ("torch", "native"):
         return _unfused(
-            chosen,
+            "native" if chosen == "native" else "torch",
             input,
             linear_weight,
             target,

@@ -162,10 +162,8 @@ def _smoothing_sum(log_p: Tensor, weight: Tensor | None, bad: Tensor) -> Tensor:
         return -log_p.sum(dim=1)
     w = weight.to(log_p.dtype)
     used = (w != 0).nonzero().squeeze(1)
-    if used.numel() == w.numel():
-        total = -(log_p @ w)
-    else:
-        total = -(log_p.index_select(1, used) @ w[used])
+    every = used.numel() == w.numel()
+    total = -(log_p @ w) if every else -(log_p.index_select(1, used) @ w[used])
     if bad.numel() > 0:
         total[bad] = -losses.times(w, log_p[bad], torch).sum(dim=1)
     return total
@@ -305,7 +303,9 @@ def native_cross_entropy(
     ignore_index = _validate.ignore_index(ignore_index)
     if not isinstance(logits, Tensor) or logits.ndim != 2 or not logits.is_floating_point():
         what = (logits.dtype, tuple(logits.shape)) if isinstance(logits, Tensor) else logits
-        raise ValueError(f"logits: expected a 2-D floating-point (rows, classes) tensor; got {what}")
+        raise ValueError(
+            f"logits: expected a 2-D floating-point (rows, classes) tensor; got {what}"
+        )
     if not isinstance(target, Tensor):
         raise TypeError(f"target: expected a torch.Tensor; got {type(target).__name__}")
     _validate.label_shape(tuple(logits.shape), 1, target)
