@@ -11,6 +11,10 @@ forward and backward of the mean loss over integer targets for:
 - ``fused``          crossentropy.torch.cross_entropy(..., impl="fused")
 - ``fused_inplace``  the same with inplace_backward=True (a fresh copy of the logits before
                      each repetition, the copy excluded from the time)
+- ``fallback``       what impl="auto" runs where the fused kernel cannot be had (no C
+                     compiler, no prebuilt kernel): impl="native", torch's own fused
+                     operations with the library's numerics; target: at least as fast as
+                     eager
 - ``floor``          buf.copy_(logits) into a preallocated buffer: one read of the logits and
                      one write of a logits-sized result, the least a fused forward+backward
                      must move through memory
@@ -77,7 +81,15 @@ from _harness import machine as machine_info
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "cross_entropy.json"
 
-TORCH_VARIANTS = ("floor", "eager", "compiled", "fused", "fused_inplace", "fused_fresh")
+TORCH_VARIANTS = (
+    "floor",
+    "eager",
+    "compiled",
+    "fused",
+    "fused_inplace",
+    "fused_fresh",
+    "fallback",
+)
 NUMPY_VARIANTS = ("numpy_core", "scipy_log_softmax")
 FUSED_VARIANTS = ("fused", "fused_inplace", "fused_fresh")
 TARGET_VARIANTS = ("fused", "fused_inplace")  # the rows the targets are checked on
@@ -89,6 +101,7 @@ LABELS = {
     "fused": 'crossentropy impl="fused"',
     "fused_inplace": 'crossentropy impl="fused", inplace_backward',
     "fused_fresh": 'crossentropy impl="fused", no buffer reuse',
+    "fallback": 'auto, no kernel (fallback: impl="native")',
     "numpy_core": "crossentropy.gradients (NumPy core)",
     "scipy_log_softmax": "scipy.special.log_softmax loss+grad",
 }
@@ -99,6 +112,8 @@ MAX_OVER_FLOOR = 1.5
 # "at most one logits-sized buffer (the gradient)" + small: small is 1% of the logits.
 FUSED_PEAK_X_LOGITS = 1.01
 INPLACE_PEAK_X_LOGITS = 0.01
+# The target of the fallback (impl="auto" without the kernel): never slower than torch.
+FALLBACK_VS_EAGER = 1.0
 
 MEMORY_METHOD = (
     "peak RSS increase over the inputs, measured in a fresh subprocess per variant "
@@ -261,6 +276,21 @@ def prepare(
         clear()
         return Prepared(step=run_compiled, prep=clear, grad=x_grad, compile_seconds=seconds)
 
+    if name == "fallback":
+        from crossentropy.torch import cross_entropy
+
+        def run_fallback() -> Any:
+            loss = cross_entropy(x, t, impl="native")
+            loss.backward()
+            return loss.detach()
+
+        return Prepared(
+            step=run_fallback,
+            prep=clear,
+            grad=x_grad,
+            entry='crossentropy.torch.cross_entropy(impl="native")',
+        )
+
     if name in FUSED_VARIANTS:
         if fused is None:
             raise ImportError(entry)
@@ -375,6 +405,7 @@ GUESS_X_LOGITS = {
     "fused": 1.0,
     "fused_inplace": 0.1,
     "fused_fresh": 1.0,
+    "fallback": 2.0,
 }
 
 
@@ -557,6 +588,9 @@ def evaluate_targets(cfg: Config, rows: dict[str, dict[str, Any]]) -> list[dict[
                 peak,
                 peak < INPLACE_PEAK_X_LOGITS if peak is not None else None,
             )
+    s = rows["fallback"]["speedup_vs_eager"]
+    met = s >= FALLBACK_VS_EAGER if s else None
+    check("fallback", f"fallback >= {FALLBACK_VS_EAGER:g}x torch eager", s, met)
     return out
 
 

@@ -72,10 +72,15 @@ def test_quick_benchmark_reports_every_variant(tmp_path: Path) -> None:
                 assert row["speedup_vs_eager"] > 0 and row["time_over_floor"] > 0
             else:
                 assert row["available"] is False and "unavailable" in row["reason"]
-        assert {c["variant"] for c in config["targets"]} == {"fused", "fused_inplace"}
+        # the fallback (auto without the kernel) needs no kernel: always timed, checked
+        _assert_timed(rows["fallback"])
+        assert math.isclose(rows["fallback"]["loss"], rows["eager"]["loss"], rel_tol=1e-4)
+        assert {c["variant"] for c in config["targets"]} == {"fused", "fused_inplace", "fallback"}
         for check in config["targets"]:
             assert check["met"] in (True, False, None)
-            if not fused_here:
+            if check["variant"] == "fallback":
+                assert check["met"] in (True, False)
+            elif not fused_here:
                 assert check["met"] is None
 
     primary = report["configs"][0]

@@ -767,7 +767,8 @@ def test_weighted_mean_with_zero_total_weight(name: str) -> None:
 def test_impl_must_be_known() -> None:
     x, t = torch.zeros(2, 3), torch.zeros(2, dtype=torch.int64)
     with pytest.raises(
-        ValueError, match=r"impl: expected one of 'auto', 'torch', 'fused', 'triton'; got 'cuda'"
+        ValueError,
+        match=r"impl: expected one of 'auto', 'torch', 'fused', 'triton', 'native'; got 'cuda'",
     ):
         F.cross_entropy(x, t, impl="cuda")
 

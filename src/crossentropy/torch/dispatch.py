@@ -8,9 +8,25 @@
   (:mod:`crossentropy.torch.vocabulary`);
 - ``"triton"``: the Triton kernels (:mod:`crossentropy.triton`), on CUDA tensors (or on
   CPU under ``TRITON_INTERPRET=1``);
-- ``"torch"``: the readable reference, torch operations through the array-API core
-  (for linear cross entropy the logits materialised first);
-- ``"auto"``: the fastest path that takes the call (:func:`choose`).
+- ``"native"``: torch's own fused operations (``log_softmax``, ``gather``) with the
+  library's numerics around them and the backward written out
+  (:mod:`crossentropy.torch.native`): never slower than ``torch.nn.functional``'s
+  ``cross_entropy``, on any device; class-index targets (for linear cross entropy the
+  logits materialised first);
+- ``"torch"``: the readable reference, torch operations through the array-API core under
+  autograd (for linear cross entropy the logits materialised first). It stays what it is,
+  the reference every other path is tested against, and is not what ``"auto"`` falls back
+  to for a call ``"native"`` takes: it is several times slower than torch's own function;
+- ``"auto"``: the fastest path that takes the call (:func:`choose`): the Triton kernels on
+  CUDA, the fused kernel on CPU; where that kernel cannot be had (no C compiler and no
+  prebuilt kernel; Triton not installed), ``"native"``, after one warning per process
+  (:class:`KernelUnavailableWarning`) that names the reason and the fix; ``"torch"`` for
+  what no faster path takes (probability targets, ``torch.func`` transforms, class
+  weights that require grad).
+
+``"native"`` is a name of its own rather than only what ``"auto"`` runs, so that it can be
+asked for (and benchmarked) on a machine that has the kernel, and so that naming it never
+fails over to anything else.
 
 ``"chunked"``, the earlier name of linear cross entropy's C path, is still accepted for it
 with a ``DeprecationWarning``.
@@ -18,6 +34,7 @@ with a ``DeprecationWarning``.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from types import ModuleType
 from typing import Literal
@@ -26,12 +43,26 @@ import torch
 
 from . import _kernel
 
-__all__ = ["IMPLS", "Impl", "choose", "impl", "triton_available", "triton_module"]
+__all__ = [
+    "IMPLS",
+    "Impl",
+    "KernelUnavailableWarning",
+    "choose",
+    "impl",
+    "triton_available",
+    "triton_module",
+]
 
-Impl = Literal["auto", "fused", "triton", "torch"]
+Impl = Literal["auto", "fused", "triton", "native", "torch"]
 """The accepted values of ``impl=``."""
 
-IMPLS: tuple[Impl, ...] = ("auto", "torch", "fused", "triton")
+IMPLS: tuple[Impl, ...] = ("auto", "torch", "fused", "triton", "native")
+
+
+class KernelUnavailableWarning(UserWarning):
+    """``impl="auto"`` runs torch's fused operations (``"native"``) because this library's
+    kernel cannot be had here; given once per process, with the reason and the fix."""
+
 
 _RENAMED = {"chunked": "fused"}
 
@@ -80,15 +111,63 @@ def triton_available(device: torch.device) -> bool:
     return _TRITON_INSTALLED[0]
 
 
+_WARNED: list[bool] = []
+
+
+def _warn_unavailable(kernel: str, reason: str, fix: str) -> None:
+    """The one warning per process that ``"auto"`` runs ``"native"`` for want of a kernel."""
+    if _WARNED:
+        return
+    _WARNED.append(True)
+    warnings.warn(
+        f"crossentropy: the {kernel} is unavailable ({reason}); impl='auto' runs torch's "
+        f"own fused operations instead (impl='native': at least as fast as "
+        f"torch.nn.functional.cross_entropy, slower than the kernel). For the kernel, {fix}",
+        KernelUnavailableWarning,
+        stacklevel=_caller_level(),
+    )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside this library: the user's call."""
+    level, frame = 2, sys._getframe(2)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "crossentropy."
+    ):
+        level, frame = level + 1, frame.f_back
+    return level
+
+
+def _fused_unavailable_reason() -> str:
+    try:
+        _kernel.load()
+    except RuntimeError as error:
+        return str(error)
+    return "it failed to load"
+
+
 def choose(requested: Impl, device: torch.device, *, triton_takes: bool, fused_takes: bool) -> Impl:
     """The path that runs: ``requested`` itself unless it is ``"auto"``; then Triton when
     the call is one its kernels take (``triton_takes``) on a CUDA device with Triton
     installed, the fused kernel when the call is one it takes (``fused_takes``) on CPU and
-    it can be built here, else torch."""
+    it can be had here; where the kernel cannot be had, ``"native"`` for the calls the
+    fused kernel would take (the same calls: class-index targets, no transform, no weight
+    that requires grad), after one warning per process; else torch (the reference)."""
     if requested != "auto":
         return requested
     if triton_takes and triton_available(device):
         return "triton"
-    if fused_takes and device.type == "cpu" and _kernel.fused_available():
-        return "fused"
+    if fused_takes and device.type == "cpu":
+        if _kernel.fused_available():
+            return "fused"
+        _warn_unavailable(
+            "fused C kernel",
+            _fused_unavailable_reason(),
+            "install a C compiler (gcc or clang on PATH, or set CC), or the prebuilt wheel "
+            "for your platform",
+        )
+        return "native"
+    if fused_takes and device.type == "cuda":
+        _warn_unavailable("Triton kernel", "Triton is not installed", "pip install triton")
+        return "native"
     return "torch"

@@ -56,7 +56,7 @@ from torch import Tensor
 
 from .. import _validate
 from .. import losses as _losses
-from . import _fused, conventions, dispatch
+from . import _fused, conventions, dispatch, native
 
 __all__ = [
     "binary_cross_entropy",
@@ -290,7 +290,8 @@ def _cross_entropy_probabilities(
     return _mean(per_example, per_example.numel())
 
 
-def _cross_entropy_fused(
+def _cross_entropy_rows(
+    kernel: Callable[..., Tensor],
     input: Tensor,
     target: Tensor,
     axis: int,
@@ -302,7 +303,9 @@ def _cross_entropy_fused(
     softcap: float | None,
     inplace_backward: bool,
 ) -> Tensor:
-    """Class-index targets on the fused kernel: (N, C, d1..dK) and (C,) become (M, C)."""
+    """Class-index targets on the fused kernel (``_fused.fused_cross_entropy``) or torch's
+    fused operations (``native.native_cross_entropy``): (N, C, d1..dK) and (C,) become
+    (M, C) rows."""
     _validate.label_shape(tuple(input.shape), axis, target)
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
@@ -311,7 +314,8 @@ def _cross_entropy_fused(
         )
     num_classes = int(input.shape[axis])
     logits = _as_rows(input, num_classes)
-    loss: Tensor = _fused.fused_cross_entropy(
+    options = {"inplace_backward": inplace_backward} if inplace_backward else {}
+    loss: Tensor = kernel(
         logits,
         target.reshape(-1),
         weight=weight,
@@ -320,7 +324,7 @@ def _cross_entropy_fused(
         z_loss=z_loss,
         softcap=softcap,
         reduction=reduction,
-        inplace_backward=inplace_backward,
+        **options,
     )
     return loss.reshape(target.shape) if reduction == "none" else loss
 
@@ -399,17 +403,20 @@ def cross_entropy(
             ``None`` for no cap.
         inplace_backward: let the fused kernel write the gradient into ``input``'s storage,
             for callers that do not need the logits after the loss. Needs the fused path
-            (or Triton's, whose backward writes it): an error with ``impl="torch"``;
-            ignored when ``impl="auto"`` picks ``"torch"``. Refused, as PyTorch refuses
-            in-place writes, for a leaf that requires grad (a parameter) or a view of one,
-            and for an input whose elements share memory (an ``expand``-ed view); one
-            backward only, and not differentiable twice.
+            (or Triton's, whose backward writes it): an error with ``impl="torch"`` or
+            ``"native"``; ignored when ``impl="auto"`` picks ``"torch"`` or ``"native"``.
+            Refused, as PyTorch refuses in-place writes, for a leaf that requires grad (a
+            parameter) or a view of one, and for an input whose elements share memory (an
+            ``expand``-ed view); one backward only, and not differentiable twice.
         impl: ``"fused"`` (the fused forward+backward kernel; class-index targets only),
             ``"triton"`` (the Triton kernels of :mod:`crossentropy.triton`: CUDA tensors,
-            or CPU tensors under ``TRITON_INTERPRET=1``), ``"torch"`` (the core's math
-            under autograd), or ``"auto"``: ``"triton"`` for CUDA tensors when Triton is
-            installed, ``"fused"`` for class-index targets on CPU when the kernel is
-            available, else ``"torch"``.
+            or CPU tensors under ``TRITON_INTERPRET=1``), ``"native"`` (torch's fused
+            operations with the library's numerics; class-index targets only),
+            ``"torch"`` (the core's math under autograd: the readable reference), or
+            ``"auto"``: ``"triton"`` for CUDA tensors when Triton is installed,
+            ``"fused"`` for class-index targets on CPU when the kernel is available,
+            ``"native"`` for them where no kernel is (with one warning), else ``"torch"``
+            (:func:`crossentropy.torch.dispatch.choose`).
 
     Returns:
         A scalar, or with ``reduction="none"`` the per-example losses of the target's shape
@@ -449,15 +456,22 @@ def cross_entropy(
             "inplace_backward": inplace_backward,
         }
         return _cross_entropy_triton(input, target, axis, probabilities, options)
-    if chosen == "fused":
+    if inplace_backward and chosen == "native" and impl == "native":
+        raise ValueError(
+            "inplace_backward: True needs the fused kernel (impl='fused' or 'auto'); "
+            "impl='native' keeps the logits and cannot write the gradient into them"
+        )
+    if chosen in ("fused", "native"):
         if probabilities:
             raise ValueError(
-                f"impl='fused': the fused kernel takes class-index targets (shape "
+                f"impl={chosen!r}: takes class-index targets (shape "
                 f"{tuple(input.shape[:axis]) + tuple(input.shape[axis + 1 :])}); got a target "
                 f"of the input's shape {tuple(target.shape)} (class probabilities). "
                 f"Use impl='torch' or impl='auto' for probability targets"
             )
-        return _cross_entropy_fused(
+        fused = chosen == "fused"
+        return _cross_entropy_rows(
+            _fused.fused_cross_entropy if fused else native.native_cross_entropy,
             input,
             target,
             axis,
@@ -467,7 +481,7 @@ def cross_entropy(
             label_smoothing,
             z_loss,
             softcap,
-            inplace_backward,
+            inplace_backward and fused,
         )
     if inplace_backward and impl == "torch":
         raise ValueError(

@@ -413,9 +413,12 @@ def linear_cross_entropy(
             only as on-chip tiles;
             CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``; ``chunk_size`` does
             not apply), ``"torch"`` (the unfused reference: the logits materialised, then
-            :func:`crossentropy.torch.cross_entropy` with impl="torch"), or ``"auto"``:
-            triton for class-index targets on CUDA when Triton is installed, fused for
-            class-index targets on CPU when the kernel is available, torch otherwise
+            :func:`crossentropy.torch.cross_entropy` with impl="torch"), ``"native"`` (the
+            logits materialised, then torch's fused operations: impl="native" of
+            :func:`crossentropy.torch.cross_entropy`), or ``"auto"``: triton for
+            class-index targets on CUDA when Triton is installed, fused for class-index
+            targets on CPU when the kernel is available, native for them where no kernel
+            is (with one warning), torch otherwise
             (:func:`crossentropy.torch.dispatch.choose`).
         return_lse: also return each token's logsumexp of the (capped) logits, float32 of
             shape (...), 0 for ignored tokens.
@@ -584,8 +587,9 @@ def _dispatch(
         if reduction == "none":
             loss = loss.reshape(leading)
         return (loss, lse.reshape(leading)) if return_lse else loss
-    if chosen == "torch":
+    if chosen in ("torch", "native"):
         return _unfused(
+            "native" if chosen == "native" else "torch",
             input,
             linear_weight,
             target,
@@ -669,6 +673,7 @@ def _meta(
 
 
 def _unfused(
+    impl: dispatch.Impl,
     input: Tensor,
     linear_weight: Tensor,
     target: Tensor,
@@ -683,8 +688,10 @@ def _unfused(
     probabilities: bool,
     loss_dtype: torch.dtype,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """The reference: materialise the logits, then the core's cross entropy under autograd
-    (on the logits cast to ``loss_dtype``: float32 under autocast)."""
+    """Materialise the logits (cast to ``loss_dtype``: float32 under autocast), then
+    :func:`crossentropy.torch.cross_entropy` with ``impl``: ``"torch"``, the reference (the
+    core under autograd), or ``"native"``, torch's fused operations (what ``"auto"`` runs
+    when the kernel cannot be had)."""
     vocabulary = linear_weight.shape[0]
     logits = torch.nn.functional.linear(input, linear_weight, linear_bias)
     flat = logits.reshape(-1, vocabulary).to(loss_dtype)
@@ -698,7 +705,7 @@ def _unfused(
         label_smoothing=label_smoothing,
         z_loss=z_loss,
         softcap=softcap,
-        impl="torch",
+        impl=impl,
     )
     if reduction == "none":
         loss = loss.reshape(target.shape[:-1] if probabilities else target.shape)

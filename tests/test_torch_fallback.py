@@ -1,0 +1,278 @@
+"""What impl="auto" runs where the fused kernel cannot be had: impl="native", torch's own
+fused operations with the library's numerics, against the reference (impl="torch", the
+core under autograd) and torch's own cross_entropy, forward and gradient."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from crossentropy.torch import _kernel, dispatch, linear_cross_entropy
+from crossentropy.torch import functional as F
+
+INF = math.inf
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+REDUCTIONS = ["mean", "sum", "none"]
+OPTIONS = [
+    {},
+    {"weight": True},
+    {"ignore": True},
+    {"label_smoothing": 0.1},
+    {"z_loss": 1e-2},
+    {"softcap": 3.0},
+    {"weight": True, "ignore": True, "label_smoothing": 0.2, "z_loss": 0.1, "softcap": 2.0},
+]
+
+
+@pytest.fixture
+def no_kernel(monkeypatch):
+    """The fused kernel made unavailable, as on a machine without a C compiler; the
+    warning it gives is checked on its own (in a fresh process)."""
+    monkeypatch.setattr(_kernel, "fused_available", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dispatch.KernelUnavailableWarning)
+        yield
+
+
+def _graph(loss):
+    """The names of the autograd nodes behind ``loss``."""
+    names, todo = set(), [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def _case(shape, dtype, options, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    classes = shape[1] if len(shape) > 1 else shape[0]
+    x = (3 * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
+    target_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    t = torch.randint(0, classes, target_shape, generator=g)
+    kwargs = {k: v for k, v in options.items() if k not in ("weight", "ignore")}
+    if options.get("weight"):
+        w = torch.rand(classes, generator=g, dtype=torch.float64) + 0.1
+        w[1] = 0.0  # a zero-weight class
+        kwargs["weight"] = w.to(dtype)
+    if options.get("ignore") and t.ndim > 0:
+        t.view(-1)[::3] = -100
+    return x, t, kwargs
+
+
+def _loss_and_grad(x, t, reduction, impl, **kwargs):
+    x = x.detach().clone().requires_grad_()
+    loss = F.cross_entropy(x, t, reduction=reduction, impl=impl, **kwargs)
+    loss.sum().backward()
+    return loss.detach(), x.grad
+
+
+def _tolerance(dtype):
+    eps = torch.finfo(dtype).eps
+    return {"rtol": 4 * eps, "atol": 4 * eps} if dtype != torch.float64 else {}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(o) or "plain")
+def test_native_equals_the_reference(dtype, reduction, options):
+    x, t, kwargs = _case((7, 11), dtype, options)
+    loss, grad = _loss_and_grad(x, t, reduction, "native", **kwargs)
+    want_loss, want_grad = _loss_and_grad(x, t, reduction, "torch", **kwargs)
+    assert loss.dtype == want_loss.dtype == dtype and grad.dtype == dtype
+    torch.testing.assert_close(loss, want_loss, **_tolerance(dtype))
+    torch.testing.assert_close(grad, want_grad, **_tolerance(dtype))
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3), (2, 6, 2, 3), (6,), (0, 4)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_native_takes_torch_shapes_and_equals_torch(shape, reduction):
+    """(N, C, d1..dK), (C,) and empty inputs, against torch's own function (float64)."""
+    for options in ({}, {"weight": True, "ignore": True, "label_smoothing": 0.1}):
+        x, t, kwargs = _case(shape, torch.float64, options)
+        if shape[0] == 0 and reduction == "mean":
+            continue  # torch: 0 / 0 (the decided answer is tested below)
+        loss, grad = _loss_and_grad(x, t, reduction, "native", **kwargs)
+        want_loss, want_grad = _loss_and_grad(x, t, reduction, "torch", **kwargs)  # the reference
+        x2 = x.detach().clone().requires_grad_()
+        torchs = TF.cross_entropy(x2, t, reduction=reduction, **kwargs)
+        torchs.sum().backward()
+        torch.testing.assert_close(loss, torchs.detach())
+        torch.testing.assert_close(grad, x2.grad)
+        torch.testing.assert_close(loss, want_loss)
+        torch.testing.assert_close(grad, want_grad)
+
+
+@pytest.mark.parametrize(
+    ("x", "t", "kwargs"),
+    [
+        (torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64), {}),
+        (torch.randn(3, 5), torch.full((3,), -100), {}),
+        (torch.randn(3, 5), torch.full((3,), -100), {"label_smoothing": 0.1, "z_loss": 0.1}),
+        (torch.randn(2, 3), torch.tensor([0, 0]), {"weight": torch.tensor([0.0, 1.0, 2.0])}),
+        # every target ignored, in rows of -inf logits: no NaN in the gradient either
+        (torch.full((2, 3), -INF), torch.full((2,), -100), {}),
+    ],
+    ids=["empty", "all-ignored", "all-ignored-options", "zero-weight", "ignored-neg-inf"],
+)
+def test_mean_over_nothing_is_zero_with_zero_gradient(x, t, kwargs):
+    loss, grad = _loss_and_grad(x, t, "mean", "native", **kwargs)
+    assert loss.item() == 0.0
+    assert torch.equal(grad, torch.zeros_like(x))
+
+
+ROWS = {
+    "plus-inf-beside-target": ([0.0, INF, 1.0], 0),
+    "plus-inf-at-target": ([0.0, INF, 1.0], 1),
+    "all-neg-inf": ([-INF, -INF, -INF], 0),
+    "neg-inf-at-target": ([0.0, -INF, 1.0], 1),
+    "neg-inf-beside-target": ([0.0, -INF, 1.0], 0),
+    "nan": ([0.0, math.nan, 1.0], 0),
+    "ignored-all-neg-inf": ([-INF, -INF, -INF], -100),
+    "zero-weight-target-neg-inf": ([-INF, 1.0, 2.0], 0),
+    "plus-inf-zero-weight-target": ([INF, 1.0, 2.0], 0),
+}
+EDGE_OPTIONS = [
+    {},
+    {"label_smoothing": 0.1},
+    {"z_loss": 1e-3},
+    {"weight": True},
+    {"weight": True, "label_smoothing": 0.2, "z_loss": 0.1},
+    {"softcap": 3.0},
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=str)
+@pytest.mark.parametrize("options", EDGE_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_infinite_and_nan_logits_as_the_reference_decides(row, options, reduction):
+    """+inf, -inf and NaN logits: the reference's answers (where torch gives NaN for a
+    finite or infinite one), NaN in the same places, in the loss and the gradient."""
+    values, target = ROWS[row]
+    x = torch.tensor([values, [0.5, 0.2, 0.1]])
+    t = torch.tensor([target, 1])
+    kwargs = dict(options)
+    if kwargs.pop("weight", False):
+        kwargs["weight"] = torch.tensor([0.0, 1.0, 2.0])
+    loss, grad = _loss_and_grad(x, t, reduction, "native", **kwargs)
+    want_loss, want_grad = _loss_and_grad(x, t, reduction, "torch", **kwargs)
+    torch.testing.assert_close(loss, want_loss, equal_nan=True)
+    torch.testing.assert_close(grad, want_grad, equal_nan=True)
+
+
+def test_decided_cases_where_torch_gives_nan():
+    """Three answers of the library that torch's own function does not give."""
+    x = torch.tensor([[0.0, INF, 1.0], [0.5, 0.2, 0.1]])
+    loss, grad = _loss_and_grad(x, torch.tensor([0, 1]), "none", "native")
+    assert loss[0].item() == INF and grad[0, 0].item() == -1.0 and grad[0, 2].item() == 0.0
+    assert math.isnan(TF.cross_entropy(x, torch.tensor([0, 1]), reduction="none")[0].item())
+    ignored = torch.full((2, 3), -INF, requires_grad=True)
+    TF.cross_entropy(ignored, torch.full((2,), -100), reduction="sum").backward()
+    assert torch.isnan(ignored.grad).all()  # torch
+    _, grad = _loss_and_grad(ignored, torch.full((2,), -100), "sum", "native")
+    assert torch.equal(grad, torch.zeros(2, 3))
+
+
+def test_second_backward_and_double_backward_equal_torch():
+    x0, t, kwargs = _case((5, 7), torch.float64, {"weight": True, "label_smoothing": 0.1})
+    x = x0.clone().requires_grad_()
+    loss = F.cross_entropy(x, t, impl="native", **kwargs)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(x.grad, 2 * first)
+    x = x0.clone().requires_grad_()
+    (g,) = torch.autograd.grad(F.cross_entropy(x, t, impl="native", **kwargs), x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.square().sum(), x)
+    y = x0.clone().requires_grad_()
+    (h,) = torch.autograd.grad(TF.cross_entropy(y, t, **kwargs), y, create_graph=True)
+    (hh,) = torch.autograd.grad(h.square().sum(), y)
+    torch.testing.assert_close(g, h)
+    torch.testing.assert_close(gg, hh)
+
+
+def test_auto_runs_native_without_the_kernel(no_kernel):
+    x, t, kwargs = _case((6, 9), torch.float32, {"weight": True, "ignore": True})
+    x.requires_grad_()
+    assert dispatch.choose("auto", x.device, triton_takes=True, fused_takes=True) == "native"
+    loss = F.cross_entropy(x, t, **kwargs)
+    assert "NativeCrossEntropyBackward" in _graph(loss)
+    torch.testing.assert_close(loss, F.cross_entropy(x, t, impl="torch", **kwargs))
+    # what no faster path takes stays on the reference: probability targets
+    probs = torch.softmax(torch.randn(6, 9), dim=1)
+    assert "NativeCrossEntropyBackward" not in _graph(F.cross_entropy(x, probs))
+
+
+@pytest.mark.skipif(not _kernel.fused_available(), reason="no C compiler: no fused kernel")
+def test_auto_runs_the_fused_kernel_with_it():
+    assert dispatch.choose("auto", torch.device("cpu"), triton_takes=True, fused_takes=True) == (
+        "fused"
+    )
+    x = torch.randn(4, 5, requires_grad=True)
+    loss = F.cross_entropy(x, torch.tensor([0, 1, 2, 3]))
+    assert "FusedCrossEntropyBackward" in _graph(loss)
+
+
+def test_linear_auto_without_the_kernel_runs_native(no_kernel):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(10, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1, 2, 3, -100, 9, 0])
+    loss = linear_cross_entropy(h, w, y)
+    assert "NativeCrossEntropyBackward" in _graph(loss)
+    loss.backward()
+    h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    want = TF.cross_entropy(h2 @ w2.T, y)
+    want.backward()
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(h.grad, h2.grad)
+    torch.testing.assert_close(w.grad, w2.grad)
+
+
+def test_native_refuses_what_it_cannot_do():
+    x, t = torch.randn(3, 4), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="impl='native': takes class-index targets"):
+        F.cross_entropy(x, torch.softmax(x, 1), impl="native")
+    with pytest.raises(ValueError, match="weight: impl='native' has no gradient"):
+        F.cross_entropy(x, t, weight=torch.ones(4, requires_grad=True), impl="native")
+    with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 4\)"):
+        F.cross_entropy(x, torch.tensor([0, 1, 4]), impl="native")
+
+
+def test_the_warning_is_given_once_with_the_reason_and_the_fix(tmp_path):
+    """A real failed build (a flag the compiler refuses, an empty cache), in a fresh process:
+    one warning for two calls, naming the compiler's error and the fix."""
+    script = textwrap.dedent(
+        """
+        import warnings, torch
+        from crossentropy.torch import functional as F
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                x = torch.randn(4, 5, requires_grad=True)
+                F.cross_entropy(x, torch.tensor([0, 1, 2, 3])).backward()
+        for w in caught:
+            print(w.category.__name__, "|", w.message)
+        """
+    )
+    env = {
+        **os.environ,
+        "CROSSENTROPY_CACHE": str(tmp_path),
+        "CROSSENTROPY_KERNEL_CFLAGS": "-fno-such-flag-for-this-test",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    lines = [line for line in out.splitlines() if line.startswith("KernelUnavailableWarning")]
+    assert len(lines) == 1, out
+    assert "no-such-flag-for-this-test" in lines[0] or "no C compiler" in lines[0], lines[0]
+    assert "install a C compiler" in lines[0] and "prebuilt wheel" in lines[0]
