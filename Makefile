@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks docs/_ext)
 
-.PHONY: demo explain test lint unit docs dist venv bench bench-linear bench-triton bench-distributed explore-figure clean
+.PHONY: demo explain test lint unit docs dist venv bench bench-variants bench-linear bench-triton bench-distributed explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ dist: $(STAMP)
 # the fused cross-entropy benchmark: prints the table and writes benchmarks/results/cross_entropy.json
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cross_entropy.py
+
+# the fused kernel's builds (AVX-512, AVX2, portable) and no kernel against torch eager:
+# writes benchmarks/results/kernel_variants.json (about a minute)
+bench-variants: $(STAMP)
+	$(BIN)/python benchmarks/bench_kernel_variants.py
 
 # the linear + cross entropy benchmark: writes benchmarks/results/linear_cross_entropy.json (about 17 minutes)
 bench-linear: $(STAMP)

@@ -156,7 +156,8 @@ def load() -> ctypes.CDLL:
         if _library is None:
             raise RuntimeError(
                 f"impl='fused': the fused cross-entropy kernel is not available here "
-                f"({_build_error}); use impl='torch' (or impl='auto', which falls back)"
+                f"({_build_error}); impl='native' (torch's own operations, which "
+                f"impl='auto' runs then) needs no kernel"
             )
         return _library
 
