@@ -66,9 +66,10 @@ The two sums of the loss are a product over the classes each (no logits-sized bu
 besides log p; one for w q with class weights). A coefficient that is 0 against a -inf
 log-probability (a zero probability at a -inf logit) makes such a sum NaN where the
 library decides 0 (:func:`crossentropy.losses.times`); those rows, found by their NaN,
-are summed again elementwise with ``times``. A row still NaN after that (its maximum not
-finite, a NaN logit) takes the reference's loss, and its gradient is the reference's too,
-by autograd through the reference's formula on that row alone. B_i needs sum_c w_c q_c,
+are summed again elementwise with ``times``: the reference's formula. A row still NaN
+after that (its maximum not finite, a NaN logit) is NaN in the reference too, and its
+gradient is the reference's, by autograd through the reference's formula on that row
+alone. B_i needs sum_c w_c q_c,
 taken in the backward (a forward without one does not pay for it).
 
 A second backward of a retained graph recomputes p from the saved logits (the first one
@@ -288,7 +289,7 @@ class _ProbabilityRows:
     losses: Tensor  # (M,) per-row losses
     p: Tensor | None  # (M, C) softmax; rows of ``reference`` are overwritten in the backward
     lse: Tensor | None  # (M,) logsumexp with a z-loss, else None
-    reference: Tensor  # indices of the rows whose loss and gradient are the reference's
+    reference: Tensor  # indices of the rows whose gradient is the reference's
 
 
 def _reference_losses(x: Tensor, q: Tensor, weight: Tensor | None, eps: float, z: float) -> Tensor:
@@ -361,8 +362,6 @@ def _probability_rows(
         # log p at the maximum is exactly -log sum exp(x - max): lse = max + log sum
         lse = (top - log_p.gather(1, at)).squeeze(1)
         row_losses = row_losses + z * lse * lse
-    if reference.numel() > 0:
-        row_losses[reference] = _reference_losses(x[reference], q[reference], weight, eps, z)
     p = log_p.exp_() if keep_p else None  # log p is not needed again: p in its buffer
     return _ProbabilityRows(row_losses, p, lse, reference)
 
