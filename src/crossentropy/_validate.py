@@ -192,15 +192,16 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
         return  # a meta or fake tensor: shapes only, no values to check
     labels = values
     info = xp.iinfo(labels.dtype)
-    bad = xp.zeros(labels.shape, dtype=xp.bool, device=array_api_compat.device(labels))
+    bad = None  # no bound the dtype can cross: nothing is out of range
     try:
         if info.min < 0:
-            bad = bad | (labels < 0)
+            bad = labels < 0
         if num_classes <= info.max:
-            bad = bad | (labels >= num_classes)
-        if ignore_index is not None and info.min <= ignore_index <= info.max:
+            high = labels >= num_classes
+            bad = high if bad is None else bad | high
+        if bad is not None and ignore_index is not None and info.min <= ignore_index <= info.max:
             bad = bad & (labels != ignore_index)
-        found = bool(xp.any(bad))
+        found = bad is not None and bool(xp.any(bad))
     except NotImplementedError:
         # PyTorch has no order comparisons for uint16, uint32 and uint64
         raise TypeError(

@@ -102,12 +102,12 @@ class _Rows:
     None until computed and after the first backward has turned it into the gradient."""
 
     losses: Tensor  # (M,) per-row losses, 0 on rows that do not contribute
-    p: Tensor | None  # (M, C) softmax, rows that do not contribute zeroed
+    p: Tensor | None  # (M, C) softmax, 0 or finite on rows that do not contribute
     a: Tensor  # (M,) A_i of the derivation, 0 on rows that do not contribute
     target_coefficient: Tensor  # (M,) (1 - eps) w_y, 0 on rows that do not contribute
-    smooth_coefficient: Tensor  # (M,) eps / C on contributing rows, else 0
+    smooth_coefficient: Tensor | None  # (M,) eps / C on contributing rows, else 0 (eps > 0)
     safe_target: Tensor  # (M, 1) the target, 0 on ignored rows
-    count: Tensor  # the summed target weight: the mean's denominator
+    scale: Tensor | None  # the mean's mean_scale of the summed target weight (a mean only)
 
 
 def _rows(
@@ -118,32 +118,43 @@ def _rows(
     keep_p: bool,
 ) -> _Rows:
     """The per-row losses of (M, C) logits ``x`` (float32/float64) and int64 ``target``,
-    and with ``keep_p`` the softmax for the backward."""
-    ignore_index, eps, z, _ = options
+    and with ``keep_p`` the softmax for the backward.
+
+    A row that does not contribute has w_y = 0 (ignored rows: w_y is 0 there), so that
+    (1 - eps) w_y is already 0 on it; its A is 0 and its p finite (or zeroed where its
+    log-softmax is NaN), so that its gradient A p s - ... is exactly 0 without a sweep
+    over its row."""
+    ignore_index, eps, z, reduction = options
     rows, classes = x.shape
     counted = target != ignore_index
     safe_target = torch.where(counted, target, 0).unsqueeze(1)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
     if weight is None:
         w_y = counted.to(x.dtype)
         total_weight = float(classes)
+        live = counted
     else:
         w = weight.to(x.dtype)
-        w_y = torch.where(counted, w[safe_target.squeeze(1)], zero)
+        w_y = torch.where(counted, w[safe_target.squeeze(1)], 0.0)
         total_weight = float(weight.double().sum())
-    live = counted if eps > 0 else counted & (w_y != 0)
-    count = w_y.sum()
+        live = counted if eps > 0 else counted & (w_y != 0)
+    scale = losses.mean_scale(w_y.sum(), torch) if reduction == "mean" else None
     smooth = eps / classes if classes > 0 else 0.0
-    if rows == 0 or classes == 0 or not bool(live.any()):
+    target_coefficient = w_y if eps == 0 else (1.0 - eps) * w_y  # 0 where not live
+    smooth_coefficient = live.to(x.dtype) * smooth if eps > 0 else None
+    if rows == 0 or classes == 0:
         nothing = torch.zeros(rows, dtype=x.dtype, device=x.device)
         p = torch.zeros_like(x) if keep_p else None
-        return _Rows(nothing, p, nothing, nothing, nothing, safe_target, count)
+        return _Rows(nothing, p, nothing, nothing, smooth_coefficient, safe_target, scale)
 
     log_p = torch.log_softmax(x, dim=1)
     picked = log_p.gather(1, safe_target).squeeze(1)
     # rows whose maximum is not finite: torch's log_softmax gives them NaN everywhere;
-    # they get the reference's log-probabilities (and logsumexp) instead
-    bad = (live & torch.isnan(picked)).nonzero().squeeze(1)
+    # those that contribute get the reference's log-probabilities (and logsumexp)
+    # instead, those that do not a p of zeros
+    not_finite = torch.isnan(picked).nonzero().squeeze(1)
+    bad, dead = not_finite, not_finite
+    if not_finite.numel() > 0:
+        bad, dead = not_finite[live[not_finite]], not_finite[~live[not_finite]]
     lse = None
     if z > 0:
         top, at = x.max(dim=1, keepdim=True)
@@ -156,28 +167,33 @@ def _rows(
         if lse is not None:
             lse[bad] = (shift + log_sum).squeeze(1)
 
-    target_coefficient = torch.where(live, (1.0 - eps) * w_y, zero)
-    row_losses = losses.times(target_coefficient, -picked, torch)
+    # a coefficient of a contributing row can be 0 only with class weights or eps = 1
+    exact = weight is not None or eps == 1
+    row_losses = (
+        losses.times(target_coefficient, -picked, torch) if exact else target_coefficient * -picked
+    )
     if eps > 0:
         row_losses = row_losses + smooth * _smoothing_sum(log_p, weight, bad)
-    a = target_coefficient + smooth * total_weight
+    a = target_coefficient if eps == 0 else target_coefficient + smooth * total_weight
     if lse is not None:
-        z_weight = torch.where(live, z * w_y, zero)
-        row_losses = row_losses + losses.times(z_weight, lse * lse, torch)
+        z_weight = z * w_y if weight is None else torch.where(live, z * w_y, 0.0)
+        square = lse * lse
+        row_losses = row_losses + (
+            losses.times(z_weight, square, torch) if exact else z_weight * square
+        )
         # a plain product: 0 * inf = NaN on a zero-weight row beside a +inf logit, as the
         # reference's autograd and the fused kernel give there
         a = a + 2.0 * z_weight * lse
-    row_losses = torch.where(live, row_losses, zero)
-    a = torch.where(live, a, zero)
-    smooth_coefficient = torch.where(live, torch.full_like(a, smooth), zero)
+    row_losses = torch.where(live, row_losses, 0.0)
+    if eps > 0 or lse is not None:
+        a = torch.where(live, a, 0.0)
 
     p = None
     if keep_p:
         p = log_p.exp_()  # log p is not needed again: the softmax, in its buffer
-        dead = (~live).nonzero().squeeze(1)
         if dead.numel() > 0:
             p.index_fill_(0, dead, 0.0)
-    return _Rows(row_losses, p, a, target_coefficient, smooth_coefficient, safe_target, count)
+    return _Rows(row_losses, p, a, target_coefficient, smooth_coefficient, safe_target, scale)
 
 
 def _smoothing_sum(log_p: Tensor, weight: Tensor | None, bad: Tensor) -> Tensor:
@@ -230,10 +246,10 @@ class NativeCrossEntropy(torch.autograd.Function):
         rows = _rows(logits, target, weight, options, want_grad)
         if reduction == "none":
             loss = rows.losses
-        elif reduction == "sum":
+        elif rows.scale is None:
             loss = rows.losses.sum()
         else:
-            loss = rows.losses.sum() * losses.mean_scale(rows.count, torch)
+            loss = rows.losses.sum() * rows.scale
         return loss, rows
 
     @staticmethod
@@ -252,10 +268,7 @@ class NativeCrossEntropy(torch.autograd.Function):
         rows: _Rows | None = ctx.rows
         if grad_output is None or rows is None:
             return None, *none
-        if reduction == "mean":
-            factor = grad_output * losses.mean_scale(rows.count, torch)
-        else:
-            factor = grad_output
+        factor = grad_output if rows.scale is None else grad_output * rows.scale
         if torch.is_grad_enabled():
             # create_graph=True: the reference's gradient, differentiable
             _, reference = gradients.sparse_softmax_cross_entropy(
@@ -273,7 +286,7 @@ class NativeCrossEntropy(torch.autograd.Function):
         if p is None:  # a later backward of a retained graph: p again from the logits
             p = _rows(logits.detach(), target, weight, options, True).p
         grad = _gradient(rows, p, factor)
-        if eps > 0:
+        if rows.smooth_coefficient is not None:
             s = rows.smooth_coefficient * factor.to(grad.dtype)
             if weight is None:
                 grad.sub_(s.unsqueeze(1))
