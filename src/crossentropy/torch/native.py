@@ -62,15 +62,15 @@ adds it, unweighted):
     B_i = \sum_c a_c + 2 \lambda \operatorname{lse}
         = (1 - \varepsilon) \sum_c w_c q_c + \frac{\varepsilon}{C} W + 2 \lambda \operatorname{lse}
 
-The two sums of the loss are a product over the classes each (no logits-sized buffer
-besides log p; one for w q with class weights). A coefficient that is 0 against a -inf
-log-probability (a zero probability at a -inf logit) makes such a sum NaN where the
-library decides 0 (:func:`crossentropy.losses.times`); those rows, found by their NaN,
-are summed again elementwise with ``times``: the reference's formula. A row still NaN
-after that (its maximum not finite, a NaN logit) is NaN in the reference too, and its
-gradient is the reference's, by autograd through the reference's formula on that row
-alone. B_i needs sum_c w_c q_c,
-taken in the backward (a forward without one does not pay for it).
+The forward allocates one logits-sized buffer: log p, then the products w_c q_c log p_c
+over it (summed per row), then p for the backward (torch's softmax, written into it).
+A coefficient that is 0 against a -inf log-probability (a zero probability at a -inf
+logit) makes such a sum NaN where the library decides 0
+(:func:`crossentropy.losses.times`); those rows, found by their NaN, are summed again
+elementwise with ``times``: the reference's formula. A row still NaN after that (its
+maximum not finite, a NaN logit) is NaN in the reference too, and its gradient is the
+reference's, by autograd through the reference's formula on that row alone. B_i needs
+sum_c w_c q_c, taken in the backward (a forward without one does not pay for it).
 
 A second backward of a retained graph recomputes p from the saved logits (the first one
 has turned it into the gradient); a differentiable backward (``create_graph=True``) takes
@@ -350,15 +350,21 @@ def _probability_rows(
 
     log_p = torch.log_softmax(x, dim=1)
     w = None if weight is None else weight.to(x.dtype)
-    wq = q if w is None else q * w
-    # -sum_c w_c q_c log p_c, a product per row (a (1, C) by (C, 1) matrix product)
-    row_losses = (wq.unsqueeze(1) @ log_p.unsqueeze(2)).view(rows).neg_()
-    if eps < 1:
-        row_losses.mul_(1.0 - eps)
-    else:
-        row_losses.zero_()  # (1 - eps) = 0 times the sum, which may be infinite
+    lse = None
+    if z > 0:
+        top, at = x.max(dim=1, keepdim=True)
+        # log p at the maximum is exactly -log sum exp(x - max): lse = max + log sum
+        lse = (top - log_p.gather(1, at)).squeeze(1)
+    smoothing = None
     if eps > 0:
         smoothing = log_p.sum(dim=1) if w is None else log_p @ w
+    if eps < 1:
+        # -(1 - eps) sum_c w_c q_c log p_c, the products over log p's buffer (no new one)
+        products = log_p.mul_(q) if w is None else log_p.mul_(q).mul_(w)
+        row_losses = products.sum(dim=1).mul_(-(1.0 - eps))
+    else:  # (1 - eps) = 0 times the sum, which may be infinite
+        row_losses = x.new_zeros(rows)
+    if smoothing is not None:
         row_losses.sub_(smoothing, alpha=eps / classes)
     fix = torch.isnan(row_losses).nonzero().squeeze(1)
     reference = fix
@@ -366,16 +372,13 @@ def _probability_rows(
         # 0 * -inf: the library's 0, elementwise on these rows; NaN stays where it is one
         mass = q[fix] if eps == 0 else (1.0 - eps) * q[fix] + eps / classes
         mass = mass if w is None else mass * w
-        fixed = -losses.times(mass, log_p[fix], torch).sum(dim=1)
+        fixed = -losses.times(mass, torch.log_softmax(x[fix], dim=1), torch).sum(dim=1)
         row_losses[fix] = fixed
         reference = fix[torch.isnan(fixed)]
-    lse = None
-    if z > 0:
-        top, at = x.max(dim=1, keepdim=True)
-        # log p at the maximum is exactly -log sum exp(x - max): lse = max + log sum
-        lse = (top - log_p.gather(1, at)).squeeze(1)
+    if lse is not None:
         row_losses = row_losses + z * lse * lse
-    p = log_p.exp_() if keep_p else None  # log p is not needed again: p in its buffer
+    # p for the backward, over log p's buffer again
+    p = torch.softmax(x, dim=1, out=log_p) if keep_p else None
     return _ProbabilityRows(row_losses, p, lse, reference)
 
 
