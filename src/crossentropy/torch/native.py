@@ -450,12 +450,16 @@ class NativeProbabilityCrossEntropy(torch.autograd.Function):
         if rows.lse is not None:
             b = b + 2.0 * z * rows.lse
         grad = p.mul_((b * s).unsqueeze(1))
-        if eps < 1:
-            wq = q if w is None else q * w
-            grad.addcmul_(wq, column, value=-(1.0 - eps))
-        if eps > 0:
-            smooth = column * (eps / classes)
-            grad.sub_(smooth if w is None else smooth * w)
+        if eps < 1:  # - (1 - eps) s w q (a logits-sized product only for w and s per row)
+            coefficient = column * -(1.0 - eps)
+            grad.addcmul_(q, coefficient if w is None else coefficient * w)
+        if eps > 0:  # - (eps / C) s w
+            if w is None:
+                grad.sub_(column * (eps / classes))
+            elif s.ndim:
+                grad.addr_(s, w, alpha=-eps / classes)
+            else:
+                grad.sub_(w * (s * (eps / classes)))
         bad = rows.reference
         if bad.numel() > 0:
             s_bad = s[bad] if s.ndim else s
