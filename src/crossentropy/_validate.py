@@ -161,14 +161,24 @@ def _first(mask: Array, x: Array, xp: Any) -> tuple[object, tuple[int, ...]]:
     return number, position
 
 
+def _extremes(p: Array, xp: Any) -> tuple[Array, Array]:
+    """The minimum and maximum of ``p`` (NaN if it holds one): one sweep for a torch
+    tensor (``aminmax``), two elsewhere."""
+    if array_api_compat.is_torch_array(p):
+        low, high = p.aminmax()
+        return low, high
+    return xp.min(p), xp.max(p)
+
+
 def probabilities(name: str, p: Array, xp: Any, *, upper: bool = False) -> None:
     """Finite values >= 0 (or in [0, 1] with ``upper``); NaN and inf are rejected too."""
     values = readable(p)
     if size(p) == 0 or values is None:
         return
     p = values
-    # two reductions decide (a NaN fails both comparisons); the mask only for the message
-    if bool(xp.min(p) >= 0) and bool(xp.max(p) <= 1 if upper else xp.max(p) < math.inf):
+    # the extremes decide (a NaN fails both comparisons); the mask only for the message
+    low, high = _extremes(p, xp)
+    if bool(low >= 0) and bool(high <= 1 if upper else high < math.inf):
         return
     bad = ~((p >= 0) & (p < math.inf)) if not upper else ~((p >= 0) & (p <= 1))
     if bool(xp.any(bad)):
