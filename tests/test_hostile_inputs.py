@@ -303,6 +303,18 @@ def test_infinite_soft_label_is_refused():
         ce.softmax_cross_entropy(X, np.array([[np.inf, 0.0, 0.0], [0.0, 1.0, 0.0]]))
 
 
+@pytest.mark.parametrize("array", [np.asarray, torch.as_tensor], ids=["numpy", "torch"])
+@pytest.mark.parametrize("bad", [np.nan, -1e-300, -np.inf, np.inf])
+def test_soft_labels_out_of_range_are_refused_and_negative_zero_is_not(array, bad):
+    """Every value outside [0, inf) is named (a NaN too, which no comparison catches);
+    -0.0 is a probability of 0."""
+    labels = array(np.array([[0.2, 0.8, 0.0], [0.0, bad, 1.0]]))
+    with pytest.raises(ValueError, match=r"^labels: expected finite non-negative .* \(1, 1\)"):
+        ce.softmax_cross_entropy(array(X), labels)
+    zero = array(np.array([[-0.0, 1.0, 0.0], [0.0, 0.5, 0.5]]))
+    assert np.isfinite(float(ce.softmax_cross_entropy(array(X), zero)))
+
+
 # ------------------------------------------------------------------ options at their limits
 
 

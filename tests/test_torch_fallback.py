@@ -207,9 +207,9 @@ def test_auto_runs_native_without_the_kernel(no_kernel):
     loss = F.cross_entropy(x, t, **kwargs)
     assert "NativeCrossEntropyBackward" in _graph(loss)
     torch.testing.assert_close(loss, F.cross_entropy(x, t, impl="torch", **kwargs))
-    # what no faster path takes stays on the reference: probability targets
+    # probability targets: native too (the test of their own is below)
     probs = torch.softmax(torch.randn(6, 9), dim=1)
-    assert "NativeCrossEntropyBackward" not in _graph(F.cross_entropy(x, probs))
+    assert "NativeProbabilityCrossEntropyBackward" in _graph(F.cross_entropy(x, probs))
 
 
 @pytest.mark.skipif(not _kernel.fused_available(), reason="no C compiler: no fused kernel")
@@ -240,8 +240,12 @@ def test_linear_auto_without_the_kernel_runs_native(no_kernel):
 
 def test_native_refuses_what_it_cannot_do():
     x, t = torch.randn(3, 4), torch.tensor([0, 1, 2])
-    with pytest.raises(ValueError, match="impl='native': takes class-index targets"):
-        F.cross_entropy(x, torch.softmax(x, 1), impl="native")
+    with pytest.raises(ValueError, match="target: impl='native' has no gradient"):
+        F.cross_entropy(x, torch.softmax(x, 1).requires_grad_(), impl="native")
+    with pytest.raises(ValueError, match="ignore_index: not supported with probability"):
+        F.cross_entropy(x, torch.softmax(x, 1), ignore_index=0, impl="native")
+    with pytest.raises(TypeError, match="must be floating point"):
+        F.cross_entropy(x, torch.ones(3, 4, dtype=torch.int64), impl="native")
     with pytest.raises(ValueError, match="weight: impl='native' has no gradient"):
         F.cross_entropy(x, t, weight=torch.ones(4, requires_grad=True), impl="native")
     with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 4\)"):
@@ -276,3 +280,171 @@ def test_the_warning_is_given_once_with_the_reason_and_the_fix(tmp_path):
     assert len(lines) == 1, out
     assert "no-such-flag-for-this-test" in lines[0] or "no C compiler" in lines[0], lines[0]
     assert "install a C compiler" in lines[0] and "prebuilt wheel" in lines[0]
+
+
+# ----------------------------------------------------------------------------------------
+# probability targets
+
+
+PROBABILITY_OPTIONS = [
+    {},
+    {"weight": True},
+    {"label_smoothing": 0.1},
+    {"label_smoothing": 1.0},
+    {"z_loss": 1e-2},
+    {"softcap": 3.0},
+    {"weight": True, "label_smoothing": 0.2, "z_loss": 0.1, "softcap": 2.0},
+]
+
+
+def _probabilities(shape, dtype, options, seed=0):
+    """Logits and probability targets (with some exact zeros) of ``shape``, class axis 1."""
+    x, _, kwargs = _case(shape, dtype, options, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    axis = 1 if len(shape) > 1 else 0
+    q = torch.softmax(2 * torch.randn(shape, generator=g, dtype=torch.float64), dim=axis)
+    q[torch.rand(shape, generator=g) < 0.3] = 0.0
+    return x, q.to(dtype), kwargs
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", PROBABILITY_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+def test_native_probabilities_equal_the_reference(dtype, reduction, options):
+    x, q, kwargs = _probabilities((7, 11), dtype, options)
+    loss, grad = _loss_and_grad(x, q, reduction, "native", **kwargs)
+    want_loss, want_grad = _loss_and_grad(x, q, reduction, "torch", **kwargs)
+    assert loss.dtype == want_loss.dtype == dtype and grad.dtype == dtype
+    torch.testing.assert_close(loss, want_loss, **_tolerance(dtype))
+    torch.testing.assert_close(grad, want_grad, **_tolerance(dtype))
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3), (2, 6, 2, 3), (6,), (0, 4), (5, 7)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_native_probabilities_take_torch_shapes_and_equal_torch(shape, reduction):
+    """(N, C, d1..dK), (C,) and empty inputs, against torch's own function (float64) where
+    it answers (a mean over no rows is NaN there, 0 here) and against the reference."""
+    for options in ({}, {"weight": True, "label_smoothing": 0.1}):
+        x, q, kwargs = _probabilities(shape, torch.float64, options)
+        loss, grad = _loss_and_grad(x, q, reduction, "native", **kwargs)
+        want_loss, want_grad = _loss_and_grad(x, q, reduction, "torch", **kwargs)
+        torch.testing.assert_close(loss, want_loss)
+        torch.testing.assert_close(grad, want_grad)
+        if shape[0] == 0 and reduction == "mean":
+            assert loss.item() == 0.0
+            continue
+        x2 = x.detach().clone().requires_grad_()
+        torchs = TF.cross_entropy(x2, q, reduction=reduction, **kwargs)
+        torchs.sum().backward()
+        torch.testing.assert_close(loss, torchs.detach())
+        torch.testing.assert_close(grad, x2.grad)
+
+
+PROBABILITY_ROWS = {
+    "zero-at-neg-inf": ([0.0, -INF, 1.0], [0.5, 0.0, 0.5]),
+    "mass-at-neg-inf": ([0.0, -INF, 1.0], [0.2, 0.3, 0.5]),
+    "zero-row-at-neg-inf": ([0.0, -INF, 1.0], [0.0, 0.0, 0.0]),
+    "plus-inf": ([0.0, INF, 1.0], [0.2, 0.3, 0.5]),
+    "plus-inf-zero-there": ([0.0, INF, 1.0], [0.5, 0.0, 0.5]),
+    "all-neg-inf": ([-INF, -INF, -INF], [0.2, 0.3, 0.5]),
+    "nan": ([0.0, math.nan, 1.0], [0.2, 0.3, 0.5]),
+    "zero-weight-class-neg-inf": ([-INF, 1.0, 2.0], [0.3, 0.3, 0.4]),
+}
+
+
+@pytest.mark.parametrize("row", PROBABILITY_ROWS, ids=str)
+@pytest.mark.parametrize("options", EDGE_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_probabilities_at_infinite_and_nan_logits_as_the_reference_decides(row, options, reduction):
+    values, probabilities = PROBABILITY_ROWS[row]
+    x = torch.tensor([values, [0.5, 0.2, 0.1]])
+    q = torch.tensor([probabilities, [0.1, 0.6, 0.3]])
+    kwargs = dict(options)
+    if kwargs.pop("weight", False):
+        kwargs["weight"] = torch.tensor([0.0, 1.0, 2.0])
+    loss, grad = _loss_and_grad(x, q, reduction, "native", **kwargs)
+    want_loss, want_grad = _loss_and_grad(x, q, reduction, "torch", **kwargs)
+    torch.testing.assert_close(loss, want_loss, equal_nan=True)
+    torch.testing.assert_close(grad, want_grad, equal_nan=True)
+
+
+def test_zero_probability_at_a_neg_inf_logit_adds_nothing():
+    """0 * -inf = 0: the class is as if absent (torch: NaN), in the loss and the gradient."""
+    x = torch.tensor([[0.3, -INF, 1.0, -0.5], [-INF, 0.2, -INF, 0.1]], dtype=torch.float64)
+    q = torch.tensor([[0.5, 0.0, 0.25, 0.25], [0.0, 0.4, 0.0, 0.6]], dtype=torch.float64)
+    loss, grad = _loss_and_grad(x, q, "none", "native", label_smoothing=0.0)
+    assert torch.isnan(TF.cross_entropy(x, q, reduction="none")).all()
+    for i in range(2):
+        kept = torch.isfinite(x[i])
+        y = x[i, kept].clone().requires_grad_()
+        want = TF.cross_entropy(y, q[i, kept])  # the finite classes alone
+        want.backward()
+        torch.testing.assert_close(loss[i], want.detach())
+        torch.testing.assert_close(grad[i, kept], y.grad)
+        assert torch.equal(grad[i, ~kept], torch.zeros(int((~kept).sum()), dtype=x.dtype))
+
+
+def test_probabilities_second_backward_and_double_backward_equal_torch():
+    x0, q, kwargs = _probabilities((5, 7), torch.float64, {"weight": True, "label_smoothing": 0.1})
+    x = x0.clone().requires_grad_()
+    loss = F.cross_entropy(x, q, impl="native", **kwargs)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(x.grad, 2 * first)
+    x = x0.clone().requires_grad_()
+    (g,) = torch.autograd.grad(F.cross_entropy(x, q, impl="native", **kwargs), x, create_graph=True)
+    (gg,) = torch.autograd.grad(g.square().sum(), x)
+    y = x0.clone().requires_grad_()
+    (h,) = torch.autograd.grad(TF.cross_entropy(y, q, **kwargs), y, create_graph=True)
+    (hh,) = torch.autograd.grad(h.square().sum(), y)
+    torch.testing.assert_close(g, h)
+    torch.testing.assert_close(gg, hh)
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["with-kernel", "without-kernel"])
+def test_auto_runs_native_for_probability_targets(kernel, monkeypatch):
+    """With or without the fused kernel (which does not take probability targets); the
+    reference where native has no answer: a target or class weights that require grad,
+    torch.func transforms."""
+    monkeypatch.setattr(_kernel, "fused_available", lambda: kernel)
+    x, q, kwargs = _probabilities((6, 9), torch.float32, {"weight": True, "z_loss": 1e-3})
+    x.requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the kernel would not take the call
+        loss = F.cross_entropy(x, q, **kwargs)
+    assert "NativeProbabilityCrossEntropyBackward" in _graph(loss)
+    torch.testing.assert_close(loss, F.cross_entropy(x, q, impl="torch", **kwargs))
+
+    teacher = torch.softmax(torch.randn(6, 9), dim=1).requires_grad_()  # no exact zeros
+    loss = F.cross_entropy(x, teacher, **kwargs)
+    assert "NativeProbabilityCrossEntropyBackward" not in _graph(loss)
+    (dq,) = torch.autograd.grad(loss, teacher)
+    t = teacher.detach().clone().requires_grad_()
+    # the z-loss adds no gradient with respect to the target
+    (want,) = torch.autograd.grad(TF.cross_entropy(x.detach(), t, weight=kwargs["weight"]), t)
+    torch.testing.assert_close(dq, want)
+
+    w = kwargs["weight"].clone().requires_grad_()
+    loss = F.cross_entropy(x, q, weight=w, z_loss=1e-3)
+    assert "NativeProbabilityCrossEntropyBackward" not in _graph(loss)
+
+    def f(logits):
+        return F.cross_entropy(logits, q, **kwargs)
+
+    got = torch.func.grad(f)(x.detach())
+    (want_x,) = torch.autograd.grad(F.cross_entropy(x, q, impl="torch", **kwargs), x)
+    torch.testing.assert_close(got, want_x)
+
+
+def test_probability_check_messages_equal_the_reference():
+    x = torch.randn(3, 4)
+    q = torch.softmax(torch.randn(3, 4), dim=1)
+    q[1, 2] = -0.5
+    messages = []
+    for impl in ("native", "torch"):
+        with pytest.raises(ValueError) as caught:
+            F.cross_entropy(x, q, impl=impl)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("target: expected finite non-negative probabilities")

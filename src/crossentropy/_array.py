@@ -136,7 +136,10 @@ def wide_labels(labels: Array, xp: Any) -> Array:
     large for the wide dtype is a ValueError."""
     if not xp.isdtype(labels.dtype, "integral"):
         return labels
-    wide = xp.asarray(0, device=array_api_compat.device(labels)).dtype
+    if array_api_compat.is_torch_namespace(xp):
+        wide = xp.int64  # PyTorch's integer default, whatever its settings
+    else:
+        wide = xp.asarray(0, device=array_api_compat.device(labels)).dtype
     if labels.dtype == wide:
         return labels
     out = xp.astype(labels, wide)

@@ -161,12 +161,25 @@ def _first(mask: Array, x: Array, xp: Any) -> tuple[object, tuple[int, ...]]:
     return number, position
 
 
+def _extremes(p: Array, xp: Any) -> tuple[Array, Array]:
+    """The minimum and maximum of ``p`` (NaN if it holds one): one sweep for a torch
+    tensor (``aminmax``), two elsewhere."""
+    if array_api_compat.is_torch_array(p):
+        low, high = p.aminmax()
+        return low, high
+    return xp.min(p), xp.max(p)
+
+
 def probabilities(name: str, p: Array, xp: Any, *, upper: bool = False) -> None:
     """Finite values >= 0 (or in [0, 1] with ``upper``); NaN and inf are rejected too."""
     values = readable(p)
     if size(p) == 0 or values is None:
         return
     p = values
+    # the extremes decide (a NaN fails both comparisons); the mask only for the message
+    low, high = _extremes(p, xp)
+    if bool(low >= 0) and bool(high <= 1 if upper else high < math.inf):
+        return
     bad = ~((p >= 0) & (p < math.inf)) if not upper else ~((p >= 0) & (p <= 1))
     if bool(xp.any(bad)):
         value, position = _first(bad, p, xp)
@@ -192,15 +205,16 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
         return  # a meta or fake tensor: shapes only, no values to check
     labels = values
     info = xp.iinfo(labels.dtype)
-    bad = xp.zeros(labels.shape, dtype=xp.bool, device=array_api_compat.device(labels))
+    bad = None  # no bound the dtype can cross: nothing is out of range
     try:
         if info.min < 0:
-            bad = bad | (labels < 0)
+            bad = labels < 0
         if num_classes <= info.max:
-            bad = bad | (labels >= num_classes)
-        if ignore_index is not None and info.min <= ignore_index <= info.max:
+            high = labels >= num_classes
+            bad = high if bad is None else bad | high
+        if bad is not None and ignore_index is not None and info.min <= ignore_index <= info.max:
             bad = bad & (labels != ignore_index)
-        found = bool(xp.any(bad))
+        found = bad is not None and bool(xp.any(bad))
     except NotImplementedError:
         # PyTorch has no order comparisons for uint16, uint32 and uint64
         raise TypeError(

@@ -15,6 +15,9 @@ distributed), so that each convention is written once:
   forward-mode tangent, where ``impl="auto"`` takes a path of torch operations.
 - :func:`has_values`: whether a tensor has values to check (not meta, not a fake tensor
   of ``torch.compile``), where otherwise only shapes are known.
+- :func:`probability_target`: the checks of a target of class probabilities (a
+  floating-point tensor, no ``ignore_index`` that could name a class), whichever path
+  computes the loss.
 - :func:`legacy_reduction`: PyTorch's rule for the deprecated ``size_average`` and
   ``reduce`` flags.
 - :func:`mean_scale`: d(reduced loss)/d(row loss) of class-index targets, where a mean
@@ -45,6 +48,7 @@ __all__ = [
     "has_values",
     "legacy_reduction",
     "mean_scale",
+    "probability_target",
     "transformed",
 ]
 
@@ -185,6 +189,23 @@ def class_weight_sum(weight: Tensor | None, classes: int) -> float:
     """The sum of the class weights (``classes`` without them), which label smoothing
     spreads its mass over."""
     return float(classes) if weight is None else float(weight.double().sum())
+
+
+def probability_target(input: Tensor, target: Tensor, ignore_index: int) -> None:
+    """A target of the input's shape holds class probabilities: it must be floating point,
+    and ``ignore_index`` (which could name a class of a class-index target) must be
+    negative, as its default -100 is."""
+    if not target.is_floating_point():
+        raise TypeError(
+            f"target: a target of the input's shape {tuple(input.shape)} holds class "
+            f"probabilities and must be floating point; got dtype {target.dtype} (class "
+            f"indices have the input's shape without the class axis 1)"
+        )
+    if ignore_index >= 0:
+        raise ValueError(
+            f"ignore_index: not supported with probability targets (a target of the input's "
+            f"shape); expected a negative value such as the default -100; got {ignore_index}"
+        )
 
 
 def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:

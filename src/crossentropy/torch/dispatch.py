@@ -10,11 +10,14 @@
   CPU under ``TRITON_INTERPRET=1``);
 - ``"native"``: torch's own fused operations (``log_softmax``, ``gather``) with the
   library's numerics around them and the backward written out
-  (:mod:`crossentropy.torch.native`): as fast as ``torch.nn.functional``'s
-  ``cross_entropy`` or faster from about 1 MiB of logits up (1.8x at (4096, 32000)
-  float32; below that its argument checks, a fixed fraction of a millisecond per call,
-  dominate), on any device; class-index targets (for linear cross entropy the logits
-  materialised first);
+  (:mod:`crossentropy.torch.native`), on any device: for class-index targets faster than
+  ``torch.nn.functional.cross_entropy`` from about (1024, 8000) float32 up (2.1x at
+  (4096, 32000); below, its argument checks, a fraction of a millisecond per call,
+  dominate; slower in bfloat16/float16, computed in float32); for ``cross_entropy``
+  probability
+  targets (faster than torch's from about 64 MiB of logits up, 2.3x at (4096, 32000)
+  float32; up to 1.5x slower below) (for linear cross entropy the logits materialised
+  first);
 - ``"torch"``: the readable reference, torch operations through the array-API core under
   autograd (for linear cross entropy the logits materialised first). It stays what it is,
   the reference every other path is tested against, and is not what ``"auto"`` falls back
@@ -22,9 +25,10 @@
 - ``"auto"``: the fastest path that takes the call (:func:`choose`): the Triton kernels on
   CUDA, the fused kernel on CPU; where that kernel cannot be had (no C compiler and no
   prebuilt kernel; Triton not installed), ``"native"``, after one warning per process
-  (:class:`KernelUnavailableWarning`) that names the reason and the fix; ``"torch"`` for
-  what no faster path takes (probability targets, ``torch.func`` transforms, class
-  weights that require grad).
+  (:class:`KernelUnavailableWarning`) that names the reason and the fix; ``"native"``
+  also for the probability targets of ``cross_entropy`` on CPU (which the fused kernel
+  does not take); ``"torch"`` for what no faster path takes (``torch.func`` transforms,
+  class weights or probability targets that require grad).
 
 ``"native"`` is a name of its own rather than only what ``"auto"`` runs, so that it can be
 asked for (and benchmarked) on a machine that has the kernel, and so that naming it never
@@ -148,13 +152,22 @@ def _fused_unavailable_reason() -> str:
     return "it failed to load"
 
 
-def choose(requested: Impl, device: torch.device, *, triton_takes: bool, fused_takes: bool) -> Impl:
+def choose(
+    requested: Impl,
+    device: torch.device,
+    *,
+    triton_takes: bool,
+    fused_takes: bool,
+    native_takes: bool | None = None,
+) -> Impl:
     """The path that runs: ``requested`` itself unless it is ``"auto"``; then Triton when
     the call is one its kernels take (``triton_takes``) on a CUDA device with Triton
     installed, the fused kernel when the call is one it takes (``fused_takes``) on CPU and
-    it can be had here; where the kernel cannot be had, ``"native"`` for the calls the
-    fused kernel would take (the same calls: class-index targets, no transform, no weight
-    that requires grad), after one warning per process; else torch (the reference)."""
+    it can be had here; else ``"native"`` for the calls it takes (``native_takes``, by
+    default the fused kernel's: class-index targets, no transform, no weight that requires
+    grad; probability targets too for ``cross_entropy``), after one warning per process
+    where the kernel would have taken the call but cannot be had; else torch (the
+    reference)."""
     if requested != "auto":
         return requested
     if triton_takes and triton_available(device):
@@ -171,5 +184,7 @@ def choose(requested: Impl, device: torch.device, *, triton_takes: bool, fused_t
         return "native"
     if fused_takes and device.type == "cuda":
         _warn_unavailable("Triton kernel", "Triton is not installed", "pip install triton")
+        return "native"
+    if fused_takes if native_takes is None else native_takes:
         return "native"
     return "torch"

@@ -209,21 +209,29 @@ def _mean(per_example: Tensor, count: Tensor | float) -> Tensor:
 def _choose_impl(
     impl: object, input: Tensor, target: Tensor, weight: Tensor | None, probabilities: bool
 ) -> dispatch.Impl:
-    """The path of :func:`cross_entropy`. The fused kernel takes class-index targets and
-    has no answer or no rule under torch.func transforms and forward-mode AD (it reads
-    memory, has no vmap or jvp rule), nor for class weights that require grad (it has no
-    gradient for them; autograd through the core's formula has): ``"auto"`` takes the
-    exact torch path there."""
+    """The path of :func:`cross_entropy`. The fused kernel takes class-index targets, the
+    native path probability targets too; neither has an answer or a rule under torch.func
+    transforms and forward-mode AD (the kernel reads memory; neither has a vmap or jvp
+    rule), nor a gradient for class weights or probability targets that require grad
+    (autograd through the core's formula has): ``"auto"`` takes the exact torch path
+    there."""
     requested = dispatch.impl(impl)
     if requested != "auto":
         return requested  # nothing to look at (torch.compile traces no check it needs not)
     tensors = (input, target) if weight is None else (input, target, weight)
-    fused_takes = not (
-        probabilities
-        or any(conventions.transformed(t) for t in tensors)
-        or (weight is not None and weight.requires_grad and torch.is_grad_enabled())
+    grad = torch.is_grad_enabled()
+    native_takes = not (
+        any(conventions.transformed(t) for t in tensors)
+        or (weight is not None and weight.requires_grad and grad)
+        or (probabilities and target.requires_grad and grad)
     )
-    return dispatch.choose(requested, input.device, triton_takes=True, fused_takes=fused_takes)
+    return dispatch.choose(
+        requested,
+        input.device,
+        triton_takes=True,
+        fused_takes=native_takes and not probabilities,
+        native_takes=native_takes,
+    )
 
 
 def _as_rows(x: Tensor, num_classes: int) -> Tensor:
@@ -250,17 +258,7 @@ def _cross_entropy_probabilities(
     softcap: float | None,
 ) -> Tensor:
     """Probability targets: the core's softmax_cross_entropy, plus optional z-loss."""
-    if not target.is_floating_point():
-        raise TypeError(
-            f"target: a target of the input's shape {tuple(input.shape)} holds class "
-            f"probabilities and must be floating point; got dtype {target.dtype} (class "
-            f"indices have the input's shape without the class axis 1)"
-        )
-    if isinstance(ignore_index, int) and ignore_index >= 0:
-        raise ValueError(
-            f"ignore_index: not supported with probability targets (a target of the input's "
-            f"shape); expected a negative value such as the default -100; got {ignore_index}"
-        )
+    conventions.probability_target(input, target, ignore_index)
     z_coef = _validate.z_loss(z_loss)
     logits = _softcapped(input, softcap)
     if z_coef == 0:
@@ -288,6 +286,36 @@ def _cross_entropy_probabilities(
     if reduction == "sum":
         return per_example.sum()
     return _mean(per_example, per_example.numel())
+
+
+def _cross_entropy_native_probabilities(
+    input: Tensor,
+    target: Tensor,
+    axis: int,
+    weight: Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+) -> Tensor:
+    """Probability targets on torch's fused operations (``native.native_cross_entropy``):
+    (N, C, d1..dK) and (C,) inputs and targets become (M, C) rows."""
+    conventions.probability_target(input, target, ignore_index)
+    num_classes = int(input.shape[axis])
+    loss: Tensor = native.native_cross_entropy(
+        _as_rows(input, num_classes),
+        _as_rows(target, num_classes),
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=softcap,
+        reduction=reduction,
+    )
+    if reduction != "none":
+        return loss
+    return loss.reshape(input.shape[:axis] + input.shape[axis + 1 :])
 
 
 def _cross_entropy_rows(
@@ -411,12 +439,14 @@ def cross_entropy(
         impl: ``"fused"`` (the fused forward+backward kernel; class-index targets only),
             ``"triton"`` (the Triton kernels of :mod:`crossentropy.triton`: CUDA tensors,
             or CPU tensors under ``TRITON_INTERPRET=1``), ``"native"`` (torch's fused
-            operations with the library's numerics; class-index targets only),
-            ``"torch"`` (the core's math under autograd: the readable reference), or
-            ``"auto"``: ``"triton"`` for CUDA tensors when Triton is installed,
-            ``"fused"`` for class-index targets on CPU when the kernel is available,
-            ``"native"`` for them where no kernel is (with one warning), else ``"torch"``
-            (:func:`crossentropy.torch.dispatch.choose`).
+            operations with the library's numerics; class indices or probabilities that
+            need no gradient), ``"torch"`` (the core's math under autograd: the readable
+            reference), or ``"auto"``: ``"triton"`` for CUDA tensors when Triton is
+            installed, ``"fused"`` for class-index targets on CPU when the kernel is
+            available, ``"native"`` for them where no kernel is (with one warning) and
+            for probability targets, else ``"torch"`` (under ``torch.func`` transforms,
+            for weights or probability targets that require grad;
+            :func:`crossentropy.torch.dispatch.choose`).
 
     Returns:
         A scalar, or with ``reduction="none"`` the per-example losses of the target's shape
@@ -461,13 +491,17 @@ def cross_entropy(
             "inplace_backward: True needs the fused kernel (impl='fused' or 'auto'); "
             "impl='native' keeps the logits and cannot write the gradient into them"
         )
+    if chosen == "native" and probabilities:
+        return _cross_entropy_native_probabilities(
+            input, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+        )
     if chosen in ("fused", "native"):
         if probabilities:
             raise ValueError(
                 f"impl={chosen!r}: takes class-index targets (shape "
                 f"{tuple(input.shape[:axis]) + tuple(input.shape[axis + 1 :])}); got a target "
                 f"of the input's shape {tuple(target.shape)} (class probabilities). "
-                f"Use impl='torch' or impl='auto' for probability targets"
+                f"Use impl='native', impl='torch' or impl='auto' for probability targets"
             )
         fused = chosen == "fused"
         return _cross_entropy_rows(

@@ -47,11 +47,37 @@ The library's decisions, where torch's own function answers otherwise:
 - float16/bfloat16 logits are computed in float32 and the loss returned in their dtype,
   as the reference does.
 
+Probability targets q (a target of the logits' shape, class probabilities), with the
+smoothed and weighted mass a_c = w_c q'_c, q' = (1 - eps) q + eps / C, and the mean over
+rows (:func:`crossentropy.softmax_cross_entropy`, plus the z-loss as ``impl="torch"``
+adds it, unweighted):
+
+.. math::
+
+    \ell_i = -(1 - \varepsilon) \sum_c w_c q_c \log p_c
+             - \frac{\varepsilon}{C} \sum_c w_c \log p_c + \lambda \operatorname{lse}^2
+
+    \frac{\partial \ell_i}{\partial x_k} = B_i\, p_k - (1 - \varepsilon) w_k q_k
+             - \frac{\varepsilon}{C} w_k, \qquad
+    B_i = \sum_c a_c + 2 \lambda \operatorname{lse}
+        = (1 - \varepsilon) \sum_c w_c q_c + \frac{\varepsilon}{C} W + 2 \lambda \operatorname{lse}
+
+The forward allocates one logits-sized buffer: log p, then the products w_c q_c log p_c
+over it (summed per row), then p for the backward (torch's softmax, written into it).
+A coefficient that is 0 against a -inf log-probability (a zero probability at a -inf
+logit) makes such a sum NaN where the library decides 0
+(:func:`crossentropy.losses.times`); those rows, found by their NaN, are summed again
+elementwise with ``times``: the reference's formula. A row still NaN after that (its
+maximum not finite, a NaN logit) is NaN in the reference too, and its gradient is the
+reference's, by autograd through the reference's formula on that row alone. B_i needs
+sum_c w_c q_c, taken in the backward (a forward without one does not pay for it).
+
 A second backward of a retained graph recomputes p from the saved logits (the first one
 has turned it into the gradient); a differentiable backward (``create_graph=True``) takes
 the reference's gradient as torch operations,
-:func:`crossentropy.gradients.sparse_softmax_cross_entropy`, whose derivative autograd
-takes. The soft cap c tanh(x / c) is applied before, under autograd.
+:func:`crossentropy.gradients.sparse_softmax_cross_entropy` (for probability targets,
+autograd through the reference's formula), whose derivative autograd takes. The soft cap
+c tanh(x / c) is applied before, under autograd.
 """
 
 from __future__ import annotations
@@ -67,7 +93,7 @@ from .. import _validate, gradients, losses
 from .._array import shift_and_log_sum, wide_labels
 from . import conventions
 
-__all__ = ["NativeCrossEntropy", "native_cross_entropy"]
+__all__ = ["NativeCrossEntropy", "NativeProbabilityCrossEntropy", "native_cross_entropy"]
 
 
 @dataclass
@@ -76,12 +102,12 @@ class _Rows:
     None until computed and after the first backward has turned it into the gradient."""
 
     losses: Tensor  # (M,) per-row losses, 0 on rows that do not contribute
-    p: Tensor | None  # (M, C) softmax, rows that do not contribute zeroed
+    p: Tensor | None  # (M, C) softmax, 0 or finite on rows that do not contribute
     a: Tensor  # (M,) A_i of the derivation, 0 on rows that do not contribute
     target_coefficient: Tensor  # (M,) (1 - eps) w_y, 0 on rows that do not contribute
-    smooth_coefficient: Tensor  # (M,) eps / C on contributing rows, else 0
+    smooth_coefficient: Tensor | None  # (M,) eps / C on contributing rows, else 0 (eps > 0)
     safe_target: Tensor  # (M, 1) the target, 0 on ignored rows
-    count: Tensor  # the summed target weight: the mean's denominator
+    scale: Tensor | None  # the mean's mean_scale of the summed target weight (a mean only)
 
 
 def _rows(
@@ -92,32 +118,43 @@ def _rows(
     keep_p: bool,
 ) -> _Rows:
     """The per-row losses of (M, C) logits ``x`` (float32/float64) and int64 ``target``,
-    and with ``keep_p`` the softmax for the backward."""
-    ignore_index, eps, z, _ = options
+    and with ``keep_p`` the softmax for the backward.
+
+    A row that does not contribute has w_y = 0 (ignored rows: w_y is 0 there), so that
+    (1 - eps) w_y is already 0 on it; its A is 0 and its p finite (or zeroed where its
+    log-softmax is NaN), so that its gradient A p s - ... is exactly 0 without a sweep
+    over its row."""
+    ignore_index, eps, z, reduction = options
     rows, classes = x.shape
     counted = target != ignore_index
     safe_target = torch.where(counted, target, 0).unsqueeze(1)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
     if weight is None:
         w_y = counted.to(x.dtype)
         total_weight = float(classes)
+        live = counted
     else:
         w = weight.to(x.dtype)
-        w_y = torch.where(counted, w[safe_target.squeeze(1)], zero)
+        w_y = torch.where(counted, w[safe_target.squeeze(1)], 0.0)
         total_weight = float(weight.double().sum())
-    live = counted if eps > 0 else counted & (w_y != 0)
-    count = w_y.sum()
+        live = counted if eps > 0 else counted & (w_y != 0)
+    scale = losses.mean_scale(w_y.sum(), torch) if reduction == "mean" else None
     smooth = eps / classes if classes > 0 else 0.0
-    if rows == 0 or classes == 0 or not bool(live.any()):
+    target_coefficient = w_y if eps == 0 else (1.0 - eps) * w_y  # 0 where not live
+    smooth_coefficient = live.to(x.dtype) * smooth if eps > 0 else None
+    if rows == 0 or classes == 0:
         nothing = torch.zeros(rows, dtype=x.dtype, device=x.device)
         p = torch.zeros_like(x) if keep_p else None
-        return _Rows(nothing, p, nothing, nothing, nothing, safe_target, count)
+        return _Rows(nothing, p, nothing, nothing, smooth_coefficient, safe_target, scale)
 
     log_p = torch.log_softmax(x, dim=1)
     picked = log_p.gather(1, safe_target).squeeze(1)
     # rows whose maximum is not finite: torch's log_softmax gives them NaN everywhere;
-    # they get the reference's log-probabilities (and logsumexp) instead
-    bad = (live & torch.isnan(picked)).nonzero().squeeze(1)
+    # those that contribute get the reference's log-probabilities (and logsumexp)
+    # instead, those that do not a p of zeros
+    not_finite = torch.isnan(picked).nonzero().squeeze(1)
+    bad, dead = not_finite, not_finite
+    if not_finite.numel() > 0:
+        bad, dead = not_finite[live[not_finite]], not_finite[~live[not_finite]]
     lse = None
     if z > 0:
         top, at = x.max(dim=1, keepdim=True)
@@ -130,28 +167,33 @@ def _rows(
         if lse is not None:
             lse[bad] = (shift + log_sum).squeeze(1)
 
-    target_coefficient = torch.where(live, (1.0 - eps) * w_y, zero)
-    row_losses = losses.times(target_coefficient, -picked, torch)
+    # a coefficient of a contributing row can be 0 only with class weights or eps = 1
+    exact = weight is not None or eps == 1
+    row_losses = (
+        losses.times(target_coefficient, -picked, torch) if exact else target_coefficient * -picked
+    )
     if eps > 0:
         row_losses = row_losses + smooth * _smoothing_sum(log_p, weight, bad)
-    a = target_coefficient + smooth * total_weight
+    a = target_coefficient if eps == 0 else target_coefficient + smooth * total_weight
     if lse is not None:
-        z_weight = torch.where(live, z * w_y, zero)
-        row_losses = row_losses + losses.times(z_weight, lse * lse, torch)
+        z_weight = z * w_y if weight is None else torch.where(live, z * w_y, 0.0)
+        square = lse * lse
+        row_losses = row_losses + (
+            losses.times(z_weight, square, torch) if exact else z_weight * square
+        )
         # a plain product: 0 * inf = NaN on a zero-weight row beside a +inf logit, as the
         # reference's autograd and the fused kernel give there
         a = a + 2.0 * z_weight * lse
-    row_losses = torch.where(live, row_losses, zero)
-    a = torch.where(live, a, zero)
-    smooth_coefficient = torch.where(live, torch.full_like(a, smooth), zero)
+    row_losses = torch.where(live, row_losses, 0.0)
+    if eps > 0 or lse is not None:
+        a = torch.where(live, a, 0.0)
 
     p = None
     if keep_p:
         p = log_p.exp_()  # log p is not needed again: the softmax, in its buffer
-        dead = (~live).nonzero().squeeze(1)
         if dead.numel() > 0:
             p.index_fill_(0, dead, 0.0)
-    return _Rows(row_losses, p, a, target_coefficient, smooth_coefficient, safe_target, count)
+    return _Rows(row_losses, p, a, target_coefficient, smooth_coefficient, safe_target, scale)
 
 
 def _smoothing_sum(log_p: Tensor, weight: Tensor | None, bad: Tensor) -> Tensor:
@@ -204,10 +246,10 @@ class NativeCrossEntropy(torch.autograd.Function):
         rows = _rows(logits, target, weight, options, want_grad)
         if reduction == "none":
             loss = rows.losses
-        elif reduction == "sum":
+        elif rows.scale is None:
             loss = rows.losses.sum()
         else:
-            loss = rows.losses.sum() * losses.mean_scale(rows.count, torch)
+            loss = rows.losses.sum() * rows.scale
         return loss, rows
 
     @staticmethod
@@ -226,10 +268,7 @@ class NativeCrossEntropy(torch.autograd.Function):
         rows: _Rows | None = ctx.rows
         if grad_output is None or rows is None:
             return None, *none
-        if reduction == "mean":
-            factor = grad_output * losses.mean_scale(rows.count, torch)
-        else:
-            factor = grad_output
+        factor = grad_output if rows.scale is None else grad_output * rows.scale
         if torch.is_grad_enabled():
             # create_graph=True: the reference's gradient, differentiable
             _, reference = gradients.sparse_softmax_cross_entropy(
@@ -247,12 +286,186 @@ class NativeCrossEntropy(torch.autograd.Function):
         if p is None:  # a later backward of a retained graph: p again from the logits
             p = _rows(logits.detach(), target, weight, options, True).p
         grad = _gradient(rows, p, factor)
-        if eps > 0:
+        if rows.smooth_coefficient is not None:
             s = rows.smooth_coefficient * factor.to(grad.dtype)
             if weight is None:
                 grad.sub_(s.unsqueeze(1))
             else:
                 grad.addr_(s, weight.to(grad.dtype), alpha=-1.0)
+        return grad, *none
+
+
+@dataclass
+class _ProbabilityRows:
+    """The forward's per-row pieces for probability targets (as :class:`_Rows`)."""
+
+    losses: Tensor  # (M,) per-row losses
+    p: Tensor | None  # (M, C) softmax; rows of ``reference`` are overwritten in the backward
+    lse: Tensor | None  # (M,) logsumexp with a z-loss, else None
+    reference: Tensor  # indices of the rows whose gradient is the reference's
+
+
+def _reference_losses(x: Tensor, q: Tensor, weight: Tensor | None, eps: float, z: float) -> Tensor:
+    """The per-row losses of ``impl="torch"`` for probability targets: the core's
+    softmax cross entropy, plus lambda logsumexp(x)^2."""
+    rows: Tensor = losses.softmax_cross_entropy(
+        x, q, axis=1, weight=weight, label_smoothing=eps, reduction="none"
+    )
+    if z > 0:
+        lse = torch.logsumexp(x, dim=1)
+        rows = rows + z * lse * lse
+    return rows
+
+
+def _reference_gradient(
+    x: Tensor,
+    q: Tensor,
+    weight: Tensor | None,
+    options: tuple[float, float],
+    factor: Tensor,
+    create_graph: bool,
+) -> Tensor:
+    """d(sum_i s_i loss_i)/dx by autograd through :func:`_reference_losses`; ``factor`` is
+    s per row (M,) or one number (); with ``create_graph`` itself differentiable."""
+    eps, z = options
+    with torch.enable_grad():
+        leaf = x if create_graph else x.detach().requires_grad_()
+        rows = _reference_losses(leaf, q, weight, eps, z)
+        s = factor.to(rows.dtype).expand_as(rows)
+        (grad,) = torch.autograd.grad(rows, leaf, s, create_graph=create_graph)
+    return grad
+
+
+def _probability_rows(
+    x: Tensor, q: Tensor, weight: Tensor | None, options: tuple[float, float], keep_p: bool
+) -> _ProbabilityRows:
+    """The per-row losses of (M, C) logits ``x`` (float32/float64) against probabilities
+    ``q`` of ``x``'s dtype, and with ``keep_p`` the softmax for the backward."""
+    eps, z = options
+    rows, classes = x.shape
+    if rows == 0 or classes == 0:  # nothing to sweep: the reference answers every row
+        every = torch.arange(rows, device=x.device)
+        found = _reference_losses(x, q, weight, eps, z)
+        return _ProbabilityRows(found, torch.zeros_like(x) if keep_p else None, None, every)
+
+    log_p = torch.log_softmax(x, dim=1)
+    w = None if weight is None else weight.to(x.dtype)
+    lse = None
+    if z > 0:
+        top, at = x.max(dim=1, keepdim=True)
+        # log p at the maximum is exactly -log sum exp(x - max): lse = max + log sum
+        lse = (top - log_p.gather(1, at)).squeeze(1)
+    smoothing = None
+    if eps > 0:
+        smoothing = log_p.sum(dim=1) if w is None else log_p @ w
+    if eps < 1:
+        # -(1 - eps) sum_c w_c q_c log p_c, the products over log p's buffer (no new one)
+        products = log_p.mul_(q) if w is None else log_p.mul_(q).mul_(w)
+        row_losses = products.sum(dim=1).mul_(-(1.0 - eps))
+    else:  # (1 - eps) = 0 times the sum, which may be infinite
+        row_losses = x.new_zeros(rows)
+    if smoothing is not None:
+        row_losses.sub_(smoothing, alpha=eps / classes)
+    fix = torch.isnan(row_losses).nonzero().squeeze(1)
+    reference = fix
+    if fix.numel() > 0:
+        # 0 * -inf: the library's 0, elementwise on these rows; NaN stays where it is one
+        mass = q[fix] if eps == 0 else (1.0 - eps) * q[fix] + eps / classes
+        mass = mass if w is None else mass * w
+        fixed = -losses.times(mass, torch.log_softmax(x[fix], dim=1), torch).sum(dim=1)
+        row_losses[fix] = fixed
+        reference = fix[torch.isnan(fixed)]
+    if lse is not None:
+        row_losses = row_losses + z * lse * lse
+    # p for the backward, over log p's buffer again
+    p = torch.softmax(x, dim=1, out=log_p) if keep_p else None
+    return _ProbabilityRows(row_losses, p, lse, reference)
+
+
+class NativeProbabilityCrossEntropy(torch.autograd.Function):
+    """:class:`NativeCrossEntropy` for probability targets: (M, C) float32/float64 logits,
+    (M, C) probabilities checked finite and non-negative that need no gradient, class
+    weights that need no gradient; the derivation is the module's docstring."""
+
+    @staticmethod
+    def forward(
+        logits: Tensor,
+        target: Tensor,
+        weight: Tensor | None,
+        label_smoothing: float,
+        z_loss: float,
+        reduction: str,
+        want_grad: bool,
+    ) -> tuple[Tensor, Any]:
+        if not conventions.has_values(logits):
+            shape = (logits.shape[0],) if reduction == "none" else ()
+            return logits.new_empty(shape), None
+        q = target.to(logits.dtype)
+        rows = _probability_rows(logits, q, weight, (label_smoothing, z_loss), want_grad)
+        if reduction == "none":
+            loss = rows.losses
+        elif reduction == "sum":
+            loss = rows.losses.sum()
+        else:
+            count = torch.tensor(float(logits.shape[0]), dtype=logits.dtype)
+            loss = rows.losses.sum() * losses.mean_scale(count, torch)
+        return loss, rows
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        logits, target, weight, *options, _ = inputs
+        ctx.save_for_backward(logits, target, weight)
+        ctx.rows = output[1]
+        ctx.options = options
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor | None, _: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        logits, target, weight = ctx.saved_tensors
+        eps, z, reduction = ctx.options
+        none = (None,) * 6
+        rows: _ProbabilityRows | None = ctx.rows
+        if grad_output is None or rows is None:
+            return None, *none
+        q = target.to(logits.dtype)
+        if reduction == "mean":
+            count = torch.tensor(float(logits.shape[0]), dtype=logits.dtype)
+            factor = grad_output * losses.mean_scale(count, torch)
+        else:
+            factor = grad_output
+        if torch.is_grad_enabled():  # create_graph=True: the reference's, differentiable
+            grad = _reference_gradient(logits, q, weight, (eps, z), factor, True)
+            return grad, *none
+        p, rows.p = rows.p, None  # handed out once, as the gradient
+        if p is None:  # a later backward of a retained graph: p again from the logits
+            p = torch.softmax(logits.detach(), dim=1)
+        classes = logits.shape[1]
+        s = factor.to(p.dtype)
+        column = s.unsqueeze(1) if s.ndim else s
+        w = None if weight is None else weight.to(p.dtype)
+        # B = (1 - eps) sum_c w_c q_c + (eps / C) W + 2 lambda lse
+        b = (q.sum(dim=1) if w is None else q @ w) * (1.0 - eps)
+        if eps > 0:
+            b = b + eps / classes * (float(classes) if w is None else w.sum())
+        if rows.lse is not None:
+            b = b + 2.0 * z * rows.lse
+        grad = p.mul_((b * s).unsqueeze(1))
+        if eps < 1:  # - (1 - eps) s w q (a logits-sized product only for w and s per row)
+            coefficient = column * -(1.0 - eps)
+            grad.addcmul_(q, coefficient if w is None else coefficient * w)
+        if eps > 0:  # - (eps / C) s w
+            if w is None:
+                grad.sub_(column * (eps / classes))
+            elif s.ndim:
+                grad.addr_(s, w, alpha=-eps / classes)
+            else:
+                grad.sub_(w * (s * (eps / classes)))
+        bad = rows.reference
+        if bad.numel() > 0:
+            s_bad = s[bad] if s.ndim else s
+            grad[bad] = _reference_gradient(
+                logits[bad].detach(), q[bad], weight, (eps, z), s_bad, False
+            )
         return grad, *none
 
 
@@ -267,18 +480,23 @@ def native_cross_entropy(
     softcap: float | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    r"""Softmax cross entropy of class indices on torch's fused operations.
+    r"""Softmax cross entropy of class indices or probabilities on torch's fused operations.
 
-    The loss and gradient of :func:`crossentropy.sparse_softmax_cross_entropy` (the
-    module's docstring gives the derivation and the decided edge cases), as fast as
+    The loss and gradient of :func:`crossentropy.sparse_softmax_cross_entropy` (class
+    indices) or of :func:`crossentropy.softmax_cross_entropy` plus the z-loss (class
+    probabilities, a target of the logits' shape; the mean is over rows) (the module's
+    docstring gives the derivation and the decided edge cases), as fast as
     ``torch.nn.functional.cross_entropy`` or faster.
 
     Args:
         logits: (M, C) floating-point tensor, on any device.
-        target: (M,) integer class ids in [0, C), or ``ignore_index``.
+        target: (M,) integer class ids in [0, C), or ``ignore_index``; or (M, C) class
+            probabilities, finite and >= 0, not differentiated (refused if they require
+            grad: ``impl="torch"`` differentiates them).
         weight: (C,) floating-point class weights, or ``None``; not differentiated
             (refused if it requires grad: ``impl="torch"`` differentiates them).
-        ignore_index: the target value that marks a row to skip.
+        ignore_index: the target value that marks a row to skip (negative with
+            probability targets).
         label_smoothing: epsilon in [0, 1].
         z_loss: the coefficient of logsumexp(z)^2, >= 0.
         softcap: c > 0, finite, to use c tanh(x / c) as the logits, or ``None``.
@@ -308,10 +526,23 @@ def native_cross_entropy(
         )
     if not isinstance(target, Tensor):
         raise TypeError(f"target: expected a torch.Tensor; got {type(target).__name__}")
-    _validate.label_shape(tuple(logits.shape), 1, target)
     xp = array_api_compat.array_namespace(target)
-    target = wide_labels(target, xp)
-    _validate.integer_labels(target, int(logits.shape[1]), ignore_index, xp)
+    probabilities = target.shape == logits.shape
+    compute = torch.float32 if logits.itemsize < 4 else logits.dtype
+    if probabilities:
+        conventions.probability_target(logits, target, ignore_index)
+        if target.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                "target: impl='native' has no gradient with respect to probability targets, "
+                "and this target requires grad; pass target.detach(), or use impl='torch' "
+                "(or impl='auto'), which differentiates the targets too"
+            )
+        target = target.to(compute)  # compared as the reference compares them
+        _validate.probabilities("labels", target, xp)
+    else:
+        _validate.label_shape(tuple(logits.shape), 1, target)
+        target = wide_labels(target, xp)
+        _validate.integer_labels(target, int(logits.shape[1]), ignore_index, xp)
     if weight is not None:
         _validate.class_weight(weight, int(logits.shape[1]))
         if weight.requires_grad and torch.is_grad_enabled():
@@ -321,12 +552,17 @@ def native_cross_entropy(
                 "(or impl='auto'), which differentiates the weights too"
             )
     dtype = logits.dtype
-    x = logits.float() if logits.itemsize < 4 else logits
+    x = logits.to(compute)
     if cap is not None:
         x = cap * torch.tanh(x / cap)
     want_grad = torch.is_grad_enabled() and x.requires_grad
-    loss, _ = NativeCrossEntropy.apply(  # type: ignore[no-untyped-call]
-        x, target, weight, ignore_index, eps, z_coef, reduction, want_grad
-    )
+    if probabilities:
+        loss, _ = NativeProbabilityCrossEntropy.apply(  # type: ignore[no-untyped-call]
+            x, target, weight, eps, z_coef, reduction, want_grad
+        )
+    else:
+        loss, _ = NativeCrossEntropy.apply(  # type: ignore[no-untyped-call]
+            x, target, weight, ignore_index, eps, z_coef, reduction, want_grad
+        )
     result: Tensor = loss.to(dtype)
     return result
