@@ -136,8 +136,15 @@ def test_make_explain_installs_the_package_alone() -> None:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     # -n: print the commands without running them; -B: as if nothing were built yet
+    # run as a top-level make even under `make test` (no "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     proc = subprocess.run(
-        ["make", "-n", "-B", "explain"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["make", "--no-print-directory", "-n", "-B", "explain"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     installs = [line for line in proc.stdout.splitlines() if "pip install" in line]
