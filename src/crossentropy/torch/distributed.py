@@ -877,12 +877,7 @@ def vocab_parallel_linear_cross_entropy(
     plan = _Plan(
         terms, shard.start, group_.handle, chunk, scale, reduction, loss_dtype or input.dtype
     )
-    grad_on = torch.is_grad_enabled()
-    wants = (
-        grad_on and input.requires_grad,
-        grad_on and linear_weight_shard.requires_grad,
-        grad_on and linear_bias is not None and linear_bias.requires_grad,
-    )
+    wants = engine.wanted_gradients(input, linear_weight_shard, linear_bias)
     off = contextlib.nullcontext() if low is None else torch.autocast(device, enabled=False)
     with off:
         loss, *_ = _VocabParallelLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]

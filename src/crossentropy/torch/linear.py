@@ -616,12 +616,7 @@ def _dispatch(
         "chunk_size": options["chunk_size"]
         or engine.default_chunk_size(tokens, vocabulary, flat_input.element_size()),
     }
-    grad_on = torch.is_grad_enabled()
-    wants = (
-        grad_on and input.requires_grad,
-        grad_on and linear_weight.requires_grad,
-        grad_on and linear_bias is not None and linear_bias.requires_grad,
-    )
+    wants = engine.wanted_gradients(input, linear_weight, linear_bias)
     loss, lse, *_ = _LinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
         flat_input,
         linear_weight.contiguous(),
