@@ -4,6 +4,7 @@ core under autograd) and torch's own cross_entropy, forward and gradient."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from crossentropy.torch import _kernel, dispatch, linear_cross_entropy
+from crossentropy.torch import _kernel, dispatch, linear_cross_entropy, native
 from crossentropy.torch import functional as F
 
 INF = math.inf
@@ -448,3 +449,156 @@ def test_probability_check_messages_equal_the_reference():
         messages.append(str(caught.value))
     assert messages[0] == messages[1]
     assert messages[0].startswith("target: expected finite non-negative probabilities")
+
+
+# ----------------------------------------------------------- a block of rows at a time
+
+
+def _hostile_rows(dtype, seed=3):
+    """(10, 3) logits with the hostile rows of ``ROWS`` between ordinary ones, so that
+    with two rows a block they fall in different blocks, first, middle and last."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 3, (10,), generator=g)
+    picks = [
+        "plus-inf-beside-target",
+        "nan",
+        "ignored-all-neg-inf",
+        "all-neg-inf",
+        "plus-inf-at-target",
+    ]
+    for row, name in zip((0, 3, 4, 7, 9), picks, strict=True):
+        values, target = ROWS[name]
+        x[row] = torch.tensor(values, dtype=torch.float64)
+        t[row] = target
+    return x.to(dtype), t
+
+
+@pytest.fixture
+def two_rows_a_block(monkeypatch):
+    """Blocks of two rows at three classes (one row at eleven): every test shape sweeps
+    several blocks, the last one short."""
+    monkeypatch.setattr(native, "BLOCK_ELEMENTS", 6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", EDGE_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+def test_blocks_of_rows_with_hostile_rows_equal_the_reference(
+    two_rows_a_block, dtype, reduction, options
+):
+    """Non-finite rows in different blocks (found, fixed and zeroed by their global index),
+    in every dtype: the half-precision logits are read block by block, never copied."""
+    x, t = _hostile_rows(dtype)
+    kwargs = dict(options)
+    if kwargs.pop("weight", False):
+        kwargs["weight"] = torch.tensor([0.0, 1.0, 2.0], dtype=dtype)
+    loss, grad = _loss_and_grad(x, t, reduction, "native", **kwargs)
+    want_loss, want_grad = _loss_and_grad(x, t, reduction, "torch", **kwargs)
+    assert loss.dtype == dtype and grad.dtype == dtype
+    torch.testing.assert_close(loss, want_loss, equal_nan=True, **_tolerance(dtype))
+    torch.testing.assert_close(grad, want_grad, equal_nan=True, **_tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", PROBABILITY_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+def test_blocks_of_rows_with_probability_targets_equal_the_reference(
+    two_rows_a_block, dtype, reduction, options
+):
+    x, q, kwargs = _probabilities((9, 3), dtype, options)
+    for row, name in zip((0, 4, 8), ("zero-at-neg-inf", "plus-inf", "nan"), strict=True):
+        values, probabilities = PROBABILITY_ROWS[name]
+        x[row] = torch.tensor(values, dtype=dtype)
+        q[row] = torch.tensor(probabilities, dtype=dtype)
+    if "weight" in kwargs:
+        kwargs["weight"] = torch.tensor([0.5, 0.0, 2.0], dtype=dtype)
+    loss, grad = _loss_and_grad(x, q, reduction, "native", **kwargs)
+    want_loss, want_grad = _loss_and_grad(x, q, reduction, "torch", **kwargs)
+    assert loss.dtype == dtype and grad.dtype == dtype
+    torch.testing.assert_close(loss, want_loss, equal_nan=True, **_tolerance(dtype))
+    torch.testing.assert_close(grad, want_grad, equal_nan=True, **_tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_is_computed_in_float32_over_many_blocks(dtype):
+    """Shapes of several real blocks (2 MiB of float32 each): the loss and gradient of
+    half-precision logits equal float64 torch on the same (rounded) logits, to float32
+    accuracy before the final rounding, with a target weight, smoothing and ignored rows."""
+    g = torch.Generator().manual_seed(5)
+    rows, classes = 70, 20000  # 26 rows a block: three blocks, the last short
+    x = (4 * torch.randn(rows, classes, generator=g)).to(dtype)
+    t = torch.randint(0, classes, (rows,), generator=g)
+    t[::7] = -100
+    w = torch.rand(classes, generator=g, dtype=torch.float64) + 0.5
+    kwargs = {"weight": w.to(dtype), "label_smoothing": 0.05}
+    loss, grad = _loss_and_grad(x, t, "mean", "native", **kwargs)
+    x64 = x.double().requires_grad_()
+    TF.cross_entropy(x64, t, weight=w.to(dtype).double(), label_smoothing=0.05).backward()
+    want = TF.cross_entropy(x64.detach(), t, weight=w.to(dtype).double(), label_smoothing=0.05)
+    # the loss is rounded to the half dtype once, at the end
+    assert loss.item() == want.to(dtype).item()
+    # within one half-precision step of float64's gradient, or float32's absolute error
+    # (cancellation in A p_k - (eps / C) w_k at the smallest entries, as torch's float32),
+    # or the spacing of float16's subnormals (below 6.1e-5)
+    info = torch.finfo(dtype)
+    scale = x64.grad.abs().max().item()
+    atol = max(4 * torch.finfo(torch.float32).eps * scale, info.smallest_normal * info.eps)
+    torch.testing.assert_close(grad.double(), x64.grad, rtol=info.eps, atol=atol)
+    assert not torch.equal(grad.double(), x64.grad)  # rounded to the half dtype, not exact
+
+
+_HALF_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import gc, json, re, sys
+    import torch
+    import torch.nn.functional as TF
+    from crossentropy.torch import functional as F
+
+    def status(key):
+        with open("/proc/self/status") as f:
+            return int(re.search(rf"^{key}:\\s+(\\d+)", f.read(), re.M).group(1))
+
+    x0 = torch.randn(1024, 32000).to(torch.bfloat16)
+    t = torch.randint(0, 32000, (1024,))
+    steps = {
+        "native": lambda x: F.cross_entropy(x, t, impl="native"),
+        "torch": lambda x: TF.cross_entropy(x, t),
+    }
+    result = {}
+    for name in sys.argv[1:]:
+        for _ in range(2):  # the second step is measured
+            x = x0.clone().requires_grad_()
+            gc.collect()
+            before = status("VmRSS")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            steps[name](x).backward()
+            peak = status("VmHWM")
+            del x
+        result[name] = peak - before
+    print(json.dumps(result))
+    """
+)
+
+
+def test_half_precision_peak_memory_is_below_torchs():
+    """bfloat16 logits (1024, 32000), 62.5 MiB: a forward and backward of impl='native'
+    holds the gradient and blocks of a few MiB (no float32 copy of the logits, no saved
+    softmax), below torch's own function, which saves its log-softmax for the backward.
+    Peak RSS in a fresh subprocess, blocks over 64 KiB served by mmap."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux /proc/self/clear_refs to measure peak memory")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    run = subprocess.run(
+        [sys.executable, "-c", _HALF_MEMORY_SCRIPT, "native", "torch"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    peaks = json.loads(run.stdout.strip().splitlines()[-1])
+    logits_kib = 1024 * 32000 * 2 // 1024
+    assert peaks["native"] < 1.3 * logits_kib, peaks  # the gradient and a few blocks
+    assert peaks["native"] < peaks["torch"], peaks

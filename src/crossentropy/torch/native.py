@@ -2,8 +2,8 @@ r"""Cross entropy of class indices on torch's own fused operations, with the lib
 
 What ``impl="native"`` runs, and what ``impl="auto"`` runs where no kernel of this library
 can be had (no C compiler for the fused kernel on CPU, no Triton on CUDA): torch's
-``log_softmax`` (one vectorised sweep over the logits), a ``gather`` of the targets'
-log-probabilities, and a backward written out beside the forward, so that it costs what
+``log_softmax`` and a ``gather`` of the targets' log-probabilities in the forward, torch's
+``softmax`` and a gradient written out beside it in the backward, so that it costs what
 ``torch.nn.functional.cross_entropy`` costs or less, with the answers of the readable
 reference (:func:`crossentropy.sparse_softmax_cross_entropy`, ``impl="torch"``).
 
@@ -22,10 +22,16 @@ them; W = sum_c w_c; eps the label smoothing; lambda the z-loss; C classes):
              - \frac{\varepsilon}{C} w_k, \qquad
     A_i = (1 - \varepsilon) w_y + \frac{\varepsilon}{C} W + 2 \lambda w_y \operatorname{lse}
 
-since d(-log p_c)/dx_k = p_k - [k = c] and d lse/dx_k = p_k. The forward keeps
-p = exp(log p) (computed in place over log p: the one logits-sized buffer it allocates),
-and the first backward turns it into the gradient in place: p A s - the target's term -
-the smoothing's term, s the incoming gradient times the reduction's scale.
+since d(-log p_c)/dx_k = p_k - [k = c] and d lse/dx_k = p_k.
+
+Both passes sweep the rows a block at a time (``BLOCK_ELEMENTS`` logits, 2 MiB of
+float32, so that each block stays in cache): the forward takes each block's log-softmax
+into one reused buffer and keeps per row only the target's log-probability (and the
+smoothing sum, the logsumexp); the backward recomputes each block's softmax p, written
+straight into the gradient, and finishes it in place: p A s - the target's term - the
+smoothing's term, s the incoming gradient times the reduction's scale. Nothing
+logits-sized is kept between the two but the logits, and no standalone ``exp`` runs over
+the logits: on CPU torch's softmax kernels cost a fraction of one.
 
 The library's decisions, where torch's own function answers otherwise:
 
@@ -45,7 +51,9 @@ The library's decisions, where torch's own function answers otherwise:
   finite gradient there (torch: NaN everywhere). torch's ``log_softmax`` gives such a row
   NaN at its target, which is how these rows are found (no extra sweep over the logits).
 - float16/bfloat16 logits are computed in float32 and the loss returned in their dtype,
-  as the reference does.
+  as the reference does; they are read as they are, each block converted inside torch's
+  (log-)softmax (no float32 copy of the logits), and the gradient is rounded to their
+  dtype once, from float32.
 
 Probability targets q (a target of the logits' shape, class probabilities), with the
 smoothed and weighted mass a_c = w_c q'_c, q' = (1 - eps) q + eps / C, and the mean over
@@ -62,8 +70,9 @@ adds it, unweighted):
     B_i = \sum_c a_c + 2 \lambda \operatorname{lse}
         = (1 - \varepsilon) \sum_c w_c q_c + \frac{\varepsilon}{C} W + 2 \lambda \operatorname{lse}
 
-The forward allocates one logits-sized buffer: log p, then the products w_c q_c log p_c
-over it (summed per row), then p for the backward (torch's softmax, written into it).
+The forward takes each block's log p into the reused buffer, then the products
+w_c q_c log p_c over it (summed per row); the backward each block's p, as for class
+indices.
 A coefficient that is 0 against a -inf log-probability (a zero probability at a -inf
 logit) makes such a sum NaN where the library decides 0
 (:func:`crossentropy.losses.times`); those rows, found by their NaN, are summed again
@@ -72,8 +81,7 @@ maximum not finite, a NaN logit) is NaN in the reference too, and its gradient i
 reference's, by autograd through the reference's formula on that row alone. B_i needs
 sum_c w_c q_c, taken in the backward (a forward without one does not pay for it).
 
-A second backward of a retained graph recomputes p from the saved logits (the first one
-has turned it into the gradient); a differentiable backward (``create_graph=True``) takes
+A second backward of a retained graph recomputes p like the first; a differentiable backward (``create_graph=True``) takes
 the reference's gradient as torch operations,
 :func:`crossentropy.gradients.sparse_softmax_cross_entropy` (for probability targets,
 autograd through the reference's formula), whose derivative autograd takes. The soft cap
@@ -93,87 +101,154 @@ from .. import _validate, gradients, losses
 from .._array import shift_and_log_sum, wide_labels
 from . import conventions
 
-__all__ = ["NativeCrossEntropy", "NativeProbabilityCrossEntropy", "native_cross_entropy"]
+__all__ = [
+    "BLOCK_ELEMENTS",
+    "NativeCrossEntropy",
+    "NativeProbabilityCrossEntropy",
+    "compute_dtype",
+    "native_cross_entropy",
+    "row_blocks",
+]
+
+
+# Rows are swept a block at a time, each block's log-softmax (forward) or softmax (backward)
+# in a buffer of about 2 MiB of float32 that stays in cache: torch's softmax kernels are
+# fast there, while a standalone ``exp_`` over a logits-sized buffer costs several of them.
+BLOCK_ELEMENTS = 1 << 19
+
+
+def row_blocks(rows: int, classes: int) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of about ``BLOCK_ELEMENTS`` logits each (one row at least)."""
+    step = max(1, BLOCK_ELEMENTS // max(classes, 1))
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16/bfloat16 logits are computed in float32, as the reference computes them."""
+    return torch.float32 if dtype.itemsize < 4 else dtype
 
 
 @dataclass
 class _Rows:
-    """The forward's per-row pieces: the losses, and what the backward needs. ``p`` is
-    None until computed and after the first backward has turned it into the gradient."""
+    """The forward's per-row pieces, all (M,) in the compute dtype unless said: the losses,
+    and the coefficients of the gradient, which the backward applies to the softmax it
+    recomputes block by block from the saved logits."""
 
-    losses: Tensor  # (M,) per-row losses, 0 on rows that do not contribute
-    p: Tensor | None  # (M, C) softmax, 0 or finite on rows that do not contribute
-    a: Tensor  # (M,) A_i of the derivation, 0 on rows that do not contribute
-    target_coefficient: Tensor  # (M,) (1 - eps) w_y, 0 on rows that do not contribute
-    smooth_coefficient: Tensor | None  # (M,) eps / C on contributing rows, else 0 (eps > 0)
-    safe_target: Tensor  # (M, 1) the target, 0 on ignored rows
+    losses: Tensor  # per-row losses, 0 on rows that do not contribute
+    a: Tensor  # A_i of the derivation, 0 on rows that do not contribute
+    target_coefficient: Tensor  # (1 - eps) w_y, 0 on rows that do not contribute
+    smooth_coefficient: Tensor | None  # eps / C on contributing rows, else 0 (eps > 0)
+    safe_target: Tensor  # (M, 1) int64: the target, 0 on ignored rows
     scale: Tensor | None  # the mean's mean_scale of the summed target weight (a mean only)
+    bad: Tensor  # indices of contributing rows whose maximum is not finite
+    dead: Tensor  # indices of the other rows whose log-softmax is NaN: gradient 0
+
+
+def _reference_log_softmax(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The reference's log-probabilities and logsumexp of rows whose maximum may not be
+    finite: (x - shift) - log sum exp(x - shift), the shift 0 where the maximum is not
+    finite (:func:`crossentropy._array.shift_and_log_sum`)."""
+    shift, log_sum = shift_and_log_sum(x, 1, array_api_compat.array_namespace(x))
+    return (x - shift) - log_sum, (shift + log_sum).squeeze(1)
+
+
+def _log_softmax_terms(
+    x: Tensor, safe_target: Tensor, w: Tensor | None, smoothing: bool, z: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """log p at the target, sum_c w_c (-log p_c) (with ``smoothing``) and logsumexp (with
+    ``z``) per row of ``x``, from torch's log_softmax of each block of rows in the compute
+    dtype; a row whose maximum is not finite is NaN at its target.
+
+    The smoothing sum is a matrix-vector product over the classes of non-zero weight (a
+    zero weight against a -inf log-probability is 0, :func:`crossentropy.losses.times`)."""
+    rows, classes = x.shape
+    dtype = compute_dtype(x.dtype)
+    picked = x.new_empty((rows, 1), dtype=dtype)
+    total = x.new_empty(rows, dtype=dtype) if smoothing else None
+    lse = x.new_empty((rows, 1), dtype=dtype) if z else None
+    used = None
+    if w is not None and smoothing and bool((w == 0).any()):
+        used = (w != 0).nonzero().squeeze(1)
+        w = w[used]
+    blocks = row_blocks(rows, classes)
+    buffer = x.new_empty((blocks[0][1], classes), dtype=dtype)
+    for start, stop in blocks:
+        log_p = torch.log_softmax(x[start:stop], 1, dtype=dtype, out=buffer[: stop - start])
+        torch.gather(log_p, 1, safe_target[start:stop], out=picked[start:stop])
+        if total is not None:
+            if w is None:
+                torch.sum(log_p, 1, out=total[start:stop])
+            else:
+                terms = log_p if used is None else log_p.index_select(1, used)
+                torch.mv(terms, w, out=total[start:stop])
+        if lse is not None:
+            # log p at the maximum is exactly -log sum exp(x - max): lse = max + log sum
+            top, at = x[start:stop].max(dim=1, keepdim=True)
+            torch.sub(top, log_p.gather(1, at), out=lse[start:stop])
+    return (
+        picked.squeeze(1),
+        None if total is None else total.neg_(),
+        None if lse is None else lse.squeeze(1),
+    )
 
 
 def _rows(
-    x: Tensor,
-    target: Tensor,
-    weight: Tensor | None,
-    options: tuple[int, float, float, str],
-    keep_p: bool,
+    x: Tensor, target: Tensor, weight: Tensor | None, options: tuple[int, float, float, str]
 ) -> _Rows:
-    """The per-row losses of (M, C) logits ``x`` (float32/float64) and int64 ``target``,
-    and with ``keep_p`` the softmax for the backward.
+    """The per-row losses of (M, C) logits ``x`` (any floating dtype) and int64 ``target``,
+    and the coefficients of their gradient.
 
     A row that does not contribute has w_y = 0 (ignored rows: w_y is 0 there), so that
-    (1 - eps) w_y is already 0 on it; its A is 0 and its p finite (or zeroed where its
-    log-softmax is NaN), so that its gradient A p s - ... is exactly 0 without a sweep
-    over its row."""
+    (1 - eps) w_y is already 0 on it, and its A is 0: its gradient A p s - ... is exactly 0
+    wherever its softmax is finite, and set to 0 where it is not (``dead``)."""
     ignore_index, eps, z, reduction = options
     rows, classes = x.shape
+    dtype = compute_dtype(x.dtype)
     counted = target != ignore_index
     safe_target = torch.where(counted, target, 0).unsqueeze(1)
-    if weight is None:
-        w_y = counted.to(x.dtype)
+    w = None if weight is None else weight.to(dtype)
+    if w is None:
+        w_y = counted.to(dtype)
         total_weight = float(classes)
         live = counted
     else:
-        w = weight.to(x.dtype)
         w_y = torch.where(counted, w[safe_target.squeeze(1)], 0.0)
-        total_weight = float(weight.double().sum())
+        total_weight = float(weight.double().sum())  # type: ignore[union-attr]
         live = counted if eps > 0 else counted & (w_y != 0)
     scale = losses.mean_scale(w_y.sum(), torch) if reduction == "mean" else None
     smooth = eps / classes if classes > 0 else 0.0
     target_coefficient = w_y if eps == 0 else (1.0 - eps) * w_y  # 0 where not live
-    smooth_coefficient = live.to(x.dtype) * smooth if eps > 0 else None
+    smooth_coefficient = live.to(dtype) * smooth if eps > 0 else None
+    nowhere = torch.zeros(0, dtype=torch.int64, device=x.device)
     if rows == 0 or classes == 0:
-        nothing = torch.zeros(rows, dtype=x.dtype, device=x.device)
-        p = torch.zeros_like(x) if keep_p else None
-        return _Rows(nothing, p, nothing, nothing, smooth_coefficient, safe_target, scale)
+        nothing = x.new_zeros(rows, dtype=dtype)
+        return _Rows(
+            nothing, nothing, nothing, smooth_coefficient, safe_target, scale, nowhere, nowhere
+        )
 
-    log_p = torch.log_softmax(x, dim=1)
-    picked = log_p.gather(1, safe_target).squeeze(1)
+    picked, smoothing, lse = _log_softmax_terms(x, safe_target, w, eps > 0, z > 0)
     # rows whose maximum is not finite: torch's log_softmax gives them NaN everywhere;
-    # those that contribute get the reference's log-probabilities (and logsumexp)
-    # instead, those that do not a p of zeros
+    # those that contribute get the reference's log-probabilities (and logsumexp) instead
     not_finite = torch.isnan(picked).nonzero().squeeze(1)
-    bad, dead = not_finite, not_finite
+    bad, dead = nowhere, nowhere
     if not_finite.numel() > 0:
         bad, dead = not_finite[live[not_finite]], not_finite[~live[not_finite]]
-    lse = None
-    if z > 0:
-        top, at = x.max(dim=1, keepdim=True)
-        # log p at the maximum is exactly -log sum exp(x - max): lse = max + log sum
-        lse = (top - log_p.gather(1, at)).squeeze(1)
     if bad.numel() > 0:
-        shift, log_sum = shift_and_log_sum(x[bad], 1, array_api_compat.array_namespace(x))
-        log_p[bad] = (x[bad] - shift) - log_sum
-        picked = log_p.gather(1, safe_target).squeeze(1)
+        log_p, bad_lse = _reference_log_softmax(x[bad].to(dtype))
+        picked[bad] = log_p.gather(1, safe_target[bad]).squeeze(1)
+        if smoothing is not None:
+            terms = -log_p if w is None else -losses.times(w, log_p, torch)
+            smoothing[bad] = terms.sum(dim=1)
         if lse is not None:
-            lse[bad] = (shift + log_sum).squeeze(1)
+            lse[bad] = bad_lse
 
     # a coefficient of a contributing row can be 0 only with class weights or eps = 1
     exact = weight is not None or eps == 1
     row_losses = (
         losses.times(target_coefficient, -picked, torch) if exact else target_coefficient * -picked
     )
-    if eps > 0:
-        row_losses = row_losses + smooth * _smoothing_sum(log_p, weight, bad)
+    if smoothing is not None:
+        row_losses = row_losses + smooth * smoothing
     a = target_coefficient if eps == 0 else target_coefficient + smooth * total_weight
     if lse is not None:
         z_weight = z * w_y if weight is None else torch.where(live, z * w_y, 0.0)
@@ -187,46 +262,59 @@ def _rows(
     row_losses = torch.where(live, row_losses, 0.0)
     if eps > 0 or lse is not None:
         a = torch.where(live, a, 0.0)
-
-    p = None
-    if keep_p:
-        p = log_p.exp_()  # log p is not needed again: the softmax, in its buffer
-        if dead.numel() > 0:
-            p.index_fill_(0, dead, 0.0)
-    return _Rows(row_losses, p, a, target_coefficient, smooth_coefficient, safe_target, scale)
+    return _Rows(
+        row_losses, a, target_coefficient, smooth_coefficient, safe_target, scale, bad, dead
+    )
 
 
-def _smoothing_sum(log_p: Tensor, weight: Tensor | None, bad: Tensor) -> Tensor:
-    """sum_c w_c (-log p_c) per row, a zero weight giving 0 against an infinite log p
-    (:func:`crossentropy.losses.times`); a matrix-vector product over the classes of
-    non-zero weight, and the elementwise formula on the rows that were not finite."""
-    if weight is None:
-        return -log_p.sum(dim=1)
-    w = weight.to(log_p.dtype)
-    used = (w != 0).nonzero().squeeze(1)
-    every = used.numel() == w.numel()
-    total = -(log_p @ w) if every else -(log_p.index_select(1, used) @ w[used])
-    if bad.numel() > 0:
-        total[bad] = -losses.times(w, log_p[bad], torch).sum(dim=1)
-    return total
+def _gradient(x: Tensor, rows: _Rows, weight: Tensor | None, factor: Tensor) -> Tensor:
+    """d(loss)/dx = A p s - (1 - eps) w_y s at the target - (eps / C) w s, in ``x``'s
+    dtype; ``factor`` is s per row (M,) or one number (). p is torch's softmax of each block
+    of rows, in the compute dtype, written straight into the gradient when the dtypes agree;
+    the rows whose maximum is not finite take the reference's p, the dead ones 0."""
+    rows_count, classes = x.shape
+    dtype = compute_dtype(x.dtype)
+    s = factor.to(dtype)
+    a_s = (rows.a * s).unsqueeze(1)
+    target_s = (-(rows.target_coefficient * s)).unsqueeze(1)
+    smooth_s = None if rows.smooth_coefficient is None else rows.smooth_coefficient * s
+    w = None if weight is None else weight.to(dtype)
 
+    def finish(p: Tensor, at: slice | Tensor) -> Tensor:
+        """The gradient of the rows ``at`` from their softmax ``p``, in place."""
+        p.mul_(a_s[at]).scatter_add_(1, rows.safe_target[at], target_s[at])
+        if smooth_s is not None:
+            if w is None:
+                p.sub_(smooth_s[at].unsqueeze(1))
+            else:
+                p.addr_(smooth_s[at], w, alpha=-1.0)
+        return p
 
-def _gradient(rows: _Rows, p: Tensor | None, factor: Tensor) -> Tensor:
-    """d(loss)/dx = A p s - (1 - eps) w_y s at the target - (eps / C) w s, over ``p``'s
-    buffer; ``factor`` is s per row (M,) or one number ()."""
-    if p is None:
-        raise RuntimeError("native cross entropy: the softmax was not kept for a backward")
-    s = factor.to(p.dtype)
-    grad = p.mul_((rows.a * s).unsqueeze(1))
-    grad.scatter_add_(1, rows.safe_target, (-(rows.target_coefficient * s)).unsqueeze(1))
+    grad = torch.empty((rows_count, classes), dtype=x.dtype, device=x.device)
+    if rows_count == 0 or classes == 0:
+        return grad
+    blocks = row_blocks(rows_count, classes)
+    buffer = None if grad.dtype == dtype else x.new_empty((blocks[0][1], classes), dtype=dtype)
+    for start, stop in blocks:
+        p = grad[start:stop] if buffer is None else buffer[: stop - start]
+        torch.softmax(x[start:stop], 1, dtype=dtype, out=p)
+        finish(p, slice(start, stop))
+        if buffer is not None:
+            grad[start:stop].copy_(p)
+    if rows.bad.numel() > 0:
+        log_p, _ = _reference_log_softmax(x[rows.bad].to(dtype))
+        grad[rows.bad] = finish(log_p.exp_(), rows.bad).to(grad.dtype)
+    if rows.dead.numel() > 0:
+        grad.index_fill_(0, rows.dead, 0.0)
     return grad
 
 
 class NativeCrossEntropy(torch.autograd.Function):
     """The loss of (M, C) logits in the forward, its gradient written out in the backward
-    (the derivation is the module's docstring). Takes float32/float64 logits, int64
-    targets checked in [0, C) or ``ignore_index``, and class weights that need no gradient.
-    """
+    (the derivation is the module's docstring). Takes floating-point logits (float16 and
+    bfloat16 computed in float32, the loss in float32), int64 targets checked in [0, C) or
+    ``ignore_index``, and class weights that need no gradient. Keeps nothing logits-sized
+    between the forward and the backward but the logits themselves."""
 
     @staticmethod
     def forward(
@@ -237,13 +325,13 @@ class NativeCrossEntropy(torch.autograd.Function):
         label_smoothing: float,
         z_loss: float,
         reduction: str,
-        want_grad: bool,
     ) -> tuple[Tensor, Any]:
+        dtype = compute_dtype(logits.dtype)
         if not conventions.has_values(logits):
             shape = (logits.shape[0],) if reduction == "none" else ()
-            return logits.new_empty(shape), None
+            return logits.new_empty(shape, dtype=dtype), None
         options = (ignore_index, label_smoothing, z_loss, reduction)
-        rows = _rows(logits, target, weight, options, want_grad)
+        rows = _rows(logits, target, weight, options)
         if reduction == "none":
             loss = rows.losses
         elif rows.scale is None:
@@ -254,7 +342,7 @@ class NativeCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        logits, target, weight, *options, _ = inputs
+        logits, target, weight, *options = inputs
         ctx.save_for_backward(logits, target, weight)
         ctx.rows = output[1]
         ctx.options = options
@@ -263,8 +351,8 @@ class NativeCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor | None, _: Any) -> tuple[Any, ...]:  # type: ignore[override]
         logits, target, weight = ctx.saved_tensors
-        ignore_index, eps, z, reduction = options = tuple(ctx.options)
-        none = (None,) * 7
+        ignore_index, eps, z, reduction = ctx.options
+        none = (None,) * 6
         rows: _Rows | None = ctx.rows
         if grad_output is None or rows is None:
             return None, *none
@@ -272,7 +360,7 @@ class NativeCrossEntropy(torch.autograd.Function):
         if torch.is_grad_enabled():
             # create_graph=True: the reference's gradient, differentiable
             _, reference = gradients.sparse_softmax_cross_entropy(
-                logits,
+                logits.to(compute_dtype(logits.dtype)),
                 target,
                 weight=weight,
                 ignore_index=ignore_index,
@@ -281,18 +369,8 @@ class NativeCrossEntropy(torch.autograd.Function):
                 reduction=reduction,
             )
             scale = grad_output.unsqueeze(-1) if reduction == "none" else grad_output
-            return reference * scale.to(reference.dtype), *none
-        p, rows.p = rows.p, None  # handed out once, as the gradient
-        if p is None:  # a later backward of a retained graph: p again from the logits
-            p = _rows(logits.detach(), target, weight, options, True).p
-        grad = _gradient(rows, p, factor)
-        if rows.smooth_coefficient is not None:
-            s = rows.smooth_coefficient * factor.to(grad.dtype)
-            if weight is None:
-                grad.sub_(s.unsqueeze(1))
-            else:
-                grad.addr_(s, weight.to(grad.dtype), alpha=-1.0)
-        return grad, *none
+            return (reference * scale.to(reference.dtype)).to(logits.dtype), *none
+        return _gradient(logits, rows, weight, factor), *none
 
 
 @dataclass
@@ -300,16 +378,16 @@ class _ProbabilityRows:
     """The forward's per-row pieces for probability targets (as :class:`_Rows`)."""
 
     losses: Tensor  # (M,) per-row losses
-    p: Tensor | None  # (M, C) softmax; rows of ``reference`` are overwritten in the backward
     lse: Tensor | None  # (M,) logsumexp with a z-loss, else None
     reference: Tensor  # indices of the rows whose gradient is the reference's
 
 
 def _reference_losses(x: Tensor, q: Tensor, weight: Tensor | None, eps: float, z: float) -> Tensor:
     """The per-row losses of ``impl="torch"`` for probability targets: the core's
-    softmax cross entropy, plus lambda logsumexp(x)^2."""
+    softmax cross entropy, plus lambda logsumexp(x)^2, in the compute dtype."""
+    x = x.to(compute_dtype(x.dtype))
     rows: Tensor = losses.softmax_cross_entropy(
-        x, q, axis=1, weight=weight, label_smoothing=eps, reduction="none"
+        x, q.to(x.dtype), axis=1, weight=weight, label_smoothing=eps, reduction="none"
     )
     if z > 0:
         lse = torch.logsumexp(x, dim=1)
@@ -325,8 +403,9 @@ def _reference_gradient(
     factor: Tensor,
     create_graph: bool,
 ) -> Tensor:
-    """d(sum_i s_i loss_i)/dx by autograd through :func:`_reference_losses`; ``factor`` is
-    s per row (M,) or one number (); with ``create_graph`` itself differentiable."""
+    """d(sum_i s_i loss_i)/dx by autograd through :func:`_reference_losses`, in ``x``'s
+    dtype; ``factor`` is s per row (M,) or one number (); with ``create_graph`` itself
+    differentiable."""
     eps, z = options
     with torch.enable_grad():
         leaf = x if create_graph else x.detach().requires_grad_()
@@ -337,55 +416,114 @@ def _reference_gradient(
 
 
 def _probability_rows(
-    x: Tensor, q: Tensor, weight: Tensor | None, options: tuple[float, float], keep_p: bool
+    x: Tensor, q: Tensor, weight: Tensor | None, options: tuple[float, float]
 ) -> _ProbabilityRows:
-    """The per-row losses of (M, C) logits ``x`` (float32/float64) against probabilities
-    ``q`` of ``x``'s dtype, and with ``keep_p`` the softmax for the backward."""
+    """The per-row losses of (M, C) logits ``x`` (any floating dtype) against
+    probabilities ``q`` (any floating dtype), a block of rows at a time in the compute
+    dtype: log p in a reused buffer, then the products w_c q_c log p_c over it."""
     eps, z = options
     rows, classes = x.shape
+    dtype = compute_dtype(x.dtype)
     if rows == 0 or classes == 0:  # nothing to sweep: the reference answers every row
         every = torch.arange(rows, device=x.device)
-        found = _reference_losses(x, q, weight, eps, z)
-        return _ProbabilityRows(found, torch.zeros_like(x) if keep_p else None, None, every)
+        return _ProbabilityRows(_reference_losses(x, q, weight, eps, z), None, every)
 
-    log_p = torch.log_softmax(x, dim=1)
-    w = None if weight is None else weight.to(x.dtype)
-    lse = None
-    if z > 0:
-        top, at = x.max(dim=1, keepdim=True)
-        # log p at the maximum is exactly -log sum exp(x - max): lse = max + log sum
-        lse = (top - log_p.gather(1, at)).squeeze(1)
-    smoothing = None
-    if eps > 0:
-        smoothing = log_p.sum(dim=1) if w is None else log_p @ w
-    if eps < 1:
-        # -(1 - eps) sum_c w_c q_c log p_c, the products over log p's buffer (no new one)
-        products = log_p.mul_(q) if w is None else log_p.mul_(q).mul_(w)
-        row_losses = products.sum(dim=1).mul_(-(1.0 - eps))
-    else:  # (1 - eps) = 0 times the sum, which may be infinite
-        row_losses = x.new_zeros(rows)
+    w = None if weight is None else weight.to(dtype)
+    lse = x.new_empty((rows, 1), dtype=dtype) if z > 0 else None
+    smoothing = x.new_empty(rows, dtype=dtype) if eps > 0 else None
+    products = x.new_zeros(rows, dtype=dtype)  # sum_c w_c q_c log p_c; stays 0 if eps = 1
+    blocks = row_blocks(rows, classes)
+    buffer = x.new_empty((blocks[0][1], classes), dtype=dtype)
+    for start, stop in blocks:
+        log_p = torch.log_softmax(x[start:stop], 1, dtype=dtype, out=buffer[: stop - start])
+        if lse is not None:
+            # log p at the maximum is exactly -log sum exp(x - max): lse = max + log sum
+            top, at = x[start:stop].max(dim=1, keepdim=True)
+            torch.sub(top, log_p.gather(1, at), out=lse[start:stop])
+        if smoothing is not None:
+            if w is None:
+                torch.sum(log_p, 1, out=smoothing[start:stop])
+            else:
+                torch.mv(log_p, w, out=smoothing[start:stop])
+        if eps < 1:  # (1 - eps) = 0 times the sum, which may be infinite, is left out
+            log_p.mul_(q[start:stop])
+            if w is not None:
+                log_p.mul_(w)
+            torch.sum(log_p, 1, out=products[start:stop])
+    # -(1 - eps) sum_c w_c q_c log p_c - (eps / C) sum_c w_c log p_c
+    row_losses = products.mul_(-(1.0 - eps))
     if smoothing is not None:
         row_losses.sub_(smoothing, alpha=eps / classes)
     fix = torch.isnan(row_losses).nonzero().squeeze(1)
     reference = fix
     if fix.numel() > 0:
         # 0 * -inf: the library's 0, elementwise on these rows; NaN stays where it is one
-        mass = q[fix] if eps == 0 else (1.0 - eps) * q[fix] + eps / classes
+        q_fix = q[fix].to(dtype)
+        mass = q_fix if eps == 0 else (1.0 - eps) * q_fix + eps / classes
         mass = mass if w is None else mass * w
-        fixed = -losses.times(mass, torch.log_softmax(x[fix], dim=1), torch).sum(dim=1)
+        log_p_fix = torch.log_softmax(x[fix].to(dtype), dim=1)
+        fixed = -losses.times(mass, log_p_fix, torch).sum(dim=1)
         row_losses[fix] = fixed
         reference = fix[torch.isnan(fixed)]
-    if lse is not None:
-        row_losses = row_losses + z * lse * lse
-    # p for the backward, over log p's buffer again
-    p = torch.softmax(x, dim=1, out=log_p) if keep_p else None
-    return _ProbabilityRows(row_losses, p, lse, reference)
+    if lse is None:
+        return _ProbabilityRows(row_losses, None, reference)
+    lse_rows = lse.squeeze(1)
+    return _ProbabilityRows(row_losses + z * lse_rows * lse_rows, lse_rows, reference)
+
+
+def _probability_gradient(
+    x: Tensor,
+    q: Tensor,
+    rows: _ProbabilityRows,
+    weight: Tensor | None,
+    options: tuple[float, float],
+    factor: Tensor,
+) -> Tensor:
+    """d(loss)/dx = B p s - (1 - eps) s w q - (eps / C) s w, in ``x``'s dtype, from torch's
+    softmax of each block of rows in the compute dtype; the rows of ``rows.reference`` take
+    the reference's gradient."""
+    eps, z = options
+    rows_count, classes = x.shape
+    dtype = compute_dtype(x.dtype)
+    s = factor.to(dtype)
+    per_row = s.ndim > 0
+    w = None if weight is None else weight.to(dtype)
+    # B = (1 - eps) sum_c w_c q_c + (eps / C) W + 2 lambda lse, times s
+    constant = eps / classes * (float(classes) if w is None else w.sum()) if eps > 0 else 0.0
+    grad = torch.empty((rows_count, classes), dtype=x.dtype, device=x.device)
+    if rows_count == 0 or classes == 0:
+        return grad
+    blocks = row_blocks(rows_count, classes)
+    buffer = None if grad.dtype == dtype else x.new_empty((blocks[0][1], classes), dtype=dtype)
+    for start, stop in blocks:
+        p = grad[start:stop] if buffer is None else buffer[: stop - start]
+        torch.softmax(x[start:stop], 1, dtype=dtype, out=p)
+        q_block = q[start:stop].to(dtype)
+        s_block = s[start:stop] if per_row else s
+        b = (q_block.sum(dim=1) if w is None else q_block @ w) * (1.0 - eps) + constant
+        if rows.lse is not None:
+            b = b + 2.0 * z * rows.lse[start:stop]
+        p.mul_((b * s_block).unsqueeze(1))
+        column = s_block.unsqueeze(1) if per_row else s_block
+        if eps < 1:  # - (1 - eps) s w q
+            coefficient = column * -(1.0 - eps)
+            p.addcmul_(q_block, coefficient if w is None else coefficient * w)
+        if eps > 0:  # - (eps / C) s w
+            p.sub_(column * (eps / classes) if w is None else column * w * (eps / classes))
+        if buffer is not None:
+            grad[start:stop].copy_(p)
+    bad = rows.reference
+    if bad.numel() > 0:
+        s_bad = s[bad] if per_row else s
+        grad[bad] = _reference_gradient(x[bad].detach(), q[bad], weight, options, s_bad, False)
+    return grad
 
 
 class NativeProbabilityCrossEntropy(torch.autograd.Function):
-    """:class:`NativeCrossEntropy` for probability targets: (M, C) float32/float64 logits,
-    (M, C) probabilities checked finite and non-negative that need no gradient, class
-    weights that need no gradient; the derivation is the module's docstring."""
+    """:class:`NativeCrossEntropy` for probability targets: (M, C) floating-point logits
+    (float16 and bfloat16 computed in float32, the loss in float32), (M, C) probabilities
+    checked finite and non-negative that need no gradient, class weights that need no
+    gradient; the derivation is the module's docstring."""
 
     @staticmethod
     def forward(
@@ -395,25 +533,24 @@ class NativeProbabilityCrossEntropy(torch.autograd.Function):
         label_smoothing: float,
         z_loss: float,
         reduction: str,
-        want_grad: bool,
     ) -> tuple[Tensor, Any]:
+        dtype = compute_dtype(logits.dtype)
         if not conventions.has_values(logits):
             shape = (logits.shape[0],) if reduction == "none" else ()
-            return logits.new_empty(shape), None
-        q = target.to(logits.dtype)
-        rows = _probability_rows(logits, q, weight, (label_smoothing, z_loss), want_grad)
+            return logits.new_empty(shape, dtype=dtype), None
+        rows = _probability_rows(logits, target, weight, (label_smoothing, z_loss))
         if reduction == "none":
             loss = rows.losses
         elif reduction == "sum":
             loss = rows.losses.sum()
         else:
-            count = torch.tensor(float(logits.shape[0]), dtype=logits.dtype)
+            count = torch.tensor(float(logits.shape[0]), dtype=dtype)
             loss = rows.losses.sum() * losses.mean_scale(count, torch)
         return loss, rows
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        logits, target, weight, *options, _ = inputs
+        logits, target, weight, *options = inputs
         ctx.save_for_backward(logits, target, weight)
         ctx.rows = output[1]
         ctx.options = options
@@ -423,50 +560,19 @@ class NativeProbabilityCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor | None, _: Any) -> tuple[Any, ...]:  # type: ignore[override]
         logits, target, weight = ctx.saved_tensors
         eps, z, reduction = ctx.options
-        none = (None,) * 6
+        none = (None,) * 5
         rows: _ProbabilityRows | None = ctx.rows
         if grad_output is None or rows is None:
             return None, *none
-        q = target.to(logits.dtype)
         if reduction == "mean":
-            count = torch.tensor(float(logits.shape[0]), dtype=logits.dtype)
+            count = torch.tensor(float(logits.shape[0]), dtype=grad_output.dtype)
             factor = grad_output * losses.mean_scale(count, torch)
         else:
             factor = grad_output
         if torch.is_grad_enabled():  # create_graph=True: the reference's, differentiable
-            grad = _reference_gradient(logits, q, weight, (eps, z), factor, True)
+            grad = _reference_gradient(logits, target, weight, (eps, z), factor, True)
             return grad, *none
-        p, rows.p = rows.p, None  # handed out once, as the gradient
-        if p is None:  # a later backward of a retained graph: p again from the logits
-            p = torch.softmax(logits.detach(), dim=1)
-        classes = logits.shape[1]
-        s = factor.to(p.dtype)
-        column = s.unsqueeze(1) if s.ndim else s
-        w = None if weight is None else weight.to(p.dtype)
-        # B = (1 - eps) sum_c w_c q_c + (eps / C) W + 2 lambda lse
-        b = (q.sum(dim=1) if w is None else q @ w) * (1.0 - eps)
-        if eps > 0:
-            b = b + eps / classes * (float(classes) if w is None else w.sum())
-        if rows.lse is not None:
-            b = b + 2.0 * z * rows.lse
-        grad = p.mul_((b * s).unsqueeze(1))
-        if eps < 1:  # - (1 - eps) s w q (a logits-sized product only for w and s per row)
-            coefficient = column * -(1.0 - eps)
-            grad.addcmul_(q, coefficient if w is None else coefficient * w)
-        if eps > 0:  # - (eps / C) s w
-            if w is None:
-                grad.sub_(column * (eps / classes))
-            elif s.ndim:
-                grad.addr_(s, w, alpha=-eps / classes)
-            else:
-                grad.sub_(w * (s * (eps / classes)))
-        bad = rows.reference
-        if bad.numel() > 0:
-            s_bad = s[bad] if s.ndim else s
-            grad[bad] = _reference_gradient(
-                logits[bad].detach(), q[bad], weight, (eps, z), s_bad, False
-            )
-        return grad, *none
+        return _probability_gradient(logits, target, rows, weight, (eps, z), factor), *none
 
 
 def native_cross_entropy(
@@ -528,7 +634,7 @@ def native_cross_entropy(
         raise TypeError(f"target: expected a torch.Tensor; got {type(target).__name__}")
     xp = array_api_compat.array_namespace(target)
     probabilities = target.shape == logits.shape
-    compute = torch.float32 if logits.itemsize < 4 else logits.dtype
+    compute = compute_dtype(logits.dtype)
     if probabilities:
         conventions.probability_target(logits, target, ignore_index)
         if target.requires_grad and torch.is_grad_enabled():
@@ -537,7 +643,10 @@ def native_cross_entropy(
                 "and this target requires grad; pass target.detach(), or use impl='torch' "
                 "(or impl='auto'), which differentiates the targets too"
             )
-        target = target.to(compute)  # compared as the reference compares them
+        if target.dtype.itemsize > compute.itemsize:
+            # narrowed as the reference narrows them (1e39 is inf in float32); a narrower
+            # target is taken as it is, converted a block of rows at a time
+            target = target.to(compute)
         _validate.probabilities("labels", target, xp)
     else:
         _validate.label_shape(tuple(logits.shape), 1, target)
@@ -552,17 +661,16 @@ def native_cross_entropy(
                 "(or impl='auto'), which differentiates the weights too"
             )
     dtype = logits.dtype
-    x = logits.to(compute)
-    if cap is not None:
-        x = cap * torch.tanh(x / cap)
-    want_grad = torch.is_grad_enabled() and x.requires_grad
+    # half-precision logits are taken as they are (computed in float32 a block of rows at a
+    # time); the soft cap is applied under autograd, in float32
+    x = logits if cap is None else cap * torch.tanh(logits.to(compute) / cap)
     if probabilities:
         loss, _ = NativeProbabilityCrossEntropy.apply(  # type: ignore[no-untyped-call]
-            x, target, weight, eps, z_coef, reduction, want_grad
+            x, target, weight, eps, z_coef, reduction
         )
     else:
         loss, _ = NativeCrossEntropy.apply(  # type: ignore[no-untyped-call]
-            x, target, weight, ignore_index, eps, z_coef, reduction, want_grad
+            x, target, weight, ignore_index, eps, z_coef, reduction
         )
     result: Tensor = loss.to(dtype)
     return result
