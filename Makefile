@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks docs/_ext)
 
-.PHONY: demo explain test lint unit docs dist venv bench bench-variants bench-linear bench-triton bench-distributed explore-figure clean
+.PHONY: demo explain test lint unit docs dist translations venv bench bench-variants bench-linear bench-triton bench-distributed explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,11 +52,39 @@ test: lint unit
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# the gettext catalogues (src/crossentropy/locale): for each domain, the messages extracted from
+# the code (its <domain>.cfg names the files; `_` and `N_` mark them), each language's .po
+# updated (new messages untranslated, gone ones dropped), and compiled to the .mo shipped beside it
+LOCALE := src/crossentropy/locale
+translations: $(STAMP)
+	for domain in explain explore plot; do \
+		$(BIN)/pybabel --quiet extract --no-location --sort-output --keyword=N_ \
+			--mapping-file=$(LOCALE)/$$domain.cfg --output-file=$(LOCALE)/$$domain.pot \
+			--project=crossentropy src/crossentropy || exit 1; \
+		for lang in zh ru; do \
+			if [ -f $(LOCALE)/$$lang/LC_MESSAGES/$$domain.po ]; then \
+				$(BIN)/pybabel --quiet update --no-fuzzy-matching --domain=$$domain \
+					--input-file=$(LOCALE)/$$domain.pot --output-dir=$(LOCALE) --locale=$$lang || exit 1; \
+			else \
+				$(BIN)/pybabel --quiet init --domain=$$domain --input-file=$(LOCALE)/$$domain.pot \
+					--output-dir=$(LOCALE) --locale=$$lang || exit 1; \
+			fi; \
+		done; \
+		rm $(LOCALE)/$$domain.pot; \
+		$(BIN)/pybabel --quiet compile --domain=$$domain --directory=$(LOCALE) || exit 1; \
+	done
+
 # the sdist and the wheel into dist/; the wheel ships the C kernel compiled for this platform
-# (AVX-512, AVX2 and portable builds on x86-64), or is pure Python when no C compiler is found
+# (AVX-512, AVX2 and portable builds on x86-64), or is pure Python when no C compiler is found;
+# auditwheel then gives a platform wheel the manylinux tag its libraries' glibc symbols allow
+# (a package index takes no plain linux_* tag), its files unchanged
 dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
+	for wheel in dist/*-linux_*.whl; do \
+		[ -e "$$wheel" ] || continue; \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/auditwheel repair --wheel-dir dist "$$wheel" && rm "$$wheel"; \
+	done
 
 # the fused cross-entropy benchmark: prints the table and writes benchmarks/results/cross_entropy.json
 bench: $(STAMP)
