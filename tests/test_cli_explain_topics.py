@@ -142,8 +142,8 @@ def test_markdown(topic: str) -> None:
 @pytest.mark.parametrize("topic", TOPICS)
 def test_json_shape(topic: str) -> None:
     doc = run_json(topic)
-    assert set(doc) == {"topic", "title", "formulas", "tables", "notes", "data"}
-    assert doc["topic"] == topic
+    assert set(doc) == {"topic", "title", "formulas", "tables", "notes", "data", "lang"}
+    assert doc["topic"] == topic and doc["lang"] == "en"
     assert doc["formulas"] and doc["tables"] and doc["notes"]
     for t in doc["tables"]:
         assert set(t) == {"title", "columns", "rows"}

@@ -5,6 +5,11 @@ topic is looked up in :data:`~crossentropy.cli.explain.topics.TOPICS`, and its
 :class:`~crossentropy.cli.explain.document.Doc` is written by
 :mod:`~crossentropy.cli.explain.render`. A bad input is a
 :class:`~crossentropy.cli.errors.CliError`, raised before anything is printed.
+
+The text is in the language of ``--lang`` (English, Chinese or Russian; by default the
+locale's, from ``LC_ALL``, ``LC_MESSAGES`` or ``LANG``): the topics are computed and laid out
+inside :func:`crossentropy.i18n.language`, so that every word they mark is translated from the
+``explain`` catalogue; the numbers and formulas are the same in every language.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from crossentropy.cli.explain.inputs import (
 )
 from crossentropy.cli.explain.render import render_text, to_json, to_markdown
 from crossentropy.cli.explain.topics import TOPIC_NAMES, TOPICS, find_topic
+from crossentropy.i18n import LANGUAGES, check_language, language, translations
 
 __all__ = ["FORMATS", "build_docs", "explain", "render_all"]
 
@@ -42,6 +48,19 @@ def _check_base(value: str | None) -> str | None:
         except ValueError as exc:
             raise CliError(str(exc), "--base", "-b") from None
     return value
+
+
+def _check_lang(value: str | None) -> str:
+    """``--lang`` checked, or the locale's language when it is not given."""
+    try:
+        lang = check_language(value, "--lang")
+    except ValueError as exc:
+        raise CliError(str(exc).removeprefix("--lang: "), "--lang") from None
+    try:
+        translations(lang, "explain")
+    except ValueError as exc:  # a broken install: no catalogue for the language
+        raise CliError(str(exc)) from None
+    return lang
 
 
 def _check_topic(value: str) -> str:
@@ -169,6 +188,18 @@ def explain(
             "2 (bits), 10, ... (default: show both nats and bits).",
         ),
     ] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            metavar="LANG",
+            callback=_check_lang,
+            help=f"The language of the text: {', '.join(LANGUAGES)} (default: the locale's, "
+            "from LC_ALL or LANG; English when it is none of these). The numbers and formulas "
+            "are the same in every language.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Walk through worked examples of cross entropy, step by step, with the numbers."""
     given = [
@@ -184,21 +215,24 @@ def explain(
         )
         if value is not None
     ]
-    try:
-        options = _options(base, p, q, logits, label, probs, labels)
-        docs = build_docs(topic, options, given)
-    except CliError:
-        raise
-    except (ValueError, TypeError) as exc:  # the library refused a value: still one line
-        raise CliError(str(exc)) from None
-    if output_format == "json":
-        typer.echo(to_json(docs, single=topic != "all"))
-    elif output_format == "markdown":
-        typer.echo(to_markdown(docs, numbered=topic == "all"), nl=False)
-    else:
-        render_text(Console(highlight=False), docs, numbered=topic == "all")
+    with language(_check_lang(lang), "explain"):
+        try:
+            options = _options(base, p, q, logits, label, probs, labels)
+            docs = build_docs(topic, options, given)
+        except CliError:
+            raise
+        except (ValueError, TypeError) as exc:  # the library refused a value: still one line
+            raise CliError(str(exc)) from None
+        if output_format == "json":
+            typer.echo(to_json(docs, single=topic != "all"))
+        elif output_format == "markdown":
+            typer.echo(to_markdown(docs, numbered=topic == "all"), nl=False)
+        else:
+            render_text(Console(highlight=False), docs, numbered=topic == "all")
 
 
-def render_all(console: Console, options: ExplainOptions) -> None:
-    """Print every topic of :data:`~crossentropy.cli.explain.topics.TOPICS` in order."""
-    render_text(console, build_docs("all", options), numbered=True)
+def render_all(console: Console, options: ExplainOptions, lang: str = "en") -> None:
+    """Print every topic of :data:`~crossentropy.cli.explain.topics.TOPICS` in order, in
+    ``lang`` (one of :data:`crossentropy.i18n.LANGUAGES`)."""
+    with language(check_language(lang), "explain"):
+        render_text(console, build_docs("all", options), numbered=True)

@@ -6,6 +6,10 @@ two). A table cell is text, a :class:`Num` (the float itself and how it prints, 
 keeps the number and text keeps the digits), or None (an empty cell).
 :mod:`crossentropy.cli.explain.render` writes a :class:`Doc` as rich tables, Markdown or
 JSON.
+
+The words of a document are in the current language (:mod:`crossentropy.i18n`): the topics
+translate them as they lay a section out, and :func:`sentences` strings sentences together as
+the language writes them. Formulas and numbers are the same in every language.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from crossentropy.i18n import gettext as _
 
 __all__ = [
     "Block",
@@ -26,6 +32,7 @@ __all__ = [
     "TableBlock",
     "cell_text",
     "fixed",
+    "sentences",
     "vector",
 ]
 
@@ -119,3 +126,17 @@ def vector(values: Sequence[float]) -> str:
 def cell_text(cell: Cell) -> str:
     """A cell as printed: empty for None."""
     return "" if cell is None else str(cell)
+
+
+def sentences(*parts: str) -> str:
+    """The non-empty ``parts`` one after another, as the current language strings sentences
+    together (a space between them in English and Russian, none in Chinese).
+
+    >>> sentences("One.", "", "Two.")
+    'One. Two.'
+    """
+    text = ""
+    for part in parts:
+        if part:
+            text = _("{sentence} {next}").format(sentence=text, next=part) if text else part
+    return text

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from crossentropy.cli.errors import CliError
+from crossentropy.i18n import gettext as _
 
 __all__ = [
     "BITS",
@@ -36,10 +37,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Unit:
-    """A unit of information: the name shown and the ``base`` passed to the library."""
+    """A unit of information: its English name and the ``base`` passed to the library."""
 
     name: str
     base: float | None  # None: natural log
+
+    @property
+    def label(self) -> str:
+        """The unit's name as shown, in the current language (``name`` is the English one)."""
+        if self.base is None:
+            return _("nats")
+        if self.base == 2:
+            return _("bits")
+        if self.base == 10:
+            return _("hartleys")
+        return _("base-{base:g} units").format(base=self.base)
 
     @property
     def log(self) -> str:

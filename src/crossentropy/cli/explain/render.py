@@ -3,7 +3,9 @@
 A :class:`~crossentropy.cli.explain.document.Doc` is written as rich tables
 (:func:`render_text`, ``--format text``), as Markdown tables (:func:`to_markdown`) or as
 JSON (:func:`to_json`: the formulas, every table with its raw numbers, the notes, and the
-section's dataclass under ``"data"``).
+section's dataclass under ``"data"``). The documents are already in their language; the
+words added here (:data:`INTRO`) are translated as they are written, and the JSON says which
+language it is in (``"lang"``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from crossentropy.cli.explain.document import Doc, Formulas, Note, Num, TableBlock, cell_text
+from crossentropy.i18n import current_language
+from crossentropy.i18n import gettext as _
+from crossentropy.i18n import mark as N_
 
 __all__ = ["INTRO", "render_doc", "render_text", "to_json", "to_markdown"]
 
@@ -67,8 +72,9 @@ def render_doc(console: Console, doc: Doc, number: int | None = None) -> None:
                 console.print()
 
 
-INTRO = "Cross entropy, step by step: every number below is computed by the library."
-"""The line ``explain all`` opens with (a heading in Markdown)."""
+INTRO = N_("Cross entropy, step by step: every number below is computed by the library.")
+"""The line ``explain all`` opens with (a heading in Markdown), in English: it is
+translated where it is written."""
 
 
 def _unwrapped(console: Console, docs: Sequence[Doc]) -> None:
@@ -104,7 +110,7 @@ def render_text(console: Console, docs: Sequence[Doc], numbered: bool = False) -
     """
     _unwrapped(console, docs)
     if numbered:
-        console.print(Text(INTRO))
+        console.print(Text(_(INTRO)))
     for i, doc in enumerate(docs, 1):
         render_doc(console, doc, i if numbered else None)
     console.print()
@@ -137,7 +143,7 @@ def to_markdown(docs: Sequence[Doc], numbered: bool = False) -> str:
     """The topics as Markdown: a heading each, formulas in a code block, pipe tables."""
     lines: list[str] = []
     if numbered:
-        lines += [f"# {INTRO}", ""]
+        lines += [f"# {_(INTRO)}", ""]
     for n, doc in enumerate(docs, 1):
         title = f"{n}. {doc.title}" if numbered else doc.title
         lines += [f"## {title}", ""]
@@ -190,12 +196,14 @@ def _doc_json(doc: Doc) -> dict[str, Any]:
     }
 
 
-def to_json(docs: Sequence[Doc], single: bool) -> str:
-    """One topic as a JSON object, or ``{"topics": [...]}`` for ``all``.
+def to_json(docs: Sequence[Doc], single: bool, lang: str | None = None) -> str:
+    """One topic as a JSON object, or ``{"topics": [...]}`` for ``all``; either has a
+    ``"lang"`` field, the language of its text (``lang``, or the current language).
 
     Non-finite numbers are the strings ``"inf"``, ``"-inf"`` and ``"nan"`` (JSON has none).
     """
     payload: dict[str, Any] = (
         _doc_json(docs[0]) if single else {"topics": [_doc_json(d) for d in docs]}
     )
+    payload["lang"] = current_language() if lang is None else lang
     return json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False)

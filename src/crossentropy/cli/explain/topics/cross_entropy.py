@@ -16,8 +16,18 @@ from crossentropy.cli.explain.common import (
     as_floats,
     class_names,
 )
-from crossentropy.cli.explain.document import Doc, Formulas, Note, Num, TableBlock, fixed, vector
+from crossentropy.cli.explain.document import (
+    Doc,
+    Formulas,
+    Note,
+    Num,
+    TableBlock,
+    fixed,
+    sentences,
+    vector,
+)
 from crossentropy.cli.explain.inputs import ExplainOptions, Unit, p_and_q
+from crossentropy.i18n import gettext as _
 
 __all__ = [
     "CrossEntropySection",
@@ -77,6 +87,7 @@ def compute_divergence(
     """Term-by-term KL and cross entropy of ``p`` against ``q``, and the decomposition.
 
     ``soft_p`` adds a second decomposition with a label that is not one-hot (H(p) > 0).
+    ``labels`` are translated.
     """
     units = options.units
     pa, qa = as_f64(p), as_f64(q)
@@ -84,7 +95,7 @@ def compute_divergence(
     ce_terms = as_floats(ce.cross_entropy(pa[:, None], qa[:, None], axis=-1, base=first.base))
     kl_terms = as_floats(ce.kl_divergence(pa[:, None], qa[:, None], axis=-1, base=first.base))
     terms = tuple(
-        DivergenceTerm(labels[i], float(pa[i]), float(qa[i]), ce_terms[i], kl_terms[i])
+        DivergenceTerm(_(labels[i]), float(pa[i]), float(qa[i]), ce_terms[i], kl_terms[i])
         for i in range(pa.size)
     )
     targets = [pa] if soft_p is None else [pa, as_f64(soft_p)]
@@ -119,13 +130,15 @@ def layout(s: DivergenceSection) -> Doc:
     """The section laid out: formulas, tables and notes."""
     u = s.units[0]
     table = TableBlock(
-        ("class", "p_i", "q_i", f"-p_i {u.log} q_i", f"p_i {u.log}(p_i/q_i)"),
-        title=f"p = {vector(s.p)}, q = {vector(s.q)}, in {u.name}",
+        (_("class"), "p_i", "q_i", f"-p_i {u.log} q_i", f"p_i {u.log}(p_i/q_i)"),
+        title=_("{p_and_q}, in {unit}").format(
+            p_and_q=f"p = {vector(s.p)}, q = {vector(s.q)}", unit=u.label
+        ),
     )
     for t in s.terms:
         table.add(t.label, Num(t.p, "g"), Num(t.q, "g"), Num(t.cross_entropy), Num(t.kl))
     table.add(
-        "sum",
+        _("sum"),
         None,
         None,
         Num(math.fsum(t.cross_entropy for t in s.terms)),
@@ -133,11 +146,11 @@ def layout(s: DivergenceSection) -> Doc:
         bold=True,
         section=True,
     )
-    decomposition = TableBlock(("p", "unit", "H(p)", "KL(p‖q)", "H(p) + KL(p‖q)", "H(p, q)"))
+    decomposition = TableBlock(("p", _("unit"), "H(p)", "KL(p‖q)", "H(p) + KL(p‖q)", "H(p, q)"))
     for d in s.decompositions:
         decomposition.add(
             vector(d.p),
-            d.unit.name,
+            d.unit.label,
             Num(d.entropy),
             Num(d.kl),
             Num(d.entropy_plus_kl),
@@ -146,24 +159,42 @@ def layout(s: DivergenceSection) -> Doc:
     first = s.decompositions[0]
     one_hot = sorted(first.p) == [0.0] * (len(first.p) - 1) + [1.0]
     lesson = (
-        f"With a one-hot p = {vector(first.p)}, H(p) = 0, so cross entropy equals KL: "
-        "minimising cross entropy against hard labels is minimising the KL divergence, and "
-        "only the true class's term -log q_true survives."
+        _(
+            "With a one-hot {p}, {zero}, so cross entropy equals KL: minimising cross entropy "
+            "against hard labels is minimising the KL divergence, and only the true class's "
+            "term {term} survives."
+        ).format(p=f"p = {vector(first.p)}", zero="H(p) = 0", term="-log q_true")
         if one_hot
-        else f"Here H(p) = {fixed(first.entropy)} {first.unit.name} > 0."
+        else _("Here {entropy} > 0.").format(
+            entropy=f"H(p) = {fixed(first.entropy)} {first.unit.label}"
+        )
     )
     return Doc(
         "cross-entropy",
-        "Cross entropy: H(p, q) = H(p) + KL(p‖q)",
+        _("Cross entropy: {identity}").format(identity="H(p, q) = H(p) + KL(p‖q)"),
         [
             Formulas(
-                "H(p, q)  = -Σ_i p_i log q_i             (cross entropy)",
-                "KL(p‖q)  =  Σ_i p_i log(p_i / q_i)      (Kullback-Leibler divergence)",
+                "H(p, q)  = -Σ_i p_i log q_i             (" + _("cross entropy") + ")",
+                "KL(p‖q)  =  Σ_i p_i log(p_i / q_i)      ("
+                + _("Kullback-Leibler divergence")
+                + ")",
                 "H(p, q)  =  H(p) + KL(p‖q)",
             ),
             table,
-            Note("Terms with p_i = 0 contribute 0 (the convention 0 log 0 = 0)."),
+            Note(
+                _("Terms with {zero} contribute 0 (the convention {convention}).").format(
+                    zero="p_i = 0", convention="0 log 0 = 0"
+                )
+            ),
             decomposition,
-            Note(f"{lesson} With a soft p, H(p) > 0 is the part of H(p, q) no model can remove."),
+            Note(
+                sentences(
+                    lesson,
+                    _(
+                        "With a soft p, {positive} is the part of {cross_entropy} no model can "
+                        "remove."
+                    ).format(positive="H(p) > 0", cross_entropy="H(p, q)"),
+                )
+            ),
         ],
     )

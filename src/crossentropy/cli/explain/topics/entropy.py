@@ -9,8 +9,20 @@ import numpy as np
 
 import crossentropy as ce
 from crossentropy.cli.explain.common import as_f64, as_float, as_floats, numbered
-from crossentropy.cli.explain.document import Cell, Doc, Formulas, Note, Num, TableBlock, fixed
+from crossentropy.cli.explain.document import (
+    Cell,
+    Doc,
+    Formulas,
+    Note,
+    Num,
+    TableBlock,
+    fixed,
+    sentences,
+)
 from crossentropy.cli.explain.inputs import ExplainOptions, Unit, check_distribution
+from crossentropy.i18n import gettext as _
+from crossentropy.i18n import mark as N_
+from crossentropy.i18n import ngettext
 
 __all__ = [
     "EntropySection",
@@ -37,7 +49,7 @@ class EntropySection:
     max_entropy: tuple[float, ...]  # H(uniform) = log n, per unit
 
 
-_WEATHER = ("sun", "clouds", "rain")
+_WEATHER = (N_("sun"), N_("clouds"), N_("rain"))
 
 
 def compute_entropy(
@@ -45,7 +57,8 @@ def compute_entropy(
     outcomes: Sequence[str] = _WEATHER,
     p: Sequence[float] = (0.5, 0.25, 0.25),
 ) -> EntropySection:
-    """Entropy of ``p``, with each term -p_i log p_i (the entropy of a column of one value)."""
+    """Entropy of ``p``, with each term -p_i log p_i (the entropy of a column of one value);
+    the ``outcomes`` translated."""
     units = options.units
     pa = as_f64(p)
     uniform = np.full(pa.shape, 1.0 / pa.size)
@@ -53,7 +66,7 @@ def compute_entropy(
     terms = [as_floats(ce.entropy(pa[:, None], axis=-1, base=u.base)) for u in units]
     rows = tuple(
         EntropyTerm(
-            outcomes[i],
+            _(outcomes[i]),
             float(pa[i]),
             tuple(col[i] for col in info),
             tuple(col[i] for col in terms),
@@ -82,7 +95,7 @@ def layout(s: EntropySection) -> Doc:
     cols: list[str] = []
     for u in s.units:
         cols += [f"-{u.log} p_i", f"-p_i {u.log} p_i"]
-    table = TableBlock(("outcome", "p_i", *cols))
+    table = TableBlock((_("outcome"), "p_i", *cols))
     for t in s.terms:
         cells: list[Cell] = []
         for info, term in zip(t.information, t.term, strict=True):
@@ -91,24 +104,33 @@ def layout(s: EntropySection) -> Doc:
     totals: list[Cell] = []
     for h in s.entropy:
         totals += [None, Num(h)]
-    table.add("H(p) = sum", None, *totals, bold=True, section=True)
-    entropy = ", ".join(f"{fixed(h)} {u.name}" for u, h in zip(s.units, s.entropy, strict=True))
-    maximum = ", ".join(f"{fixed(h)} {u.name}" for u, h in zip(s.units, s.max_entropy, strict=True))
-    n = len(s.terms)
-    questions = (
-        "In bits it counts yes/no questions: ask 'sun?', then if not, 'clouds?'. "
-        if tuple(t.outcome for t in s.terms) == _WEATHER
-        else "In bits it is the average number of yes/no questions an optimal code needs. "
+    table.add("H(p) = " + _("sum"), None, *totals, bold=True, section=True)
+    entropy = ", ".join(f"{fixed(h)} {u.label}" for u, h in zip(s.units, s.entropy, strict=True))
+    maximum = ", ".join(
+        f"{fixed(h)} {u.label}" for u, h in zip(s.units, s.max_entropy, strict=True)
     )
+    n = len(s.terms)
+    outcomes = tuple(t.outcome for t in s.terms)
+    questions = (
+        _("In bits it counts yes/no questions: ask '{first}?', then if not, '{second}?'.").format(
+            first=outcomes[0], second=outcomes[1]
+        )
+        if outcomes == tuple(_(w) for w in _WEATHER)
+        else _("In bits it is the average number of yes/no questions an optimal code needs.")
+    )
+    uniform = ngettext(
+        "The most uncertain {n}-outcome distribution, the uniform one, has {formula}.",
+        "The most uncertain {n}-outcome distribution, the uniform one, has {formula}.",
+        n,
+    ).format(n=n, formula=f"H = log {n} = {maximum}")
     return Doc(
         "entropy",
-        "Entropy: the average information of a distribution",
+        _("Entropy: the average information of a distribution"),
         [
             Formulas("H(p) = -Σ_i p_i log p_i = Σ_i p_i I(x_i)"),
             table,
             Note(
-                f"H(p) = {entropy}. {questions}The most uncertain {n}-outcome distribution, the "
-                f"uniform one, has H = log {n} = {maximum}."
+                sentences(_("{equation}.").format(equation=f"H(p) = {entropy}"), questions, uniform)
             ),
         ],
     )

@@ -15,9 +15,10 @@ import numpy as np
 import crossentropy as ce
 from crossentropy import gradients
 from crossentropy.cli.errors import CliError
-from crossentropy.cli.explain.common import CLASSES, as_f64, as_float, as_floats, numbered
+from crossentropy.cli.explain.common import CLASSES, as_f64, as_float, as_floats, class_names
 from crossentropy.cli.explain.document import Block, Doc, Formulas, Note, Num, TableBlock, fixed
 from crossentropy.cli.explain.inputs import ExplainOptions
+from crossentropy.i18n import gettext as _
 
 __all__ = [
     "GradientComponent",
@@ -63,7 +64,8 @@ def compute_gradient(
     label: int = 1,
     step: float = 1e-5,
 ) -> GradientSection:
-    """Softmax Jacobian, chain rule and the analytic gradient vs central finite differences."""
+    """Softmax Jacobian, chain rule and the analytic gradient vs central finite differences;
+    ``classes`` translated."""
     del options  # losses are in nats
     x = as_f64(logits)
     n = x.size
@@ -100,7 +102,7 @@ def compute_gradient(
     chain = as_floats(-target @ jac_over_p)
     components = tuple(
         GradientComponent(
-            classes[j],
+            _(classes[j]),
             float(x[j]),
             p[j],
             float(target[j]),
@@ -113,7 +115,7 @@ def compute_gradient(
         for j in range(n)
     )
     return GradientSection(
-        classes[label],
+        _(classes[label]),
         as_float(loss),
         step,
         components,
@@ -131,7 +133,7 @@ def section(o: ExplainOptions, standalone: bool) -> GradientSection:
     """The section for the options the user gave (``standalone``: not inside ``all``)."""
     del standalone  # read the same way alone and inside all
     logits = (2.0, 1.0, 0.1) if o.logits is None else o.logits
-    classes = CLASSES if o.logits is None else numbered("class ", len(logits))
+    classes = CLASSES if o.logits is None else class_names(len(logits), True)
     label = 1 if o.label is None else o.label
     if not 0 <= label < len(logits):
         raise CliError(
@@ -148,45 +150,51 @@ def layout(s: GradientSection) -> Doc:
     blocks: list[Block] = [
         Formulas(
             "p = softmax(x),   L(x) = -ln p_y",
-            "∂p_i/∂x_j = p_i (1 - p_i)   if i = j",
-            "∂p_i/∂x_j = -p_i p_j        if i ≠ j",
+            "∂p_i/∂x_j = p_i (1 - p_i)   " + _("if {condition}").format(condition="i = j"),
+            "∂p_i/∂x_j = -p_i p_j        " + _("if {condition}").format(condition="i ≠ j"),
             "∂L/∂p_i   = -y_i / p_i",
             "∂L/∂x_j   = Σ_i ∂L/∂p_i · ∂p_i/∂x_j = -(1/p_y)·(δ_yj p_y - p_y p_j) = p_j - y_j",
-            f"check:   ∂/∂x_j ≈ [f(x + h e_j) - f(x - h e_j)] / 2h,   h = {s.step:g}",
+            _("check:") + f"   ∂/∂x_j ≈ [f(x + h e_j) - f(x - h e_j)] / 2h,   h = {s.step:g}",
         )
     ]
     if s.jacobian:
         jac = TableBlock(
             ("∂p_i/∂x_j", *(f"x_j: {n}" for n in names)),
-            title="softmax Jacobian J = diag(p) - p pᵀ",
+            title=_("softmax Jacobian {formula}").format(formula="J = diag(p) - p pᵀ"),
         )
         for name, row in zip(names, s.jacobian, strict=True):
             jac.add(f"p_i: {name}", *(Num(v, "f4") for v in row))
         jac_fd = TableBlock(
-            ("finite diff.", *(f"x_j: {n}" for n in names)),
-            title="J by central differences",
+            (_("finite diff."), *(f"x_j: {n}" for n in names)),
+            title=_("{matrix} by central differences").format(matrix="J"),
         )
         for name, row in zip(names, s.jacobian_fd, strict=True):
             jac_fd.add(f"p_i: {name}", *(Num(v, "f4") for v in row))
         blocks += [
             jac,
             jac_fd,
-            Note(f"Largest |analytic - finite difference| entry: {s.jacobian_max_abs_error:.1e}."),
+            Note(
+                _("Largest |analytic - finite difference| entry: {error:.1e}.").format(
+                    error=s.jacobian_max_abs_error
+                )
+            ),
         ]
     table = TableBlock(
         (
-            "class",
+            _("class"),
             "x_j",
             "p_j",
             "y_j",
             "∂L/∂p_j",
-            "chain Σ_i",
+            _("chain {sum}").format(sum="Σ_i"),
             "p_j - y_j",
-            "library",
-            "finite diff.",
-            "|diff.|",
+            _("library"),
+            _("finite diff."),
+            "|" + _("diff.") + "|",
         ),
-        title=f"true class: {s.label}, loss L = {fixed(s.loss, 4)} nats",
+        title=_("true class: {label}, loss {loss} nats").format(
+            label=s.label, loss=f"L = {fixed(s.loss, 4)}"
+        ),
     )
     for c in s.components:
         table.add(
@@ -204,12 +212,25 @@ def layout(s: GradientSection) -> Doc:
     blocks += [
         table,
         Note(
-            "A gradient-descent step x ← x - η(p - y) raises the true class's logit (its "
-            "gradient p_j - 1 is negative) and lowers every other logit in proportion to the "
-            f"probability it took; the gradient sums to {fixed(s.gradient_sum, 4)}. The chain rule "
-            f"matches p - y to {s.chain_max_abs_error:.1e}, and the library's gradient "
-            f"(crossentropy.gradients) agrees with the finite difference to "
-            f"{s.max_abs_error:.1e}."
+            _(
+                "A gradient-descent step {step} raises the true class's logit (its gradient "
+                "{true_gradient} is negative) and lowers every other logit in proportion to the "
+                "probability it took; the gradient sums to {total}. The chain rule matches "
+                "{p_minus_y} to {chain_error:.1e}, and the library's gradient ({module}) agrees "
+                "with the finite difference to {error:.1e}."
+            ).format(
+                step="x ← x - η(p - y)",
+                true_gradient="p_j - 1",
+                total=fixed(s.gradient_sum, 4),
+                p_minus_y="p - y",
+                chain_error=s.chain_max_abs_error,
+                module="crossentropy.gradients",
+                error=s.max_abs_error,
+            )
         ),
     ]
-    return Doc("gradients", "The gradient of softmax cross entropy is p - y", blocks)
+    return Doc(
+        "gradients",
+        _("The gradient of softmax cross entropy is {formula}").format(formula="p - y"),
+        blocks,
+    )

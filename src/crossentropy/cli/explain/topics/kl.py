@@ -17,6 +17,7 @@ from crossentropy.cli.explain.common import (
 )
 from crossentropy.cli.explain.document import Doc, Formulas, Note, Num, TableBlock, vector
 from crossentropy.cli.explain.inputs import ExplainOptions, Unit, p_and_q
+from crossentropy.i18n import gettext as _
 
 __all__ = [
     "KLSection",
@@ -51,12 +52,13 @@ def compute_kl(
     p: Sequence[float] = SOFT_P,
     q: Sequence[float] = EXAMPLE_Q,
 ) -> KLSection:
-    """KL(p || q) term by term, in each unit, and the reverse KL(q || p)."""
+    """KL(p || q) term by term, in each unit, and the reverse KL(q || p); ``labels``
+    translated."""
     units = options.units
     pa, qa = as_f64(p), as_f64(q)
     per_unit = [as_floats(ce.kl_divergence(pa[:, None], qa[:, None], base=u.base)) for u in units]
     terms = tuple(
-        KLTerm(labels[i], float(pa[i]), float(qa[i]), tuple(col[i] for col in per_unit))
+        KLTerm(_(labels[i]), float(pa[i]), float(qa[i]), tuple(col[i] for col in per_unit))
         for i in range(pa.size)
     )
     return KLSection(
@@ -80,27 +82,39 @@ def layout(s: KLSection) -> Doc:
     """The section laid out: formulas, tables and notes."""
     cols = [f"p_i {u.log}(p_i/q_i)" for u in s.units]
     table = TableBlock(
-        ("class", "p_i", "q_i", *cols), title=f"p = {vector(s.p)}, q = {vector(s.q)}"
+        (_("class"), "p_i", "q_i", *cols), title=f"p = {vector(s.p)}, q = {vector(s.q)}"
     )
     for t in s.terms:
         table.add(t.label, Num(t.p, "g"), Num(t.q, "g"), *(Num(v) for v in t.kl))
-    table.add("KL(p‖q) = sum", None, None, *(Num(v) for v in s.kl), bold=True, section=True)
-    summary = TableBlock(("divergence", *(u.name for u in s.units)), title="not symmetric")
+    total = "KL(p‖q) = " + _("sum")
+    table.add(total, None, None, *(Num(v) for v in s.kl), bold=True, section=True)
+    summary = TableBlock((_("divergence"), *(u.label for u in s.units)), title=_("not symmetric"))
     summary.add("KL(p‖q)", *(Num(v) for v in s.kl))
     summary.add("KL(q‖p)", *(Num(v) for v in s.reverse_kl))
     return Doc(
         "kl",
-        "KL divergence: the extra cost of believing q when the truth is p",
+        _("KL divergence: the extra cost of believing q when the truth is p"),
         [
             Formulas(
                 "KL(p‖q) = Σ_i p_i log(p_i / q_i) = H(p, q) - H(p)",
-                "KL(p‖q) ≥ 0, with equality only when q = p",
+                _("{inequality}, with equality only when {condition}").format(
+                    inequality="KL(p‖q) ≥ 0", condition="q = p"
+                ),
             ),
             table,
             summary,
             Note(
-                "Terms with p_i = 0 contribute 0 (0 log 0 = 0); a q_i = 0 where p_i > 0 makes "
-                "KL infinite. KL is not a distance: KL(p‖q) and KL(q‖p) differ."
+                _(
+                    "Terms with {zero} contribute 0 ({convention}); a {q_zero} where {p_positive} "
+                    "makes KL infinite. KL is not a distance: {forward} and {reverse} differ."
+                ).format(
+                    zero="p_i = 0",
+                    convention="0 log 0 = 0",
+                    q_zero="q_i = 0",
+                    p_positive="p_i > 0",
+                    forward="KL(p‖q)",
+                    reverse="KL(q‖p)",
+                )
             ),
         ],
     )

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from rich.cells import cell_len
 
 import crossentropy as ce
 from crossentropy import gradients
 from crossentropy.cli.errors import CliError
-from crossentropy.cli.explain.common import CLASSES, as_f64, as_float, as_floats, numbered
+from crossentropy.cli.explain.common import CLASSES, as_f64, as_float, as_floats, class_names
 from crossentropy.cli.explain.document import (
     Block,
     Cell,
@@ -24,8 +25,11 @@ from crossentropy.cli.explain.document import (
     Num,
     TableBlock,
     fixed,
+    sentences,
 )
-from crossentropy.cli.explain.inputs import ExplainOptions, check_distribution
+from crossentropy.cli.explain.inputs import NATS, ExplainOptions, check_distribution
+from crossentropy.i18n import gettext as _
+from crossentropy.i18n import mark as N_
 
 __all__ = [
     "ConfidentMiss",
@@ -91,10 +95,10 @@ class ModelComparisonSection:
     saturation: tuple[Saturation, ...] = ()
 
 
-_TRUE = ("pig", "dog", "cat")
+_TRUE = (N_("pig"), N_("dog"), N_("cat"))
 _MODELS = (
-    ("model 1", ((0.3, 0.3, 0.4), (0.3, 0.4, 0.3), (0.1, 0.2, 0.7))),
-    ("model 2", ((0.1, 0.2, 0.7), (0.1, 0.7, 0.2), (0.3, 0.4, 0.3))),
+    (N_("model 1"), ((0.3, 0.3, 0.4), (0.3, 0.4, 0.3), (0.1, 0.2, 0.7))),
+    (N_("model 2"), ((0.1, 0.2, 0.7), (0.1, 0.7, 0.2), (0.3, 0.4, 0.3))),
 )
 
 
@@ -111,6 +115,7 @@ def compute_model_comparison(
     ``misses`` scores one sample of the first class whose predicted probability falls through
     ``miss_probs``, the rest going to the last class: a more and more confident mistake.
     ``saturation`` differentiates both losses of a sigmoid output with respect to its logit.
+    The names (classes, models) are translated.
     """
     del options  # losses are in nats
     labels = np.asarray([list(classes).index(c) for c in true_classes])
@@ -124,7 +129,7 @@ def compute_model_comparison(
         )
         samples = tuple(
             SampleScore(
-                true_classes[i],
+                _(true_classes[i]),
                 as_floats(q[i]),
                 float(q[i, labels[i]]),
                 ce_per_sample[i],
@@ -134,7 +139,7 @@ def compute_model_comparison(
         )
         scores.append(
             ModelScore(
-                name,
+                _(name),
                 samples,
                 float(np.mean(ce_per_sample)),
                 float(np.mean(mse_per_sample)),
@@ -175,7 +180,8 @@ def compute_model_comparison(
         )
         for i in range(z.size)
     )
-    return ModelComparisonSection(tuple(classes), tuple(scores), classes[0], misses, saturation)
+    names = tuple(_(c) for c in classes)
+    return ModelComparisonSection(names, tuple(scores), names[0], misses, saturation)
 
 
 def section(o: ExplainOptions, standalone: bool) -> ModelComparisonSection:
@@ -195,7 +201,7 @@ def section(o: ExplainOptions, standalone: bool) -> ModelComparisonSection:
         raise CliError(
             f"{len(o.labels)} labels for {len(o.probs)} rows of --probs; give one each", "--labels"
         )
-    classes = numbered("class ", n_classes)
+    classes = class_names(n_classes, True)
     true = []
     for v in o.labels:
         if v != int(v) or not 0 <= v < n_classes:
@@ -203,21 +209,26 @@ def section(o: ExplainOptions, standalone: bool) -> ModelComparisonSection:
                 f"label {v:g} is not a class index in [0, {n_classes}) for mse-vs-ce", "--labels"
             )
         true.append(classes[int(v)])
-    return compute_model_comparison(o, classes, true, [("your model", o.probs)])
+    return compute_model_comparison(o, classes, true, [(_("your model"), o.probs)])
 
 
 def layout(s: ModelComparisonSection) -> Doc:
     """The section laid out: formulas, tables and notes."""
+    names = (_("cross entropy"), _("squared error"))
+    width = max(cell_len(name) for name in names)
+    ce_name, mse_name = (name + " " * (width - cell_len(name)) for name in names)
+    one_hot = _("{y} one-hot").format(y="y")
+    over_classes = _("sum over the classes")
     blocks: list[Block] = [
         Formulas(
-            "cross entropy  CE  = -Σ_c y_c ln q_c = -ln q_true   (y one-hot)",
-            "squared error  MSE =  Σ_c (q_c - y_c)²              (sum over the classes)",
+            ce_name + "  CE  = -Σ_c y_c ln q_c = -ln q_true   (" + one_hot + ")",
+            mse_name + "  MSE =  Σ_c (q_c - y_c)²              (" + over_classes + ")",
         )
     ]
     for m in s.models:
         table = TableBlock(
-            ("true class", *(f"q({c})" for c in s.classes), "q_true", "CE", "MSE"),
-            title=f"{m.name}, per sample",
+            (_("true class"), *(f"q({c})" for c in s.classes), "q_true", "CE", "MSE"),
+            title=_("{model}, per sample").format(model=m.name),
         )
         for sample in m.samples:
             table.add(
@@ -229,7 +240,7 @@ def layout(s: ModelComparisonSection) -> Doc:
             )
         blanks: list[Cell] = [None] * (len(s.classes) + 1)
         table.add(
-            "average",
+            _("average"),
             *blanks,
             Num(m.mean_cross_entropy),
             Num(m.mean_mse),
@@ -238,20 +249,21 @@ def layout(s: ModelComparisonSection) -> Doc:
         )
         blocks.append(table)
     summary = TableBlock(
-        ("average loss", *(m.name for m in s.models)), title="summary (lower is better)"
+        (_("average loss"), *(m.name for m in s.models)), title=_("summary (lower is better)")
     )
-    summary.add("cross entropy (nats)", *(Num(m.mean_cross_entropy) for m in s.models))
+    ce_in_nats = _("cross entropy") + " (" + NATS.label + ")"
+    summary.add(ce_in_nats, *(Num(m.mean_cross_entropy) for m in s.models))
     summary.add("MSE", *(Num(m.mean_mse) for m in s.models))
     blocks.append(summary)
     misses = TableBlock(
         (*(f"q({c})" for c in s.classes), "CE", "MSE"),
-        title=f"one {s.miss_class}, ever more confidently wrong",
+        title=_("one {label}, ever more confidently wrong").format(label=s.miss_class),
     )
     for miss in s.misses:
         misses.add(*(Num(v, "g") for v in miss.probs), Num(miss.cross_entropy), Num(miss.mse))
     blocks.append(misses)
     best = min(s.models, key=lambda m: m.mean_cross_entropy)
-    ranking = ""
+    agree = True
     if len(s.models) > 1:
         agree = best is min(s.models, key=lambda m: m.mean_mse)
         others = [m for m in s.models if m is not best]
@@ -260,28 +272,55 @@ def layout(s: ModelComparisonSection) -> Doc:
             for m in others
             for b, o in zip(best.samples, m.samples, strict=True)
         )
-        why = ": it gives the true class more probability on every sample" if dominates else ""
-        ranking = (
-            f"Both losses rank {best.name} better{why}. But"
-            if agree
-            else f"Cross entropy ranks {best.name} better, MSE does not. And"
-        )
+        if not agree:
+            ranking = _("Cross entropy ranks {model} better, MSE does not.")
+        elif dominates:
+            ranking = _(
+                "Both losses rank {model} better: it gives the true class more probability on "
+                "every sample."
+            )
+        else:
+            ranking = _("Both losses rank {model} better.")
+        ranking = ranking.format(model=best.name)
     else:
-        ranking = "Both losses fall as q_true rises. But"
+        ranking = _("Both losses fall as {q_true} rises.").format(q_true="q_true")
     first, last = s.misses[0], s.misses[-1]
+    punishes = (
+        _(
+            "But cross entropy punishes a confident mistake far more: as {q} falls from "
+            "{first_p:g} to {last_p:g}, {minus_log_q} climbs from {first_ce} to {last_ce} nats "
+            "without bound, while the squared error only creeps from {first_mse} to "
+            "{last_mse}, never above 2."
+        )
+        if agree
+        else _(
+            "And cross entropy punishes a confident mistake far more: as {q} falls from "
+            "{first_p:g} to {last_p:g}, {minus_log_q} climbs from {first_ce} to {last_ce} nats "
+            "without bound, while the squared error only creeps from {first_mse} to "
+            "{last_mse}, never above 2."
+        )
+    )
     blocks.append(
         Note(
-            f"{ranking} cross entropy punishes a confident mistake far more: as "
-            f"q({s.miss_class}) falls from {first.p_true:g} to {last.p_true:g}, -ln q climbs "
-            f"from {fixed(first.cross_entropy)} to {fixed(last.cross_entropy)} nats without bound, "
-            f"while the squared error only creeps from {fixed(first.mse)} to {fixed(last.mse)}, "
-            f"never above 2."
+            sentences(
+                ranking,
+                punishes.format(
+                    q=f"q({s.miss_class})",
+                    first_p=first.p_true,
+                    last_p=last.p_true,
+                    minus_log_q="-ln q",
+                    first_ce=fixed(first.cross_entropy),
+                    last_ce=fixed(last.cross_entropy),
+                    first_mse=fixed(first.mse),
+                    last_mse=fixed(last.mse),
+                ),
+            )
         )
     )
     if s.saturation:
         sat = TableBlock(
             (
-                "logit z",
+                _("logit {symbol}").format(symbol="z"),
                 "σ(z)",
                 "CE",
                 "dCE/dz = σ - 1",
@@ -290,7 +329,9 @@ def layout(s: ModelComparisonSection) -> Doc:
                 "dσ/dz",
                 "dMSE/dz",
             ),
-            title="one sigmoid output, target y = 1: gradients with respect to the logit",
+            title=_(
+                "one sigmoid output, target {target}: gradients with respect to the logit"
+            ).format(target="y = 1"),
         )
         for r in s.saturation:
             sat.add(
@@ -313,10 +354,16 @@ def layout(s: ModelComparisonSection) -> Doc:
         worst = min(s.saturation, key=lambda r: r.logit)
         blocks.append(
             Note(
-                f"When the output is confidently wrong (z = {worst.logit:g}), the cross-entropy "
-                f"gradient is {fixed(worst.cross_entropy_grad, 4)}, a full-size step, while MSE's "
-                f"is {fixed(worst.mse_grad, 4)}: the factor σ(1 - σ) of a saturated sigmoid makes "
-                f"MSE learn slowly exactly when it is most wrong."
+                _(
+                    "When the output is confidently wrong ({z}), the cross-entropy gradient is "
+                    "{ce_grad}, a full-size step, while MSE's is {mse_grad}: the factor {factor} "
+                    "of a saturated sigmoid makes MSE learn slowly exactly when it is most wrong."
+                ).format(
+                    z=f"z = {worst.logit:g}",
+                    ce_grad=fixed(worst.cross_entropy_grad, 4),
+                    mse_grad=fixed(worst.mse_grad, 4),
+                    factor="σ(1 - σ)",
+                )
             )
         )
-    return Doc("mse-vs-ce", "MSE vs cross entropy: scoring classifiers", blocks)
+    return Doc("mse-vs-ce", _("MSE vs cross entropy: scoring classifiers"), blocks)

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import crossentropy as ce
 from crossentropy.cli.errors import CliError
-from crossentropy.cli.explain.common import as_f64, as_float, as_floats, numbered
+from crossentropy.cli.explain.common import as_f64, as_float, as_floats, class_names
 from crossentropy.cli.explain.document import Doc, Formulas, Note, Num, TableBlock, fixed
-from crossentropy.cli.explain.inputs import ExplainOptions, check_unit_interval
+from crossentropy.cli.explain.inputs import NATS, ExplainOptions, check_unit_interval
+from crossentropy.i18n import gettext as _
+from crossentropy.i18n import mark as N_
 
 __all__ = [
     "MultiLabelSection",
@@ -40,17 +42,18 @@ class MultiLabelSection:
 
 def compute_multilabel(
     options: ExplainOptions,
-    tags: Sequence[str] = ("outdoor", "dog", "cat", "car"),
+    tags: Sequence[str] = (N_("outdoor"), N_("dog"), N_("cat"), N_("car")),
     labels: Sequence[float] = (1.0, 1.0, 0.0, 0.0),
     logits: Sequence[float] = (2.0, 0.5, -1.0, -3.0),
 ) -> MultiLabelSection:
-    """Per-class sigmoid cross entropy of one image's tags, summed and averaged."""
+    """Per-class sigmoid cross entropy of one image's tags, summed and averaged; ``tags``
+    translated."""
     del options  # losses are in nats
     x, y = as_f64(logits), as_f64(labels)
     probs = as_floats(ce.sigmoid(x))
     losses = as_floats(ce.sigmoid_cross_entropy(x, y, reduction="none"))
     rows = tuple(
-        TagLoss(tags[i], float(y[i]), float(x[i]), probs[i], losses[i]) for i in range(x.size)
+        TagLoss(_(tags[i]), float(y[i]), float(x[i]), probs[i], losses[i]) for i in range(x.size)
     )
     return MultiLabelSection(
         rows,
@@ -78,23 +81,29 @@ def section(o: ExplainOptions, standalone: bool) -> MultiLabelSection:
             f"{len(o.labels)} labels for {len(o.logits)} logits; multilabel needs one each",
             "--labels",
         )
-    return compute_multilabel(o, numbered("class ", len(o.logits)), o.labels, o.logits)
+    return compute_multilabel(o, class_names(len(o.logits), True), o.labels, o.logits)
 
 
 def layout(s: MultiLabelSection) -> Doc:
     """The section laid out: formulas, tables and notes."""
     present = [t.tag for t in s.tags if t.label]
     table = TableBlock(
-        ("tag", "y_c", "logit x_c", "σ(x_c)", "ℓ_c (nats)"),
-        title=f"an image tagged {{{', '.join(present)}}}",
+        (
+            _("tag"),
+            "y_c",
+            _("logit {symbol}").format(symbol="x_c"),
+            "σ(x_c)",
+            f"ℓ_c ({NATS.label})",
+        ),
+        title=_("an image tagged {tags}").format(tags="{" + ", ".join(present) + "}"),
     )
     for t in s.tags:
         table.add(t.tag, Num(t.label, "g"), Num(t.logit, "g"), Num(t.prob), Num(t.loss))
-    table.add("sum", None, None, Num(s.prob_sum), Num(s.total), bold=True, section=True)
-    table.add("mean", None, None, None, Num(s.mean))
+    table.add(_("sum"), None, None, Num(s.prob_sum), Num(s.total), bold=True, section=True)
+    table.add(_("mean"), None, None, None, Num(s.mean))
     return Doc(
         "multilabel",
-        "Multi-label (n-hot): one sigmoid cross entropy per class",
+        _("Multi-label (n-hot): one sigmoid cross entropy per class"),
         [
             Formulas(
                 "σ(x) = 1 / (1 + e^-x)",
@@ -103,9 +112,11 @@ def layout(s: MultiLabelSection) -> Doc:
             ),
             table,
             Note(
-                f"Each tag is its own yes/no question: the σ column sums to {fixed(s.prob_sum)}, "
-                f"not 1, because an image can carry several tags at once. A softmax would make "
-                f"the tags compete for one unit of probability."
+                _(
+                    "Each tag is its own yes/no question: the σ column sums to {total}, not 1, "
+                    "because an image can carry several tags at once. A softmax would make the "
+                    "tags compete for one unit of probability."
+                ).format(total=fixed(s.prob_sum))
             ),
         ],
     )

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 
 import crossentropy as ce
-from crossentropy.cli.explain.common import as_f64, as_float, as_floats, class_names
+from crossentropy.cli.explain.common import CLASSES, as_f64, as_float, as_floats, class_names
 from crossentropy.cli.explain.document import Doc, Formulas, Note, Num, TableBlock, fixed
-from crossentropy.cli.explain.inputs import ExplainOptions
+from crossentropy.cli.explain.inputs import NATS, ExplainOptions
+from crossentropy.i18n import gettext as _
 
 __all__ = [
     "SoftmaxComponent",
@@ -50,17 +51,18 @@ class SoftmaxSection:
 
 def compute_softmax(
     options: ExplainOptions,
-    classes: Sequence[str] = ("cat", "dog", "pig"),
+    classes: Sequence[str] = CLASSES,
     logits: Sequence[float] = (2.0, 1.0, 0.1),
     temperatures: Sequence[float] = (0.5, 1.0, 2.0, 10.0),
 ) -> SoftmaxSection:
-    """softmax, log_softmax and logsumexp of ``logits``, and softmax under temperature."""
+    """softmax, log_softmax and logsumexp of ``logits``, and softmax under temperature;
+    ``classes`` translated."""
     del options
     x = as_f64(logits)
     shifted = x - np.max(x)
     probs = as_floats(ce.softmax(x))
     components = tuple(
-        SoftmaxComponent(classes[i], float(x[i]), float(shifted[i]), lp, p, ps)
+        SoftmaxComponent(_(classes[i]), float(x[i]), float(shifted[i]), lp, p, ps)
         for i, (lp, p, ps) in enumerate(
             zip(as_floats(ce.log_softmax(x)), probs, as_floats(ce.softmax(shifted)), strict=True)
         )
@@ -86,7 +88,7 @@ def layout(s: SoftmaxSection) -> Doc:
     """The section laid out: formulas, tables and notes."""
     table = TableBlock(
         (
-            "class",
+            _("class"),
             "x_i",
             "x_i - max x",
             "log p_i = x_i - LSE(x)",
@@ -104,29 +106,36 @@ def layout(s: SoftmaxSection) -> Doc:
             Num(c.prob, "f4"),
             Num(c.prob_of_shifted, "f4"),
         )
-    table.add("sum", None, None, None, Num(s.prob_sum, "f4"), None, bold=True, section=True)
+    table.add(_("sum"), None, None, None, Num(s.prob_sum, "f4"), None, bold=True, section=True)
     temps = TableBlock(
-        ("temperature T", *(f"p({c.label})" for c in s.components), "H (nats)"),
-        title="softmax(x / T): temperature",
+        (
+            _("temperature {symbol}").format(symbol="T"),
+            *(f"p({c.label})" for c in s.components),
+            f"H ({NATS.label})",
+        ),
+        title=_("{formula}: temperature").format(formula="softmax(x / T)"),
     )
     for r in s.temperatures:
         temps.add(Num(r.temperature, "g"), *(Num(v, "f4") for v in r.probs), Num(r.entropy))
     return Doc(
         "softmax",
-        "Softmax: from logits to probabilities",
+        _("Softmax: from logits to probabilities"),
         [
             Formulas(
                 "softmax(x)_i = e^{x_i} / Σ_j e^{x_j}",
                 "log softmax(x)_i = x_i - logsumexp(x)",
                 "logsumexp(x) = max x + ln Σ_j e^{x_j - max x}",
-                "softmax(x + c) = softmax(x): subtracting max x avoids overflow, changes nothing",
+                "softmax(x + c) = softmax(x): "
+                + _("subtracting {max} avoids overflow, changes nothing").format(max="max x"),
             ),
             table,
             temps,
             Note(
-                "The probabilities are positive and sum to 1. A low temperature sharpens them "
-                "towards the largest logit, a high one flattens them towards uniform (higher "
-                "entropy)."
+                _(
+                    "The probabilities are positive and sum to 1. A low temperature sharpens "
+                    "them towards the largest logit, a high one flattens them towards uniform "
+                    "(higher entropy)."
+                )
             ),
         ],
     )
