@@ -4,9 +4,9 @@ User numbers (``--p``, ``--q``, ``--logits``, ``--label``, ``--probs``, ``--labe
 ``--residuals``, ``--beta``, ``--base``) are parsed and checked before anything is printed:
 a bad value is a :class:`~crossentropy.cli.errors.CliError` naming the option. The examples
 are worked by hand, entry by entry: a list holds at most :data:`MAX_VALUES` numbers
-(``--probs`` at most that many rows), a logit or a residual is at most :data:`MAX_LOGIT` in magnitude, and
-``--beta`` is within [:data:`MIN_BETA`, :data:`MAX_BETA`], so that the finite-difference
-checks keep their digits.
+(``--probs`` at most that many rows), a logit or a residual is at most :data:`MAX_LOGIT`
+in magnitude, and ``--beta`` is within [:data:`MIN_BETA`, :data:`MAX_BETA`], so that the
+finite-difference checks keep their digits.
 """
 
 from __future__ import annotations
