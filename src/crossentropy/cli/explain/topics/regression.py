@@ -63,8 +63,8 @@ class RegressionSection:
 
 _RESIDUALS = (-3.0, -1.0, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0, 3.0)
 
-Loss = Callable[[Any, Any], Any]
-Gradient = Callable[[Any, Any], tuple[Any, Any]]
+_Loss = Callable[[Any, Any], Any]
+_Gradient = Callable[[Any, Any], tuple[Any, Any]]
 
 
 def compute_regression(
@@ -77,7 +77,7 @@ def compute_regression(
     del options
     r = as_f64(residuals)
     zero = np.zeros_like(r)
-    losses: list[tuple[str, Loss, Gradient]] = [
+    losses: list[tuple[str, _Loss, _Gradient]] = [
         (
             "l1",
             lambda x, t: ce.l1(x, t, reduction="none"),
