@@ -31,6 +31,10 @@ TOPICS = [
     "multilabel",
     "mse-vs-ce",
     "gradients",
+    "likelihood",
+    "regression",
+    "binary-gradient",
+    "pitfalls",
 ]
 
 

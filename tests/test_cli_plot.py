@@ -304,7 +304,13 @@ def test_no_pyplot_no_global_state() -> None:
         "import sys, matplotlib\n"
         "before = dict(matplotlib.rcParams)\n"
         "from crossentropy import viz\n"
-        "figs = [viz.make_figure(n) for n in viz.FIGURES]\n"
+        "figs = [viz.make_figure(n, lang=lang) for n in viz.FIGURES for lang in ('en', 'ru')]\n"
+        "try:\n"
+        "    figs.append(viz.make_figure('information', lang='zh'))\n"
+        "except viz.MissingFontError:\n"
+        "    pass\n"
+        "for fig in figs:\n"
+        "    fig.canvas.draw()\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
         "assert dict(matplotlib.rcParams) == before\n"
     )
@@ -371,6 +377,8 @@ def test_cli_unknown_figure_lists_valid(tmp_path: Path) -> None:
         ["information"],  # no --out
         ["--out"],
         ["--bogus", "--out", "x"],
+        ["--lang", "fr", "--out", "x"],
+        ["--lang", "--out", "x"],
     ],
 )
 def test_cli_bad_options(args: list[str]) -> None:

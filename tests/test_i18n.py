@@ -19,6 +19,7 @@ from crossentropy import i18n
 
 babel = pytest.importorskip("babel", reason="Babel extracts and compiles the catalogues")
 from babel.messages import extract, mofile, pofile  # noqa: E402
+from babel.messages.frontend import parse_mapping_cfg  # noqa: E402
 
 SOURCE = Path(i18n.__file__).parent
 TRANSLATED = [lang for lang in i18n.LANGUAGES if lang != "en"]
@@ -72,7 +73,7 @@ def test_language_blocks_nest_and_restore():
 def _extracted(domain: str) -> dict[str, tuple[str, ...]]:
     """The messages the code marks in ``domain`` (as ``make translations`` extracts them):
     msgid -> its forms (one, or singular and plural)."""
-    method_map, options_map = extract.parse_mapping_cfg(
+    method_map, options_map = parse_mapping_cfg(
         io.StringIO((SOURCE / "locale" / f"{domain}.cfg").read_text())
     )
     keywords = {**extract.DEFAULT_KEYWORDS, "N_": None}

@@ -4,8 +4,13 @@ matplotlib is an optional extra (``pip install crossentropy[plot]``): this modul
 :mod:`crossentropy.viz` only when the command runs, so the rest of the command line works
 without it, and a missing matplotlib is one line on stderr with the command to install it.
 
-Every bad input (an unknown figure, an ``--out`` that cannot be created or written, a missing
-matplotlib) is one line on stderr and exit status 2, never a traceback.
+``--lang en|zh|ru`` is the language of the figures' text (their titles, labels, legends and
+notes; the numbers are the same in all three); without it, the locale's (``LC_ALL``,
+``LC_MESSAGES``, ``LANG``; English when it names none of these).
+
+Every bad input (an unknown figure or language, an ``--out`` that cannot be created or
+written, a missing matplotlib, ``--lang zh`` without a font that has the Chinese glyphs) is
+one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Annotated
 
 import typer
 
+from crossentropy import i18n
 from crossentropy.cli.errors import CliError
 
 __all__ = ["FIGURE_NAMES", "Format", "plot"]
@@ -83,6 +89,13 @@ def _prepare(out: Path) -> None:
         raise CliError(f"cannot create the --out directory {str(out)!r}: {_why(exc)}") from None
 
 
+def _language(value: str | None) -> str:
+    try:
+        return i18n.check_language(value, "--lang")
+    except ValueError as exc:
+        raise CliError(str(exc).removeprefix("--lang: "), "--lang") from None
+
+
 def plot(
     out_text: Annotated[
         str,
@@ -111,18 +124,31 @@ def plot(
             help="File format: png or svg.",
         ),
     ] = Format.png,
+    lang_text: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            metavar="LANG",
+            show_default=False,
+            help="Language of the figures' text: en, zh or ru (default: the locale's, else en).",
+        ),
+    ] = None,
 ) -> None:
     """Draw figures of cross entropy, MSE and friends, and print the paths written."""
     if not out_text.strip():
         raise CliError(f"--out: expected a directory; got {out_text!r}")
     out = Path(out_text)
     names = _selected(figures)
+    lang = _language(lang_text)
     viz = _viz()
     _prepare(out)
     suffix = fmt.value
     for name in names:
         path = out / f"{name}.{suffix}"
-        fig = viz.make_figure(name)
+        try:
+            fig = viz.make_figure(name, lang=lang)
+        except viz.MissingFontError as exc:
+            raise CliError(str(exc).removeprefix("lang='zh': "), "--lang") from None
         try:
             viz.save_figure(fig, path, format=suffix)
         except OSError as exc:

@@ -81,8 +81,8 @@ maximum not finite, a NaN logit) is NaN in the reference too, and its gradient i
 reference's, by autograd through the reference's formula on that row alone. B_i needs
 sum_c w_c q_c, taken in the backward (a forward without one does not pay for it).
 
-A second backward of a retained graph recomputes p like the first; a differentiable backward (``create_graph=True``) takes
-the reference's gradient as torch operations,
+A second backward of a retained graph recomputes p like the first; a differentiable
+backward (``create_graph=True``) takes the reference's gradient as torch operations,
 :func:`crossentropy.gradients.sparse_softmax_cross_entropy` (for probability targets,
 autograd through the reference's formula), whose derivative autograd takes. The soft cap
 c tanh(x / c) is applied before, under autograd.

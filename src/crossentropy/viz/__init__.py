@@ -2,7 +2,8 @@
 
 Each function returns a :class:`matplotlib.figure.Figure` built with the object API (no
 pyplot state); :func:`save_figure` writes one as PNG or SVG. ``crossentropy plot`` draws them
-from the command line.
+from the command line. Each takes ``lang`` (``"en"``, the default; ``"zh"``, ``"ru"``; None for
+the locale's language): the language of its text, the numbers the same in all three.
 
 Importing this package needs matplotlib: ``pip install crossentropy[plot]``.
 """
@@ -17,8 +18,10 @@ except ImportError as exc:  # pragma: no cover - exercised by the CLI test with 
     ) from exc
 
 from .figures import (
+    CJK_FONTS,
     FIGURES,
     PALETTE,
+    MissingFontError,
     binary_entropy_figure,
     ce_vs_mse_logit_figure,
     ce_vs_mse_probability_figure,
@@ -30,8 +33,10 @@ from .figures import (
 )
 
 __all__ = [
+    "CJK_FONTS",
     "FIGURES",
     "PALETTE",
+    "MissingFontError",
     "binary_entropy_figure",
     "ce_vs_mse_logit_figure",
     "ce_vs_mse_probability_figure",

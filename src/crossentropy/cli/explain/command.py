@@ -23,12 +23,16 @@ from rich.console import Console
 from crossentropy.cli.errors import CliError
 from crossentropy.cli.explain.document import Doc
 from crossentropy.cli.explain.inputs import (
+    MAX_BETA,
     MAX_LOGIT,
     MAX_VALUES,
+    MIN_BETA,
     ExplainOptions,
     parse_base,
+    parse_beta,
     parse_logits,
     parse_matrix,
+    parse_residuals,
     parse_vector,
 )
 from crossentropy.cli.explain.render import render_text, to_json, to_markdown
@@ -87,6 +91,8 @@ def _options(
     label: int | None,
     probs: str | None,
     labels: str | None,
+    residuals: str | None = None,
+    beta: str | None = None,
 ) -> ExplainOptions:
     return ExplainOptions(
         base=None if base is None else parse_base(base),
@@ -97,6 +103,8 @@ def _options(
         label=label,
         probs=None if probs is None else parse_matrix(probs, "--probs"),
         labels=None if labels is None else parse_vector(labels, "--labels"),
+        residuals=None if residuals is None else parse_residuals(residuals, "--residuals"),
+        beta=None if beta is None else parse_beta(beta, "--beta"),
     )
 
 
@@ -110,10 +118,8 @@ def build_docs(topic: str, options: ExplainOptions, given: Sequence[str] = ()) -
     chosen = find_topic(topic)
     for option in given:
         if option not in chosen.options:
-            raise CliError(
-                f"topic {topic!r} does not use {option} (it takes {', '.join(chosen.options)})",
-                option,
-            )
+            takes = ", ".join(chosen.options) if chosen.options else "no options"
+            raise CliError(f"topic {topic!r} does not use {option} (it takes {takes})", option)
     return [chosen.doc(options)]
 
 
@@ -165,7 +171,8 @@ def explain(
         typer.Option(
             "--probs",
             metavar="ROWS",
-            help="Predicted distributions for mse-vs-ce, rows separated by ';': 0.7,0.3;0.4,0.6.",
+            help="Predicted distributions for mse-vs-ce, rows separated by ';': 0.7,0.3;0.4,0.6; "
+            "or one row of predictions in [0, 1] for likelihood: 0.9,0.2,0.7.",
         ),
     ] = None,
     labels: Annotated[
@@ -173,8 +180,26 @@ def explain(
         typer.Option(
             "--labels",
             metavar="Y",
-            help="Class indices of the --probs rows (mse-vs-ce), or n-hot targets of the "
-            "--logits (multilabel).",
+            help="Class indices of the --probs rows (mse-vs-ce), n-hot targets of the "
+            "--logits (multilabel), or 0/1 labels of the --probs (likelihood).",
+        ),
+    ] = None,
+    residuals: Annotated[
+        str | None,
+        typer.Option(
+            "--residuals",
+            metavar="R",
+            help=f"Residuals r = prediction - target for regression, {_NUMBERS} in "
+            f"[-{MAX_LOGIT:g}, {MAX_LOGIT:g}]: -3,-1,0,1,3.",
+        ),
+    ] = None,
+    beta: Annotated[
+        str | None,
+        typer.Option(
+            "--beta",
+            metavar="BETA",
+            help=f"Smooth L1's beta and Huber's delta for regression, in [{MIN_BETA:g}, "
+            f"{MAX_BETA:g}] (default 1).",
         ),
     ] = None,
     base: Annotated[
@@ -211,13 +236,15 @@ def explain(
             ("--label", label),
             ("--probs", probs),
             ("--labels", labels),
+            ("--residuals", residuals),
+            ("--beta", beta),
             ("--base", base),
         )
         if value is not None
     ]
     with language(_check_lang(lang), "explain"):
         try:
-            options = _options(base, p, q, logits, label, probs, labels)
+            options = _options(base, p, q, logits, label, probs, labels, residuals, beta)
             docs = build_docs(topic, options, given)
         except CliError:
             raise

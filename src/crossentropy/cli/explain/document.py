@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.cells import cell_len
+
 from crossentropy.i18n import gettext as _
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "Num",
     "Row",
     "TableBlock",
+    "aligned",
     "cell_text",
     "fixed",
     "sentences",
@@ -126,6 +129,17 @@ def vector(values: Sequence[float]) -> str:
 def cell_text(cell: Cell) -> str:
     """A cell as printed: empty for None."""
     return "" if cell is None else str(cell)
+
+
+def aligned(*labels: str) -> tuple[str, ...]:
+    """``labels`` padded with spaces to one width as a terminal shows them (a CJK character
+    is two columns wide), so that the formulas written after them line up in any language.
+
+    >>> aligned("right:", "floor:", "猫:")
+    ('right:', 'floor:', '猫:   ')
+    """
+    width = max(cell_len(label) for label in labels)
+    return tuple(label + " " * (width - cell_len(label)) for label in labels)
 
 
 def sentences(*parts: str) -> str:

@@ -1,10 +1,11 @@
 """What ``crossentropy explain`` reads from the command line, parsed and checked.
 
 User numbers (``--p``, ``--q``, ``--logits``, ``--label``, ``--probs``, ``--labels``,
-``--base``) are parsed and checked before anything is printed: a bad value is a
-:class:`~crossentropy.cli.errors.CliError` naming the option. The examples are worked by
-hand, entry by entry: a list holds at most :data:`MAX_VALUES` numbers (``--probs`` at most
-that many rows), and a logit is at most :data:`MAX_LOGIT` in magnitude, so that the
+``--residuals``, ``--beta``, ``--base``) are parsed and checked before anything is printed:
+a bad value is a :class:`~crossentropy.cli.errors.CliError` naming the option. The examples
+are worked by hand, entry by entry: a list holds at most :data:`MAX_VALUES` numbers
+(``--probs`` at most that many rows), a logit or a residual is at most :data:`MAX_LOGIT`
+in magnitude, and ``--beta`` is within [:data:`MIN_BETA`, :data:`MAX_BETA`], so that the
 finite-difference checks keep their digits.
 """
 
@@ -19,17 +20,22 @@ from crossentropy.i18n import gettext as _
 
 __all__ = [
     "BITS",
+    "MAX_BETA",
     "MAX_LOGIT",
     "MAX_VALUES",
+    "MIN_BETA",
     "NATS",
     "ExplainOptions",
     "Unit",
+    "check_binary_labels",
     "check_distribution",
     "check_unit_interval",
     "p_and_q",
     "parse_base",
+    "parse_beta",
     "parse_logits",
     "parse_matrix",
+    "parse_residuals",
     "parse_vector",
     "unit_for",
 ]
@@ -141,6 +147,48 @@ def parse_logits(text: str, option: str) -> tuple[float, ...]:
     return values
 
 
+def parse_residuals(text: str, option: str) -> tuple[float, ...]:
+    """Parse residuals r = prediction - target: :func:`parse_vector`, each at most
+    :data:`MAX_LOGIT` in magnitude (the same bound, for the same finite differences)."""
+    values = parse_vector(text, option)
+    for i, v in enumerate(values):
+        if abs(v) > MAX_LOGIT:
+            raise CliError(
+                f"residual {i} is {v:g}; expected residuals in [-{MAX_LOGIT:g}, {MAX_LOGIT:g}]",
+                option,
+            )
+    return values
+
+
+MIN_BETA = 1e-6
+"""The narrowest quadratic zone ``--beta`` takes (smooth L1's beta, Huber's delta)."""
+
+MAX_BETA = 1e6
+"""The widest quadratic zone ``--beta`` takes."""
+
+
+def parse_beta(text: str, option: str) -> float:
+    """Parse ``--beta``: a finite number in [:data:`MIN_BETA`, :data:`MAX_BETA`] (> 0).
+
+    >>> parse_beta("0.5", "--beta")
+    0.5
+    """
+    try:
+        beta = float(text)
+    except ValueError:
+        raise CliError(
+            f"{text!r} is not a number; expected a number > 0 such as 1 or 0.5",
+            option,
+        ) from None
+    if not (math.isfinite(beta) and MIN_BETA <= beta <= MAX_BETA):
+        raise CliError(
+            f"{text!r} is not a valid beta; expected a finite number in "
+            f"[{MIN_BETA:g}, {MAX_BETA:g}]",
+            option,
+        )
+    return beta
+
+
 def parse_matrix(text: str, option: str) -> tuple[tuple[float, ...], ...]:
     """Parse rows separated by ``;``, each comma-separated: ``0.7,0.3;0.2,0.8``."""
     count = text.count(";") + 1
@@ -179,6 +227,13 @@ def check_unit_interval(values: Sequence[float], option: str, what: str) -> None
             raise CliError(f"{what} must be in [0, 1]; entry {i} is {v:g}", option)
 
 
+def check_binary_labels(values: Sequence[float], option: str) -> None:
+    """Refuse ``values`` (given as ``option``) unless each is a binary label, 0 or 1."""
+    for i, v in enumerate(values):
+        if v not in (0.0, 1.0):
+            raise CliError(f"label {i} is {v:g}; binary labels are 0 or 1", option)
+
+
 @dataclass(frozen=True)
 class ExplainOptions:
     """What the user chose on the command line.
@@ -197,6 +252,8 @@ class ExplainOptions:
     label: int | None = None
     probs: tuple[tuple[float, ...], ...] | None = None
     labels: tuple[float, ...] | None = None
+    residuals: tuple[float, ...] | None = None
+    beta: float | None = None
 
     @property
     def units(self) -> tuple[Unit, ...]:

@@ -29,13 +29,17 @@ from typing import Any
 from crossentropy.cli.explain.document import Doc
 from crossentropy.cli.explain.inputs import ExplainOptions
 from crossentropy.cli.explain.topics import (
+    binary_gradient,
     cross_entropy,
     entropy,
     gradients,
     information,
     kl,
+    likelihood,
     mse_vs_ce,
     multilabel,
+    pitfalls,
+    regression,
     softmax,
 )
 
@@ -68,6 +72,10 @@ TOPICS: tuple[Topic, ...] = (
     Topic("multilabel", ("--logits", "--labels"), multilabel.section, multilabel.layout),
     Topic("mse-vs-ce", ("--probs", "--labels"), mse_vs_ce.section, mse_vs_ce.layout),
     Topic("gradients", ("--logits", "--label"), gradients.section, gradients.layout),
+    Topic("likelihood", ("--probs", "--labels"), likelihood.section, likelihood.layout),
+    Topic("regression", ("--residuals", "--beta"), regression.section, regression.layout),
+    Topic("binary-gradient", (), binary_gradient.section, binary_gradient.layout),
+    Topic("pitfalls", (), pitfalls.section, pitfalls.layout),
 )
 """Every topic, in the order ``explain all`` shows them. A new topic is one line here."""
 

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from rich.cells import cell_len
 
 import crossentropy as ce
 from crossentropy import gradients
@@ -24,6 +23,7 @@ from crossentropy.cli.explain.document import (
     Note,
     Num,
     TableBlock,
+    aligned,
     fixed,
     sentences,
 )
@@ -214,9 +214,7 @@ def section(o: ExplainOptions, standalone: bool) -> ModelComparisonSection:
 
 def layout(s: ModelComparisonSection) -> Doc:
     """The section laid out: formulas, tables and notes."""
-    names = (_("cross entropy"), _("squared error"))
-    width = max(cell_len(name) for name in names)
-    ce_name, mse_name = (name + " " * (width - cell_len(name)) for name in names)
+    ce_name, mse_name = aligned(_("cross entropy"), _("squared error"))
     one_hot = _("{y} one-hot").format(y="y")
     over_classes = _("sum over the classes")
     blocks: list[Block] = [
