@@ -23,14 +23,18 @@ Adding a topic is one new module and one line:
 
 1. ``topics/<name>.py``, shaped as the others (``topics/entropy.py`` is a small one): the
    section dataclass, ``compute_<name>``, ``section(options, standalone)`` and
-   ``layout(section)``; every number from the library, every user value checked;
+   ``layout(section)``; every number from the library, every user value checked; every
+   word shown marked for translation (``_("...")`` from :mod:`crossentropy.i18n`, numbers
+   and formulas as ``{fields}``, never inside the words), and translated in the ``explain``
+   catalogues (``locale/{zh,ru}/LC_MESSAGES/explain.po``, ``make translations``);
 2. one ``Topic(...)`` line in :data:`TOPICS` (``topics/__init__.py``): the name, the options
    it reads, its ``section`` and ``layout``. Its place in the table is its place in
    ``explain all``.
 
 The help, the check of the ``TOPIC`` argument and of the options a topic does not use,
 ``all``, the three formats and the tests (``tests/test_cli_explain_topics.py`` renders every
-topic of the table in every format) follow from the table; nothing else lists the topics.
+topic of the table in every format, ``tests/test_cli_explain_lang.py`` in every language)
+follow from the table; nothing else lists the topics.
 """
 
 from __future__ import annotations
