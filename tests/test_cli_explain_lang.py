@@ -221,6 +221,7 @@ def test_text_through_a_real_pipe_in_chinese() -> None:
     src = str(Path(ex.__file__).resolve().parents[3])
     env = {k: v for k, v in os.environ.items() if k not in ("LC_ALL", "LC_MESSAGES")}
     env.update({"PYTHONPATH": src, "LANG": "zh_CN.UTF-8", "COLUMNS": "30", "NO_COLOR": "1"})
+    env["PYTHONIOENCODING"] = "utf-8"  # whether or not the machine has the zh_CN locale
     proc = subprocess.run(
         [sys.executable, "-m", "crossentropy", "explain", "all"],
         capture_output=True,
