@@ -267,8 +267,9 @@ def test_page_in_each_language() -> None:
         for key, message in c["text"].items():
             translated = catalogue.gettext(message)
             words.append(translated)
+            markup = c["markup"]
             filled = re.sub(
-                r"\{(\w+)\}", lambda m: c["markup"][m[1]], html.escape(translated, quote=False)
+                r"\{(\w+)\}", lambda m, f=markup: f[m[1]], html.escape(translated, quote=False)
             )
             if f'data-text="{key}"' in template:
                 assert f'data-text="{key}">{filled}</' in page, (lang, key)

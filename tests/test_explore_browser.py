@@ -594,7 +594,8 @@ def test_language_switch_changes_the_words_not_the_numbers(chromium: Any, page_u
     tab = browser.open_page(chromium, page_url)
     # the script renders the static text as the Python side did: en -> ru -> en is the page
     # as written
-    static = "() => [...document.querySelectorAll('[data-text], [data-label]')].map((el) => [el.innerHTML, el.getAttribute('aria-label')])"
+    static = """() => [...document.querySelectorAll("[data-text], [data-label]")]
+        .map((el) => [el.innerHTML, el.getAttribute("aria-label")])"""
     written = tab.evaluate(static)
     tab.click("#lang-ru")
     in_language(tab, "ru")

@@ -24,7 +24,6 @@ import typer
 
 from crossentropy.cli.errors import CliError
 from crossentropy.cli.explain import parse_vector
-from crossentropy.i18n import check_language
 from crossentropy.explore import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
@@ -32,6 +31,7 @@ from crossentropy.explore import (
     build_page,
     make_server,
 )
+from crossentropy.i18n import check_language
 
 __all__ = ["DEFAULT_OUT", "View", "explore"]
 

@@ -178,7 +178,9 @@ _TEXT = {
     ),
     "formulas": N_("formulas"),
     "softmax-heading": N_("Softmax and its losses"),
-    "in-bits": N_("in bits: {bits}. MSE on the probabilities (the Brier score, as in {mse_vs_ce}):"),
+    "in-bits": N_(
+        "in bits: {bits}. MSE on the probabilities (the Brier score, as in {mse_vs_ce}):"
+    ),
     "gradients-intro": N_("Gradients with respect to each logit:"),
     "softmax-formula-note": N_(
         "With one true class the cross-entropy gradient is {p_minus_y}: it stays large while "
@@ -300,9 +302,7 @@ def _catalogues() -> dict[str, dict[str, str]]:
 def _html(message: str) -> str:
     """A message in the current language as HTML: its text escaped, its {fields} filled
     with their markup (the script's ``fill`` does the same)."""
-    return re.sub(
-        r"\{(\w+)\}", lambda m: _MARKUP[m.group(1)], html.escape(_(message), quote=False)
-    )
+    return re.sub(r"\{(\w+)\}", lambda m: _MARKUP[m.group(1)], html.escape(_(message), quote=False))
 
 
 def _render(template: str) -> str:
@@ -356,11 +356,12 @@ def build_page(
     """
     values = _logits(logits)
     lang = check_language(lang, "lang")
+    first_view = _view(view)
     config = {
         "logits": values,
         "label": _label(label, len(values)),
         "temperature": _temperature(temperature),
-        "view": _view(view),
+        "view": first_view,
         "regression": {"residual": DEFAULT_RESIDUAL, "beta": DEFAULT_BETA, "delta": DEFAULT_DELTA},
         "limits": {
             "logit": LOGIT_LIMIT,
@@ -384,7 +385,7 @@ def build_page(
         page = _render(_asset("explore.html"))
     parts = {
         "@@LANG@@": lang,
-        "@@VIEW@@": config["view"],
+        "@@VIEW@@": first_view,
         "@@STYLE@@": _asset("explore.css").strip(),
         "@@SCRIPT@@": _asset("explore.js").strip(),
         "@@CONFIG@@": config_json,
