@@ -347,7 +347,7 @@ def build_page(
         >>> page = build_page([1.5, -0.5], label=1, temperature=2.0)
         >>> page.startswith("<!DOCTYPE html>"), "://" in page
         (True, False)
-        >>> "<h1 data-text=\"heading\">玩转 logits 与残差</h1>" in build_page(lang="zh")
+        >>> '<h1 data-text="heading">玩转 logits 与残差</h1>' in build_page(lang="zh")
         True
         >>> build_page([1.0])
         Traceback (most recent call last):
