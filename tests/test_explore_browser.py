@@ -572,9 +572,18 @@ def test_every_view_in_each_language(
 ) -> None:
     """The page opened in each language: its words in that language, every view's numbers
     the library's, no error."""
-    path = write_page(tmp_path / "explore.html", [2.0, 1.0, 0.1], lang=lang)
+    first = {"en": "softmax", "zh": "regression", "ru": "binary"}[lang]  # --view, each once
+    path = write_page(tmp_path / "explore.html", [2.0, 1.0, 0.1], lang=lang, view=first)
     tab = browser.open_page(chromium, path.as_uri())
     in_language(tab, lang)
+    assert tab.get_attribute("body", "data-view") == first
+    opened = browser.outputs(tab)
+    assert ("reg-huber" in opened, "ce-nats" in opened, "bce-sum" in opened) == (
+        first == "regression",
+        first == "softmax",
+        first == "binary",
+    )
+    tab.click("#view-softmax")
     rng = np.random.default_rng(300)
     x = set_logits(tab, rng.uniform(-8, 8, 3), rng)
     t = set_temperature(tab, rng)

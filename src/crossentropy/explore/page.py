@@ -89,10 +89,6 @@ DEFAULT_BETA, DEFAULT_DELTA = 1.0, 2.0
 MAX_BETA = 3.0
 MIN_DELTA = 0.01
 
-# The endonym of each language, on the language switch: the same in every language, each
-# written in its own (so not a message).
-_LANGUAGE_NAMES = {"en": "English", "zh": "中文", "ru": "Русский"}
-
 # The HTML of the {fields} in the page's static text: formulas, code and the places where
 # the script writes a number. The same in every language (a translation moves a field, never
 # changes it).
@@ -374,7 +370,6 @@ def build_page(
             "minDelta": MIN_DELTA,
         },
         "lang": lang,
-        "languages": _LANGUAGE_NAMES,
         "text": _TEXT,
         "markup": _MARKUP,
         "catalogues": _catalogues(),
