@@ -3,7 +3,7 @@
 Used by tests/test_explore_browser.py, and as a script that draws the docs' screenshots:
 
     python tests/browser.py docs/figures/explore.png      # or: make explore-figure
-    python tests/browser.py docs/images/explore-zh.png --lang zh
+    python tests/browser.py docs/figures/explore-zh.png --lang zh
 
 The browser is the system's chromium (``apt-get install chromium``; ``.ci/run`` installs it),
 never a downloaded one: :func:`find_chromium` looks for it and the tests skip, saying why,
