@@ -1,8 +1,9 @@
 """Driving the explore page in a real browser: Debian's chromium, headless, through Playwright.
 
-Used by tests/test_explore_browser.py, and as a script that draws the README's screenshot:
+Used by tests/test_explore_browser.py, and as a script that draws the docs' screenshots:
 
     python tests/browser.py docs/figures/explore.png      # or: make explore-figure
+    python tests/browser.py docs/figures/explore-zh.png --lang zh
 
 The browser is the system's chromium (``apt-get install chromium``; ``.ci/run`` installs it),
 never a downloaded one: :func:`find_chromium` looks for it and the tests skip, saying why,
@@ -11,9 +12,9 @@ only when there is none. ``CROSSENTROPY_CHROMIUM`` names another binary.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,16 +123,18 @@ def outputs(page: Any) -> dict[str, tuple[str, float]]:
     return {k: (text, float(value)) for k, (text, value) in found.items()}
 
 
-def screenshot(path: Path) -> None:
+def screenshot(path: Path, lang: str = "en") -> None:
     """Draw the README's screenshot: the softmax view of four logits, the true class not the
-    most likely, temperature 1.5."""
+    most likely, temperature 1.5, in ``lang``."""
     from crossentropy.explore import write_page
 
     executable = find_chromium()
     if executable is None:
         raise SystemExit("chromium not found: apt-get install chromium")
     with tempfile.TemporaryDirectory() as tmp:
-        page_path = write_page(Path(tmp) / "explore.html", [3.0, 1.0, -2.0, 0.5], label=2)
+        page_path = write_page(
+            Path(tmp) / "explore.html", [3.0, 1.0, -2.0, 0.5], label=2, lang=lang
+        )
         with chromium(executable) as browser:
             page = open_page(browser, page_path.as_uri())
             set_value(page, "temperature-value", 1.5)
@@ -142,4 +145,8 @@ def screenshot(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    screenshot(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/figures/explore.png"))
+    parser = argparse.ArgumentParser(description="Draw a screenshot of the explore page.")
+    parser.add_argument("path", nargs="?", default="docs/figures/explore.png", type=Path)
+    parser.add_argument("--lang", default="en", choices=("en", "zh", "ru"))
+    args = parser.parse_args()
+    screenshot(args.path, args.lang)

@@ -4,12 +4,16 @@ The page is one self-contained file (no reference to anything outside it, well-f
 enough for an HTML parser, its starting values where the script reads them); the command
 writes it, serves it on localhost (checked over HTTP in a subprocess, stopped with Ctrl-C),
 opens the browser the environment names, and turns every bad input into one line on stderr
-with exit status 2. The numbers the page shows are checked in a real browser in
+with exit status 2. The page's words come from the ``explore`` catalogues: the static text
+is rendered in the language asked for (``--lang``, else the locale's), every message's
+translation into each language is embedded for the page's switch, and nothing but the words
+differs between the languages. The numbers the page shows are checked in a real browser in
 tests/test_explore_browser.py.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import queue
@@ -30,22 +34,25 @@ import pytest
 from typer.testing import CliRunner
 
 import crossentropy
+from crossentropy import i18n
 from crossentropy.cli.app import app
 from crossentropy.explore import (
     DEFAULT_LOGITS,
     MAX_CLASSES,
     build_page,
     make_server,
+    messages,
     server,
     write_page,
 )
 
-ENV = {"COLUMNS": "120", "NO_COLOR": "1"}
+# LC_ALL=C: the page's language from the locale is English, whatever this machine's is
+ENV = {"COLUMNS": "120", "NO_COLOR": "1", "LC_ALL": "C.UTF-8"}
 SRC = Path(crossentropy.__file__).resolve().parents[1]
 
 
-def invoke(*args: str) -> Any:
-    return CliRunner().invoke(app, ["explore", *args], env=ENV)
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(app, ["explore", *args], env={**ENV, **(env or {})})
 
 
 def assert_bad(result: Any, *fragments: str) -> str:
@@ -144,6 +151,17 @@ def test_page_structure() -> None:
     for needed in (
         "view-softmax",
         "view-binary",
+        "view-regression",
+        "lang-en",
+        "lang-zh",
+        "lang-ru",
+        "residual",
+        "residual-value",
+        "beta",
+        "beta-value",
+        "delta",
+        "delta-value",
+        "regression-rows",
         "classes",
         "temperature",
         "temperature-value",
@@ -197,7 +215,9 @@ def test_page_config() -> None:
         ({"temperature": 0.0}, ValueError, "temperature: expected a number in [0.1, 10]"),
         ({"temperature": 11}, ValueError, "temperature"),
         ({"temperature": "1"}, TypeError, "temperature"),
-        ({"view": "tree"}, ValueError, "view: expected one of softmax, binary"),
+        ({"view": "tree"}, ValueError, "view: expected one of softmax, binary, regression"),
+        ({"lang": "fr"}, ValueError, "lang: expected one of en, zh, ru; got 'fr'"),
+        ({"lang": "zh_CN"}, ValueError, "lang: expected one of en, zh, ru"),
     ],
 )
 def test_build_page_rejects(kwargs: dict[str, Any], error: type[Exception], fragment: str) -> None:
@@ -220,6 +240,88 @@ def test_assets_are_package_data() -> None:
     page = build_page()
     assert (here / "explore.js").read_text(encoding="utf-8").strip() in page
     assert (here / "explore.css").read_text(encoding="utf-8").strip() in page
+
+
+# ------------------------------------------------------------------------------------------
+# the languages
+# ------------------------------------------------------------------------------------------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+
+
+def test_page_in_each_language() -> None:
+    """The static text is the catalogue's translation of each message, its fields filled
+    with the same markup in every language; the config (the numbers, the embedded
+    catalogues) is the same in every language but for the language."""
+    pages = {lang: build_page([1.5, -0.25, 3.0], label=2, lang=lang) for lang in i18n.LANGUAGES}
+    configs = {lang: config(page) for lang, page in pages.items()}
+    template = (Path(crossentropy.__file__).parent / "explore" / "explore.html").read_text()
+    keys = set(re.findall(r'data-(?:text|label)="([\w-]+)"', template))
+    for lang, page in pages.items():
+        assert f'<html lang="{lang}">' in page
+        c = configs[lang]
+        assert c["lang"] == lang and set(c["text"]) == keys
+        catalogue = i18n.translations(lang, "explore")
+        words = []
+        for key, message in c["text"].items():
+            translated = catalogue.gettext(message)
+            words.append(translated)
+            markup = c["markup"]
+            filled = re.sub(
+                r"\{(\w+)\}", lambda m, f=markup: f[m[1]], html.escape(translated, quote=False)
+            )
+            if f'data-text="{key}"' in template:
+                assert f'data-text="{key}">{filled}</' in page, (lang, key)
+            else:
+                assert f'data-label="{key}" aria-label="{html.escape(translated)}"' in page
+        assert bool(CJK.search(" ".join(words))) == (lang == "zh")
+        assert bool(CYRILLIC.search(" ".join(words))) == (lang == "ru")
+    assert '<h1 data-text="heading">Поиграйте с логитами и остатками</h1>' in pages["ru"]
+    assert '<i>T</i> = <span id="temperature-shown"></span>）' in pages["zh"]
+    for lang in ("zh", "ru"):
+        assert {k: v for k, v in configs[lang].items() if k != "lang"} == {
+            k: v for k, v in configs["en"].items() if k != "lang"
+        }
+    # the formulas are the same in every language
+    maths = {lang: re.findall(r"<math.*?</math>", page, re.DOTALL) for lang, page in pages.items()}
+    assert maths["zh"] == maths["ru"] == maths["en"] and len(maths["en"]) >= 12
+
+
+def test_embedded_catalogues_are_the_compiled_ones() -> None:
+    """Every message of the page, translated into each language from the shipped .mo: what
+    the page's switch reads."""
+    catalogues = config(build_page())["catalogues"]
+    assert set(catalogues) == set(i18n.LANGUAGES) and catalogues["en"] == {}
+    wanted = messages()
+    assert len(wanted) >= 60
+    for lang in ("zh", "ru"):
+        compiled = i18n.translations(lang, "explore")
+        assert set(catalogues[lang]) == set(wanted)
+        for message in wanted:
+            assert catalogues[lang][message] == compiled.gettext(message), message
+        # all translated but a few terms kept as they are ("softmax {p}", "logit {x}")
+        kept = [m for m in wanted if catalogues[lang][m] == m]
+        assert len(kept) <= 3, kept
+    assert catalogues["zh"]["cross entropy (nats)"] == "交叉熵（奈特）"
+    assert catalogues["ru"]["cross entropy (nats)"] == "перекрёстная энтропия (наты)"
+
+
+def test_messages_are_what_babel_extracts() -> None:
+    """The page finds the script's messages as Babel's javascript extractor does (so that
+    the messages embedded are exactly those the catalogues translate)."""
+    pytest.importorskip("babel")
+    from babel.messages.extract import DEFAULT_KEYWORDS, extract_javascript, extract_python
+
+    here = Path(crossentropy.__file__).parent / "explore"
+    keywords = {**DEFAULT_KEYWORDS, "N_": None}
+    found: set[str] = set()
+    for name, extractor in (("explore.js", extract_javascript), ("page.py", extract_python)):
+        with (here / name).open("rb") as f:
+            # (None: a call on a variable, _(message), which Babel skips)
+            found |= {m for _, _, m, _ in extractor(f, keywords, [], {}) if m is not None}
+    assert found == set(messages())
+    assert "Play with logits and residuals" in found and "their derivatives" in found
 
 
 # ------------------------------------------------------------------------------------------
@@ -252,6 +354,24 @@ def test_cli_writes_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     ]
 
 
+def test_cli_lang(tmp_path: Path) -> None:
+    """--lang writes the page in that language; without it, the locale's language."""
+    out = tmp_path / "p.html"
+    for lang in i18n.LANGUAGES:
+        result = invoke("--out", str(out), "--lang", lang, "--view", "regression")
+        assert result.exit_code == 0, result.output
+        page = out.read_text(encoding="utf-8")
+        assert page == build_page(view="regression", lang=lang)
+    for environ, lang in (
+        ({"LC_ALL": "ru_RU.UTF-8"}, "ru"),
+        ({"LC_ALL": "", "LANG": "zh_CN.UTF-8"}, "zh"),
+        ({"LC_ALL": "de_DE.UTF-8"}, "en"),
+    ):
+        result = invoke("--out", str(out), env=environ)
+        assert result.exit_code == 0, result.output
+        assert config(out.read_text(encoding="utf-8"))["lang"] == lang
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
@@ -267,6 +387,8 @@ def test_cli_writes_the_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         (["--temperature", "0.01"], ["'--temperature'", "[0.1, 10]"]),
         (["--temperature", "nan"], ["'--temperature'"]),
         (["--view", "tree"], ["'--view'", "tree"]),
+        (["--lang", "fr"], ["'--lang'", "expected one of en, zh, ru", "'fr'"]),
+        (["--lang", ""], ["'--lang'", "expected one of en, zh, ru"]),
         (["--port", "8000"], ["'--port'", "only applies with --serve"]),
         (["--no-open"], ["'--no-open'", "only applies with --serve"]),
         (["--serve", "--port", "70000"], ["'--port'", "65535"]),

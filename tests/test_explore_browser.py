@@ -6,9 +6,13 @@ back every number the page shows. Each equals the library's float64 value
 (:mod:`crossentropy` and :mod:`crossentropy.gradients`) to 4 decimals as shown and to 1e-12
 in its full-precision ``data-value``, over random configurations of both views; the gradients
 also match central finite differences of the library's losses as functions of the logits
-(the temperature's 1/T included). The page makes no request but its own, reports no error,
-lays out its MathML, and its screenshots are saved as test artifacts
-(``$CROSSENTROPY_TEST_ARTIFACTS``, else pytest's temporary directory).
+(the temperature's 1/T included). The regression view's four losses and derivatives equal
+:func:`crossentropy.l1`, :func:`~crossentropy.mse`, :func:`~crossentropy.smooth_l1` and
+:func:`~crossentropy.huber` and their :mod:`crossentropy.gradients`, and finite differences.
+The page does all of it in English, Chinese and Russian: the language switch changes every
+word and no number. The page makes no request but its own, reports no error, lays out its
+MathML, and its screenshots are saved as test artifacts (``$CROSSENTROPY_TEST_ARTIFACTS``,
+else pytest's temporary directory).
 
 Skipped, with the reason shown, only where no chromium is installed (``.ci/run`` installs
 Debian's ``chromium``).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,7 @@ import pytest
 
 import browser
 import crossentropy as ce
-from crossentropy import gradients
+from crossentropy import gradients, i18n
 from crossentropy.explore import write_page
 
 CHROMIUM = browser.find_chromium()
@@ -79,6 +84,45 @@ def sigmoid_reference(x: Vector, y: Vector, t: float) -> dict[str, Any]:
         "bce-sum": float(np.sum(bce)),
         "bce-bits": float(np.sum(bce)) / math.log(2),
         "se-sum": float(np.sum(se)),
+    }
+
+
+def regression_reference(r: float, beta: float, delta: float) -> dict[str, float]:
+    """The four losses at residual r (prediction r, target 0) from the library's loss
+    functions, their derivatives from crossentropy.gradients."""
+    x, t = np.array([r]), np.array([0.0])
+    ref = {}
+    for name, value, (_, grad) in (
+        ("l1", ce.l1(x, t, reduction="none"), gradients.l1(x, t, reduction="none")),
+        ("l2", ce.mse(x, t, reduction="none"), gradients.mse(x, t, reduction="none")),
+        (
+            "smooth-l1",
+            ce.smooth_l1(x, t, beta=beta, reduction="none"),
+            gradients.smooth_l1(x, t, beta=beta, reduction="none"),
+        ),
+        (
+            "huber",
+            ce.huber(x, t, delta=delta, reduction="none"),
+            gradients.huber(x, t, delta=delta, reduction="none"),
+        ),
+    ):
+        ref[f"reg-{name}"] = float(np.asarray(value)[0])
+        ref[f"reg-grad-{name}"] = float(np.asarray(grad)[0])
+    return ref
+
+
+def regression_losses(beta: float, delta: float) -> dict[str, Callable[[float], float]]:
+    """Each regression loss as a function of the residual, from the library."""
+    t = np.array([0.0])
+
+    def at(f: Callable[..., Any], **kw: float) -> Callable[[float], float]:
+        return lambda r: float(np.asarray(f(np.array([r]), t, reduction="none", **kw))[0])
+
+    return {
+        "l1": at(ce.l1),
+        "l2": at(ce.mse),
+        "smooth-l1": at(ce.smooth_l1, beta=beta),
+        "huber": at(ce.huber, delta=delta),
     }
 
 
@@ -368,6 +412,231 @@ def test_views_share_the_logits(page: Any) -> None:
     page.click("#view-softmax")
     np.testing.assert_array_equal(logits_of(page), x)
     check_all(browser.outputs(page), softmax_reference(x, np.eye(3)[0], 1.0))
+
+
+# ------------------------------------------------------------------------------------------
+# the regression view
+# ------------------------------------------------------------------------------------------
+
+
+def set_regression(page: Any, r: float, beta: float, delta: float, rng: Any) -> tuple[float, ...]:
+    """The residual, beta and delta, each through its slider or its number box (chosen at
+    random); the values taken (the slider and its box agree)."""
+    taken = []
+    for name, v in (("residual", r), ("beta", beta), ("delta", delta)):
+        box = name if rng.random() < 0.5 else f"{name}-value"
+        taken.append(float(browser.set_value(page, box, f"{v:.2f}")))
+        assert float(page.input_value(f"#{name}")) == float(page.input_value(f"#{name}-value"))
+        assert float(page.input_value(f"#{name}-value")) == taken[-1]
+    return tuple(taken)
+
+
+def svg_series(page: Any, svg_id: str) -> dict[str, dict[str, Any]]:
+    """Each series of a plot: its polyline's x and y, and its marker's x and y."""
+    found: dict[str, dict[str, Any]] = page.evaluate(
+        """(id) => Object.fromEntries([...document.querySelectorAll(
+                "#" + id + " polyline[data-series]")].map((line) => {
+            const name = line.dataset.series;
+            const marker = document.querySelector(
+                "#" + id + ' circle.marker[data-series="' + name + '"]');
+            return [name, {
+                x: line.dataset.x.split(",").map(Number),
+                y: line.dataset.y.split(",").map(Number),
+                mx: Number(marker.dataset.x), my: Number(marker.dataset.y),
+            }];
+        }))""",
+        svg_id,
+    )
+    return found
+
+
+# (residual, beta, delta): inside and outside the quadratic zones, r = 0 (L1's derivative
+# is 0 there, as sign(0)), r on a zone's edge (|r| = beta: the linear side), beta = 0 (smooth
+# L1 is L1), the smallest delta, the ends of the slider
+REGRESSION_CASES = [
+    (1.5, 1.0, 2.0),
+    (0.0, 1.0, 1.0),
+    (-0.37, 0.5, 0.25),
+    (2.0, 2.0, 0.01),
+    (-4.0, 0.0, 3.0),
+    (0.5, 3.0, 1.0),
+]
+
+
+def test_regression_view_matches_the_library(page: Any) -> None:
+    rng = np.random.default_rng(200)
+    page.click("#view-regression")
+    assert page.is_visible("#reg-huber") and not page.is_visible("#ce-nats")
+    assert not page.is_visible("#classes")
+    for case in REGRESSION_CASES:
+        r, beta, delta = set_regression(page, *case, rng)
+        assert (r, beta, delta) == case
+        shown = browser.outputs(page)
+        names = ("l1", "l2", "smooth-l1", "huber")
+        assert set(shown) == {f"reg-{g}{n}" for g in ("", "grad-") for n in names}
+        assert check_all(shown, regression_reference(r, beta, delta)) == 8
+        losses = regression_losses(beta, delta)
+        for name, f in losses.items():
+            kinks = {0.0} | ({beta} if name == "smooth-l1" else set())
+            kinks |= {delta} if name == "huber" else set()
+            if all(abs(abs(r) - k) > 1e-3 for k in kinks):  # differentiable here
+                fd = (f(r + 1e-6) - f(r - 1e-6)) / 2e-6
+                assert shown[f"reg-grad-{name}"][1] == pytest.approx(fd, abs=1e-6), name
+        values = svg_series(page, "curve-regression")
+        slopes = svg_series(page, "curve-regression-grad")
+        assert set(values) == set(slopes) == set(losses)
+        for name, f in losses.items():
+            c = values[name]
+            assert c["x"][0] == -4 and c["x"][-1] == 4 and len(c["x"]) == 201
+            for i in (0, 37, 100, 163, 200):
+                assert c["y"][i] == pytest.approx(f(c["x"][i]), rel=REL, abs=1e-13)
+            # the marked points are the current residual's, the values in the table
+            assert c["mx"] == r and c["my"] == shown[f"reg-{name}"][1]
+            g = slopes[name]
+            assert g["mx"] == r and g["my"] == shown[f"reg-grad-{name}"][1]
+            grad = regression_reference(g["x"][150], beta, delta)[f"reg-grad-{name}"]
+            assert g["y"][150] == pytest.approx(grad, rel=REL, abs=1e-13)
+
+
+def test_regression_inputs_out_of_range(page: Any) -> None:
+    """A number typed beyond a slider's range is held at its end (delta stays > 0)."""
+    page.click("#view-regression")
+    browser.set_value(page, "residual-value", "9")
+    browser.set_value(page, "beta-value", "-1")
+    browser.set_value(page, "delta-value", "0")
+    assert [float(page.input_value(f"#{n}")) for n in ("residual", "beta", "delta")] == [
+        4.0,
+        0.0,
+        0.01,
+    ]
+    check_all(browser.outputs(page), regression_reference(4.0, 0.0, 0.01))
+
+
+# ------------------------------------------------------------------------------------------
+# the languages
+# ------------------------------------------------------------------------------------------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+HEADING = "Play with logits and residuals"
+
+
+def words(page: Any) -> str:
+    """All the text of the page (every view's, hidden or not; the curves' included) but the
+    language switch, which names each language in its own."""
+    text: str = page.evaluate(
+        """() => {
+            const body = document.body.cloneNode(true);
+            for (const el of body.querySelectorAll(".languages, script")) el.remove();
+            const labels = [...body.querySelectorAll("[aria-label]")]
+                .map((el) => el.getAttribute("aria-label"));
+            return body.textContent + " " + labels.join(" ") + " " + document.title;
+        }"""
+    )
+    return text
+
+
+def in_language(page: Any, lang: str) -> None:
+    """The page speaks lang: its heading is the catalogue's, its words in its script."""
+    catalogue = i18n.translations(lang, "explore")
+    assert page.text_content("h1") == catalogue.gettext(HEADING)
+    assert page.evaluate("document.documentElement.lang") == lang
+    assert page.get_attribute(f"#lang-{lang}", "aria-pressed") == "true"
+    text = words(page)
+    assert bool(CJK.search(text)) == (lang == "zh")
+    assert bool(CYRILLIC.search(text)) == (lang == "ru")
+    english = ("cross entropy", "temperature", "residual", "derivative", "true class")
+    assert all((w in text) == (lang == "en") for w in english), lang
+
+
+def snapshot(page: Any) -> dict[str, Any]:
+    """What the page shows that is not words: every visible number, every input's value,
+    the curves' points, markers and tangents."""
+    found: dict[str, Any] = page.evaluate(
+        """() => ({
+            inputs: [...document.querySelectorAll("input, select")]
+                .map((el) => [el.id || el.name, el.value, el.checked]),
+            curves: [...document.querySelectorAll(
+                ".curves polyline, .curves circle, .curves line.tangent")]
+                .map((el) => ["points", "cx", "cy", "data-x", "data-y", "data-slope"]
+                    .map((a) => el.getAttribute(a))),
+        })"""
+    )
+    found["outputs"] = browser.outputs(page)
+    return found
+
+
+@pytest.mark.parametrize("lang", i18n.LANGUAGES)
+def test_every_view_in_each_language(
+    chromium: Any, tmp_path: Path, artifacts: Path, lang: str
+) -> None:
+    """The page opened in each language: its words in that language, every view's numbers
+    the library's, no error."""
+    first = {"en": "softmax", "zh": "regression", "ru": "binary"}[lang]  # --view, each once
+    path = write_page(tmp_path / "explore.html", [2.0, 1.0, 0.1], lang=lang, view=first)
+    tab = browser.open_page(chromium, path.as_uri())
+    in_language(tab, lang)
+    assert tab.get_attribute("body", "data-view") == first
+    opened = browser.outputs(tab)
+    assert ("reg-huber" in opened, "ce-nats" in opened, "bce-sum" in opened) == (
+        first == "regression",
+        first == "softmax",
+        first == "binary",
+    )
+    tab.click("#view-softmax")
+    rng = np.random.default_rng(300)
+    x = set_logits(tab, rng.uniform(-8, 8, 3), rng)
+    t = set_temperature(tab, rng)
+    assert check_all(browser.outputs(tab), softmax_reference(x, np.eye(3)[0], t)) == 15
+    tab.click("#view-binary")
+    assert check_all(browser.outputs(tab), sigmoid_reference(x, np.eye(3)[0], t)) == 18
+    tab.click("#view-regression")
+    r, beta, delta = set_regression(tab, -1.25, 0.75, 1.5, rng)
+    assert check_all(browser.outputs(tab), regression_reference(r, beta, delta)) == 8
+    in_language(tab, lang)
+    tab.screenshot(path=str(artifacts / f"explore-regression-{lang}.png"), full_page=True)
+    assert tab.requests == [path.as_uri()] and tab.problems == []
+    tab.close()
+
+
+def test_language_switch_changes_the_words_not_the_numbers(chromium: Any, page_url: str) -> None:
+    tab = browser.open_page(chromium, page_url)
+    # the script renders the static text as the Python side did: en -> ru -> en is the page
+    # as written
+    static = """() => [...document.querySelectorAll("[data-text], [data-label]")]
+        .map((el) => [el.innerHTML, el.getAttribute("aria-label")])"""
+    written = tab.evaluate(static)
+    tab.click("#lang-ru")
+    in_language(tab, "ru")
+    assert tab.evaluate(static) != written
+    tab.click("#lang-en")
+    in_language(tab, "en")
+    assert tab.evaluate(static) == written
+
+    rng = np.random.default_rng(400)
+    browser.set_value(tab, "classes", 4)
+    x = set_logits(tab, rng.uniform(-8, 8, 4), rng)
+    t = set_temperature(tab, rng)
+    tab.click("#label-mode-soft")
+    for i, v in enumerate((0.2, 0.0, 0.7, 0.1)):
+        browser.set_value(tab, f"soft-{i}", f"{v:.2f}")
+    tab.select_option("#curve-logit", "1")
+    for view in ("softmax", "binary", "regression"):
+        tab.click(f"#view-{view}")
+        if view == "regression":
+            set_regression(tab, 2.5, 1.25, 0.5, rng)
+        before = snapshot(tab)
+        assert len(before["outputs"]) >= 8 and len(before["curves"]) >= 2
+        for lang in ("zh", "ru", "en"):
+            tab.click(f"#lang-{lang}")
+            in_language(tab, lang)
+            assert snapshot(tab) == before, (view, lang)
+    # and the numbers are still the library's
+    tab.click("#view-softmax")
+    y = np.array([0.2, 0.0, 0.7, 0.1])
+    check_all(browser.outputs(tab), softmax_reference(x, y / y.sum(), t))
+    assert tab.requests == [page_url] and tab.problems == []
+    tab.close()
 
 
 # ------------------------------------------------------------------------------------------

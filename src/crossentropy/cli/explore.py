@@ -2,10 +2,13 @@
 
 The page is one self-contained HTML file (no network, no server needed) where a person drags
 logits and watches probabilities, losses and gradients move. ``--serve`` also serves it on
-localhost and opens it in the default browser; Ctrl-C stops the server.
+localhost and opens it in the default browser; Ctrl-C stops the server. ``--lang`` picks the
+language the page opens in (English, Chinese or Russian; the locale's by default); the page
+has a switch for the others.
 
 Every bad input (2 to 6 logits, a label out of range, a temperature outside [0.1, 10], an
-``--out`` that cannot be written, a port that cannot be bound) is one line on stderr and exit
+``--out`` that cannot be written, a port that cannot be bound, a language there is no
+catalogue for) is one line on stderr and exit
 status 2, never a traceback.
 """
 
@@ -28,6 +31,7 @@ from crossentropy.explore import (
     build_page,
     make_server,
 )
+from crossentropy.i18n import check_language
 
 __all__ = ["DEFAULT_OUT", "View", "explore"]
 
@@ -40,6 +44,7 @@ class View(str, enum.Enum):
 
     softmax = "softmax"
     binary = "binary"
+    regression = "regression"
 
 
 def _why(exc: OSError) -> str:
@@ -117,9 +122,19 @@ def explore(
             "--view",
             metavar="VIEW",
             case_sensitive=False,
-            help="The view the page opens with: softmax or binary.",
+            help="The view the page opens with: softmax, binary or regression.",
         ),
     ] = View.softmax,
+    lang: Annotated[
+        str | None,
+        typer.Option(
+            "--lang",
+            metavar="LANG",
+            help="The page's language: en, zh or ru (default: the locale's, LC_ALL, "
+            "LC_MESSAGES or LANG; English when it is none of them).",
+            show_default=False,
+        ),
+    ] = None,
     serve: Annotated[
         bool,
         typer.Option("--serve", help="Also serve the page on localhost and open it; Ctrl-C stops."),
@@ -143,9 +158,15 @@ def explore(
     """Write an interactive page to play with logits, softmax, cross entropy and MSE."""
     if not serve and (port is not None or no_open):
         raise CliError("only applies with --serve", "--port" if port is not None else "--no-open")
+    try:
+        language = check_language(lang, "--lang")
+    except ValueError as exc:  # "--lang: expected one of en, zh, ru; got 'fr'"
+        raise CliError(str(exc).partition(": ")[2], "--lang") from None
     values = parse_vector(logits, "--logits")
     try:
-        page = build_page(values, label=label, temperature=temperature, view=view.value)
+        page = build_page(
+            values, label=label, temperature=temperature, view=view.value, lang=language
+        )
     except (ValueError, TypeError) as exc:  # "label: expected ...": the option's error
         name, _, message = str(exc).partition(": ")
         option = {"logits": "--logits", "label": "--label", "temperature": "--temperature"}

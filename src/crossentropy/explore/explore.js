@@ -2,7 +2,9 @@
 // crossentropy explore: the page's behaviour. Inlined into the HTML by crossentropy.explore;
 // no network, no libraries. Every number shown comes from `math` below, which writes the
 // formulas of the Python library (crossentropy._array, .losses, .gradients) once more, in
-// float64 like the library's NumPy oracle; the browser tests compare the two.
+// float64 like the library's NumPy oracle; the browser tests compare the two. Every word it
+// shows is a message, marked _(message), translated from the catalogues the page embeds (the
+// `explore` gettext domain); numbers and formulas are never part of a message.
 (function () {
   // ------------------------------------------------------------------------------------------
   // the math
@@ -115,6 +117,30 @@
       };
     }
 
+    // the regression losses of a residual r = x - t (crossentropy.losses: _L1, _Mse,
+    // _SmoothL1, _Huber), each with its derivative in r, which is the one in the prediction x:
+    //   L1 = |r|                                              dL1/dr = sign(r) (0 at r = 0)
+    //   L2 = r^2                                              dL2/dr = 2 r
+    //   smooth L1 = 0.5 r^2 / beta inside |r| < beta,          r / beta inside,
+    //               |r| - 0.5 beta outside (L1 at beta = 0)    sign(r) outside
+    //   Huber = 0.5 r^2 inside |r| < delta,                   r inside,
+    //           delta (|r| - 0.5 delta) outside               delta sign(r) outside
+    // (Huber with delta is delta times smooth L1 with beta = delta)
+    function regressionLosses(r, beta, delta) {
+      const a = Math.abs(r);
+      const sign = Math.sign(r);
+      return {
+        l1: a,
+        gradL1: sign,
+        l2: r * r,
+        gradL2: 2 * r,
+        smoothL1: a < beta ? 0.5 * r * r * (beta > 0 ? 1 / beta : 0) : a - 0.5 * beta,
+        gradSmoothL1: a < beta ? r / (beta > 0 ? beta : 1) : sign,
+        huber: a < delta ? 0.5 * r * r : (a - 0.5 * delta) * delta,
+        gradHuber: a < delta ? r : delta * sign,
+      };
+    }
+
     return {
       sum: sum,
       logSoftmax: logSoftmax,
@@ -123,6 +149,7 @@
       softplus: softplus,
       softmaxLosses: softmaxLosses,
       sigmoidLosses: sigmoidLosses,
+      regressionLosses: regressionLosses,
     };
   })();
 
@@ -137,17 +164,72 @@
     temperature: config.temperature,
     labelMode: "class",
     trueClass: config.label,
-    soft: config.logits.map((_, i) => (i === config.label ? 1 : 0)),
-    targets: config.logits.map((_, i) => (i === config.label ? 1 : 0)),
+    soft: config.logits.map((unused, i) => (i === config.label ? 1 : 0)),
+    targets: config.logits.map((unused, i) => (i === config.label ? 1 : 0)),
     curve: "label",
+    residual: config.regression.residual,
+    beta: config.regression.beta,
+    delta: config.regression.delta,
+    lang: config.lang,
   };
+
+  // ------------------------------------------------------------------------------------------
+  // the words: the messages of the `explore` domain in the language chosen
+  // ------------------------------------------------------------------------------------------
+
+  // the message in the current language (itself in English, or where it has no translation)
+  function _(message) {
+    const catalogue = config.catalogues[state.lang] || {};
+    return catalogue[message] || message;
+  }
+
+  // (a RegExp from a string: Babel's javascript extractor misreads regex literals with < or >)
+  const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" };
+  const SPECIAL = new RegExp('[&<>"]', "g");
+  function escapeHtml(text) {
+    return String(text).replace(SPECIAL, (c) => ESCAPES[c]);
+  }
+
+  // a translated message as text, each {field} replaced by fields[field] (text: a number)
+  function format(translated, fields) {
+    return translated.replace(/\{(\w+)\}/g, (m, name) =>
+      name in fields ? String(fields[name]) : m
+    );
+  }
+
+  // a translated message as HTML: its text escaped, each {field} replaced by fields[field]
+  // (HTML: a formula, a number), as the Python side renders the static text
+  function fill(translated, fields) {
+    return escapeHtml(translated).replace(/\{(\w+)\}/g, (m, name) =>
+      name in fields ? String(fields[name]) : m
+    );
+  }
+
+  // the page's static text (the elements marked data-text and data-label) in the current
+  // language, from the same messages and markup the Python side rendered it with
+  function relabel() {
+    for (const el of document.querySelectorAll("[data-text]")) {
+      el.innerHTML = fill(_(config.text[el.dataset.text]), config.markup);
+    }
+    for (const el of document.querySelectorAll("[data-label]")) {
+      el.setAttribute("aria-label", _(config.text[el.dataset.label]));
+    }
+    markLanguage();
+  }
+
+  function markLanguage() {
+    document.documentElement.lang = state.lang;
+    for (const button of document.querySelectorAll("button[data-lang]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.lang === state.lang));
+    }
+  }
 
   // the labels y of the softmax view: one-hot, or the soft weights normalised to sum to 1
   // (all weights 0: the uniform distribution)
   function softmaxLabels() {
     const n = state.logits.length;
     if (state.labelMode === "class") {
-      return state.logits.map((_, i) => (i === state.trueClass ? 1 : 0));
+      return state.logits.map((unused, i) => (i === state.trueClass ? 1 : 0));
     }
     const total = math.sum(state.soft);
     return state.soft.map((w) => (total > 0 ? w / total : 1 / n));
@@ -203,9 +285,10 @@
     const id = "logit-" + i;
     return (
       '<td class="logit"><input type="range" id="' + id + '" min="' + -LIMITS.logit +
-      '" max="' + LIMITS.logit + '" step="0.01" value="' + v + '" aria-label="logit ' + i +
-      '"><input type="number" id="' + id + '-value" min="' + -LIMITS.logit + '" max="' +
-      LIMITS.logit + '" step="0.01" value="' + v + '" aria-label="logit ' + i + ' value"></td>'
+      '" max="' + LIMITS.logit + '" step="0.01" value="' + v + '" aria-label="' +
+      fill(_("logit {i}"), { i: i }) + '"><input type="number" id="' + id + '-value" min="' +
+      -LIMITS.logit + '" max="' + LIMITS.logit + '" step="0.01" value="' + v +
+      '" aria-label="' + fill(_("logit {i}, its value"), { i: i }) + '"></td>'
     );
   }
 
@@ -220,75 +303,125 @@
     );
   }
 
+  // which parts of the page the view shows
+  function showView() {
+    const shown = {
+      "softmax-only": state.view === "softmax",
+      "binary-only": state.view === "binary",
+      "regression-only": state.view === "regression",
+      "logits-only": state.view !== "regression",
+    };
+    for (const [name, visible] of Object.entries(shown)) {
+      for (const el of document.querySelectorAll("." + name)) el.hidden = !visible;
+    }
+    for (const tab of document.querySelectorAll("button[data-tab]")) {
+      tab.setAttribute("aria-selected", String(tab.dataset.tab === state.view));
+    }
+    document.body.dataset.view = state.view;
+  }
+
   function buildTable() {
     const n = state.logits.length;
     const head = $("class-head");
     const rows = $("class-rows");
     const foot = $("class-foot");
+    const xi = sub("x", "i");
     let html = "";
     if (state.view === "softmax") {
       head.innerHTML =
-        "<tr><th>class</th><th>logit " + sub("x", "i") + "</th><th>label " + sub("y", "i") +
-        "</th><th>softmax " + sub("p", "i") + "</th><th>\u2202CE/\u2202" + sub("x", "i") +
-        "</th><th>\u2202MSE/\u2202" + sub("x", "i") + "</th></tr>";
+        "<tr><th>" + fill(_("class"), {}) + "</th><th>" + fill(_("logit {x}"), { x: xi }) +
+        "</th><th>" + fill(_("label {y}"), { y: sub("y", "i") }) + "</th><th>" +
+        fill(_("softmax {p}"), { p: sub("p", "i") }) + "</th><th>\u2202CE/\u2202" + xi +
+        "</th><th>\u2202MSE/\u2202" + xi + "</th></tr>";
       for (let i = 0; i < n; i++) {
         const label =
           state.labelMode === "class"
             ? '<input type="radio" name="true-class" id="true-class-' + i + '" value="' + i +
-              '"' + (i === state.trueClass ? " checked" : "") + ' aria-label="true class ' +
-              i + '">'
+              '"' + (i === state.trueClass ? " checked" : "") + ' aria-label="' +
+              fill(_("true class {i}"), { i: i }) + '">'
             : '<input type="range" id="soft-' + i + '" min="0" max="1" step="0.01" value="' +
-              state.soft[i] + '" aria-label="soft label weight ' + i + '">';
+              state.soft[i] + '" aria-label="' + fill(_("soft label weight {i}"), { i: i }) +
+              '">';
         html +=
           '<tr data-class="' + i + '"><th scope="row">' + i + "</th>" + logitCell(i) +
           '<td class="label">' + label + ' <output id="y-' + i + '"></output></td>' +
           probCell("p", i) + out("grad-ce-" + i) + out("grad-mse-" + i) + "</tr>";
       }
       foot.innerHTML =
-        '<tr><th colspan="3">sum</th>' + out("p-sum") + out("grad-ce-sum") +
-        out("grad-mse-sum") + "</tr>";
+        '<tr><th colspan="3">' + fill(_("sum"), {}) + "</th>" + out("p-sum") +
+        out("grad-ce-sum") + out("grad-mse-sum") + "</tr>";
     } else {
       head.innerHTML =
-        "<tr><th>class</th><th>logit " + sub("x", "i") + "</th><th>target " + sub("y", "i") +
-        "</th><th>sigmoid " + sub("s", "i") + "</th><th>BCE" + "<sub>i</sub></th>" +
-        "<th>\u2202BCE/\u2202" + sub("x", "i") + "</th><th>SE<sub>i</sub></th>" +
-        "<th>\u2202SE/\u2202" + sub("x", "i") + "</th></tr>";
+        "<tr><th>" + fill(_("class"), {}) + "</th><th>" + fill(_("logit {x}"), { x: xi }) +
+        "</th><th>" + fill(_("target {y}"), { y: sub("y", "i") }) + "</th><th>" +
+        fill(_("sigmoid {s}"), { s: sub("s", "i") }) + "</th><th>BCE<sub>i</sub></th>" +
+        "<th>\u2202BCE/\u2202" + xi + "</th><th>SE<sub>i</sub></th>" +
+        "<th>\u2202SE/\u2202" + xi + "</th></tr>";
       for (let i = 0; i < n; i++) {
         html +=
           '<tr data-class="' + i + '"><th scope="row">' + i + "</th>" + logitCell(i) +
           '<td class="label"><input type="checkbox" id="target-' + i + '"' +
-          (state.targets[i] ? " checked" : "") + ' aria-label="target ' + i + '"></td>' +
-          probCell("sigmoid", i) + out("bce-" + i) + out("grad-bce-" + i) + out("se-" + i) +
-          out("grad-se-" + i) + "</tr>";
+          (state.targets[i] ? " checked" : "") + ' aria-label="' +
+          fill(_("target {i}"), { i: i }) + '"></td>' + probCell("sigmoid", i) +
+          out("bce-" + i) + out("grad-bce-" + i) + out("se-" + i) + out("grad-se-" + i) +
+          "</tr>";
       }
       foot.innerHTML =
-        '<tr><th colspan="4">sum</th>' + out("bce-sum") + "<td></td>" + out("se-sum") +
-        "<td></td></tr>";
+        '<tr><th colspan="4">' + fill(_("sum"), {}) + "</th>" + out("bce-sum") + "<td></td>" +
+        out("se-sum") + "<td></td></tr>";
     }
     rows.innerHTML = html;
     const select = $("curve-logit");
+    const x = "x" + state.trueClass;
     let options =
       '<option value="label">' +
-      (state.view === "softmax" ? "the true class, x" : "x") + state.trueClass + "</option>";
+      (state.view === "binary" ? x : fill(_("the true class, {x}"), { x: x })) + "</option>";
     for (let i = 0; i < n; i++) options += '<option value="' + i + '">x' + i + "</option>";
     select.innerHTML = options;
     select.value = state.curve;
     $("classes").value = String(n);
-    for (const el of document.querySelectorAll(".softmax-only")) {
-      el.hidden = state.view !== "softmax";
-    }
-    for (const el of document.querySelectorAll(".binary-only")) {
-      el.hidden = state.view !== "binary";
-    }
-    for (const tab of document.querySelectorAll("button[data-tab]")) {
-      tab.setAttribute("aria-selected", String(tab.dataset.tab === state.view));
-    }
     $("label-mode-class").checked = state.labelMode === "class";
     $("label-mode-soft").checked = state.labelMode === "soft";
-    document.body.dataset.view = state.view;
+  }
+
+  // the regression view's table: one row per loss, its value and its derivative at r
+  const REGRESSION = [
+    { id: "l1", value: "l1", grad: "gradL1" },
+    { id: "l2", value: "l2", grad: "gradL2" },
+    { id: "smooth-l1", value: "smoothL1", grad: "gradSmoothL1" },
+    { id: "huber", value: "huber", grad: "gradHuber" },
+  ];
+
+  // the losses' names: L1 and L2 are formulas (the same in every language), the others
+  // words, with their parameter
+  function regressionName(id) {
+    if (id === "l1") return "L1";
+    if (id === "l2") return "L2 (MSE)";
+    if (id === "smooth-l1") {
+      return fill(_("smooth L1, {beta}"), { beta: "<i>\u03b2</i> = " + state.beta });
+    }
+    return fill(_("Huber, {delta}"), { delta: "<i>\u03b4</i> = " + state.delta });
+  }
+
+  function buildRegression() {
+    $("regression-head").innerHTML =
+      "<tr><th>" + fill(_("loss"), {}) + "</th><th>" +
+      fill(_("value at {r}"), { r: "<i>r</i>" }) + "</th><th>" +
+      fill(_("derivative {d}"), { d: "d/d<i>r</i>" }) + "</th></tr>";
+    let html = "";
+    for (const loss of REGRESSION) {
+      html +=
+        '<tr data-loss="' + loss.id + '"><th scope="row" id="reg-name-' + loss.id +
+        '"></th>' + out("reg-" + loss.id) + out("reg-grad-" + loss.id) + "</tr>";
+    }
+    $("regression-rows").innerHTML = html;
   }
 
   function update() {
+    if (state.view === "regression") {
+      updateRegression();
+      return;
+    }
     const n = state.logits.length;
     const t = state.temperature;
     let curves;
@@ -312,13 +445,13 @@
       curves = [
         {
           id: "curve-ce",
-          title: "cross entropy (nats)",
+          title: _("cross entropy (nats)"),
           loss: (x) => math.softmaxLosses(x, y, t).ce,
           grad: (x) => math.softmaxLosses(x, y, t).gradCe[k],
         },
         {
           id: "curve-mse",
-          title: "MSE on the probabilities",
+          title: _("MSE on the probabilities"),
           loss: (x) => math.softmaxLosses(x, y, t).mse,
           grad: (x) => math.softmaxLosses(x, y, t).gradMse[k],
         },
@@ -343,13 +476,13 @@
       curves = [
         {
           id: "curve-ce",
-          title: "binary cross entropy of class " + k + " (nats)",
+          title: format(_("binary cross entropy of class {k} (nats)"), { k: k }),
           loss: (x) => math.sigmoidLosses(x, y, t).bce[k],
           grad: (x) => math.sigmoidLosses(x, y, t).gradBce[k],
         },
         {
           id: "curve-mse",
-          title: "squared error of class " + k,
+          title: format(_("squared error of class {k}"), { k: k }),
           loss: (x) => math.sigmoidLosses(x, y, t).se[k],
           grad: (x) => math.sigmoidLosses(x, y, t).gradSe[k],
         },
@@ -360,6 +493,52 @@
     for (const el of document.querySelectorAll(".curve-k")) el.textContent = String(k);
     drawCurve($("curve-left"), curves[0], k);
     drawCurve($("curve-right"), curves[1], k);
+  }
+
+  function updateRegression() {
+    const r = state.residual;
+    const values = math.regressionLosses(r, state.beta, state.delta);
+    for (const loss of REGRESSION) {
+      $("reg-name-" + loss.id).innerHTML = regressionName(loss.id);
+      show("reg-" + loss.id, values[loss.value]);
+      show("reg-grad-" + loss.id, values[loss.grad]);
+    }
+    const lim = LIMITS.residual;
+    const xs = [];
+    for (let j = 0; j < CURVE_POINTS; j++) xs.push(-lim + (2 * lim * j) / (CURVE_POINTS - 1));
+    const at = xs.map((x) => math.regressionLosses(x, state.beta, state.delta));
+    const axis = format(_("residual {r}"), { r: "r" });
+    const series = (key) =>
+      REGRESSION.map((loss) => ({
+        name: loss.id,
+        label: loss.id === "l1" ? "L1" : loss.id === "l2" ? "L2" : regressionLabel(loss.id),
+        ys: at.map((v) => v[loss[key]]),
+        x0: r,
+        y0: values[loss[key]],
+      }));
+    drawPlot($("curve-left"), {
+      id: "curve-regression",
+      title: _("the four losses"),
+      axis: axis,
+      lim: lim,
+      xs: xs,
+      series: series("value"),
+      legend: 0.5,
+    });
+    drawPlot($("curve-right"), {
+      id: "curve-regression-grad",
+      title: _("their derivatives"),
+      axis: axis,
+      lim: lim,
+      xs: xs,
+      series: series("grad"),
+      legend: 0.02,
+    });
+  }
+
+  // a loss's name on the curves' legend (SVG text: no markup)
+  function regressionLabel(id) {
+    return id === "smooth-l1" ? _("smooth L1") : _("Huber");
   }
 
   // ------------------------------------------------------------------------------------------
@@ -382,6 +561,7 @@
     return v.toFixed(Math.min(digits, 6));
   }
 
+  // the loss as a function of logit x_k, its current point and tangent
   function drawCurve(holder, spec, k) {
     const lim = LIMITS.logit;
     const xs = [];
@@ -394,38 +574,65 @@
       ys.push(spec.loss(at));
     }
     const x0 = state.logits[k];
-    const y0 = spec.loss(state.logits);
-    const slope = spec.grad(state.logits);
-    let top = Math.max(y0, Math.max.apply(null, ys.filter(Number.isFinite)));
-    if (!(top > 0)) top = 1;
-    top *= 1.05;
+    drawPlot(holder, {
+      id: spec.id,
+      title: spec.title,
+      ariaLabel: format(_("{title} against {x}"), { title: spec.title, x: "x" + k }),
+      axis: format(_("logit {x} (the other logits fixed)"), { x: "x" + k }),
+      lim: lim,
+      xs: xs,
+      series: [{ ys: ys, x0: x0, y0: spec.loss(state.logits), slope: spec.grad(state.logits) }],
+      shade: true,
+    });
+  }
+
+  // A plot over [-lim, lim]: each series a polyline (its values in data-x/data-y) with its
+  // current point marked (a circle, its values in data-x/data-y) and, given a slope, the
+  // tangent there (dashed); shade: the concave parts shaded; legend: where the series' names
+  // go (a fraction of the width), when there are several. Titles and labels are escaped.
+  function drawPlot(holder, plot) {
+    const lim = plot.lim;
+    const xs = plot.xs;
+    const finite = [];
+    for (const s of plot.series) {
+      finite.push(s.y0);
+      for (const y of s.ys) if (Number.isFinite(y)) finite.push(y);
+    }
+    let top = Math.max(0, Math.max.apply(null, finite));
+    let bottom = Math.min(0, Math.min.apply(null, finite));
+    if (!(top > bottom)) top = bottom + 1;
+    const span = top - bottom;
+    top += 0.05 * span * (top > 0 ? 1 : 0);
+    bottom -= 0.05 * span * (bottom < 0 ? 1 : 0);
     const px = (x) => PAD.left + ((x + lim) / (2 * lim)) * (W - PAD.left - PAD.right);
-    const py = (y) => H - PAD.bottom - (y / top) * (H - PAD.top - PAD.bottom);
+    const py = (y) => H - PAD.bottom - ((y - bottom) / (top - bottom)) * (H - PAD.top - PAD.bottom);
     const clampY = (y) => Math.max(PAD.top, Math.min(H - PAD.bottom, y));
     let svg =
-      '<svg id="' + spec.id + '" class="curve" viewBox="0 0 ' + W + " " + H +
-      '" role="img" aria-label="' + spec.title + " against x" + k + '">';
-    // where the curve is concave (second difference < 0): shaded, like `crossentropy plot`
+      '<svg id="' + plot.id + '" class="curve" viewBox="0 0 ' + W + " " + H +
+      '" role="img" aria-label="' + escapeHtml(plot.ariaLabel || plot.title) + '">';
+    // where a curve is concave (second difference < 0): shaded, like `crossentropy plot`
     const h = xs[1] - xs[0];
-    const tol = 1e-9 * top;
+    const tol = 1e-9 * (top - bottom);
     let concave = 0;
-    for (let j = 1; j < CURVE_POINTS - 1; j++) {
-      if (ys[j + 1] - 2 * ys[j] + ys[j - 1] < -tol * h * h) {
-        concave += 1;
-        svg +=
-          '<rect class="concave" x="' + (px(xs[j]) - (px(h) - px(0)) / 2).toFixed(2) +
-          '" y="' + PAD.top + '" width="' + (px(h) - px(0)).toFixed(2) + '" height="' +
-          (H - PAD.top - PAD.bottom) + '"></rect>';
+    for (const s of plot.shade ? plot.series : []) {
+      for (let j = 1; j < CURVE_POINTS - 1; j++) {
+        if (s.ys[j + 1] - 2 * s.ys[j] + s.ys[j - 1] < -tol * h * h) {
+          concave += 1;
+          svg +=
+            '<rect class="concave" x="' + (px(xs[j]) - (px(h) - px(0)) / 2).toFixed(2) +
+            '" y="' + PAD.top + '" width="' + (px(h) - px(0)).toFixed(2) + '" height="' +
+            (H - PAD.top - PAD.bottom) + '"></rect>';
+        }
       }
     }
     // axes and ticks
-    const ystep = niceStep(top);
-    for (let v = 0; v <= top + 1e-12; v += ystep) {
+    const ystep = niceStep(top - bottom);
+    for (let v = Math.ceil(bottom / ystep - 1e-9) * ystep; v <= top + 1e-12; v += ystep) {
       svg +=
         '<line class="grid" x1="' + PAD.left + '" x2="' + (W - PAD.right) + '" y1="' +
         py(v).toFixed(2) + '" y2="' + py(v).toFixed(2) + '"></line><text class="tick" x="' +
         (PAD.left - 6) + '" y="' + (py(v) + 4).toFixed(2) + '" text-anchor="end">' +
-        tickLabel(v, ystep) + "</text>";
+        tickLabel(Math.abs(v) < 1e-12 ? 0 : v, ystep) + "</text>";
     }
     for (let v = -lim; v <= lim + 1e-12; v += lim / 2) {
       svg +=
@@ -438,26 +645,46 @@
       '<rect class="frame" x="' + PAD.left + '" y="' + PAD.top + '" width="' +
       (W - PAD.left - PAD.right) + '" height="' + (H - PAD.top - PAD.bottom) + '"></rect>';
     svg +=
-      '<text class="title" x="' + PAD.left + '" y="' + (PAD.top - 9) + '">' + spec.title +
-      "</text>";
+      '<text class="title" x="' + PAD.left + '" y="' + (PAD.top - 9) + '">' +
+      escapeHtml(plot.title) + "</text>";
     svg +=
       '<text class="axis" x="' + ((PAD.left + W - PAD.right) / 2) + '" y="' + (H - 6) +
-      '" text-anchor="middle">logit x' + k + " (the other logits fixed)</text>";
-    const points = xs
-      .map((x, j) => px(x).toFixed(2) + "," + clampY(py(ys[j])).toFixed(2))
-      .join(" ");
-    svg +=
-      '<polyline class="line" points="' + points + '" data-x="' + xs.join(",") +
-      '" data-y="' + ys.join(",") + '"></polyline>';
-    // the tangent at the current point: its slope is the gradient shown in the table
-    const dx = lim / 6;
-    svg +=
-      '<line class="tangent" x1="' + px(x0 - dx).toFixed(2) + '" y1="' +
-      clampY(py(y0 - slope * dx)).toFixed(2) + '" x2="' + px(x0 + dx).toFixed(2) + '" y2="' +
-      clampY(py(y0 + slope * dx)).toFixed(2) + '" data-slope="' + slope + '"></line>';
-    svg +=
-      '<circle class="marker" cx="' + px(x0).toFixed(2) + '" cy="' + clampY(py(y0)).toFixed(2) +
-      '" r="5" data-x="' + x0 + '" data-y="' + y0 + '"></circle>';
+      '" text-anchor="middle">' + escapeHtml(plot.axis) + "</text>";
+    plot.series.forEach((s, i) => {
+      const named = s.name ? ' data-series="' + s.name + '"' : "";
+      const points = xs
+        .map((x, j) => px(x).toFixed(2) + "," + clampY(py(s.ys[j])).toFixed(2))
+        .join(" ");
+      svg +=
+        '<polyline class="line' + (s.name ? " series-" + s.name : "") + '"' + named +
+        ' points="' + points + '" data-x="' + xs.join(",") + '" data-y="' + s.ys.join(",") +
+        '"></polyline>';
+      // the tangent at the current point: its slope is the gradient shown in the table
+      if (s.slope !== undefined) {
+        const dx = lim / 6;
+        svg +=
+          '<line class="tangent" x1="' + px(s.x0 - dx).toFixed(2) + '" y1="' +
+          clampY(py(s.y0 - s.slope * dx)).toFixed(2) + '" x2="' + px(s.x0 + dx).toFixed(2) +
+          '" y2="' + clampY(py(s.y0 + s.slope * dx)).toFixed(2) + '" data-slope="' + s.slope +
+          '"></line>';
+      }
+      if (s.label !== undefined) {
+        const lx = PAD.left + 8 + plot.legend * (W - PAD.left - PAD.right - 110);
+        const ly = PAD.top + 16 + 15 * i;
+        svg +=
+          '<line class="legend series-' + s.name + '" x1="' + lx.toFixed(2) + '" x2="' +
+          (lx + 18).toFixed(2) + '" y1="' + (ly - 4) + '" y2="' + (ly - 4) + '"></line>' +
+          '<text class="legend" x="' + (lx + 24).toFixed(2) + '" y="' + ly + '">' +
+          escapeHtml(s.label) + "</text>";
+      }
+    });
+    for (const s of plot.series) {
+      const named = s.name ? ' data-series="' + s.name + '"' : "";
+      svg +=
+        '<circle class="marker' + (s.name ? " series-" + s.name : "") + '"' + named +
+        ' cx="' + px(s.x0).toFixed(2) + '" cy="' + clampY(py(s.y0)).toFixed(2) +
+        '" r="5" data-x="' + s.x0 + '" data-y="' + s.y0 + '"></circle>';
+    }
     svg += "</svg>";
     holder.innerHTML = svg;
     holder.dataset.concave = String(concave);
@@ -530,7 +757,7 @@
     radio.addEventListener("change", (event) => {
       state.labelMode = event.target.value;
       if (state.labelMode === "soft" && math.sum(state.soft) === 0) {
-        state.soft = state.logits.map((_, i) => (i === state.trueClass ? 1 : 0));
+        state.soft = state.logits.map((unused, i) => (i === state.trueClass ? 1 : 0));
       }
       buildTable();
       update();
@@ -543,14 +770,54 @@
   for (const tab of document.querySelectorAll("button[data-tab]")) {
     tab.addEventListener("click", () => {
       state.view = tab.dataset.tab;
+      showView();
       buildTable();
       update();
     });
   }
 
+  // the regression view's three numbers, each a slider and a number box kept together
+  const REGRESSION_CONTROLS = {
+    residual: { min: -LIMITS.residual, max: LIMITS.residual },
+    beta: { min: 0, max: LIMITS.maxBeta },
+    delta: { min: LIMITS.minDelta, max: LIMITS.maxBeta },
+  };
+  for (const [name, range] of Object.entries(REGRESSION_CONTROLS)) {
+    const twins = [$(name), $(name + "-value")];
+    for (const el of twins) {
+      el.min = String(range.min);
+      el.max = String(range.max);
+      el.value = String(state[name]);
+      el.addEventListener("input", () => {
+        const v = Number(el.value);
+        if (el.value === "" || !Number.isFinite(v)) return;
+        state[name] = Math.max(range.min, Math.min(range.max, v));
+        for (const twin of twins) if (twin !== el) twin.value = String(state[name]);
+        update();
+      });
+      el.addEventListener("change", () => {
+        el.value = String(state[name]); // a value out of range is undone
+      });
+    }
+  }
+
+  // the language: every word changes, the state (and so every number) stays
+  for (const button of document.querySelectorAll("button[data-lang]")) {
+    button.addEventListener("click", () => {
+      state.lang = button.dataset.lang;
+      relabel();
+      buildTable();
+      buildRegression();
+      update();
+    });
+  }
+
   setClassCount(state.logits.length);
+  markLanguage(); // the static text is already in the page's language
+  showView();
   buildTable();
+  buildRegression();
   setTemperature(state.temperature);
   document.body.dataset.ready = "true";
-  window.crossentropyExplore = { math: math, state: state };
+  window.crossentropyExplore = { math: math, state: state, messages: _ };
 })();
