@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -172,6 +174,26 @@ def test_installed_wheel_loads_its_kernel_without_a_compiler(venv: Path, tmp_pat
     if X86 and sys.platform == "linux":
         assert Path(library).stem == _expected_x86_build()
     assert _files(tmp_path / "cache") == []
+
+
+def test_installed_wheel_speaks_chinese_and_russian(venv: Path, tmp_path: Path) -> None:
+    """The wheel ships the compiled catalogues: in the fresh venv, `explain --lang zh` and
+    `--lang ru` print their titles in Chinese and Russian, with English's numbers."""
+    python = venv / "bin" / "python"
+    outputs = {}
+    for lang in ("en", "zh", "ru"):
+        result = subprocess.run(
+            [str(python), "-m", "crossentropy", "explain", "entropy", "--lang", lang,
+             "--format", "json"],
+            capture_output=True, text=True, env=_no_compiler_env(tmp_path), cwd=tmp_path,
+            timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs[lang] = json.loads(result.stdout)
+    assert re.search(r"[\u4e00-\u9fff]", outputs["zh"]["title"]), outputs["zh"]["title"]
+    assert re.search(r"[\u0400-\u04ff]", outputs["ru"]["title"]), outputs["ru"]["title"]
+    numbers = [re.findall(r"-?\d+\.\d+", json.dumps(o["data"])) for o in outputs.values()]
+    assert numbers[0] == numbers[1] == numbers[2] and numbers[0]
 
 
 def _expected_x86_build() -> str:
