@@ -205,6 +205,14 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
         return  # a meta or fake tensor: shapes only, no values to check
     labels = values
     info = xp.iinfo(labels.dtype)
+    if info.min < 0 or num_classes <= info.max:
+        try:
+            low, high = _extremes(labels, xp)
+        except NotImplementedError:
+            pass  # no order comparisons for this dtype: refused below
+        else:
+            if int(low) >= 0 and int(high) < num_classes:
+                return  # one sweep decides the common case; the masks only for the rest
     bad = None  # no bound the dtype can cross: nothing is out of range
     try:
         if info.min < 0:

@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+import numpy
 import torch
 from torch import Tensor
 
@@ -182,7 +183,8 @@ def mean_scale(target: Tensor, weight: Tensor | None, ignore_index: int, reducti
     else:
         picked = weight.double()[torch.where(counted, target, 0)]
         count = float(torch.where(counted, picked, 0.0).sum())
-    return float(losses.mean_scale(torch.tensor(count, dtype=torch.float64), torch))
+    # on the host, in NumPy's float64: a tensor made for one number costs more than the rule
+    return float(losses.mean_scale(numpy.float64(count), numpy))
 
 
 def class_weight_sum(weight: Tensor | None, classes: int) -> float:
