@@ -293,7 +293,7 @@ def token_log_probs(
     logits = _check_logits(logits)
     ids, ignored = _check_target(target, logits, ignore_index)
     classes = logits.shape[-1]
-    log_prob, entropy = _run(logits.reshape(-1, classes), ids, ignored, t, chosen)
+    log_prob, entropy = _run(logits.reshape(ids.shape[0], classes), ids, ignored, t, chosen)
     shape = tuple(logits.shape[:-1])
     if entropy_too:
         return log_prob.reshape(shape), entropy.reshape(shape)
