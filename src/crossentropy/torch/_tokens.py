@@ -134,14 +134,27 @@ def _local_target(target: Tensor, start: int, width: int) -> tuple[Tensor, Tenso
     return torch.where(here, local, 0).unsqueeze(1), here
 
 
-def _scaled(z: Tensor, temperature: float) -> Tensor:
-    """u = z / T in the compute dtype, a new tensor (the same operations, so the same
-    values, in :func:`token_statistics` and :func:`logit_gradient`)."""
+def _shifted(z: Tensor, shift: Tensor, temperature: float, out: Tensor | None) -> Tensor:
+    """u - shift with u = z / T, in the compute dtype, into ``out`` (which may be ``z``)
+    or a new tensor: the same operations, so the same values, in
+    :func:`token_statistics` and :func:`logit_gradient`. ``shift`` is (rows,)."""
+    column = shift.unsqueeze(1)
+    if temperature == 1.0:  # one pass: half logits are widened inside the subtraction
+        return torch.sub(z, column) if out is None else torch.sub(z, column, out=out)
     dtype = compute_dtype(z.dtype)
-    u = z.to(dtype, copy=True)
-    if temperature != 1.0:
-        u.div_(temperature)
-    return u
+    if out is None:
+        out = z.to(dtype, copy=True)
+    elif out.data_ptr() != z.data_ptr():
+        out.copy_(z)
+    return out.div_(temperature).sub_(column)
+
+
+def _peak(z: Tensor, temperature: float) -> Tensor:
+    """max u = max z / T per row, in the compute dtype: division by T > 0 rounds
+    monotonically, so this is exactly the largest of the z / T that :func:`_shifted`
+    computes (its u - max is exactly 0 at the maximum). NaN where a row holds one."""
+    peak = z.amax(dim=1).to(compute_dtype(z.dtype))
+    return peak if temperature == 1.0 else peak.div_(temperature)
 
 
 def token_statistics(
@@ -165,15 +178,23 @@ def token_statistics(
     if width == 0:
         zero = z.new_zeros(rows, dtype=dtype)
         return TokenStatistics(torch.full_like(zero, -torch.inf), zero, zero.clone(), zero)
-    u = _scaled(z, temperature)
     column, here = _local_target(target, start, width)
-    picked = torch.where(here, u.gather(1, column).squeeze(1), 0.0)
-    peak = u.amax(dim=1)  # NaN where the row holds one
+    picked = z.gather(1, column).squeeze(1).to(dtype)
+    if temperature != 1.0:
+        picked = picked / temperature
+    picked = torch.where(here, picked, 0.0)
+    peak = _peak(z, temperature)
     shift = torch.where(torch.isfinite(peak), peak, 0.0)
-    d = u.sub_(shift.unsqueeze(1)).clamp_(min=_LOG_FLOOR)  # NaN stays NaN
+    d = _shifted(z, shift, temperature, None)
     e = torch.exp(d)
     mass = e.sum(dim=1)
     spread = e.mul_(d).sum(dim=1)
+    # a class at -inf (d = -inf, e = 0) makes its product NaN; such rows (their maximum
+    # finite or -inf: a NaN or +inf row stays as it is) are summed again with d floored
+    fix = (torch.isnan(spread) & (peak < torch.inf)).nonzero().squeeze(1)
+    if fix.numel() > 0:
+        floored = d[fix].clamp_(min=_LOG_FLOOR)
+        spread[fix] = (torch.exp(floored) * floored).sum(dim=1)
     return TokenStatistics(peak, mass, spread, picked)
 
 
@@ -200,13 +221,25 @@ def logit_gradient(
     grad_log_prob: Tensor,
     grad_entropy: Tensor,
     start: int = 0,
+    *,
+    out: Tensor | None = None,
 ) -> Tensor:
     """d/dz of sum_i g_i log p_iy + h_i H_i over the columns [start, start + width).
 
+    With w = u - m (the row's maximum m) and p' = e^w, so that p = p' / s and
+    log p = w - log s, the module's gradient is
+
+        dz_k = p'_k (c_1 + c_2 w_k) + [k = y] g / T,
+        c_1 = -(g + h H - h log s) / (s T) = -(g - h t / s) / (s T),  c_2 = -h / (s T)
+
+    in five passes over the slice: w (floored at ``_LOG_FLOOR``, so that p' log p' is 0
+    where p' is), p', c_1 + c_2 w, the product, and the target's column.
+
     Args:
-        z: (rows, width) logits of the slice. In the compute dtype (float32, float64) it is
-            overwritten with the gradient and returned (pass a scratch buffer, or a copy);
-            float16/bfloat16 logits are read and a new float32 tensor returned.
+        z: (rows, width) logits of the slice. Without ``out``, in the compute dtype
+            (float32, float64), it is overwritten with the gradient and returned (pass a
+            scratch buffer, or a copy); float16/bfloat16 logits are read and a new float32
+            tensor returned.
         target: (rows,) int64 class ids in the whole vocabulary (outside the slice: not
             here).
         stats: the WHOLE row's statistics (every slice merged).
@@ -214,6 +247,8 @@ def logit_gradient(
         grad_log_prob: g, (rows,) (any floating dtype).
         grad_entropy: h, (rows,).
         start: the class id of the slice's first column.
+        out: (rows, width) in the compute dtype to write the gradient into (``z`` is then
+            only read); may be ``z`` itself.
 
     Returns:
         The (rows, width) gradient in the compute dtype; rows whose g and h are both 0 are
@@ -221,23 +256,19 @@ def logit_gradient(
     """
     rows, width = z.shape
     dtype = compute_dtype(z.dtype)
-    if z.dtype == dtype:
-        log_p = z if temperature == 1.0 else z.div_(temperature)
-    else:
-        log_p = _scaled(z, temperature)
+    if out is None and z.dtype == dtype:
+        out = z
     if rows == 0 or width == 0:
-        return log_p
+        return z.new_empty((rows, width), dtype=dtype) if out is None else out
     g = grad_log_prob.to(dtype)
     h = grad_entropy.to(dtype)
-    log_mass = torch.log(stats.mass)
-    entropy = log_mass - stats.spread / stats.mass
-    # log p_k = (u_k - m) - log s, floored so that p_k log p_k is 0 where p_k is
-    log_p.sub_(stats.peak.unsqueeze(1)).sub_(log_mass.unsqueeze(1)).clamp_(min=_LOG_FLOOR)
-    p = torch.exp(log_p)
-    # dz_k = p_k (a + b log p_k) + [k = y] g / T, a = -(g + h H) / T, b = -h / T
-    a = -(g + _times(h, entropy)) / temperature
-    b = -h / temperature
-    grad = log_p.mul_(b.unsqueeze(1)).add_(a.unsqueeze(1)).mul_(p)
+    # the row's raw maximum, not the shift: beside a +inf logit w = -inf (p = 0 there)
+    w = _shifted(z, stats.peak, temperature, out).clamp_(min=_LOG_FLOOR)
+    p = torch.exp(w)
+    scale = stats.mass * temperature
+    c1 = -(g - _times(h, stats.spread / stats.mass)) / scale  # h H - h log s = -h t / s
+    c2 = -h / scale
+    grad = torch.addcmul(c1.unsqueeze(1), w, c2.unsqueeze(1), out=w).mul_(p)
     column, here = _local_target(target, start, width)
     grad.scatter_add_(1, column, torch.where(here, g / temperature, 0.0).unsqueeze(1))
     dead = ((g == 0) & (h == 0)).nonzero().squeeze(1)

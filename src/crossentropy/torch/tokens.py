@@ -192,16 +192,20 @@ def _gradient(
     g = zero if grad_log_prob is None else torch.where(ignored, 0.0, grad_log_prob.to(dtype))
     h = zero if grad_entropy is None else torch.where(ignored, 0.0, grad_entropy.to(dtype))
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-    for start, stop in row_blocks(rows, classes):
+    blocks = row_blocks(rows, classes)
+    # float32/float64: written straight into the gradient; half: through a float32 buffer
+    buffer = None
+    if logits.dtype != dtype and blocks:
+        buffer = logits.new_empty((blocks[0][1], classes), dtype=dtype)
+    for start, stop in blocks:
         block = slice(start, stop)
         part = TokenStatistics(*(getattr(stats, name)[block] for name in _FIELDS))
-        if logits.dtype == dtype:  # written in place into the gradient
-            scratch = grad[block].copy_(logits[block])
-            logit_gradient(scratch, target[block], part, temperature, g[block], h[block])
-        else:
-            grad[block].copy_(
-                logit_gradient(logits[block], target[block], part, temperature, g[block], h[block])
-            )
+        into = grad[block] if buffer is None else buffer[: stop - start]
+        logit_gradient(
+            logits[block], target[block], part, temperature, g[block], h[block], out=into
+        )
+        if buffer is not None:
+            grad[block].copy_(into)
     return grad
 
 
