@@ -54,8 +54,9 @@ The gradient, for incoming gradients g on log p_y and h on H (per row):
 
 (dH/du_k = -sum_j (log p_j + 1) dp_j/du_k with dp_j/du_k = p_j ([j = k] - p_k), and
 sum_j p_j (log p_j + 1) = 1 - H). A class whose p_k is 0 (u_k = -inf, or underflowed) has
-p_k log p_k = 0 and adds nothing, never 0 * -inf = NaN: log p is floored at
-``_LOG_FLOOR`` (where e^x is 0 in float32 and float64) before it multiplies anything.
+p_k log p_k = 0 and adds nothing, never 0 * -inf = NaN: u - m is floored at
+``_LOG_FLOOR`` (where e^x is 0 in float32 and float64) before it multiplies anything
+(in the statistics only for the rows whose t came out NaN).
 
 Non-finite logits follow the library's cross-entropy conventions
 (:func:`crossentropy._array.shift_and_log_sum`: a row whose maximum is not finite is
@@ -92,8 +93,8 @@ __all__ = [
     "token_statistics",
 ]
 
-# log p is floored here before it multiplies anything: e^x is exactly 0 below it in float32
-# and float64, and so is p log p, while p times the floor cannot overflow
+# u - m is floored here before it multiplies anything: e^x is exactly 0 below it in float32
+# and float64, and so is p log p, while a finite coefficient times the floor stays finite
 _LOG_FLOOR = -1.0e4
 
 
