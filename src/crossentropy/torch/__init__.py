@@ -45,6 +45,7 @@ from .modules import (
     NLLLoss,
     SmoothL1Loss,
 )
+from .tokens import softmax_entropy, token_log_probs
 
 __all__ = [
     "BCELoss",
@@ -71,4 +72,6 @@ __all__ = [
     "nll_loss",
     "release_cached_buffers",
     "smooth_l1_loss",
+    "softmax_entropy",
+    "token_log_probs",
 ]
