@@ -334,7 +334,7 @@ def test_gradient_penalty_matches_the_reference():
 def test_the_reference_path_is_the_reference():
     """impl="torch" equals the independent float64 formula, and returns log_probs alone
     without return_entropy."""
-    h, w, b, y, _, _ = problem(9, 3, 6, bias=False, dtype=torch.float64, seed=6, ignore_index=-100)
+    h, w, _, y, _, _ = problem(9, 3, 6, bias=False, dtype=torch.float64, seed=6, ignore_index=-100)
     out = linear_token_log_probs(h, w, y, temperature=0.5, impl="torch")
     assert isinstance(out, torch.Tensor)
     assert_near(out, reference64(h, w, None, y, 0.5, -100)[0], torch.float64, "log_prob")
@@ -371,21 +371,53 @@ Y = torch.tensor([0, 1, 4, -100])
         ({"chunk_size": 2.0}, ValueError, r"chunk_size: .*got 2.0"),
         ({"ignore_index": 1.5}, TypeError, r"ignore_index: expected an integer"),
         ({"return_entropy": 1}, TypeError, r"return_entropy: expected True or False"),
-        ({"target": torch.tensor([0, 1, 5, -100])}, ValueError, r"target: expected class indices in \[0, 5\)"),
-        ({"target": torch.tensor([0, 1, -3, 2])}, ValueError, r"target: .*got -3 at position \(2,\)"),
+        (
+            {"target": torch.tensor([0, 1, 5, -100])},
+            ValueError,
+            r"target: expected class indices in \[0, 5\)",
+        ),
+        (
+            {"target": torch.tensor([0, 1, -3, 2])},
+            ValueError,
+            r"target: .*got -3 at position \(2,\)",
+        ),
         ({"target": torch.zeros(4)}, TypeError, r"target: expected integer class indices"),
         ({"target": torch.zeros(4, 5)}, TypeError, r"target: expected integer class indices"),
-        ({"target": torch.zeros(3, dtype=torch.int64)}, ValueError, r"target: expected class indices of shape \(4,\)"),
+        (
+            {"target": torch.zeros(3, dtype=torch.int64)},
+            ValueError,
+            r"target: expected class indices of shape \(4,\)",
+        ),
         ({"target": [0, 1, 2, 3]}, TypeError, r"target: expected a tensor"),
-        ({"input": torch.zeros(4, 3, dtype=torch.int64)}, TypeError, r"input: expected a floating tensor"),
+        (
+            {"input": torch.zeros(4, 3, dtype=torch.int64)},
+            TypeError,
+            r"input: expected a floating tensor",
+        ),
         ({"linear_weight": torch.zeros(5, 2)}, ValueError, r"linear_weight: expected \(V, 3\)"),
-        ({"linear_weight": torch.zeros(5, 3, dtype=torch.float64)}, TypeError, r"linear_weight: expected the input's dtype"),
-        ({"linear_weight": torch.zeros(0, 3)}, ValueError, r"linear_weight: expected at least one row"),
+        (
+            {"linear_weight": torch.zeros(5, 3, dtype=torch.float64)},
+            TypeError,
+            r"linear_weight: expected the input's dtype",
+        ),
+        (
+            {"linear_weight": torch.zeros(0, 3)},
+            ValueError,
+            r"linear_weight: expected at least one row",
+        ),
         ({"linear_bias": torch.zeros(4)}, ValueError, r"linear_bias: expected shape \(5,\)"),
-        ({"linear_bias": torch.zeros(5, dtype=torch.float64)}, TypeError, r"linear_bias: expected the input's dtype"),
-        ({"target": torch.zeros(4, dtype=torch.int64, device="meta")}, ValueError, r"target: expected the input's device cpu; got meta"),
+        (
+            {"linear_bias": torch.zeros(5, dtype=torch.float64)},
+            TypeError,
+            r"linear_bias: expected the input's dtype",
+        ),
+        (
+            {"target": torch.zeros(4, dtype=torch.int64, device="meta")},
+            ValueError,
+            r"target: expected the input's device cpu; got meta",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_arguments_name_the_argument(kwargs, error, match):
     arguments = {"input": H, "linear_weight": W, "target": Y, **kwargs}
     call = {k: v for k, v in arguments.items() if k not in ("input", "linear_weight", "target")}
