@@ -46,6 +46,7 @@ from .modules import (
     NLLLoss,
     SmoothL1Loss,
 )
+from .tokens import softmax_entropy, token_log_probs
 
 __all__ = [
     "BCELoss",
@@ -73,4 +74,6 @@ __all__ = [
     "nll_loss",
     "release_cached_buffers",
     "smooth_l1_loss",
+    "softmax_entropy",
+    "token_log_probs",
 ]
