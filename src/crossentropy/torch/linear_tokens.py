@@ -198,11 +198,12 @@ def _unfused(
     ``log_softmax`` of them over T (in float32 at least), the target's entry gathered and
     the entropy -sum p log p from it, with a class of p = 0 adding 0 (its log p, -inf,
     replaced before the product, so that neither the value nor the gradient sees
-    0 * -inf); ignored tokens 0 with zero gradient."""
+    0 * -inf); ignored tokens 0 with zero gradient, whatever their logits."""
     compute = torch.promote_types(input.dtype, torch.float32)
     logits = torch.nn.functional.linear(input, linear_weight, linear_bias).to(compute)
-    log_p = torch.log_softmax(logits / temperature, dim=-1)
     live = target != ignore_index
+    # an ignored token's row is zeros before any math: nothing non-finite to differentiate
+    log_p = torch.log_softmax(torch.where(live.unsqueeze(-1), logits / temperature, 0.0), dim=-1)
     picked = log_p.gather(-1, torch.where(live, target, 0).unsqueeze(-1)).squeeze(-1)
     p = log_p.exp()
     entropy = -(p * torch.where(p > 0, log_p, 0.0)).sum(-1)
