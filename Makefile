@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks docs/_ext)
 
-.PHONY: demo explain test lint unit docs dist translations venv bench bench-variants bench-linear bench-triton bench-distributed explore-figure clean
+.PHONY: demo explain test lint unit docs dist translations venv bench bench-variants bench-linear bench-tokens bench-triton bench-distributed explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -98,6 +98,12 @@ bench-variants: $(STAMP)
 # the linear + cross entropy benchmark: writes benchmarks/results/linear_cross_entropy.json (about 17 minutes)
 bench-linear: $(STAMP)
 	$(BIN)/python benchmarks/bench_linear_cross_entropy.py
+
+# per-token log-probabilities and entropies from hidden states (linear_token_log_probs) against
+# the unfused computation (eager, torch.compile) and the matrix products alone:
+# writes benchmarks/results/token_log_probs.json
+bench-tokens: $(STAMP)
+	$(BIN)/python benchmarks/bench_token_log_probs.py
 
 # the Triton kernels' benchmark, on a CUDA GPU: writes benchmarks/results/triton_gpu.json (exit 2 without one)
 bench-triton: $(STAMP)

@@ -34,6 +34,7 @@ from .functional import (
     smooth_l1_loss,
 )
 from .linear import LinearCrossEntropyLoss, linear_cross_entropy
+from .linear_tokens import linear_token_log_probs
 from .modules import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -68,6 +69,7 @@ __all__ = [
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",
+    "linear_token_log_probs",
     "mse_loss",
     "nll_loss",
     "release_cached_buffers",

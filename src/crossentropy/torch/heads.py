@@ -11,6 +11,10 @@ the per-row math of :mod:`crossentropy.torch._slices` in its two halves:
     combined over blocks (running max)    and over ranks (all-reduce MAX, then SUM)
     loss of the row from (L, z_y, S_w);   gradient of the slice from L and its own logits
 
+:class:`TokenHead` is each token's log-probability of its target and the entropy of its
+softmax at a temperature (the math of :mod:`crossentropy.torch._tokens`), with a gradient
+for any incoming gradients on both outputs at once.
+
 Single process over whole rows, the fused C kernel (:mod:`crossentropy.torch._kernel`)
 does both halves in one sweep of each row; everywhere else (vocabulary blocks, the
 vocabulary-parallel losses, GPUs) the halves run as torch operations, with the kernel
@@ -27,8 +31,16 @@ from torch import Tensor
 
 from . import _kernel
 from ._slices import RowTerms
+from ._tokens import TokenStatistics, logit_gradient, token_outputs, token_statistics
 
-__all__ = ["Combine", "CrossEntropyHead", "RowStatistics", "combine_logsumexp"]
+__all__ = [
+    "Combine",
+    "CrossEntropyHead",
+    "RowStatistics",
+    "TokenCombine",
+    "TokenHead",
+    "combine_logsumexp",
+]
 
 
 def combine_logsumexp(parts: Tensor, peak: Tensor) -> Tensor:
@@ -243,3 +255,171 @@ class CrossEntropyHead:
                 out.copy_(g)
                 return out
         return g
+
+
+TokenCombine = Callable[[TokenStatistics], TokenStatistics]
+"""Turns the token statistics of this process's slice of each row into the whole row's
+(the vocabulary-parallel versions all-reduce them over the ranks)."""
+
+
+def _token_rows(stats: TokenStatistics, rows: slice) -> TokenStatistics:
+    """The statistics of the tokens ``rows`` of a sweep's."""
+    return TokenStatistics(
+        stats.peak[rows], stats.mass[rows], stats.spread[rows], stats.target[rows]
+    )
+
+
+class TokenHead:
+    r"""Per-token log p(target) and softmax entropy H at temperature T as a row head.
+
+    The forward (``log_prob``/``entropy`` given) writes, per token, log p_y and H of
+    p = softmax(z / T) over the whole row, 0 for ignored tokens, and keeps each row's
+    statistics in ``kept`` (so that a backward needs no pass over the logits for them).
+    The backward (``grad_log_prob``/``grad_entropy`` given) writes over each chunk's
+    logits d/dz of sum_i g_i log p_iy + h_i H_i:
+
+    .. code-block:: text
+
+        dz_k = ( g [k = y] - p_k ( g + h (u_k - lse + H) ) ) / T,    u = z / T
+
+    (:func:`crossentropy.torch._tokens.logit_gradient`); the incoming gradients of an
+    ignored token are taken as 0, so its gradient is exactly 0. The statistics of a row
+    (max, sum of exp, spread, target logit: :class:`TokenStatistics`) combine over
+    vocabulary blocks and, through ``combine``, over ranks.
+
+    Args:
+        target: (tokens,) int64 class ids of every token of the sweep (or ``ignore_index``).
+        temperature: T > 0.
+        ignore_index: the target value of tokens without outputs.
+        log_prob, entropy: outputs of (tokens,) (the statistics' dtype: float32, or
+            float64 for float64 logits), or ``None`` when not wanted (a backward).
+        keep: keep every token's statistics in :attr:`kept` (a forward whose backward
+            follows).
+        known: every token's statistics from an earlier forward: the gradient then needs
+            none (no pass over the logits for them, no communication).
+        grad_log_prob, grad_entropy: (tokens,) incoming gradients g and h (a backward),
+            or ``None`` for 0.
+        start: the first class of this process's slice of the vocabulary, 0 for the whole.
+        combine: turns this slice's statistics into the whole rows' (an all-reduce), or
+            ``None`` when this process sees whole rows.
+    """
+
+    def __init__(
+        self,
+        target: Tensor,
+        *,
+        temperature: float,
+        ignore_index: int = -100,
+        log_prob: Tensor | None = None,
+        entropy: Tensor | None = None,
+        keep: bool = False,
+        known: TokenStatistics | None = None,
+        grad_log_prob: Tensor | None = None,
+        grad_entropy: Tensor | None = None,
+        start: int = 0,
+        combine: TokenCombine | None = None,
+    ) -> None:
+        self.live = target != ignore_index
+        # an ignored token's target falls in no slice of the vocabulary
+        self.target = torch.where(self.live, target, -1)
+        self.temperature = temperature
+        self.log_prob = log_prob
+        self.entropy = entropy
+        self.keep = keep
+        self.kept: TokenStatistics | None = None
+        self.known = known
+        self.start = start
+        self.combine = combine
+        self.grad_log_prob = self._incoming(grad_log_prob)
+        self.grad_entropy = self._incoming(grad_entropy)
+        self._rows = slice(0, 0)
+        self._seen: TokenStatistics | None = None
+        self._stats: TokenStatistics | None = None
+
+    def _incoming(self, grad: Tensor | None) -> Tensor | None:
+        """An incoming gradient with an ignored token's taken as 0."""
+        return None if grad is None else torch.where(self.live, grad, 0)
+
+    # ------------------------------------------------------------------ whole rows
+
+    def rows(self, z: Tensor, rows: slice, grad: bool) -> None:
+        self.begin(rows)
+        if self.known is None:
+            self.absorb(z, 0)
+        self.finish()
+        if grad:
+            g = self.block_gradient(z, 0)
+            if g.data_ptr() != z.data_ptr():
+                z.copy_(g)
+
+    # ------------------------------------------------------------------ blocks
+
+    def begin(self, rows: slice) -> None:
+        self._rows = rows
+        self._seen = None
+        self._stats = None if self.known is None else _token_rows(self.known, rows)
+
+    def absorb(self, z: Tensor, start: int) -> None:
+        """The block of columns [start, start + width) of this process's slice (nothing to
+        take in when the statistics are known from a forward)."""
+        if self._stats is not None:
+            return
+        part = token_statistics(
+            z, self.target[self._rows], self.temperature, start=self.start + start
+        )
+        self._seen = part if self._seen is None else self._seen.merge(part)
+
+    def finish(self) -> None:
+        if self._stats is not None:  # the gradient from a forward's statistics
+            return
+        seen = self._seen
+        if seen is None:
+            raise RuntimeError("TokenHead.finish: no block was absorbed")
+        if self.combine is not None:
+            seen = self.combine(seen)
+        self._stats = seen
+        rows = self._rows
+        if self.keep:
+            self._keep(seen, rows)
+        if self.log_prob is None and self.entropy is None:
+            return
+        log_prob, entropy = token_outputs(seen)
+        live = self.live[rows]
+        if self.log_prob is not None:
+            self.log_prob[rows] = torch.where(live, log_prob, 0.0)
+        if self.entropy is not None:
+            self.entropy[rows] = torch.where(live, entropy, 0.0)
+
+    def _keep(self, stats: TokenStatistics, rows: slice) -> None:
+        """Store a chunk's statistics in :attr:`kept`, allocated on the first chunk."""
+        if self.kept is None:
+            tokens = self.target.shape[0]
+
+            def empty(like: Tensor) -> Tensor:
+                return torch.zeros(tokens, dtype=like.dtype, device=like.device)
+
+            self.kept = TokenStatistics(
+                empty(stats.peak), empty(stats.mass), empty(stats.spread), empty(stats.target)
+            )
+        kept = self.kept
+        for mine, part in (
+            (kept.peak, stats.peak),
+            (kept.mass, stats.mass),
+            (kept.spread, stats.spread),
+            (kept.target, stats.target),
+        ):
+            mine[rows] = part
+
+    def block_gradient(self, z: Tensor, start: int) -> Tensor:
+        """d/dz of sum_i g_i log p_iy + h_i H_i for the block of logits ``z``, the columns
+        [start, start + width) of this process's slice (may be written over ``z``)."""
+        stats = self._stats
+        if stats is None:
+            raise RuntimeError("TokenHead.block_gradient: finish() first")
+        rows = self._rows
+        zeros = torch.zeros_like(stats.peak)
+        g = zeros if self.grad_log_prob is None else self.grad_log_prob[rows].to(zeros.dtype)
+        h = zeros if self.grad_entropy is None else self.grad_entropy[rows].to(zeros.dtype)
+        return logit_gradient(
+            z, self.target[rows], stats, self.temperature, g, h, start=self.start + start
+        )

@@ -1,0 +1,62 @@
+"""Smoke test of benchmarks/bench_token_log_probs.py: ``--quick`` reports every variant,
+with ours matching the unfused computation (outputs and gradients) and the targets rated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_token_log_probs.py"
+VARIANTS = ("floor", "unfused", "unfused_compiled", "ours", "liger")
+KEYS = ("log_prob", "entropy", "grad_h", "grad_W")
+
+
+def _assert_timed(row: dict[str, Any]) -> None:
+    assert row["available"] is True, row
+    assert row["seconds"] > 0 and all(s > 0 for s in row["seconds_all"])
+    assert row["peak_extra_bytes"] is not None and row["peak_extra_bytes"] >= 0, row
+    assert row["gradients_bytes"] > 0, row
+
+
+def test_quick_token_benchmark_reports_every_variant(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "targets:" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["quick"] is True and report["liger"]
+    assert [c["dtype"] for c in report["configs"]] == ["float32", "bfloat16"]
+    for config in report["configs"]:
+        rows = {r["variant"]: r for r in config["rows"]}
+        assert set(rows) == set(VARIANTS)
+        for name in ("floor", "unfused", "ours"):
+            _assert_timed(rows[name])
+        assert rows["floor"]["time_over_floor"] == 1.0
+        assert rows["unfused"]["peak_extra_x_unfused"] == 1.0
+        # the unfused computation holds at least the logits and their gradient
+        assert rows["unfused"]["peak_extra_bytes"] >= 1.5 * config["logits_bytes"]
+        assert rows["liger"]["available"] is False and rows["liger"]["reason"]
+        # a fast wrong answer is no result: ours matches the unfused outputs and gradients
+        ours = rows["ours"]
+        tolerance = {"float32": 1e-5, "bfloat16": 5e-2}[config["dtype"]]
+        for key in KEYS:
+            bound = 1e-5 if key in ("log_prob", "entropy") else tolerance
+            assert ours[f"rel_{key}_diff_vs_unfused"] <= bound, (key, ours)
+        assert ours["time_over_floor"] > 0 and ours["peak_extra_x_unfused"] is not None
+        assert [t["variant"] for t in config["targets"]] == ["ours", "ours"]
+        for check in config["targets"]:
+            assert check["met"] in (True, False) and check["value"] is not None
