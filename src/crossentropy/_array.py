@@ -127,7 +127,7 @@ def namespace(
     return xp, out
 
 
-def wide_labels(labels: Array, xp: Any) -> Array:
+def wide_labels(labels: Array, xp: Any, *, name: str = "labels") -> Array:
     """Integer class indices in the namespace's default integer dtype (int64; int32 in JAX
     without x64), so that every comparison with a class count or an ``ignore_index`` is
     exact: in a narrower dtype PyTorch and JAX wrap a Python integer outside its range
@@ -150,7 +150,7 @@ def wide_labels(labels: Array, xp: Any) -> Array:
             position = tuple(int(i) for i in np.unravel_index(index, tuple(labels.shape)))
             value = int(xp.reshape(out, (-1,))[index]) + 2 ** xp.iinfo(labels.dtype).bits
             raise ValueError(
-                f"labels: expected class indices at most {xp.iinfo(wide).max}; got {value} "
+                f"{name}: expected class indices at most {xp.iinfo(wide).max}; got {value} "
                 f"at position {position}"
             )
     return out

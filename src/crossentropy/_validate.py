@@ -58,6 +58,11 @@ def z_loss(value: object) -> float:
     return number_in("z_loss", value, 0.0, sys.float_info.max, what="finite and >= 0")
 
 
+def temperature(value: object) -> float:
+    """A softmax temperature T, finite and > 0 (the logits are divided by it)."""
+    return number_in("temperature", value, math.ulp(0.0), sys.float_info.max, what="finite and > 0")
+
+
 def softcap(value: object) -> float | None:
     """The soft cap c, finite and > 0, or None for no cap (c = inf would give
     inf · tanh(x / inf) = inf · 0 = NaN; its limit is no cap, which None says)."""
@@ -187,7 +192,9 @@ def probabilities(name: str, p: Array, xp: Any, *, upper: bool = False) -> None:
         raise ValueError(f"{name}: expected {accepted}; got {value} at position {position}")
 
 
-def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp: Any) -> None:
+def integer_labels(
+    labels: Array, num_classes: int, ignore_index: int | None, xp: Any, *, name: str = "labels"
+) -> None:
     """Integer dtype, values in [0, num_classes) or equal to ``ignore_index``.
 
     The bounds are compared as the integers they are, whatever the labels' dtype: a bound
@@ -196,7 +203,7 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
     below 300)."""
     if not xp.isdtype(labels.dtype, "integral"):
         raise TypeError(
-            f"labels: expected integer class indices; got dtype {labels.dtype} "
+            f"{name}: expected integer class indices; got dtype {labels.dtype} "
             f"(for probabilities or one-hot rows use softmax_cross_entropy)"
         )
     if size(labels) == 0:
@@ -226,7 +233,7 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
     except NotImplementedError:
         # PyTorch has no order comparisons for uint16, uint32 and uint64
         raise TypeError(
-            f"labels: expected class indices of a dtype this array library can compare "
+            f"{name}: expected class indices of a dtype this array library can compare "
             f"(int64, or uint8 as torch.nn.functional.cross_entropy takes); "
             f"got dtype {labels.dtype}"
         ) from None
@@ -234,7 +241,7 @@ def integer_labels(labels: Array, num_classes: int, ignore_index: int | None, xp
         value, position = _first(bad, labels, xp)
         also = f" or ignore_index={ignore_index}" if ignore_index is not None else ""
         raise ValueError(
-            f"labels: expected class indices in [0, {num_classes}){also}; "
+            f"{name}: expected class indices in [0, {num_classes}){also}; "
             f"got {value} at position {position}"
         )
 

@@ -35,7 +35,6 @@ once at the end.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Literal
 
 import array_api_compat
@@ -210,25 +209,12 @@ def _unfused(
     return torch.where(live, picked, 0.0), torch.where(live, entropy, 0.0)
 
 
-def _temperature(value: object) -> float:
-    """T: a finite number > 0."""
-    return _validate.number_in(
-        "temperature", value, math.ulp(0.0), sys.float_info.max, what="finite and > 0"
-    )
-
-
 def _check_target(target: Tensor, vocabulary: int, ignore_index: int) -> Tensor:
     """``target`` as int64 (exactly: a value past int64 is refused, never wrapped), each
     value a class of the vocabulary or ``ignore_index``; errors name ``target``."""
     xp = array_api_compat.array_namespace(target)
-    try:
-        target = wide_labels(target, xp)
-        _validate.integer_labels(target, vocabulary, ignore_index, xp)
-    except (TypeError, ValueError) as error:
-        message = str(error)
-        if message.startswith("labels:"):
-            message = "target:" + message[len("labels:") :]
-        raise type(error)(message) from None
+    target = wide_labels(target, xp, name="target")
+    _validate.integer_labels(target, vocabulary, ignore_index, xp, name="target")
     return target.to(torch.int64)
 
 
@@ -301,7 +287,7 @@ def linear_token_log_probs(
             f"impl: expected one of {names} (the vocabulary engine, or the unfused "
             f"reference); got {impl!r}"
         )
-    temperature = _temperature(temperature)
+    temperature = _validate.temperature(temperature)
     ignore_index = _validate.ignore_index(ignore_index)
     return_entropy = _validate.flag("return_entropy", return_entropy)
     chunk_size = _validate.chunk_size(chunk_size)

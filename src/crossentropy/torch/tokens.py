@@ -35,8 +35,6 @@ transforms run.
 
 from __future__ import annotations
 
-import math
-import sys
 from typing import Any
 
 import array_api_compat
@@ -65,13 +63,6 @@ def _impl(value: object, function: str) -> str:
             f"impl: {function} takes {accepted} (no {name!r} path is written for it); got {value!r}"
         )
     return name
-
-
-def _temperature(value: object) -> float:
-    """T, finite and > 0."""
-    return _validate.number_in(
-        "temperature", value, math.ulp(0.0), sys.float_info.max, what="finite and > 0"
-    )
 
 
 def _check_logits(logits: object) -> Tensor:
@@ -103,12 +94,8 @@ def _check_target(target: object, logits: Tensor, ignore_index: int) -> tuple[Te
             f"got one on {target.device}"
         )
     xp = array_api_compat.array_namespace(target)
-    try:  # the library's checks, which name the class ids "labels"
-        _validate.integer_labels(target, int(logits.shape[-1]), ignore_index, xp)
-        wide: Tensor = wide_labels(target, xp)
-    except (TypeError, ValueError) as error:
-        message = str(error).removeprefix("labels: ")
-        raise type(error)(f"target: {message}") from None
+    _validate.integer_labels(target, int(logits.shape[-1]), ignore_index, xp, name="target")
+    wide: Tensor = wide_labels(target, xp, name="target")
     ignored: Tensor = _validate.ignored(target, ignore_index, xp).reshape(-1)
     return torch.where(ignored, -1, wide.reshape(-1)), ignored
 
@@ -290,7 +277,7 @@ def token_log_probs(
         >>> print(log_probs.round(decimals=4).tolist(), entropy.round(decimals=4).tolist())
         [-0.417, 0.0] [0.8467, 0.0]
     """
-    t = _temperature(temperature)
+    t = _validate.temperature(temperature)
     ignore_index = _validate.ignore_index(ignore_index)
     entropy_too = _validate.flag("return_entropy", return_entropy)
     chosen = _impl(impl, "token_log_probs")
@@ -330,7 +317,7 @@ def softmax_entropy(logits: Tensor, dim: int = -1, *, temperature: float = 1.0) 
         >>> print(softmax_entropy(torch.zeros(2, 4)).tolist())  # log 4
         [1.3862943649291992, 1.3862943649291992]
     """
-    t = _temperature(temperature)
+    t = _validate.temperature(temperature)
     logits = _check_logits(logits)
     if isinstance(dim, bool) or not isinstance(dim, int) or not -logits.ndim <= dim < logits.ndim:
         raise ValueError(
