@@ -90,6 +90,7 @@ c tanh(x / c) is applied before, under autograd.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,7 @@ __all__ = [
     "compute_dtype",
     "native_cross_entropy",
     "row_blocks",
+    "softmax_blocks",
 ]
 
 
@@ -121,6 +123,25 @@ def row_blocks(rows: int, classes: int) -> list[tuple[int, int]]:
     """[start, stop) row ranges of about ``BLOCK_ELEMENTS`` logits each (one row at least)."""
     step = max(1, BLOCK_ELEMENTS // max(classes, 1))
     return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def softmax_blocks(x: Tensor, grad: Tensor) -> Iterator[tuple[int, int, Tensor]]:
+    """Each block [start, stop) of the rows of ``x`` (M, C) with its softmax p in the compute
+    dtype, for the caller to turn into the block's gradient in place: p is written straight
+    into ``grad``'s rows when the dtypes agree, else into one reused buffer that is copied
+    into them (rounded once) when the caller asks for the next block."""
+    rows, classes = x.shape
+    if rows == 0 or classes == 0:
+        return
+    dtype = compute_dtype(x.dtype)
+    blocks = row_blocks(rows, classes)
+    buffer = None if grad.dtype == dtype else x.new_empty((blocks[0][1], classes), dtype=dtype)
+    for start, stop in blocks:
+        p = grad[start:stop] if buffer is None else buffer[: stop - start]
+        torch.softmax(x[start:stop], 1, dtype=dtype, out=p)
+        yield start, stop, p
+        if buffer is not None:
+            grad[start:stop].copy_(p)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -291,16 +312,8 @@ def _gradient(x: Tensor, rows: _Rows, weight: Tensor | None, factor: Tensor) -> 
         return p
 
     grad = torch.empty((rows_count, classes), dtype=x.dtype, device=x.device)
-    if rows_count == 0 or classes == 0:
-        return grad
-    blocks = row_blocks(rows_count, classes)
-    buffer = None if grad.dtype == dtype else x.new_empty((blocks[0][1], classes), dtype=dtype)
-    for start, stop in blocks:
-        p = grad[start:stop] if buffer is None else buffer[: stop - start]
-        torch.softmax(x[start:stop], 1, dtype=dtype, out=p)
+    for start, stop, p in softmax_blocks(x, grad):
         finish(p, slice(start, stop))
-        if buffer is not None:
-            grad[start:stop].copy_(p)
     if rows.bad.numel() > 0:
         log_p, _ = _reference_log_softmax(x[rows.bad].to(dtype))
         grad[rows.bad] = finish(log_p.exp_(), rows.bad).to(grad.dtype)
@@ -491,13 +504,7 @@ def _probability_gradient(
     # B = (1 - eps) sum_c w_c q_c + (eps / C) W + 2 lambda lse, times s
     constant = eps / classes * (float(classes) if w is None else w.sum()) if eps > 0 else 0.0
     grad = torch.empty((rows_count, classes), dtype=x.dtype, device=x.device)
-    if rows_count == 0 or classes == 0:
-        return grad
-    blocks = row_blocks(rows_count, classes)
-    buffer = None if grad.dtype == dtype else x.new_empty((blocks[0][1], classes), dtype=dtype)
-    for start, stop in blocks:
-        p = grad[start:stop] if buffer is None else buffer[: stop - start]
-        torch.softmax(x[start:stop], 1, dtype=dtype, out=p)
+    for start, stop, p in softmax_blocks(x, grad):
         q_block = q[start:stop].to(dtype)
         s_block = s[start:stop] if per_row else s
         b = (q_block.sum(dim=1) if w is None else q_block @ w) * (1.0 - eps) + constant
@@ -510,8 +517,6 @@ def _probability_gradient(
             p.addcmul_(q_block, coefficient if w is None else coefficient * w)
         if eps > 0:  # - (eps / C) s w
             p.sub_(column * (eps / classes) if w is None else column * w * (eps / classes))
-        if buffer is not None:
-            grad[start:stop].copy_(p)
     bad = rows.reference
     if bad.numel() > 0:
         s_bad = s[bad] if per_row else s
