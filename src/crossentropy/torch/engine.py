@@ -381,7 +381,9 @@ def _blocks(
         head.finish()
         if not any_grad:
             continue
-        dh = torch.zeros(h.shape, dtype=compute, device=h.device) if grad_input is not None else None
+        dh = (
+            torch.zeros(h.shape, dtype=compute, device=h.device) if grad_input is not None else None
+        )
         for start in range(0, vocabulary, block):
             stop = min(start + block, vocabulary)
             g = head.block_gradient(logits(start, stop), start)
