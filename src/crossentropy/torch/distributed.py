@@ -54,7 +54,8 @@ from torch import Tensor
 from .. import _validate
 from . import _kernel, conventions, engine
 from ._slices import RowTerms
-from .heads import CrossEntropyHead, RowStatistics
+from ._tokens import TokenStatistics
+from .heads import CrossEntropyHead, RowStatistics, TokenCombine, TokenHead
 from .linear import check_shapes
 
 __all__ = [
@@ -63,9 +64,16 @@ __all__ = [
     "FUNCTIONS",
     "vocab_parallel_cross_entropy",
     "vocab_parallel_linear_cross_entropy",
+    "vocab_parallel_linear_token_log_probs",
+    "vocab_parallel_token_log_probs",
 ]
 
-FUNCTIONS = ("vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy")
+FUNCTIONS = (
+    "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_cross_entropy",
+    "vocab_parallel_token_log_probs",
+    "vocab_parallel_linear_token_log_probs",
+)
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _PRIME = 2**31 - 1
 
@@ -121,6 +129,7 @@ FIELDS = (
     _Field("ignore_index", "ignore_index"),
     _Field("label_smoothing", "label_smoothing"),
     _Field("z_loss", "z_loss"),
+    _Field("temperature", "temperature"),
     _Field("target_sum", "target (its values: checksums)"),
     _Field("target_mix", "target (its values and their order: checksums)"),
     _Field("weight_size", "weight (its size; -1 for None)"),
@@ -196,6 +205,31 @@ def _option_fields(
         "ignore_index": float(ignore_index),
         "label_smoothing": eps,
         "z_loss": zl,
+    }
+
+
+def _logits_fields(logits_shard: object, vocab_start_index: object) -> dict[str, float]:
+    """The checks of a ``logits_shard`` (..., V_k) and its descriptor's dtype, size and start."""
+    if not isinstance(logits_shard, Tensor) or logits_shard.ndim < 1:
+        raise ValueError(
+            f"logits_shard: expected a tensor (..., V_k) with the classes last; got "
+            f"{type(logits_shard).__name__}"
+            + (" of 0 dimensions" if isinstance(logits_shard, Tensor) else "")
+        )
+    if logits_shard.dtype not in DTYPES:
+        raise TypeError(
+            "logits_shard: expected float32, float64, bfloat16 or float16; got "
+            f"{logits_shard.dtype}"
+        )
+    if logits_shard.shape[-1] < 1:
+        raise ValueError(
+            f"logits_shard: expected at least one class in the slice; got shape "
+            f"{tuple(logits_shard.shape)}"
+        )
+    return {
+        "dtype": float(DTYPES.index(logits_shard.dtype)),
+        "size": float(logits_shard.shape[-1]),
+        "start": _start_field(vocab_start_index),
     }
 
 
@@ -552,27 +586,9 @@ def vocab_parallel_cross_entropy(
         logits_shard = logits_shard.float()  # autocast runs cross entropy in float32
 
     def describe() -> dict[str, float]:
-        if not isinstance(logits_shard, Tensor) or logits_shard.ndim < 1:
-            raise ValueError(
-                f"logits_shard: expected a tensor (..., V_k) with the classes last; got "
-                f"{type(logits_shard).__name__}"
-                + (" of 0 dimensions" if isinstance(logits_shard, Tensor) else "")
-            )
-        if logits_shard.dtype not in DTYPES:
-            raise TypeError(
-                "logits_shard: expected float32, float64, bfloat16 or float16; got "
-                f"{logits_shard.dtype}"
-            )
-        if logits_shard.shape[-1] < 1:
-            raise ValueError(
-                f"logits_shard: expected at least one class in the slice; got shape "
-                f"{tuple(logits_shard.shape)}"
-            )
         return {
             "function": 0.0,
-            "dtype": float(DTYPES.index(logits_shard.dtype)),
-            "size": float(logits_shard.shape[-1]),
-            "start": _start_field(vocab_start_index),
+            **_logits_fields(logits_shard, vocab_start_index),
             **_target_fields(target, tuple(logits_shard.shape[:-1])),
             **_weight_fields(weight),
             **_option_fields(reduction, ignore_index, label_smoothing, z_loss),
@@ -885,3 +901,344 @@ def vocab_parallel_linear_cross_entropy(
         )
     result: Tensor = loss.reshape(target.shape) if reduction == "none" else loss
     return result
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _token_all_reduced(group: Any) -> TokenCombine:
+    r"""The whole rows' token statistics from each rank's slice's
+    (:class:`crossentropy.torch._tokens.TokenStatistics`), in two all-reduces of N and 3N
+    values: the peak M = max_k m_k (MAX), then, each slice rescaled to M as in
+    :meth:`TokenStatistics.merge <crossentropy.torch._tokens.TokenStatistics.merge>`,
+
+    .. math::
+
+        s = \sum_k s_k e^{m_k - M}, \qquad
+        t = \sum_k e^{m_k - M} (t_k + s_k (m_k - M)), \qquad u_y = \sum_k u_{y,k}
+
+    (SUM; only the rank whose slice holds y has a non-zero u_{y,k}). A slice whose weight
+    e^{m_k - M} is 0 adds nothing to t (never 0 * -inf); a NaN anywhere in a row reaches
+    every rank through the sum."""
+
+    def combine(part: TokenStatistics) -> TokenStatistics:
+        peak = part.peak.clone()
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+        gap = torch.where(part.peak == peak, 0.0, part.peak - peak)  # 0 for equal infinities
+        scale = torch.exp(gap)
+        spread = torch.where(scale == 0, 0.0, scale * (part.spread + part.mass * gap))
+        packed = torch.stack([part.mass * scale, spread, part.target])
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+        return TokenStatistics(peak, packed[0], packed[1], packed[2])
+
+    return combine
+
+
+def _token_fields(
+    target: object,
+    shape: tuple[int, ...],
+    temperature: object,
+    ignore_index: object,
+    return_entropy: object,
+) -> dict[str, float]:
+    """The descriptor's entries of the token functions' target and options (checked)."""
+    _validate.flag("return_entropy", return_entropy)
+    return {
+        **_target_fields(target, shape),
+        "temperature": _validate.temperature(temperature),
+        "ignore_index": float(_validate.ignore_index(ignore_index)),
+    }
+
+
+def _token_target(target: Tensor, shard: _Shard, ignore_index: int, device: torch.device) -> Tensor:
+    """The flat int64 targets, after the checks that need the whole vocabulary's size."""
+    _check_global(target, None, shard.vocabulary, ignore_index)
+    return target.reshape(-1).to(device=device, dtype=torch.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TokenPlan:
+    target: Tensor  # (rows,) int64 global class ids or ignore_index
+    temperature: float
+    ignore_index: int
+    start: int
+    group: Any
+    chunk: int = 0  # tokens per chunk (the linear version)
+
+    def head(self, **kwargs: Any) -> TokenHead:
+        return TokenHead(
+            self.target,
+            temperature=self.temperature,
+            ignore_index=self.ignore_index,
+            start=self.start,
+            **kwargs,
+        )
+
+
+def _token_outputs(rows: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    compute = torch.promote_types(dtype, torch.float32)
+    return (
+        torch.empty(rows, dtype=compute, device=device),
+        torch.empty(rows, dtype=compute, device=device),
+    )
+
+
+class _VocabParallelTokens(torch.autograd.Function):
+    """(log p_y, H) per row from the rank's slice, the row statistics all-reduced; the
+    backward writes the slice's gradient from the forward's whole-row statistics, with no
+    communication."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, plan: _TokenPlan) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        log_prob, entropy = _token_outputs(logits.shape[0], logits.dtype, logits.device)
+        head = plan.head(
+            log_prob=log_prob, entropy=entropy, keep=True, combine=_token_all_reduced(plan.group)
+        )
+        head.begin(slice(None))
+        head.absorb(logits.detach(), 0)
+        head.finish()
+        ctx.save_for_backward(logits)
+        ctx.plan, ctx.kept = plan, head.kept
+        ctx.set_materialize_grads(False)  # an output without a gradient gets None
+        return log_prob, entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # type: ignore[misc]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_log_prob: Tensor | None, grad_entropy: Tensor | None
+    ) -> tuple[Tensor | None, None]:
+        (logits,) = ctx.saved_tensors
+        if grad_log_prob is None and grad_entropy is None:
+            return None, None
+        plan: _TokenPlan = ctx.plan
+        head = plan.head(known=ctx.kept, grad_log_prob=grad_log_prob, grad_entropy=grad_entropy)
+        head.begin(slice(None))
+        head.finish()
+        # the gradient is written over float32/float64 logits: give it a copy
+        z = logits.detach()
+        z = z.clone() if z.dtype in (torch.float32, torch.float64) else z
+        return head.block_gradient(z, 0).to(logits.dtype), None
+
+
+def vocab_parallel_token_log_probs(
+    logits_shard: Tensor,
+    target: Tensor,
+    *,
+    group: Any = None,
+    vocab_start_index: int | None = None,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    return_entropy: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Each row's log p(target) (and the entropy of p), p = softmax(z / T), with the
+    logits split by vocabulary across the ranks of a process group.
+
+    The values and gradients of :func:`crossentropy.torch.token_log_probs` on the logits
+    concatenated over the ranks, from the slices: each rank's slice gives per row the
+    statistics of :mod:`crossentropy.torch._tokens` (max, sum of exponentials, the sum that
+    gives the entropy, the target's logit), combined over the ranks by an all-reduce MAX of
+    N values and an all-reduce SUM of 3N (:func:`_token_all_reduced`), never an all-gather
+    of logits. Every rank returns the same outputs; the gradient of each rank's
+    ``logits_shard`` is its slice of the whole gradient, for any incoming gradients on
+    both outputs at once, computed from the forward's whole-row statistics without
+    communication. Ignored rows give 0 with zero gradient.
+
+    Call it on every rank of ``group`` with the same ``target`` and options; ranks that
+    disagree, or an argument one rank rejects, raise the same error on every rank. The
+    backward is once-differentiable (``create_graph=True`` raises).
+
+    Args:
+        logits_shard: (..., V_k) the logits of this rank's classes [s_k, s_k + V_k).
+        target: (...) global class ids in [0, V) or ``ignore_index``, the same on every rank.
+        group, vocab_start_index: as in :func:`vocab_parallel_cross_entropy`.
+        temperature: T, finite and > 0.
+        ignore_index: the target value of rows without outputs.
+        return_entropy: also return each row's entropy.
+
+    Returns:
+        ``log_probs`` (...), or ``(log_probs, entropy)``; float32 for float32, bfloat16 and
+        float16 logits, float64 for float64, the same on every rank.
+
+    Example:
+        >>> import torch, torch.distributed as dist
+        >>> from crossentropy.torch import token_log_probs
+        >>> from crossentropy.torch.distributed import vocab_parallel_token_log_probs
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> z = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], dtype=torch.float64)
+        >>> y = torch.tensor([0, 1])
+        >>> ours = vocab_parallel_token_log_probs(z, y, temperature=0.5, return_entropy=True)
+        >>> whole = token_log_probs(z, y, temperature=0.5, return_entropy=True)
+        >>> print(all(torch.allclose(a, b) for a, b in zip(ours, whole)))
+        True
+        >>> dist.destroy_process_group()
+    """
+    function = FUNCTIONS[2]
+    group_ = _Group.of(group, function)
+
+    def describe() -> dict[str, float]:
+        return {
+            "function": 2.0,
+            **_logits_fields(logits_shard, vocab_start_index),
+            **_token_fields(
+                target, tuple(logits_shard.shape[:-1]), temperature, ignore_index, return_entropy
+            ),
+        }
+
+    shard = _shard(_agree(function, group_, describe), group_.rank)
+    logits = logits_shard.reshape(-1, shard.size)
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    ignore = int(ignore_index)
+    plan = _TokenPlan(
+        _token_target(target, shard, ignore, logits.device),
+        float(temperature),
+        ignore,
+        shard.start,
+        group_.handle,
+    )
+    log_prob, entropy = _VocabParallelTokens.apply(logits, plan)  # type: ignore[no-untyped-call]
+    log_prob, entropy = log_prob.reshape(target.shape), entropy.reshape(target.shape)
+    return (log_prob, entropy) if return_entropy else log_prob
+
+
+class _VocabParallelLinearTokens(torch.autograd.Function):
+    """The chunked sweep of ``linear_token_log_probs`` on this rank's rows of the weight,
+    each chunk's row statistics all-reduced; the backward sweeps again from the forward's
+    statistics (no exchange for them) and all-reduces the input gradient."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        input: Tensor,
+        linear_weight: Tensor,
+        linear_bias: Tensor | None,
+        plan: _TokenPlan,
+    ) -> tuple[Tensor, Tensor]:
+        log_prob, entropy = _token_outputs(input.shape[0], input.dtype, input.device)
+        head = plan.head(
+            log_prob=log_prob, entropy=entropy, keep=True, combine=_token_all_reduced(plan.group)
+        )
+        engine.sweep(
+            input, linear_weight, linear_bias, head, chunk=plan.chunk, wants=(False, False, False)
+        )
+        ctx.save_for_backward(input, linear_weight, linear_bias)
+        ctx.plan, ctx.kept = plan, head.kept
+        ctx.set_materialize_grads(False)
+        return log_prob, entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # type: ignore[misc]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_log_prob: Tensor | None, grad_entropy: Tensor | None
+    ) -> tuple[Any, ...]:
+        input, linear_weight, linear_bias = ctx.saved_tensors
+        needs = tuple(ctx.needs_input_grad[:3])
+        if grad_log_prob is None and grad_entropy is None:
+            return None, None, None, None
+        plan: _TokenPlan = ctx.plan
+        head = plan.head(known=ctx.kept, grad_log_prob=grad_log_prob, grad_entropy=grad_entropy)
+        grads = engine.sweep(input, linear_weight, linear_bias, head, chunk=plan.chunk, wants=needs)
+        _sum_over_ranks(grads[0], plan.group)
+        dtypes = (
+            input.dtype,
+            linear_weight.dtype,
+            None if linear_bias is None else linear_bias.dtype,
+        )
+        return *engine.finish_gradients(grads, dtypes), None
+
+
+def vocab_parallel_linear_token_log_probs(
+    input: Tensor,
+    linear_weight_shard: Tensor,
+    target: Tensor,
+    *,
+    group: Any = None,
+    vocab_start_index: int | None = None,
+    linear_bias: Tensor | None = None,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    return_entropy: bool = False,
+    chunk_size: int | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Each token's log p(target) (and the entropy of p) of
+    ``softmax((input @ W.T + b) / T)`` with the rows of ``W`` split across the ranks,
+    chunked over the tokens: neither the logits nor a slice of them exists whole.
+
+    The values and gradients of :func:`crossentropy.torch.linear_token_log_probs` with the
+    whole weight, computed on this rank's rows ``W_k`` (classes [s_k, s_k + V_k)): for each
+    chunk of tokens the local logits, their row statistics all-reduced as in
+    :func:`vocab_parallel_token_log_probs`; the backward sweeps the chunks again from the
+    forward's statistics, writes each chunk's gradient over its logits, accumulates the
+    rank's own weight (and bias) gradient in float32 and its partial input gradient
+    ``G_k W_k``, and all-reduces the input gradient once (SUM). Every rank returns the same
+    outputs and the same input gradient; every rank must run the backward, with the same
+    incoming gradients. The backward is once-differentiable (``create_graph=True`` raises).
+
+    Args:
+        input: (..., D) hidden states, the same on every rank.
+        linear_weight_shard: (V_k, D) this rank's rows of the output layer's weight.
+        target: (...) global class ids in [0, V) or ``ignore_index``.
+        group, vocab_start_index: as in :func:`vocab_parallel_cross_entropy`.
+        linear_bias: (V_k,) this rank's slice of the bias, or ``None`` (on every rank).
+        temperature, ignore_index, return_entropy: as in
+            :func:`vocab_parallel_token_log_probs`.
+        chunk_size: tokens per chunk, the same on every rank; ``None`` picks one from the
+            shapes, for the widest slice.
+
+    Returns:
+        ``log_probs`` (...), or ``(log_probs, entropy)``; float32 for float32, bfloat16 and
+        float16 inputs, float64 for float64, the same on every rank.
+    """
+    function = FUNCTIONS[3]
+    group_ = _Group.of(group, function)
+
+    def describe() -> dict[str, float]:
+        probabilities = check_shapes(input, linear_weight_shard, target, linear_bias)
+        if probabilities or input.dtype not in DTYPES:
+            raise TypeError(
+                "target: expected integer class ids (probabilities have no log-probability "
+                "of a token)"
+                if probabilities
+                else f"input: expected float32, float64, bfloat16 or float16; got {input.dtype}"
+            )
+        if linear_weight_shard.shape[0] < 1:
+            raise ValueError(
+                "linear_weight_shard: expected at least one row (class) in the slice; got "
+                f"shape {tuple(linear_weight_shard.shape)}"
+            )
+        _validate.chunk_size(chunk_size)
+        return {
+            "function": 3.0,
+            "dtype": float(DTYPES.index(input.dtype)),
+            "hidden": float(input.shape[-1]),
+            "size": float(linear_weight_shard.shape[0]),
+            "start": _start_field(vocab_start_index),
+            "bias": float(linear_bias is not None),
+            "input_grad": float(torch.is_grad_enabled() and input.requires_grad),
+            "chunk_size": float(chunk_size or 0),
+            **_token_fields(
+                target, tuple(input.shape[:-1]), temperature, ignore_index, return_entropy
+            ),
+        }
+
+    shard = _shard(_agree(function, group_, describe), group_.rank)
+    flat_input = input.reshape(math.prod(input.shape[:-1]), input.shape[-1])
+    if flat_input.stride(-1) != 1:
+        flat_input = flat_input.contiguous()
+    ignore = int(ignore_index)
+    chunk = chunk_size or engine.default_chunk_size(
+        flat_input.shape[0], shard.widest, flat_input.element_size()
+    )
+    plan = _TokenPlan(
+        _token_target(target, shard, ignore, flat_input.device),
+        float(temperature),
+        ignore,
+        shard.start,
+        group_.handle,
+        chunk,
+    )
+    log_prob, entropy = _VocabParallelLinearTokens.apply(  # type: ignore[no-untyped-call]
+        flat_input, linear_weight_shard.contiguous(), linear_bias, plan
+    )
+    log_prob, entropy = log_prob.reshape(target.shape), entropy.reshape(target.shape)
+    return (log_prob, entropy) if return_entropy else log_prob
