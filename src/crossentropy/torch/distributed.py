@@ -27,6 +27,14 @@ over the logits, ``dW_k += G_k^T h`` (the rank's own rows of the weight gradient
 partial input gradient ``G_k W_k``; the input gradient is the sum of the partials over the
 ranks, one all-reduce of (N, D) at the end.
 
+The per-token log-probabilities and entropies (:func:`vocab_parallel_token_log_probs`,
+:func:`vocab_parallel_linear_token_log_probs`) exchange the row statistics of
+:mod:`crossentropy.torch._tokens` the same way: the slices' maxima all-reduced (MAX), then
+their sums of exponentials and of e^(u - m)(u - m), rescaled to the global maximum, and the
+target's logit, summed in one all-reduce of 3N values; each rank's gradient comes from
+the forward's whole-row statistics, and the linear version's input gradient is summed
+over the ranks once.
+
 Agreement before any of it: every call first all-gathers a small descriptor from each rank
 (the number of rows, dtype, slice size and start, reduction, ``ignore_index``, smoothing,
 z-loss, checksums of the target and the class weights, ...), and every rank checks the same
@@ -1045,7 +1053,8 @@ def vocab_parallel_token_log_probs(
 
     Call it on every rank of ``group`` with the same ``target`` and options; ranks that
     disagree, or an argument one rank rejects, raise the same error on every rank. The
-    backward is once-differentiable (``create_graph=True`` raises).
+    backward is once-differentiable: its gradients are not
+    differentiable again (a double backward raises).
 
     Args:
         logits_shard: (..., V_k) the logits of this rank's classes [s_k, s_k + V_k).
@@ -1172,7 +1181,8 @@ def vocab_parallel_linear_token_log_probs(
     rank's own weight (and bias) gradient in float32 and its partial input gradient
     ``G_k W_k``, and all-reduces the input gradient once (SUM). Every rank returns the same
     outputs and the same input gradient; every rank must run the backward, with the same
-    incoming gradients. The backward is once-differentiable (``create_graph=True`` raises).
+    incoming gradients. The backward is once-differentiable: its gradients are not
+    differentiable again (a double backward raises).
 
     Args:
         input: (..., D) hidden states, the same on every rank.
