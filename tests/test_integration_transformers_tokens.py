@@ -198,3 +198,17 @@ def test_a_model_without_a_base_is_refused() -> None:
         causal_lm_token_log_probs("gpt2", torch.zeros(1, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match="no base model"):
         causal_lm_token_log_probs(torch.nn.Linear(4, 4), torch.zeros(1, 4, dtype=torch.int64))
+
+
+def test_a_bfloat16_model_gives_float32_log_probs() -> None:
+    model = _model("llama").to(torch.bfloat16)
+    batch = _batch()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"]).logits.double()[:, :-1]
+        expected = torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:, None])
+        log_probs = causal_lm_token_log_probs(model, batch["input_ids"])
+    assert isinstance(log_probs, torch.Tensor) and log_probs.dtype == torch.float32
+    # the same bfloat16 logits (equal to float32 error here); 1e-2 is under the rounding of
+    # log-probs of up to -17 to bfloat16 (2**-8 relative): the result is not rounded to it
+    assert expected.abs().max() > 8
+    torch.testing.assert_close(log_probs.double(), expected[..., 0], rtol=0, atol=1e-2)
