@@ -7,6 +7,11 @@ compute its training loss from its final hidden states with
 logits nor their gradient, the largest tensors of training at large vocabularies.
 :func:`remove_linear_cross_entropy` undoes it.
 
+:func:`causal_lm_token_log_probs` gives a causal LM's shifted per-token log-probabilities
+(and entropies), as reinforcement learning needs them, from the same final hidden states
+and output layer by :func:`crossentropy.torch.linear_token_log_probs`, without the logits
+and without patching the model.
+
 What the patched model computes, when it is given ``labels``:
 
 .. math::
@@ -72,7 +77,11 @@ if TYPE_CHECKING:
 
     from ..torch.dispatch import Impl
 
-__all__ = ["apply_linear_cross_entropy", "remove_linear_cross_entropy"]
+__all__ = [
+    "apply_linear_cross_entropy",
+    "causal_lm_token_log_probs",
+    "remove_linear_cross_entropy",
+]
 
 _ModelT = TypeVar("_ModelT")
 
@@ -143,23 +152,25 @@ def _logit_transform(model: Any) -> tuple[float, float | None]:
     return scale, softcap
 
 
-def _output_embeddings(model: Any) -> Any:
+def _output_embeddings(model: Any, caller: str = "apply_linear_cross_entropy") -> Any:
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
     if head is None:
         raise ValueError(
             f"model: {type(model).__name__} has no output embeddings "
             "(get_output_embeddings() is missing or returned None); "
-            "apply_linear_cross_entropy accepts a causal language model whose logits are "
+            f"{caller} accepts a causal language model whose logits are "
             "computed by an lm_head linear layer, such as LlamaForCausalLM"
         )
     return head
 
 
-def _head_parameters(model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _head_parameters(
+    model: Any, caller: str = "apply_linear_cross_entropy"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     import torch
 
-    head = _output_embeddings(model)
+    head = _output_embeddings(model, caller)
     weight = getattr(head, "weight", None)
     bias = getattr(head, "bias", None)
     if not (
@@ -168,7 +179,7 @@ def _head_parameters(model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise ValueError(
             f"model: the output embeddings of {type(model).__name__} "
             f"({type(head).__name__}) have no floating-point (vocabulary, hidden) weight; "
-            "apply_linear_cross_entropy accepts an lm_head that is a linear layer "
+            f"{caller} accepts an lm_head that is a linear layer "
             "(quantized heads are not supported)"
         )
     if bias is not None and not (isinstance(bias, torch.Tensor) and bias.ndim == 1):
@@ -545,3 +556,197 @@ def _causal_lm_loss(
             num_items_in_batch = num_items_in_batch.to(loss.device)
         loss = loss / num_items_in_batch
     return loss
+
+
+def causal_lm_token_log_probs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-token log-probabilities (and entropies) of a causal LM, without its logits.
+
+    Position ``t`` predicts token ``t + 1``: with ``h_t`` the model's final hidden states,
+    ``W``/``b`` its output embeddings (``lm_head``) and ``s`` its logit scale (where it has
+    one),
+
+    .. math::
+
+        p_t = \operatorname{softmax}\bigl(s (W h_t + b) / T\bigr), \qquad
+        \text{log\_probs}_{t} = \log p_{t, y_{t+1}}, \qquad
+        \text{entropy}_{t} = -\sum_v p_{tv} \log p_{tv}
+
+    for ``t = 0 .. seq_len - 2``, so both outputs have shape ``(batch, seq_len - 1)``:
+    ``log_probs[:, t]`` is the log-probability of ``labels[:, t + 1]`` (the shifted
+    log-probabilities of PPO/GRPO trainers, e.g. TRL's, which take ``logits[:, :-1]``: the
+    last ``n`` columns are those of the last ``n`` tokens, e.g. a completion's). The first
+    token has no log-probability, the last position no target.
+
+    The model's base (``model.base_model``, e.g. ``LlamaModel``) runs to give the final
+    hidden states; the output layer is never called: the log-probabilities come from
+    :func:`crossentropy.torch.linear_token_log_probs` with its weight (and bias), which
+    holds one chunk of logits at a time, never the (tokens x vocabulary) logits. Both
+    outputs are differentiable with respect to the model's parameters, for any incoming
+    gradients on each (e.g. ``(advantages * log_probs).sum() + beta * entropy.sum()``).
+
+    A position gives 0 for both outputs, with zero gradient, where its target is not
+    trained on: ``labels[:, t + 1] == -100``, or ``attention_mask`` is 0 at ``t + 1`` (a
+    padded target) or at ``t`` (a padded context, e.g. left padding before the first real
+    token, which has no prediction, as the first token of a sequence has none).
+
+    The model runs in the mode it is in (call ``model.eval()`` for no dropout), without a
+    cache. A logit scale (``logit_scale`` as in Cohere, ``logits_scaling`` as in Granite) is
+    applied exactly; a model whose logits are soft-capped (``final_logit_softcapping``, as
+    in Gemma 2) is refused, as ``linear_token_log_probs`` computes the log-softmax of the
+    linear logits only.
+
+    Args:
+        model: a causal language model from ``transformers`` (``*ForCausalLM``) whose
+            logits are ``lm_head(base_model(...).last_hidden_state)``, times its logit scale.
+        input_ids: (batch, seq_len) integer token ids.
+        attention_mask: (batch, seq_len), 1 for tokens and 0 for padding, or ``None``.
+        labels: (batch, seq_len) integer token ids whose shifted values are the targets, -100
+            where not trained on; ``None``: ``input_ids``.
+        temperature: T, finite and > 0: the log-probabilities of softmax(logits / T).
+        return_entropy: also return each position's entropy of softmax(logits / T).
+
+    Returns:
+        ``log_probs`` of shape (batch, seq_len - 1), or ``(log_probs, entropy)`` with
+        ``return_entropy=True``; float32 for float32, bfloat16 and float16 models (never
+        rounded to half precision: they feed ratios), float64 for float64 ones, in nats.
+
+    Raises:
+        ImportError: ``transformers`` is not installed.
+        TypeError: ``model`` is not a ``torch.nn.Module``, or ``input_ids``,
+            ``attention_mask`` or ``labels`` are not integer (or boolean mask) tensors.
+        ValueError: the model has no base model or linear output embeddings, soft-caps its
+            logits; or the shapes, labels or temperature are not accepted.
+
+    Example:
+
+    >>> import torch
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from crossentropy.integrations.transformers import causal_lm_token_log_probs
+    >>> _ = torch.manual_seed(0)
+    >>> config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
+    ...     num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4)
+    >>> model = LlamaForCausalLM(config).eval()
+    >>> input_ids = torch.randint(0, 128, (2, 16))
+    >>> log_probs, entropy = causal_lm_token_log_probs(model, input_ids, return_entropy=True)
+    >>> log_probs.shape
+    torch.Size([2, 15])
+    >>> logits = model(input_ids).logits[:, :-1]
+    >>> reference = logits.log_softmax(-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    >>> torch.allclose(log_probs, reference, atol=1e-5)
+    True
+    """
+    _import_transformers()
+    import torch
+
+    from .. import _validate
+    from ..torch import linear_token_log_probs
+
+    caller = "causal_lm_token_log_probs"
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"model: a {type(model).__name__}; {caller} accepts a transformers causal "
+            "language model (a torch.nn.Module), such as LlamaForCausalLM"
+        )
+    temperature = _validate.temperature(temperature)
+    return_entropy = _validate.flag("return_entropy", return_entropy)
+    _token_ids("input_ids", input_ids)
+    if input_ids.ndim != 2:
+        raise ValueError(
+            f"input_ids: expected shape (batch, seq_len); got {tuple(input_ids.shape)}"
+        )
+    if labels is None:
+        labels = input_ids
+    else:
+        _token_ids("labels", labels)
+        _same_shape("labels", labels, input_ids)
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.is_floating_point():
+            shown = (
+                attention_mask.dtype
+                if isinstance(attention_mask, torch.Tensor)
+                else type(attention_mask).__name__
+            )
+            raise TypeError(f"attention_mask: expected an integer or boolean tensor; got {shown}")
+        _same_shape("attention_mask", attention_mask, input_ids)
+
+    base = getattr(model, "base_model", None)
+    if not isinstance(base, torch.nn.Module) or base is model:
+        raise ValueError(
+            f"model: {type(model).__name__} has no base model (base_model) apart from "
+            f"itself; {caller} accepts a causal language model with one, such as "
+            "LlamaForCausalLM (whose base_model is a LlamaModel)"
+        )
+    scale, softcap = _logit_transform(model)
+    if softcap is not None:
+        raise ValueError(
+            f"model: {type(model).__name__} soft-caps its logits (config "
+            f"final_logit_softcapping={softcap:g}); {caller} computes the log-softmax of "
+            "the output layer's linear logits (times a logit scale) only"
+        )
+    weight, bias = _head_parameters(model, caller)
+
+    arguments: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    accepted = inspect.signature(base.forward).parameters
+    if "use_cache" in accepted or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()
+    ):
+        arguments["use_cache"] = False
+    output = base(**arguments)
+    hidden = getattr(output, "last_hidden_state", None)
+    if hidden is None and isinstance(output, tuple) and output:
+        hidden = output[0]
+    if not isinstance(hidden, torch.Tensor) or tuple(hidden.shape[:2]) != tuple(input_ids.shape):
+        raise RuntimeError(
+            f"{type(model).__name__}: its base model returned no (batch, seq_len, hidden) "
+            f"last_hidden_state for input_ids of shape {tuple(input_ids.shape)}; "
+            f"{caller} cannot read this model's final hidden states"
+        )
+
+    # position t predicts token t + 1; a padded target or context is not trained on
+    target = labels[:, 1:].to(torch.int64)
+    if attention_mask is not None:
+        padded = (attention_mask[:, 1:] == 0) | (attention_mask[:, :-1] == 0)
+        target = target.masked_fill(padded.to(target.device), -100)
+    x = hidden[:, :-1].to(weight.device)
+    if scale != 1.0:  # s (W h + b) = W (s h) + s b
+        x = x * scale
+        if bias is not None:
+            bias = bias * scale
+    return linear_token_log_probs(
+        x,
+        weight,
+        target.to(weight.device),
+        linear_bias=bias,
+        temperature=temperature,
+        ignore_index=-100,
+        return_entropy=return_entropy,
+    )
+
+
+def _token_ids(name: str, value: Any) -> None:
+    import torch
+
+    if not (
+        isinstance(value, torch.Tensor)
+        and not value.is_floating_point()
+        and not value.is_complex()
+        and value.dtype != torch.bool
+    ):
+        shown = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+        raise TypeError(f"{name}: expected a tensor of integer token ids; got {shown}")
+
+
+def _same_shape(name: str, value: torch.Tensor, input_ids: torch.Tensor) -> None:
+    if tuple(value.shape) != tuple(input_ids.shape):
+        raise ValueError(
+            f"{name}: expected the shape of input_ids {tuple(input_ids.shape)}; "
+            f"got {tuple(value.shape)}"
+        )
