@@ -322,6 +322,17 @@ def _gradient(x: Tensor, rows: _Rows, weight: Tensor | None, factor: Tensor) -> 
     return grad
 
 
+def _keep_for_backward(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+    """The ``setup_context`` of both Functions here: the logits, target and weight saved
+    (the backward recomputes p from the logits), the forward's per-row pieces and the
+    options kept, no zero gradient made for the pieces' unused output."""
+    logits, target, weight, *options = inputs
+    ctx.save_for_backward(logits, target, weight)
+    ctx.rows = output[1]
+    ctx.options = options
+    ctx.set_materialize_grads(False)
+
+
 class NativeCrossEntropy(torch.autograd.Function):
     """The loss of (M, C) logits in the forward, its gradient written out in the backward
     (the derivation is the module's docstring). Takes floating-point logits (float16 and
@@ -353,13 +364,7 @@ class NativeCrossEntropy(torch.autograd.Function):
             loss = rows.losses.sum() * rows.scale
         return loss, rows
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        logits, target, weight, *options = inputs
-        ctx.save_for_backward(logits, target, weight)
-        ctx.rows = output[1]
-        ctx.options = options
-        ctx.set_materialize_grads(False)
+    setup_context = staticmethod(_keep_for_backward)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor | None, _: Any) -> tuple[Any, ...]:  # type: ignore[override]
@@ -553,13 +558,7 @@ class NativeProbabilityCrossEntropy(torch.autograd.Function):
             loss = rows.losses.sum() * losses.mean_scale(count, torch)
         return loss, rows
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        logits, target, weight, *options = inputs
-        ctx.save_for_backward(logits, target, weight)
-        ctx.rows = output[1]
-        ctx.options = options
-        ctx.set_materialize_grads(False)
+    setup_context = staticmethod(_keep_for_backward)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor | None, _: Any) -> tuple[Any, ...]:  # type: ignore[override]
