@@ -241,6 +241,42 @@ def _logits_fields(logits_shard: object, vocab_start_index: object) -> dict[str,
     }
 
 
+def _linear_fields(
+    input: Tensor,
+    linear_weight_shard: Tensor,
+    target: Tensor,
+    linear_bias: Tensor | None,
+    vocab_start_index: object,
+    chunk_size: int | None,
+    no_probabilities: str,
+) -> dict[str, float]:
+    """The checks of the hidden-state functions' input, weight slice, bias and chunk size
+    (class-index targets only: ``no_probabilities`` says why), and their descriptor's
+    dtype, hidden size, slice size and start, bias, input gradient and chunk size."""
+    probabilities = check_shapes(input, linear_weight_shard, target, linear_bias)
+    if probabilities or input.dtype not in DTYPES:
+        raise TypeError(
+            f"target: expected integer class ids ({no_probabilities})"
+            if probabilities
+            else f"input: expected float32, float64, bfloat16 or float16; got {input.dtype}"
+        )
+    if linear_weight_shard.shape[0] < 1:
+        raise ValueError(
+            "linear_weight_shard: expected at least one row (class) in the slice; got "
+            f"shape {tuple(linear_weight_shard.shape)}"
+        )
+    _validate.chunk_size(chunk_size)
+    return {
+        "dtype": float(DTYPES.index(input.dtype)),
+        "hidden": float(input.shape[-1]),
+        "size": float(linear_weight_shard.shape[0]),
+        "start": _start_field(vocab_start_index),
+        "bias": float(linear_bias is not None),
+        "input_grad": float(torch.is_grad_enabled() and input.requires_grad),
+        "chunk_size": float(chunk_size or 0),
+    }
+
+
 def _start_field(vocab_start_index: object) -> float:
     if vocab_start_index is None:
         return -1.0
@@ -850,28 +886,17 @@ def vocab_parallel_linear_cross_entropy(
         linear_bias = None if linear_bias is None else linear_bias.to(low)
 
     def describe() -> dict[str, float]:
-        probabilities = check_shapes(input, linear_weight_shard, target, linear_bias)
-        if probabilities or input.dtype not in DTYPES:
-            raise TypeError(
-                "target: expected integer class ids (probabilities are not supported here)"
-                if probabilities
-                else f"input: expected float32, float64, bfloat16 or float16; got {input.dtype}"
-            )
-        if linear_weight_shard.shape[0] < 1:
-            raise ValueError(
-                "linear_weight_shard: expected at least one row (class) in the slice; got "
-                f"shape {tuple(linear_weight_shard.shape)}"
-            )
-        _validate.chunk_size(chunk_size)
         return {
             "function": 1.0,
-            "dtype": float(DTYPES.index(input.dtype)),
-            "hidden": float(input.shape[-1]),
-            "size": float(linear_weight_shard.shape[0]),
-            "start": _start_field(vocab_start_index),
-            "bias": float(linear_bias is not None),
-            "input_grad": float(torch.is_grad_enabled() and input.requires_grad),
-            "chunk_size": float(chunk_size or 0),
+            **_linear_fields(
+                input,
+                linear_weight_shard,
+                target,
+                linear_bias,
+                vocab_start_index,
+                chunk_size,
+                "probabilities are not supported here",
+            ),
             **_target_fields(target, tuple(input.shape[:-1])),
             **_weight_fields(weight),
             **_option_fields(reduction, ignore_index, label_smoothing, z_loss),
@@ -1203,29 +1228,17 @@ def vocab_parallel_linear_token_log_probs(
     group_ = _Group.of(group, function)
 
     def describe() -> dict[str, float]:
-        probabilities = check_shapes(input, linear_weight_shard, target, linear_bias)
-        if probabilities or input.dtype not in DTYPES:
-            raise TypeError(
-                "target: expected integer class ids (probabilities have no log-probability "
-                "of a token)"
-                if probabilities
-                else f"input: expected float32, float64, bfloat16 or float16; got {input.dtype}"
-            )
-        if linear_weight_shard.shape[0] < 1:
-            raise ValueError(
-                "linear_weight_shard: expected at least one row (class) in the slice; got "
-                f"shape {tuple(linear_weight_shard.shape)}"
-            )
-        _validate.chunk_size(chunk_size)
         return {
             "function": 3.0,
-            "dtype": float(DTYPES.index(input.dtype)),
-            "hidden": float(input.shape[-1]),
-            "size": float(linear_weight_shard.shape[0]),
-            "start": _start_field(vocab_start_index),
-            "bias": float(linear_bias is not None),
-            "input_grad": float(torch.is_grad_enabled() and input.requires_grad),
-            "chunk_size": float(chunk_size or 0),
+            **_linear_fields(
+                input,
+                linear_weight_shard,
+                target,
+                linear_bias,
+                vocab_start_index,
+                chunk_size,
+                "probabilities have no log-probability of a token",
+            ),
             **_token_fields(
                 target, tuple(input.shape[:-1]), temperature, ignore_index, return_entropy
             ),
