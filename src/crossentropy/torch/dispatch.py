@@ -13,9 +13,10 @@
   (:mod:`crossentropy.torch.native`), on any device: for class-index targets faster than
   ``torch.nn.functional.cross_entropy`` from about (1024, 8000) up (2.2x at (4096, 32000)
   float32, 1.5x in bfloat16, about 1.4x in float16, computed in float32 a block of rows
-  at a time; below, its argument checks, about 0.3 ms a call, dominate); for ``cross_entropy`` probability
-  targets (2.2x at (4096, 32000) float32, 1.3x in bfloat16; up to 1.5x slower below about
-  64 MiB of logits) (for linear cross entropy the logits materialised first);
+  at a time; below, its argument checks, about 0.3 ms a call, dominate); for
+  ``cross_entropy`` probability targets (2.2x at (4096, 32000) float32, 1.3x in bfloat16;
+  up to 1.5x slower below about 64 MiB of logits) (for linear cross entropy the logits
+  materialised first);
 - ``"torch"``: the readable reference, torch operations through the array-API core under
   autograd (for linear cross entropy the logits materialised first). It stays what it is,
   the reference every other path is tested against, and is not what ``"auto"`` falls back
