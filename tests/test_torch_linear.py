@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import crossentropy.torch as ct
-from crossentropy.torch import LinearCrossEntropyLoss, linear_cross_entropy
+from crossentropy.torch import LinearCrossEntropyLoss, engine, linear_cross_entropy
 from crossentropy.torch.engine import default_chunk_size
 
 pytestmark = pytest.mark.skipif(
@@ -138,8 +138,12 @@ def test_matches_torchs_own_linear_cross_entropy():
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=0)
 
 
+@pytest.mark.parametrize("partial_rows", [4096, 7])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_accumulates_in_float32(dtype):
+def test_half_precision_accumulates_in_float32(monkeypatch, dtype, partial_rows):
+    """``partial_rows``: each chunk's half-precision partial product of the weight's
+    gradient taken whole, or in slices of 7 rows (the last one ragged)."""
+    monkeypatch.setattr(engine, "PARTIAL_ROWS", partial_rows)
     g = torch.Generator().manual_seed(4)
     h64 = torch.randn(300, 16, generator=g, dtype=torch.float64) / 4
     w64 = torch.randn(50, 16, generator=g, dtype=torch.float64) / 4

@@ -82,14 +82,7 @@ class _LinearTokens(torch.autograd.Function):
             entropy=entropy,
             keep=True,
         )
-        engine.sweep(
-            input,
-            linear_weight,
-            linear_bias,
-            head,
-            chunk=options["chunk_size"],
-            wants=(False, False, False),
-        )
+        _sweep(input, linear_weight, linear_bias, head, options, (False, False, False))
         ctx.save_for_backward(input, linear_weight, linear_bias, target)
         ctx.kept = head.kept
         ctx.options = options
@@ -125,15 +118,37 @@ class _LinearTokens(torch.autograd.Function):
             grad_log_prob=grad_log_prob,
             grad_entropy=grad_entropy,
         )
-        grads = engine.sweep(
-            input, linear_weight, linear_bias, head, chunk=options["chunk_size"], wants=needs
-        )
+        grads = _sweep(input, linear_weight, linear_bias, head, options, needs)
         dtypes = (
             input.dtype,
             linear_weight.dtype,
             None if linear_bias is None else linear_bias.dtype,
         )
         return *engine.finish_gradients(grads, dtypes), None, None
+
+
+def _sweep(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Tensor | None,
+    head: TokenHead,
+    options: dict[str, Any],
+    wants: tuple[bool, ...],
+) -> engine.Gradients:
+    """The engine's sweep for the forward (``wants`` all False: the head absorbs the
+    statistics) or the backward (the head knows them): every token at once over blocks of
+    the vocabulary (:func:`crossentropy.torch.engine.column_sweep`: the weight's gradient
+    one product per block, half-precision products) unless the tokens are so many that
+    the blocks would be too narrow; then the tokens in chunks. The forward and its backward
+    make the same choice, so both compute the same logits."""
+    chunk = options["chunk_size"]
+    block = engine.column_block(input.shape[0], linear_weight.shape[0], chunk)
+    want = (wants[0], wants[1], wants[2])
+    if block is None:
+        return engine.sweep(input, linear_weight, linear_bias, head, chunk=chunk, wants=want)
+    return engine.column_sweep(
+        input, linear_weight, linear_bias, head, block=block, statistics=not any(want), wants=want
+    )
 
 
 def _differentiable_gradients(
