@@ -367,11 +367,13 @@ class TokenHead:
         self.begin(rows)
         target = self.target[rows]
         if self.known is None:
-            self._seen = kernels.row_statistics(z, target, self.temperature)
+            self._seen = TokenStatistics(*kernels.row_statistics(z, target, self.temperature))
         self.finish()
         if grad and self._stats is not None:
             g, h = self._incoming_rows(self._stats)
-            kernels.row_gradient(z, target, self._stats, self.temperature, g, h, out=z)
+            stats = self._stats
+            fields = (stats.peak, stats.mass, stats.spread, stats.target)
+            kernels.row_gradient(z, target, fields, self.temperature, g, h, out=z)
 
     # ------------------------------------------------------------------ blocks
 

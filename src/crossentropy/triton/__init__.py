@@ -11,9 +11,10 @@
   (:mod:`crossentropy.triton.token_kernels`).
 
 :func:`crossentropy.torch.cross_entropy` and :func:`crossentropy.torch.linear_cross_entropy`
-(and :func:`crossentropy.torch.token_log_probs`) select them with ``impl="triton"``, and with ``impl="auto"`` for CUDA tensors. Under
-Triton's interpreter (``TRITON_INTERPRET=1`` set before this package is first imported) the
-same kernels run on CPU tensors, slowly: that is how they are tested without a GPU.
+(and :func:`crossentropy.torch.token_log_probs`) select them with ``impl="triton"``, and
+with ``impl="auto"`` for CUDA tensors. Under Triton's interpreter (``TRITON_INTERPRET=1``
+set before this package is first imported) the same kernels run on CPU tensors, slowly:
+that is how they are tested without a GPU.
 
 Needs Triton: ``pip install crossentropy[triton]`` (PyTorch's CUDA wheels bring it along).
 """

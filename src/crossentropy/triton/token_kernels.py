@@ -6,11 +6,10 @@ decided answers for ±inf/NaN logits); these kernels compute the same numbers ti
 
 - the forward streams each row once in tiles of the vocabulary: each tile gives the
   statistics of its columns (m = max u, s = sum e^(u - m), t = sum e^(u - m)(u - m),
-  u = z / T), merged into the running ones with
-  :meth:`crossentropy.torch._tokens.TokenStatistics.merge`'s formula; the target's u_y is
-  read directly. It stores the four numbers per row; :func:`token_outputs` turns them into
-  log p_y = u_y - m - log s and H = log s - t / s;
-- the backward streams the row again and writes :func:`logit_gradient`'s
+  u = z / T), merged into the running ones with ``TokenStatistics.merge``'s formula; the
+  target's u_y is read directly. It stores the four numbers per row and, as
+  ``token_outputs`` does, log p_y = (u_y - m) - log s and H = log s - t / s;
+- the backward streams the row again and writes ``logit_gradient``'s
   dz = p' (c_1 + c_2 w) + [k = y] g / T (w = u - m floored at ``_LOG_FLOOR``, p' = e^w)
   in the logits' dtype, into a new buffer or over a scratch chunk; rows whose g and h are
   both 0 are written as exact zeros without being read.
@@ -32,7 +31,6 @@ from torch import Tensor
 
 from .. import _validate
 from ..torch import tokens as torch_tokens
-from ..torch._tokens import TokenStatistics, token_outputs
 from ._tiles import (
     check_device,
     check_same_device,
@@ -44,6 +42,7 @@ from ._tiles import (
 __all__ = [
     "MAX_BLOCK_CLASSES",
     "TILE_ELEMENTS",
+    "Statistics",
     "TritonTokenLogProbs",
     "row_gradient",
     "row_log_probs",
@@ -58,7 +57,7 @@ TILE_ELEMENTS = 4096
 
 # the floor of u - m in the gradient (crossentropy.torch._tokens: e^x is 0 below it in
 # float32 and float64, and a finite coefficient times it stays finite)
-LOG_FLOOR: tl.constexpr = tl.constexpr(-1.0e4)
+_LOG_FLOOR: tl.constexpr = tl.constexpr(-1.0e4)
 
 
 # ----------------------------------------------------------------------------------------
@@ -103,8 +102,8 @@ def _merge(m, s, t, m_i, s_i, t_i):
 
 @triton.jit
 def _forward_kernel(z_ptr, z_stride, target_ptr, params_ptr, peak_ptr, mass_ptr, spread_ptr,
-                    picked_ptr, n_rows, classes,
-                    COMPUTE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                    picked_ptr, log_prob_ptr, entropy_ptr, n_rows, classes, COMPUTE: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
     """The statistics of BLOCK_N whole rows, streaming each row once in BLOCK_V slices."""
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
@@ -127,12 +126,15 @@ def _forward_kernel(z_ptr, z_stride, target_ptr, params_ptr, peak_ptr, mass_ptr,
     tl.store(mass_ptr + rows, s, mask=row_ok)
     tl.store(spread_ptr + rows, t, mask=row_ok)
     tl.store(picked_ptr + rows, picked, mask=row_ok)
+    log_s = tl.log(s)
+    tl.store(log_prob_ptr + rows, (picked - m) - log_s, mask=row_ok)
+    tl.store(entropy_ptr + rows, log_s - t / s, mask=row_ok)
 
 
 @triton.jit
 def _backward_kernel(z_ptr, z_stride, target_ptr, params_ptr, peak_ptr, mass_ptr, spread_ptr,
-                     g_ptr, h_ptr, grad_ptr, grad_stride, n_rows, classes,
-                     COMPUTE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                     g_ptr, h_ptr, grad_ptr, grad_stride, n_rows, classes, COMPUTE: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
     """d/dz of sum g log p_y + h H for BLOCK_N rows from their statistics, written once."""
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
@@ -156,7 +158,7 @@ def _backward_kernel(z_ptr, z_stride, target_ptr, params_ptr, peak_ptr, mass_ptr
         z = tl.load(z_ptr + rows64[:, None] * z_stride + cols[None, :],
                     mask=live[:, None] & col_ok, other=0.0)  # fmt: skip
         w = z.to(COMPUTE) / temperature - m[:, None]  # the raw maximum: -inf beside +inf
-        w = tl.where(w < LOG_FLOOR, LOG_FLOOR, w)  # a NaN stays NaN
+        w = tl.where(w < _LOG_FLOOR, _LOG_FLOOR, w)  # a NaN stays NaN
         grad = (c1[:, None] + c2[:, None] * w) * tl.exp(w)
         grad += tl.where(cols[None, :] == y[:, None], bump[:, None], 0.0)
         grad = tl.where(live[:, None], grad, 0.0)
@@ -174,6 +176,9 @@ def _tiles(rows: int, classes: int) -> tuple[int, int]:
     return block_n, block_v
 
 
+Statistics = tuple[Tensor, Tensor, Tensor, Tensor]
+"""Per row (m, s, t, u_y): the fields of ``crossentropy.torch``'s ``TokenStatistics``."""
+
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -182,7 +187,9 @@ def _check_logits(name: str, logits: object) -> Tensor:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(f"{name}: expected a 2-D (rows, V) tensor; got {shape}")
     if logits.dtype not in _DTYPES:
-        raise TypeError(f"{name}: expected float32, float64, float16 or bfloat16; got {logits.dtype}")
+        raise TypeError(
+            f"{name}: expected float32, float64, float16 or bfloat16; got {logits.dtype}"
+        )
     check_device(name, logits, _forward_kernel)
     return logits if logits.stride(1) == 1 else logits.contiguous()
 
@@ -203,8 +210,9 @@ def _parameters(logits: Tensor, temperature: float) -> Tensor:
     return kernel_parameters((t,), compute_dtype(logits.dtype), logits.device)
 
 
-def row_statistics(logits: Tensor, target: Tensor, temperature: float) -> TokenStatistics:
-    """The :class:`~crossentropy.torch._tokens.TokenStatistics` of whole rows of logits.
+def row_statistics(logits: Tensor, target: Tensor, temperature: float) -> Statistics:
+    """The statistics of whole rows of logits, the fields of ``TokenStatistics``:
+    (m, s, t, u_y) per row (u_y 0 where there is no target).
 
     Args:
         logits: (rows, V) float32/float64/float16/bfloat16 on a CUDA device (or the CPU
@@ -215,11 +223,19 @@ def row_statistics(logits: Tensor, target: Tensor, temperature: float) -> TokenS
     Returns:
         The rows' statistics, float32 (float64 for float64 logits).
     """
+    peak, mass, spread, picked, _, _ = _forward(logits, target, temperature)
+    return peak, mass, spread, picked
+
+
+def _forward(
+    logits: Tensor, target: Tensor, temperature: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The statistics, then log p_y and H (a row without a target: -m - log s)."""
     z = _check_logits("logits", logits)
     rows, classes = z.shape
     target = _check_row("target", target, rows, z.device, torch.int64)
     params = _parameters(z, temperature)
-    out = [torch.empty(rows, dtype=params.dtype, device=z.device) for _ in range(4)]
+    out = [torch.empty(rows, dtype=params.dtype, device=z.device) for _ in range(6)]
     if rows:
         block_n, block_v = _tiles(rows, classes)
         compute = tl.float64 if params.dtype == torch.float64 else tl.float32
@@ -227,13 +243,13 @@ def row_statistics(logits: Tensor, target: Tensor, temperature: float) -> TokenS
             z, z.stride(0), target, params, *out, rows, classes,
             COMPUTE=compute, BLOCK_N=block_n, BLOCK_V=block_v,
         )  # fmt: skip
-    return TokenStatistics(*out)
+    return out[0], out[1], out[2], out[3], out[4], out[5]
 
 
 def row_gradient(
     logits: Tensor,
     target: Tensor,
-    stats: TokenStatistics,
+    stats: Statistics,
     temperature: float,
     grad_log_prob: Tensor,
     grad_entropy: Tensor,
@@ -244,7 +260,7 @@ def row_gradient(
 
     Args:
         logits, target, temperature: as :func:`row_statistics`.
-        stats: the rows' statistics (:func:`row_statistics`).
+        stats: the rows' statistics (:func:`row_statistics`; u_y is not read).
         grad_log_prob, grad_entropy: g and h, (rows,) floating; rows where both are 0
             get exact zeros.
         out: (rows, V) of the logits' dtype, rows contiguous and not overlapping, to write
@@ -260,8 +276,8 @@ def row_gradient(
     target = _check_row("target", target, rows, device, torch.int64)
     dtype = compute_dtype(z.dtype)
     fields = [
-        _check_row(f"stats.{name}", getattr(stats, name), rows, device, dtype)
-        for name in ("peak", "mass", "spread")
+        _check_row(f"stats[{index}]", field, rows, device, dtype)
+        for index, field in enumerate(stats[:3])
     ]
     g = _check_row("grad_log_prob", grad_log_prob, rows, device, None)
     h = _check_row("grad_entropy", grad_entropy, rows, device, None)
@@ -306,11 +322,10 @@ class TritonTokenLogProbs(torch.autograd.Function):
     def forward(
         logits: Tensor, target: Tensor, ignored: Tensor, temperature: float
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        stats = row_statistics(logits, target, temperature)
-        log_prob, entropy = token_outputs(stats)
+        peak, mass, spread, _, log_prob, entropy = _forward(logits, target, temperature)
         log_prob = torch.where(ignored, 0.0, log_prob)
         entropy = torch.where(ignored, 0.0, entropy)
-        return log_prob, entropy, stats.peak, stats.mass, stats.spread
+        return log_prob, entropy, peak, mass, spread
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
@@ -334,7 +349,7 @@ class TritonTokenLogProbs(torch.autograd.Function):
         zero = torch.zeros_like(peak)
         g = zero if grad_log_prob is None else torch.where(ignored, 0.0, grad_log_prob)
         h = zero if grad_entropy is None else torch.where(ignored, 0.0, grad_entropy)
-        stats = TokenStatistics(peak, mass, spread, zero)
+        stats = (peak, mass, spread, zero)
         grad = row_gradient(logits, target, stats, temperature, g.to(peak.dtype), h.to(peak.dtype))
         return grad, None, None, None
 
