@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from . import _kernel
+from . import _kernel, dispatch
 from ._slices import RowTerms
 from ._tokens import TokenStatistics, logit_gradient, token_outputs, token_statistics
 
@@ -343,6 +343,9 @@ class TokenHead:
     # ------------------------------------------------------------------ whole rows
 
     def rows(self, z: Tensor, rows: slice, grad: bool) -> None:
+        if self._triton(z):
+            self._triton_rows(z, rows, grad)
+            return
         self.begin(rows)
         if self.known is None:
             self.absorb(z, 0)
@@ -351,6 +354,26 @@ class TokenHead:
             g = self.block_gradient(z, 0)
             if g.data_ptr() != z.data_ptr():
                 z.copy_(g)
+
+    def _triton(self, z: Tensor) -> bool:
+        """Whether the Triton kernels take these whole rows: one process, the whole
+        vocabulary, a CUDA tensor and Triton installed."""
+        return self.combine is None and self.start == 0 and dispatch.triton_available(z.device)
+
+    def _triton_rows(self, z: Tensor, rows: slice, grad: bool) -> None:
+        """:meth:`rows` on the Triton kernels (:mod:`crossentropy.triton.token_kernels`):
+        the statistics in one pass, the gradient written over ``z`` in another."""
+        kernels = dispatch.triton_module()
+        self.begin(rows)
+        target = self.target[rows]
+        if self.known is None:
+            self._seen = TokenStatistics(*kernels.row_statistics(z, target, self.temperature))
+        self.finish()
+        if grad and self._stats is not None:
+            g, h = self._incoming_rows(self._stats)
+            stats = self._stats
+            fields = (stats.peak, stats.mass, stats.spread, stats.target)
+            kernels.row_gradient(z, target, fields, self.temperature, g, h, out=z)
 
     # ------------------------------------------------------------------ blocks
 
@@ -417,9 +440,15 @@ class TokenHead:
         if stats is None:
             raise RuntimeError("TokenHead.block_gradient: finish() first")
         rows = self._rows
-        zeros = torch.zeros_like(stats.peak)
-        g = zeros if self.grad_log_prob is None else self.grad_log_prob[rows].to(zeros.dtype)
-        h = zeros if self.grad_entropy is None else self.grad_entropy[rows].to(zeros.dtype)
+        g, h = self._incoming_rows(stats)
         return logit_gradient(
             z, self.target[rows], stats, self.temperature, g, h, start=self.start + start
         )
+
+    def _incoming_rows(self, stats: TokenStatistics) -> tuple[Tensor, Tensor]:
+        """g and h of the chunk's rows in the statistics' dtype (0 where not given)."""
+        rows = self._rows
+        zeros = torch.zeros_like(stats.peak)
+        g = zeros if self.grad_log_prob is None else self.grad_log_prob[rows].to(zeros.dtype)
+        h = zeros if self.grad_entropy is None else self.grad_entropy[rows].to(zeros.dtype)
+        return g, h

@@ -49,8 +49,8 @@ from .native import compute_dtype, row_blocks
 
 __all__ = ["softmax_entropy", "token_log_probs"]
 
-# the values of impl= these functions take (the C and Triton heads are not written yet)
-_IMPLS = ("auto", "torch")
+# the values of impl= these functions take (the C head is not written yet)
+_IMPLS = ("auto", "torch", "triton")
 
 
 def _impl(value: object, function: str) -> str:
@@ -221,9 +221,12 @@ def _run(
     x: Tensor, target: Tensor, ignored: Tensor, temperature: float, impl: str
 ) -> tuple[Tensor, Tensor]:
     """(log p_y, H) of (rows, V) logits by the path ``impl`` names (``"auto"``: the block
-    sweep, or the reference under ``torch.func`` transforms)."""
+    sweep, the Triton kernels on CUDA, or the reference under ``torch.func`` transforms)."""
     if impl == "torch" or conventions.transformed(x):
         return _reference(x, target, ignored, temperature)
+    if impl == "triton" or (impl == "auto" and dispatch.triton_available(x.device)):
+        kernels = dispatch.triton_module()  # the Triton kernels (CUDA)
+        return kernels.row_log_probs(x, target, ignored, temperature)  # type: ignore[no-any-return]
     log_prob, entropy, _ = _TokenLogProbs.apply(x, target, ignored, temperature)  # type: ignore[no-untyped-call]
     return log_prob, entropy
 
@@ -261,7 +264,9 @@ def token_log_probs(
             entropy are 0, with a zero gradient.
         return_entropy: also return the entropy.
         impl: ``"auto"`` (the logits swept a block of rows at a time, the backward written
-            out) or ``"torch"`` (the readable reference under autograd).
+            out; the Triton kernels for CUDA tensors where Triton is installed),
+            ``"triton"`` (:func:`crossentropy.triton.row_log_probs`) or ``"torch"`` (the
+            readable reference under autograd).
 
     Returns:
         The log-probabilities shaped like ``target``, float32 for float32/bfloat16/float16

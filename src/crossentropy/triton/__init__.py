@@ -5,12 +5,16 @@
   (:mod:`crossentropy.triton.cross_entropy_kernels`);
 - :func:`linear_cross_entropy`: cross entropy of ``input @ weight.T``, the logits computed
   tile by tile on chip and never written to memory
-  (:mod:`crossentropy.triton.linear_cross_entropy_kernels`).
+  (:mod:`crossentropy.triton.linear_cross_entropy_kernels`);
+- :func:`row_log_probs` (with :func:`row_statistics`, :func:`row_gradient`): per-token
+  log-probabilities and softmax entropy of whole rows, one streaming pass each way
+  (:mod:`crossentropy.triton.token_kernels`).
 
 :func:`crossentropy.torch.cross_entropy` and :func:`crossentropy.torch.linear_cross_entropy`
-select them with ``impl="triton"``, and with ``impl="auto"`` for CUDA tensors. Under
-Triton's interpreter (``TRITON_INTERPRET=1`` set before this package is first imported) the
-same kernels run on CPU tensors, slowly: that is how they are tested without a GPU.
+(and :func:`crossentropy.torch.token_log_probs`) select them with ``impl="triton"``, and
+with ``impl="auto"`` for CUDA tensors. Under Triton's interpreter (``TRITON_INTERPRET=1``
+set before this package is first imported) the same kernels run on CPU tensors, slowly:
+that is how they are tested without a GPU.
 
 Needs Triton: ``pip install crossentropy[triton]`` (PyTorch's CUDA wheels bring it along).
 """
@@ -26,5 +30,13 @@ except ImportError as _error:
 from ._tiles import interpreted
 from .cross_entropy_kernels import cross_entropy
 from .linear_cross_entropy_kernels import linear_cross_entropy
+from .token_kernels import row_gradient, row_log_probs, row_statistics
 
-__all__ = ["cross_entropy", "interpreted", "linear_cross_entropy"]
+__all__ = [
+    "cross_entropy",
+    "interpreted",
+    "linear_cross_entropy",
+    "row_gradient",
+    "row_log_probs",
+    "row_statistics",
+]
