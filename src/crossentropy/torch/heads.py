@@ -343,14 +343,30 @@ class TokenHead:
     # ------------------------------------------------------------------ whole rows
 
     def rows(self, z: Tensor, rows: slice, grad: bool) -> None:
+        """Whole rows of this process's slice: on CPU the C kernel (statistics in one
+        sweep, the gradient written over ``z`` in its own dtype in another), elsewhere the
+        block methods as torch operations."""
         self.begin(rows)
+        kernel = _token_kernel_takes(z)
         if self.known is None:
-            self.absorb(z, 0)
+            if kernel:
+                self._seen = _kernel.token_statistics(
+                    z, self.target[rows], self.temperature, start=self.start
+                )
+            else:
+                self.absorb(z, 0)
         self.finish()
-        if grad:
-            g = self.block_gradient(z, 0)
-            if g.data_ptr() != z.data_ptr():
-                z.copy_(g)
+        if not grad:
+            return
+        if kernel and self._stats is not None:
+            g, h = self._incoming_rows(self._stats.peak)
+            _kernel.token_gradient(
+                z, self.target[rows], self._stats, self.temperature, g, h, start=self.start
+            )
+            return
+        gradient = self.block_gradient(z, 0)
+        if gradient.data_ptr() != z.data_ptr():
+            z.copy_(gradient)
 
     # ------------------------------------------------------------------ blocks
 
@@ -416,10 +432,28 @@ class TokenHead:
         stats = self._stats
         if stats is None:
             raise RuntimeError("TokenHead.block_gradient: finish() first")
+        g, h = self._incoming_rows(stats.peak)
+        return logit_gradient(
+            z, self.target[self._rows], stats, self.temperature, g, h, start=self.start + start
+        )
+
+    def _incoming_rows(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(g, h) of the current rows in the statistics' dtype (``like``'s), 0 where not
+        given."""
         rows = self._rows
-        zeros = torch.zeros_like(stats.peak)
+        zeros = torch.zeros_like(like)
         g = zeros if self.grad_log_prob is None else self.grad_log_prob[rows].to(zeros.dtype)
         h = zeros if self.grad_entropy is None else self.grad_entropy[rows].to(zeros.dtype)
-        return logit_gradient(
-            z, self.target[rows], stats, self.temperature, g, h, start=self.start + start
-        )
+        return g, h
+
+
+def _token_kernel_takes(z: Tensor) -> bool:
+    """Whether the C token kernels run over these logits: CPU rows (contiguous) of a
+    dtype they take, with the kernel loadable here."""
+    return (
+        z.device.type == "cpu"
+        and z.dtype in _kernel.KERNELS
+        and (z.shape[1] <= 1 or z.stride(1) == 1)
+        and (z.shape[0] <= 1 or z.stride(0) >= z.shape[1])
+        and _kernel.fused_available()
+    )
