@@ -543,7 +543,7 @@ def token_gradient(
             f"gradient into (row stride >= {width}); got strides {into.stride()}"
         )
     shared = into.untyped_storage().data_ptr() == z.untyped_storage().data_ptr()
-    if shared and (into.data_ptr(), into.stride()) != (z.data_ptr(), z.stride()):
+    if shared and z.numel() and (into.data_ptr(), into.stride()) != (z.data_ptr(), z.stride()):
         raise ValueError(
             "out: expected the logits themselves or a buffer apart from them; got a different "
             "view of the logits' storage"
