@@ -536,7 +536,9 @@ def token_gradient(
     into = z if out is None else out
     _rows_of("out", into, z)
     if into.shape != z.shape:
-        raise ValueError(f"out: expected the logits' shape {tuple(z.shape)}; got {tuple(into.shape)}")
+        raise ValueError(
+            f"out: expected the logits' shape {tuple(z.shape)}; got {tuple(into.shape)}"
+        )
     if rows > 1 and into.stride(0) < width:
         raise ValueError(
             f"{'z' if out is None else 'out'}: expected rows that do not overlap to write the "
