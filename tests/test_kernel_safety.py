@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import crossentropy
 import kernel_boundary_fuzz as fuzz
-from crossentropy.torch import _kernel, cross_entropy, linear_cross_entropy
+from crossentropy.torch import _kernel, _tokens, cross_entropy, linear_cross_entropy
 
 pytestmark = pytest.mark.skipif(
     not _kernel.fused_available(), reason="no C compiler: the fused kernel cannot be built"
@@ -464,3 +464,152 @@ def test_boundary_fuzz_without_avx512_under_sanitizers() -> None:
     fuzzed = _python([str(ROOT / "tests" / "kernel_boundary_fuzz.py"), "8", "100"], env)
     assert fuzzed.returncode == 0, fuzzed.stderr[-4000:]
     assert "100 cases passed" in fuzzed.stdout
+
+
+# ------------------------------------------------------------------ the token kernels
+
+
+def _token_launch(gradient: bool = False, **changes: object) -> None:
+    rows, width = 4, 5
+    z = torch.randn(rows, width)
+    stats = _tokens.token_statistics(z, torch.tensor([0, 1, 2, 3]), 1.0)
+    arguments: dict = {
+        "z": z,
+        "target": torch.tensor([0, 1, 2, 3]),
+        "temperature": 1.0,
+        "start": 0,
+        **changes,
+    }
+    if not gradient:
+        _kernel.token_statistics(**arguments)
+        return
+    arguments = {
+        "stats": stats,
+        "grad_log_prob": torch.ones(rows),
+        "grad_entropy": torch.ones(rows),
+        "out": None,
+        **arguments,
+    }
+    _kernel.token_gradient(**arguments)
+
+
+@pytest.mark.parametrize("gradient", [False, True])
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"z": torch.randn(4, 10)[:, ::2]}, ValueError, r"^z: expected contiguous rows"),
+        ({"z": torch.randn(20)}, ValueError, r"^z: expected a 2-D"),
+        ({"z": torch.randn(4, 5).to("meta")}, ValueError, r"^z: expected a 2-D .* CPU"),
+        ({"z": torch.zeros(4, 5, dtype=torch.int32)}, TypeError, r"^z: expected float"),
+        ({"target": torch.tensor([0, 1, 2])}, ValueError, r"^target: expected shape \(4,\)"),
+        ({"target": torch.zeros(4)}, TypeError, r"^target: expected integer"),
+        ({"target": torch.zeros(4, dtype=torch.uint64)}, TypeError, r"^target: .*int64"),
+        ({"target": [0, 1, 2, 3]}, ValueError, r"^target: expected shape"),
+        ({"temperature": 0.0}, ValueError, r"^temperature: "),
+        ({"temperature": -1.0}, ValueError, r"^temperature: "),
+        ({"temperature": float("nan")}, ValueError, r"^temperature: "),
+        ({"temperature": float("inf")}, ValueError, r"^temperature: "),
+        ({"temperature": "1"}, TypeError, r"^temperature: "),
+        ({"start": -1}, ValueError, r"^start: "),
+        ({"start": 2**62}, ValueError, r"^start: "),
+        ({"start": True}, ValueError, r"^start: "),
+        ({"start": 1.0}, ValueError, r"^start: "),
+    ],
+)
+def test_token_launch_checks_every_buffer(
+    gradient: bool, changes: dict, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        _token_launch(gradient, **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"z": torch.randn(1, 5).expand(4, 5)}, ValueError, r"^z: .*do not overlap"),
+        ({"out": torch.empty(4, 6)}, ValueError, r"^out: expected the logits' shape"),
+        ({"out": torch.empty(5, 4).t()}, ValueError, r"^out: expected contiguous rows"),
+        ({"out": torch.empty(1, 5).expand(4, 5)}, ValueError, r"^out: .*do not overlap"),
+        ({"out": torch.empty(4, 5, dtype=torch.float64)}, TypeError, r"^out: expected .*float32"),
+        ({"grad_log_prob": torch.ones(3)}, ValueError, r"^grad_log_prob: expected shape \(4,\)"),
+        ({"grad_entropy": torch.ones(4, 1)}, ValueError, r"^grad_entropy: expected shape"),
+        ({"grad_entropy": torch.ones(4, dtype=torch.complex64)}, TypeError, r"^grad_entropy: "),
+        ({"stats": (1, 2, 3, 4)}, TypeError, r"^stats: expected TokenStatistics"),
+        (
+            {"stats": _tokens.TokenStatistics(*(torch.zeros(3) for _ in range(4)))},
+            ValueError,
+            r"^stats.peak: expected shape \(4,\)",
+        ),
+    ],
+)
+def test_token_gradient_checks_its_output_and_row_values(
+    changes: dict, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        _token_launch(True, **changes)
+
+
+def test_token_gradient_into_another_view_of_the_logits_is_refused() -> None:
+    storage = torch.randn(5, 5)
+    with pytest.raises(ValueError, match=r"^out: expected the logits themselves"):
+        _token_launch(True, z=storage[:4], out=storage[1:])
+
+
+@pytest.mark.parametrize("dtype", fuzz.DTYPES)
+def test_token_targets_outside_the_slice_are_not_here(dtype: torch.dtype) -> None:
+    """Target ids at the int64 extremes, negative, at the width, or before ``start``: no
+    target term (u_y = 0, no g / T in the gradient), never an index; the others exact."""
+    z = torch.randn(8, 33, dtype=torch.float64).to(dtype)
+    start = 100
+    y = torch.tensor([-(2**63), 2**63 - 1, -1, 99, 133, 2**62, 100, 132])
+    stats = _kernel.token_statistics(z, y, 0.7, start=start)
+    want = _tokens.token_statistics(z, y, 0.7, start=start)
+    assert (stats.target[:6] == 0).all()
+    torch.testing.assert_close(stats.target, want.target, rtol=0, atol=0)
+    g, h = torch.ones(8, dtype=stats.peak.dtype), torch.zeros(8, dtype=stats.peak.dtype)
+    grad = _kernel.token_gradient(z.clone(), y, want, 0.7, g, h, start=start)
+    reference = _tokens.logit_gradient(z, y, want, 0.7, g, h, start=start)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(
+        grad.to(reference.dtype), reference, rtol=2 * eps, atol=1e-6 if eps < 1e-10 else 2e-3
+    )
+    # the rows without their target here sum to -1/T * sum p = -1/T, the others to 0
+    sums = grad.double().sum(1)
+    torch.testing.assert_close(sums[:6], torch.full((6,), -1 / 0.7, dtype=torch.float64),
+                               rtol=0, atol=0.05)  # fmt: skip
+    torch.testing.assert_close(sums[6:], torch.zeros(2, dtype=torch.float64), rtol=0, atol=0.05)
+
+
+TOKEN_OVERRUN = """
+import torch
+from crossentropy.torch import _kernel
+kernel = _kernel.load().token_stats_f32
+z = torch.randn(10)  # 10 floats, read as one row of 20 classes
+target = torch.zeros(1, dtype=torch.int64)
+out = [torch.empty(1) for _ in range(4)]
+kernel(z.data_ptr(), 20, target.data_ptr(), 0, 1, 20, 1.0, *(o.data_ptr() for o in out))
+print("not caught")
+"""
+
+
+@pytest.mark.parametrize("flags", ["", "-march=x86-64-v2"])
+def test_token_kernel_tests_under_sanitizers(flags: str) -> None:
+    """In a Python with the sanitizer runtime preloaded, the kernel built with ASan + UBSan
+    (with the machine's instruction sets, and without AVX-512): a deliberate overrun by
+    the token statistics kernel is caught (the build is live), then the token kernels'
+    tests and the hostile bounds above run clean."""
+    env = _sanitized_python(flags)
+    control = _python(["-c", TOKEN_OVERRUN], env)
+    assert control.returncode != 0 and "heap-buffer-overflow" in control.stderr, (
+        control.stdout + control.stderr[-3000:]
+    )
+    tests = _python(
+        [
+            "-m", "pytest", "tests/test_torch_tokens_kernel.py", "tests/test_kernel_safety.py",
+            "-k", "token", "-x", "-p", "no:cacheprovider", "--deselect",
+            "tests/test_kernel_safety.py::test_token_kernel_tests_under_sanitizers",
+        ],
+        env,
+    )  # fmt: skip
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
+    assert " passed" in tests.stdout and "skipped" not in tests.stdout, tests.stdout[-2000:]

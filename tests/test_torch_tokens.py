@@ -465,7 +465,7 @@ def test_empty_inputs() -> None:
         (lambda x, y: token_log_probs(x, y, temperature="1"), TypeError, "temperature"),
         (lambda x, y: token_log_probs(x, y, ignore_index=1.5), TypeError, "ignore_index"),
         (lambda x, y: token_log_probs(x, y, return_entropy=1), TypeError, "return_entropy"),
-        (lambda x, y: token_log_probs(x, y, impl="fused"), ValueError, "impl: token_log_probs"),
+        (lambda x, y: token_log_probs(x, y, impl="native"), ValueError, "impl: token_log_probs"),
         (lambda x, y: token_log_probs(x, y, impl="fast"), ValueError, "impl: expected"),
         (lambda x, y: token_log_probs(x, y.double()), TypeError, "target: expected integer"),
         (lambda x, y: token_log_probs(x, y[:2]), ValueError, "target: expected shape (3,)"),

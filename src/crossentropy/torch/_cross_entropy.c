@@ -490,3 +490,104 @@ int64_t ce_cpu_level(void) {
     return 0;
 #endif
 }
+
+/*
+ * Per-token statistics and gradient: the row math of crossentropy.torch._tokens (its
+ * docstring has the derivation and the decided answers for +-inf and NaN logits), over a
+ * block of rows of a (rows, width) matrix whose columns are the classes [start, start +
+ * width) of the vocabulary. With u = z / T (a division, as the torch operations do):
+ *
+ *   statistics  pass A  m = max u (NaN if a logit is), from max z (rounding by a division
+ *                       by T > 0 is monotone, so max z / T is exactly the largest u)
+ *               pass B  d = u - shift (shift = m where finite, else 0; the row from cache),
+ *                       s = sum e^d, t = sum e^d max(d, FLOOR), u_y for a target here
+ *   gradient    one pass, w = max(u - m, FLOOR) with the raw m, p' = e^w:
+ *               dz_k = p'_k (c1 + c2 w_k) + [k = y] g / T,
+ *               c1 = -(g - h t / s) / (s T) (h t / s taken as 0 where h = 0), c2 = -h / (s T)
+ *               a row with g = h = 0 is written as exactly 0.
+ *
+ * d is floored at FLOOR before it multiplies anything: e^d is 0 below it (float32 and
+ * float64), so a class at -inf adds exactly 0, never 0 * -inf; a NaN d stays NaN (the
+ * comparison is written so that it does). Each element's gradient depends on its own
+ * logit and the row's numbers only, so the gradient may be written over the logits.
+ * Target ids are whole-vocabulary class ids: y - start outside [0, width) (compared
+ * unsigned, so a negative one too) means "not in this slice" and is never an index.
+ * Half-precision rows are computed in float, the gradient rounded to the storage type once.
+ */
+#define TOKEN_FLOOR (-1.0e4)
+
+#define DEFINE_TOKEN_KERNELS(STATS, GRAD, T, ACC, LOAD, ONE, EXP)                              \
+    int64_t STATS(const T *x, int64_t x_stride, const int64_t *target, int64_t start,            \
+                  int64_t rows, int64_t width, double temperature_, ACC *peak, ACC *mass,        \
+                  ACC *spread, ACC *picked) {                                                     \
+        const ACC temp = (ACC)temperature_, floor_ = (ACC)TOKEN_FLOOR;                            \
+        for (int64_t i = 0; i < rows; ++i) {                                                      \
+            const T *xr = x + i * x_stride;                                                       \
+            ACC top = -INFINITY;                                                                  \
+            int nan = 0;                                                                          \
+            _Pragma("omp simd reduction(max : top) reduction(| : nan)")                           \
+            for (int64_t j = 0; j < width; ++j) {                                                 \
+                ACC z = LOAD(xr[j]);                                                              \
+                top = z > top ? z : top;                                                          \
+                nan |= z != z;                                                                    \
+            }                                                                                     \
+            const ACC m = nan ? (ACC)NAN : top / temp;                                            \
+            const ACC shift = isfinite(m) ? m : (ACC)0;                                           \
+            ACC s = 0, t = 0;                                                                     \
+            _Pragma("omp simd reduction(+ : s, t)")                                               \
+            for (int64_t j = 0; j < width; ++j) {                                                 \
+                ACC d = LOAD(xr[j]) / temp - shift;                                               \
+                ACC e = EXP(d);                                                                   \
+                s += e;                                                                           \
+                t += e * (d < floor_ ? floor_ : d);                                               \
+            }                                                                                     \
+            const uint64_t col = (uint64_t)target[i] - (uint64_t)start;                           \
+            peak[i] = m;                                                                          \
+            mass[i] = s;                                                                          \
+            spread[i] = t;                                                                        \
+            picked[i] = col < (uint64_t)width ? LOAD(xr[col]) / temp : (ACC)0;                    \
+        }                                                                                         \
+        return rows;                                                                              \
+    }                                                                                             \
+    int64_t GRAD(const T *x, int64_t x_stride, T *out, int64_t out_stride,                        \
+                 const int64_t *target, int64_t start, int64_t rows, int64_t width,               \
+                 double temperature_, const ACC *peak, const ACC *mass, const ACC *spread,        \
+                 const ACC *grad_log_prob, const ACC *grad_entropy) {                             \
+        const ACC temp = (ACC)temperature_, floor_ = (ACC)TOKEN_FLOOR;                            \
+        for (int64_t i = 0; i < rows; ++i) {                                                      \
+            const T *xr = x + i * x_stride;                                                       \
+            T *orow = out + i * out_stride;                                                       \
+            const ACC g = grad_log_prob[i], h = grad_entropy[i];                                  \
+            if (g == 0 && h == 0) {                                                               \
+                for (int64_t j = 0; j < width; ++j) orow[j] = ONE((ACC)0);                        \
+                continue;                                                                         \
+            }                                                                                     \
+            const ACC m = peak[i], s = mass[i], scale = s * temp;                                 \
+            const ACC c1 = -(g - (h == 0 ? (ACC)0 : h * (spread[i] / s))) / scale;                \
+            const ACC c2 = -h / scale;                                                            \
+            const uint64_t col = (uint64_t)target[i] - (uint64_t)start;                           \
+            const ACC gy = col < (uint64_t)width ? g / temp : (ACC)0;                             \
+            _Pragma("omp simd") for (int64_t j = 0; j < width; ++j) {                             \
+                ACC w = LOAD(xr[j]) / temp - m;                                                   \
+                w = w < floor_ ? floor_ : w;                                                      \
+                ACC v = EXP(w) * (c1 + c2 * w);                                                   \
+                v += (uint64_t)j == col ? gy : (ACC)0;                                            \
+                orow[j] = ONE(v);                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        return rows;                                                                              \
+    }
+
+#define TOKEN_F32_ONE(v) (v)
+#define TOKEN_F64_ONE(v) (v)
+#define TOKEN_BF16_ONE(v) f32_to_bf16(v)
+#define TOKEN_F16_ONE(v) ((_Float16)(v))
+
+DEFINE_TOKEN_KERNELS(token_stats_f32, token_grad_f32, float, float, IDENTITY, TOKEN_F32_ONE,
+                     exp_neg_f32)
+DEFINE_TOKEN_KERNELS(token_stats_f64, token_grad_f64, double, double, IDENTITY, TOKEN_F64_ONE,
+                     exp_neg_f64)
+DEFINE_TOKEN_KERNELS(token_stats_bf16, token_grad_bf16, uint16_t, float, bf16_to_f32,
+                     TOKEN_BF16_ONE, exp_neg_f32)
+DEFINE_TOKEN_KERNELS(token_stats_f16, token_grad_f16, _Float16, float, f16_to_f32,
+                     TOKEN_F16_ONE, exp_neg_f32)

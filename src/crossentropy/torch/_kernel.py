@@ -27,6 +27,7 @@ import platform
 import shlex
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,6 +35,7 @@ import torch
 
 from .. import _validate
 from . import _build
+from ._tokens import TokenStatistics
 
 __all__ = [
     "CFLAGS",
@@ -48,6 +50,8 @@ __all__ = [
     "launch",
     "load",
     "release_cached_buffers",
+    "token_gradient",
+    "token_statistics",
     "unavailable_reason",
 ]
 
@@ -142,6 +146,10 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
         kernel = getattr(library, name)
         kernel.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, f64, f64, f64, f64, f64, p, p, p]
         kernel.restype = i64
+    for stats, grad in _TOKEN_KERNELS.values():
+        getattr(library, stats).argtypes = [p, i64, p, i64, i64, i64, f64, p, p, p, p]
+        getattr(library, grad).argtypes = [p, i64, p, i64, p, i64, i64, i64, f64, p, p, p, p, p]
+        getattr(library, stats).restype = getattr(library, grad).restype = i64
     return library
 
 
@@ -421,3 +429,156 @@ def launch(
             f"got {int(target[first])} at position ({first},)"
         )
     return losses
+
+
+# per storage dtype: the token statistics and token gradient kernels (compute dtypes as in
+# KERNELS)
+_TOKEN_KERNELS = {
+    torch.float32: ("token_stats_f32", "token_grad_f32"),
+    torch.float64: ("token_stats_f64", "token_grad_f64"),
+    torch.bfloat16: ("token_stats_bf16", "token_grad_bf16"),
+    torch.float16: ("token_stats_f16", "token_grad_f16"),
+}
+
+
+def _over_rows(rows: int, width: int, run: Callable[[int, int], None]) -> None:
+    """``run(start, stop)`` over the rows split among threads as :func:`launch` splits them."""
+    enough = rows * width // ELEMENTS_PER_WORKER
+    workers = max(1, min(torch.get_num_threads(), -(-rows // ROWS_PER_TASK), enough))
+    if workers == 1 or rows == 0:
+        run(0, rows)
+        return
+    bounds = [rows * k // workers for k in range(workers + 1)]
+    futures = [_executor(workers).submit(run, a, b) for a, b in itertools.pairwise(bounds)]
+    for future in futures:
+        future.result()
+
+
+def _token_arguments(
+    z: torch.Tensor, target: object, temperature: object, start: object
+) -> tuple[torch.Tensor, float, int]:
+    """The logits, the target (as contiguous int64 CPU values) and the numbers of a token
+    kernel, checked: the kernel then forms no pointer outside them (a target outside the
+    slice is "not here", never an index)."""
+    _rows_of("z", z, z)
+    rows = z.shape[0]
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) != (rows,):
+        shown = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target)
+        raise ValueError(f"target: expected shape ({rows},), one class id per row; got {shown}")
+    if not _validate.holds_in_int64(target) or target.is_floating_point():
+        raise TypeError(f"target: expected integer class ids (int64); got {target.dtype}")
+    ids = target.to(device="cpu", dtype=torch.int64).contiguous()
+    t = _real("temperature", temperature, math.ulp(0.0), sys.float_info.max)
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < 1 << 62:
+        raise ValueError(f"start: expected an integer class id in [0, 2**62); got {start!r}")
+    return ids, t, start
+
+
+def _row_values(name: str, value: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """A per-row tensor as contiguous (rows,) CPU values of ``dtype`` (a copy when needed)."""
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != (rows,):
+        shown = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+        raise ValueError(f"{name}: expected shape ({rows},), one value per row; got {shown}")
+    if value.is_complex():
+        raise TypeError(f"{name}: expected real values; got {value.dtype}")
+    return value.to(device="cpu", dtype=dtype).contiguous()
+
+
+def token_statistics(
+    z: torch.Tensor, target: torch.Tensor, temperature: float, start: int = 0
+) -> TokenStatistics:
+    """:func:`crossentropy.torch._tokens.token_statistics` by the C kernel: the statistics
+    of the columns [start, start + width) of each row of the CPU logits ``z`` (rows
+    contiguous, any row stride; not written to), ``target`` whole-vocabulary class ids
+    (outside the slice: not here). Float32 statistics for float32/bfloat16/float16
+    logits, float64 for float64."""
+    ids, t, first = _token_arguments(z, target, temperature, start)
+    rows, width = z.shape
+    compute = KERNELS[z.dtype][1]
+    peak, mass, spread, picked = (torch.empty(rows, dtype=compute) for _ in range(4))
+    kernel = getattr(load(), _TOKEN_KERNELS[z.dtype][0])
+    size, wide = z.element_size(), compute.itemsize
+
+    def run(a: int, b: int) -> None:
+        kernel(
+            z.data_ptr() + a * z.stride(0) * size,
+            z.stride(0),
+            ids.data_ptr() + a * 8,
+            first,
+            b - a,
+            width,
+            t,
+            *(out.data_ptr() + a * wide for out in (peak, mass, spread, picked)),
+        )
+
+    _over_rows(rows, width, run)
+    return TokenStatistics(peak, mass, spread, picked)
+
+
+def token_gradient(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    stats: TokenStatistics,
+    temperature: float,
+    grad_log_prob: torch.Tensor,
+    grad_entropy: torch.Tensor,
+    start: int = 0,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`crossentropy.torch._tokens.logit_gradient` by the C kernel, in the logits'
+    own dtype: d/dz of sum_i g_i log p_iy + h_i H_i over the columns [start, start +
+    width), written over ``z`` (``out=None``; each half-precision value rounded once) or
+    into ``out`` (z's shape and dtype, rows contiguous, apart from z or z itself), which
+    is returned. ``stats`` are the WHOLE rows' statistics."""
+    ids, t, first = _token_arguments(z, target, temperature, start)
+    rows, width = z.shape
+    into = z if out is None else out
+    _rows_of("out", into, z)
+    if into.shape != z.shape:
+        raise ValueError(
+            f"out: expected the logits' shape {tuple(z.shape)}; got {tuple(into.shape)}"
+        )
+    if rows > 1 and into.stride(0) < width:
+        raise ValueError(
+            f"{'z' if out is None else 'out'}: expected rows that do not overlap to write the "
+            f"gradient into (row stride >= {width}); got strides {into.stride()}"
+        )
+    shared = into.untyped_storage().data_ptr() == z.untyped_storage().data_ptr()
+    if shared and z.numel() and (into.data_ptr(), into.stride()) != (z.data_ptr(), z.stride()):
+        raise ValueError(
+            "out: expected the logits themselves or a buffer apart from them; got a different "
+            "view of the logits' storage"
+        )
+    compute = KERNELS[z.dtype][1]
+    if not isinstance(stats, TokenStatistics):
+        raise TypeError(f"stats: expected TokenStatistics; got {type(stats).__name__}")
+    per_row = [
+        _row_values(name, value, rows, compute)
+        for name, value in (
+            ("stats.peak", stats.peak),
+            ("stats.mass", stats.mass),
+            ("stats.spread", stats.spread),
+            ("grad_log_prob", grad_log_prob),
+            ("grad_entropy", grad_entropy),
+        )
+    ]
+    kernel = getattr(load(), _TOKEN_KERNELS[z.dtype][1])
+    size, wide = z.element_size(), compute.itemsize
+
+    def run(a: int, b: int) -> None:
+        kernel(
+            z.data_ptr() + a * z.stride(0) * size,
+            z.stride(0),
+            into.data_ptr() + a * into.stride(0) * size,
+            into.stride(0),
+            ids.data_ptr() + a * 8,
+            first,
+            b - a,
+            width,
+            t,
+            *(value.data_ptr() + a * wide for value in per_row),
+        )
+
+    _over_rows(rows, width, run)
+    return into

@@ -343,37 +343,15 @@ class TokenHead:
     # ------------------------------------------------------------------ whole rows
 
     def rows(self, z: Tensor, rows: slice, grad: bool) -> None:
-        if self._triton(z):
-            self._triton_rows(z, rows, grad)
-            return
+        """Whole rows of this process's slice: the block methods over one block, the
+        gradient written over ``z`` (by the kernels in place, in z's own dtype)."""
         self.begin(rows)
-        if self.known is None:
-            self.absorb(z, 0)
+        self.absorb(z, 0)
         self.finish()
         if grad:
-            g = self.block_gradient(z, 0)
-            if g.data_ptr() != z.data_ptr():
-                z.copy_(g)
-
-    def _triton(self, z: Tensor) -> bool:
-        """Whether the Triton kernels take these whole rows: one process, the whole
-        vocabulary, a CUDA tensor and Triton installed."""
-        return self.combine is None and self.start == 0 and dispatch.triton_available(z.device)
-
-    def _triton_rows(self, z: Tensor, rows: slice, grad: bool) -> None:
-        """:meth:`rows` on the Triton kernels (:mod:`crossentropy.triton.token_kernels`):
-        the statistics in one pass, the gradient written over ``z`` in another."""
-        kernels = dispatch.triton_module()
-        self.begin(rows)
-        target = self.target[rows]
-        if self.known is None:
-            self._seen = TokenStatistics(*kernels.row_statistics(z, target, self.temperature))
-        self.finish()
-        if grad and self._stats is not None:
-            g, h = self._incoming_rows(self._stats)
-            stats = self._stats
-            fields = (stats.peak, stats.mass, stats.spread, stats.target)
-            kernels.row_gradient(z, target, fields, self.temperature, g, h, out=z)
+            gradient = self.block_gradient(z, 0)
+            if gradient.data_ptr() != z.data_ptr():
+                z.copy_(gradient)
 
     # ------------------------------------------------------------------ blocks
 
@@ -387,9 +365,15 @@ class TokenHead:
         take in when the statistics are known from a forward)."""
         if self._stats is not None:
             return
-        part = token_statistics(
-            z, self.target[self._rows], self.temperature, start=self.start + start
-        )
+        target, first = self.target[self._rows], self.start + start
+        path = _token_path(z)
+        if path == "c":
+            part = _kernel.token_statistics(z, target, self.temperature, start=first)
+        elif path == "triton":  # the block's own columns: a target outside them is none
+            kernels = dispatch.triton_module()
+            part = TokenStatistics(*kernels.row_statistics(z, target - first, self.temperature))
+        else:
+            part = token_statistics(z, target, self.temperature, start=first)
         self._seen = part if self._seen is None else self._seen.merge(part)
 
     def finish(self) -> None:
@@ -439,16 +423,42 @@ class TokenHead:
         stats = self._stats
         if stats is None:
             raise RuntimeError("TokenHead.block_gradient: finish() first")
-        rows = self._rows
-        g, h = self._incoming_rows(stats)
-        return logit_gradient(
-            z, self.target[rows], stats, self.temperature, g, h, start=self.start + start
-        )
+        g, h = self._incoming_rows(stats.peak)
+        target, first = self.target[self._rows], self.start + start
+        path = _token_path(z)
+        if path == "c":  # over z, in its own dtype
+            return _kernel.token_gradient(z, target, stats, self.temperature, g, h, start=first)
+        if path == "triton":
+            fields = (stats.peak, stats.mass, stats.spread, stats.target)
+            kernels = dispatch.triton_module()
+            return kernels.row_gradient(  # type: ignore[no-any-return]
+                z, target - first, fields, self.temperature, g, h, out=z
+            )
+        return logit_gradient(z, target, stats, self.temperature, g, h, start=first)
 
-    def _incoming_rows(self, stats: TokenStatistics) -> tuple[Tensor, Tensor]:
-        """g and h of the chunk's rows in the statistics' dtype (0 where not given)."""
+    def _incoming_rows(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(g, h) of the current rows in the statistics' dtype (``like``'s), 0 where not
+        given."""
         rows = self._rows
-        zeros = torch.zeros_like(stats.peak)
+        zeros = torch.zeros_like(like)
         g = zeros if self.grad_log_prob is None else self.grad_log_prob[rows].to(zeros.dtype)
         h = zeros if self.grad_entropy is None else self.grad_entropy[rows].to(zeros.dtype)
         return g, h
+
+
+def _token_path(z: Tensor) -> str:
+    """Who does the token head's row work over the logits ``z``: ``"triton"`` (the Triton
+    kernels, where Triton runs on z's device: CUDA), ``"c"`` (the C kernels: CPU rows of
+    consecutive classes, of a dtype they take, the kernel loadable here) or ``"torch"``
+    (the row math of :mod:`crossentropy.torch._tokens` as torch operations)."""
+    if dispatch.triton_available(z.device):
+        return "triton"
+    if (
+        z.device.type == "cpu"
+        and z.dtype in _kernel.KERNELS
+        and (z.shape[1] <= 1 or z.stride(1) == 1)
+        and (z.shape[0] <= 1 or z.stride(0) >= z.shape[1])
+        and _kernel.fused_available()
+    ):
+        return "c"
+    return "torch"

@@ -27,6 +27,11 @@ two passes but the logits themselves; float16/bfloat16 logits are computed in fl
 block at a time, their outputs are float32 (log-probabilities feed ratios: they are never
 rounded to half precision), their gradient is rounded to their dtype once.
 
+``impl="fused"`` (what ``"auto"`` runs on CPU where the kernel loads) does the same row
+work in C (:func:`crossentropy.torch._kernel.token_statistics` and ``token_gradient``):
+each row's statistics in one sweep of memory, its gradient in one more, written straight
+in the logits' dtype.
+
 ``impl="torch"`` is the readable reference: the whole rows' log-softmax (with the library's
 shift, :func:`crossentropy._array.shift_and_log_sum`) and -sum p log p under autograd. It
 is also what a differentiable backward (``create_graph=True``) and ``torch.func``
@@ -43,14 +48,14 @@ from torch import Tensor
 
 from .. import _validate
 from .._array import shift_and_log_sum, wide_labels
-from . import conventions, dispatch
+from . import _kernel, conventions, dispatch
 from ._tokens import TokenStatistics, logit_gradient, token_outputs, token_statistics
 from .native import compute_dtype, row_blocks
 
 __all__ = ["softmax_entropy", "token_log_probs"]
 
-# the values of impl= these functions take (the C head is not written yet)
-_IMPLS = ("auto", "torch", "triton")
+# the values of impl= these functions take
+_IMPLS = ("auto", "torch", "fused", "triton")
 
 
 def _impl(value: object, function: str) -> str:
@@ -101,25 +106,19 @@ def _check_target(target: object, logits: Tensor, ignore_index: int) -> tuple[Te
 
 
 class _TokenLogProbs(torch.autograd.Function):
-    """(log p_y, H) per row of (rows, V) logits, a block of rows at a time, and their
-    gradient written out (:mod:`crossentropy.torch._tokens`). ``target`` is int64, -1
-    where there is none; ``ignored`` rows give 0 and a zero gradient."""
+    """(log p_y, H) per row of (rows, V) logits and their gradient written out
+    (:mod:`crossentropy.torch._tokens`): by the C kernel (``fused``) or as torch operations
+    a block of rows at a time. ``target`` is int64, -1 where there is none; ``ignored``
+    rows give 0 and a zero gradient."""
 
     @staticmethod
     def forward(
-        logits: Tensor, target: Tensor, ignored: Tensor, temperature: float
+        logits: Tensor, target: Tensor, ignored: Tensor, temperature: float, fused: bool
     ) -> tuple[Tensor, Tensor, TokenStatistics]:
-        rows, classes = logits.shape
-        parts = [
-            token_statistics(logits[start:stop], target[start:stop], temperature)
-            for start, stop in row_blocks(rows, classes)
-        ]
-        if parts:
-            stats = TokenStatistics(
-                *(torch.cat([getattr(part, name) for part in parts]) for name in _FIELDS)
-            )
+        if fused:  # the kernel splits the rows over threads itself
+            stats = _kernel.token_statistics(logits, target, temperature)
         else:
-            stats = token_statistics(logits, target, temperature)
+            stats = _swept_statistics(logits, target, temperature)
         log_prob, entropy = token_outputs(stats)
         log_prob = torch.where(ignored, 0.0, log_prob)
         entropy = torch.where(ignored, 0.0, entropy)
@@ -127,20 +126,21 @@ class _TokenLogProbs(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        logits, target, ignored, temperature = inputs
+        logits, target, ignored, temperature, fused = inputs
         ctx.save_for_backward(logits, target, ignored)
         ctx.stats = output[2]
         ctx.temperature = temperature
+        ctx.fused = fused
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_log_prob: Tensor | None, grad_entropy: Tensor | None, _: Any
-    ) -> tuple[Tensor | None, None, None, None]:
+    ) -> tuple[Tensor | None, None, None, None, None]:
         logits, target, ignored = ctx.saved_tensors
         temperature: float = ctx.temperature
         if grad_log_prob is None and grad_entropy is None:
-            return None, None, None, None
+            return None, None, None, None, None
         if torch.is_grad_enabled():
             # create_graph=True: the reference's gradient as torch operations, differentiable
             with torch.enable_grad():
@@ -153,11 +153,25 @@ class _TokenLogProbs(torch.autograd.Function):
                 (grad,) = torch.autograd.grad(
                     [out for out, _ in pairs], logits, [g for _, g in pairs], create_graph=True
                 )
-            return grad.to(logits.dtype), None, None, None
+            return grad.to(logits.dtype), None, None, None, None
         grad = _gradient(
-            logits, target, ignored, ctx.stats, temperature, grad_log_prob, grad_entropy
+            logits, target, ignored, ctx.stats, temperature, grad_log_prob, grad_entropy, ctx.fused
         )
-        return grad, None, None, None
+        return grad, None, None, None, None
+
+
+def _swept_statistics(logits: Tensor, target: Tensor, temperature: float) -> TokenStatistics:
+    """The whole rows' statistics as torch operations, a block of rows at a time."""
+    rows, classes = logits.shape
+    parts = [
+        token_statistics(logits[start:stop], target[start:stop], temperature)
+        for start, stop in row_blocks(rows, classes)
+    ]
+    if not parts:
+        return token_statistics(logits, target, temperature)
+    return TokenStatistics(
+        *(torch.cat([getattr(part, name) for part in parts]) for name in _FIELDS)
+    )
 
 
 _FIELDS = ("peak", "mass", "spread", "target")
@@ -171,14 +185,18 @@ def _gradient(
     temperature: float,
     grad_log_prob: Tensor | None,
     grad_entropy: Tensor | None,
+    fused: bool,
 ) -> Tensor:
-    """d(sum g log p_y + h H)/d logits, a block of rows at a time, in the logits' dtype."""
+    """d(sum g log p_y + h H)/d logits in the logits' dtype: by the C kernel in one pass
+    (``fused``), or a block of rows at a time as torch operations."""
     rows, classes = logits.shape
     dtype = compute_dtype(logits.dtype)
     zero = logits.new_zeros(rows, dtype=dtype)
     g = zero if grad_log_prob is None else torch.where(ignored, 0.0, grad_log_prob.to(dtype))
     h = zero if grad_entropy is None else torch.where(ignored, 0.0, grad_entropy.to(dtype))
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+    if fused:
+        return _kernel.token_gradient(logits, target, stats, temperature, g, h, out=grad)
     blocks = row_blocks(rows, classes)
     # float32/float64: written straight into the gradient; half: through a float32 buffer
     buffer = None
@@ -217,17 +235,35 @@ def _reference(
     return torch.where(ignored, 0.0, picked), torch.where(ignored, 0.0, entropy)
 
 
+def _fused_takes(x: Tensor) -> bool:
+    """Whether the C kernel runs over these (rows, V) logits: a CPU tensor of a dtype it
+    takes, the kernel loadable here."""
+    return x.device.type == "cpu" and x.dtype in _kernel.KERNELS and _kernel.fused_available()
+
+
 def _run(
     x: Tensor, target: Tensor, ignored: Tensor, temperature: float, impl: str
 ) -> tuple[Tensor, Tensor]:
-    """(log p_y, H) of (rows, V) logits by the path ``impl`` names (``"auto"``: the block
-    sweep, the Triton kernels on CUDA, or the reference under ``torch.func`` transforms)."""
+    """(log p_y, H) of (rows, V) logits by the path ``impl`` names (``"auto"``: the
+    Triton kernels on CUDA, the C kernel on CPU where it loads, else the block sweep; the
+    reference under ``torch.func`` transforms)."""
     if impl == "torch" or conventions.transformed(x):
         return _reference(x, target, ignored, temperature)
     if impl == "triton" or (impl == "auto" and dispatch.triton_available(x.device)):
         kernels = dispatch.triton_module()  # the Triton kernels (CUDA)
         return kernels.row_log_probs(x, target, ignored, temperature)  # type: ignore[no-any-return]
-    log_prob, entropy, _ = _TokenLogProbs.apply(x, target, ignored, temperature)  # type: ignore[no-untyped-call]
+    fused = impl == "fused"
+    if fused and not _fused_takes(x):
+        reason = _kernel.unavailable_reason() or (
+            f"it takes float32, float64, float16 or bfloat16 CPU logits; got "
+            f"{x.dtype} on {x.device.type}"
+        )
+        raise ValueError(f"impl='fused': the C token kernel cannot run here: {reason}")
+    if impl == "auto":
+        fused = _fused_takes(x)
+    if fused and x.shape[1] > 1 and x.stride(1) != 1:
+        x = x.contiguous()  # the kernel reads rows of consecutive classes
+    log_prob, entropy, _ = _TokenLogProbs.apply(x, target, ignored, temperature, fused)  # type: ignore[no-untyped-call]
     return log_prob, entropy
 
 
@@ -263,10 +299,12 @@ def token_log_probs(
         ignore_index: the target value of positions to skip: their log-probability and
             entropy are 0, with a zero gradient.
         return_entropy: also return the entropy.
-        impl: ``"auto"`` (the logits swept a block of rows at a time, the backward written
-            out; the Triton kernels for CUDA tensors where Triton is installed),
-            ``"triton"`` (:func:`crossentropy.triton.row_log_probs`) or ``"torch"`` (the
-            readable reference under autograd).
+        impl: ``"auto"`` (the Triton kernels for CUDA tensors where Triton is installed;
+            ``"fused"`` on CPU where the C kernel loads; else the logits swept a block of
+            rows at a time as torch operations, the backward written out), ``"fused"``
+            (the C kernel over CPU rows: the statistics in one sweep of each row, the
+            gradient in one more), ``"triton"`` (:func:`crossentropy.triton.row_log_probs`)
+            or ``"torch"`` (the readable reference under autograd).
 
     Returns:
         The log-probabilities shaped like ``target``, float32 for float32/bfloat16/float16
