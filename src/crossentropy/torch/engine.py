@@ -48,6 +48,7 @@ from . import _kernel
 
 __all__ = [
     "CHUNK_BYTES",
+    "COLUMN_ALIGNMENT",
     "MIN_COLUMNS",
     "PARTIAL_ROWS",
     "Gradients",
@@ -141,8 +142,17 @@ def column_block(tokens: int, vocabulary: int, chunk: int) -> int | None:
     that the products over blocks that narrow run slowly): sweep the tokens in chunks."""
     if tokens == 0:
         return None
-    block = min(vocabulary, -(-chunk * vocabulary // tokens))
+    block = -(-chunk * vocabulary // tokens)
+    if block >= COLUMN_ALIGNMENT:  # rows of whole cache lines: the products run faster
+        block = -(-block // COLUMN_ALIGNMENT) * COLUMN_ALIGNMENT
+    block = min(vocabulary, block)
     return block if block >= min(vocabulary, MIN_COLUMNS) else None
+
+
+COLUMN_ALIGNMENT = 256
+""":func:`column_block` rounds a block up to a multiple of this many entries: a product
+into (4096, 6407) float32 logits runs 1.5x slower than into (4096, 6400) here (MKL,
+rows not a multiple of a cache line)."""
 
 
 MIN_COLUMNS = 1024
