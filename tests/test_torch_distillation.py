@@ -481,3 +481,31 @@ def test_bad_arguments_are_refused_by_name(call, error, words) -> None:  # type:
     y = torch.tensor([0, 1, 2])
     with pytest.raises(error, match=re.escape(words)):
         call(s, t, y)
+
+
+def test_retained_graph_second_backward_recomputes_the_same_gradient() -> None:
+    s = logits((5, 7), 11).requires_grad_()
+    t = logits((5, 7), 12)
+    y = torch.tensor([0, 6, -100, 3, 3])
+    loss = distillation_loss(s, t, y, hard_weight=0.5, reduction="mean")
+    loss.backward(retain_graph=True)
+    assert s.grad is not None
+    first = s.grad.clone()
+    (loss * 3.0).backward()
+    torch.testing.assert_close(s.grad, 4.0 * first, rtol=1e-12, atol=1e-15)
+    leaf = s.detach().clone().requires_grad_()
+    unfused(leaf, t, y, hard_weight=0.5).backward()
+    torch.testing.assert_close(first, leaf.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_teacher_of_another_dtype_is_computed_in_the_wider_one() -> None:
+    s, t = logits((4, 6), 13).float(), logits((4, 6), 14)
+    leaf = s.clone().requires_grad_()
+    loss = distillation_loss(leaf, t, reduction="sum")
+    loss.backward()
+    assert loss.dtype == torch.float64 and leaf.grad is not None
+    assert leaf.grad.dtype == torch.float32
+    exact = s.double().requires_grad_()
+    unfused(exact, t, None, reduction="sum").backward()
+    torch.testing.assert_close(loss, unfused(s.double(), t, None, reduction="sum"))
+    torch.testing.assert_close(leaf.grad.double(), exact.grad, rtol=1e-6, atol=1e-7)

@@ -14,16 +14,18 @@ numerics (p = 0 terms, ±inf and NaN logits) are :mod:`crossentropy.torch._disti
 docstring, written once for every path.
 
 ``impl="auto"`` sweeps the rows a block at a time (:func:`crossentropy.torch.native.row_blocks`,
-about ``BLOCK_ELEMENTS`` logits of each model per block): the forward runs phases 1 and 2
-of :mod:`crossentropy.torch._distill` and keeps per row four numbers (L_s, L_t, L_1 with a
-hard weight, and R; D is the loss); the backward recomputes each block's softmaxes from
-the logits and those numbers and writes the student's gradient (phase 3) for the incoming
-gradient of every row. It *recomputes* rather than writing the gradient in the forward
-(as the fused cross entropy does for ``"mean"``/``"sum"``): one more read of both logits
-in the backward, but nothing logits-sized is held between the two passes beyond the inputs
-themselves, and every reduction (``"none"`` with any incoming gradient included) takes the
-same path. float16/bfloat16 logits are computed in float32 a block at a time; the loss is
-returned in float32 for them (the compute dtype), the gradient in the student's dtype.
+about ``BLOCK_ELEMENTS`` logits of each model per block) with
+:func:`crossentropy.torch._distill.distill_rows`: both log-softmaxes of the block, the
+divergence, and the student's gradient from them while the block is in cache. For
+``reduction="mean"``/``"sum"`` the gradient is *written in the forward* (when the student
+requires grad), for d(loss)/d(loss) = 1, and the backward multiplies it by the incoming
+gradient in place (handed out once, as the fused cross entropy does; a second backward of
+a retained graph recomputes it): one sweep over both logits in all, and nothing
+logits-sized beyond the inputs and the gradient that the backward returns anyway. For
+``"none"`` the forward keeps nothing but the inputs and the backward recomputes each block
+for its rows' incoming gradients. float16/bfloat16 logits are computed in float32 a block
+at a time; the loss is returned in float32 for them (the compute dtype), the gradient in
+the student's dtype.
 
 ``impl="torch"`` is the readable reference: whole rows' log-softmaxes (with the library's
 shift, :func:`crossentropy._array.shift_and_log_sum`) and the divergence by its definition,
@@ -46,16 +48,7 @@ from torch import Tensor
 from .. import _validate
 from .._array import shift_and_log_sum, wide_labels
 from . import conventions, dispatch
-from ._distill import (
-    Distillation,
-    DivergenceSums,
-    LogSumExps,
-    check_distillation,
-    divergence_sums,
-    log_sum_exps,
-    row_losses,
-    student_gradient,
-)
+from ._distill import Distillation, check_distillation, distill_rows
 from .native import compute_dtype, row_blocks
 
 __all__ = ["distillation_loss"]
@@ -151,81 +144,94 @@ def _check_target(target: object, student: Tensor, ignore_index: int) -> tuple[T
     return torch.where(ignored, -1, wide.reshape(-1)), ~ignored
 
 
-def _cat_lse(parts: list[LogSumExps]) -> LogSumExps:
-    hard_parts = [p.hard for p in parts if p.hard is not None]
-    hard = torch.cat(hard_parts) if hard_parts else None
-    return LogSumExps(
-        torch.cat([p.student for p in parts]),
-        torch.cat([p.teacher for p in parts]),
-        hard,
-        torch.cat([p.target_logit for p in parts]),
-    )
-
-
 class _Distill(torch.autograd.Function):
-    """Per-token losses of (rows, V) student and teacher logits, a block of rows at a
-    time, with the student's gradient written out (:mod:`crossentropy.torch._distill`).
-    The teacher passed in is detached: no gradient is ever returned for it."""
+    """The loss of (rows, V) student and teacher logits, a block of rows at a time by
+    :func:`crossentropy.torch._distill.distill_rows`, with the student's gradient written
+    out. ``scale`` (rows,): d(reduced loss)/d(row loss) for ``"mean"``/``"sum"`` (the
+    output is then the reduced loss, and the gradient is written in the forward, when
+    ``needs_grad``, and multiplied by the incoming gradient in the backward), ``None`` for
+    ``"none"`` (per-row losses; the backward recomputes each block for its incoming
+    gradients). The teacher passed in is detached: no gradient is returned for it."""
 
     @staticmethod
     def forward(
-        student: Tensor, teacher: Tensor, target: Tensor, live: Tensor, d: Distillation
-    ) -> tuple[Tensor, LogSumExps, DivergenceSums]:
+        student: Tensor,
+        teacher: Tensor,
+        target: Tensor,
+        live: Tensor,
+        d: Distillation,
+        scale: Tensor | None,
+        needs_grad: bool,
+    ) -> tuple[Tensor, Tensor | None]:
         rows, classes = student.shape
-        blocks = row_blocks(rows, classes) or [(0, 0)]
-        lses: list[LogSumExps] = []
-        sums: list[DivergenceSums] = []
-        for start, stop in blocks:
-            s, t = student[start:stop], teacher[start:stop]
-            lse = log_sum_exps(s, t, target[start:stop], d)
-            lses.append(lse)
-            sums.append(divergence_sums(s, t, lse, d))
-        lse = _cat_lse(lses)
-        total = DivergenceSums(
-            torch.cat([p.divergence for p in sums]), torch.cat([p.row_term for p in sums])
-        )
-        return row_losses(lse, total, live, d), lse, total
+        write = scale is not None and needs_grad
+        grad = torch.empty_like(student, memory_format=torch.contiguous_format) if write else None
+        parts = []
+        for start, stop in row_blocks(rows, classes) or [(0, 0)]:
+            block = slice(start, stop)
+            losses, _ = distill_rows(
+                student[block],
+                teacher[block],
+                target[block],
+                live[block],
+                d,
+                None if grad is None or scale is None else scale[block],
+                None if grad is None else grad[block],
+            )
+            parts.append(losses)
+        losses = torch.cat(parts)
+        if scale is not None:
+            losses = (losses * scale).sum()
+        return losses, grad
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        student, teacher, target, live, d = inputs
-        ctx.save_for_backward(student, teacher, target, live)
-        ctx.lse = output[1]
-        ctx.sums = output[2]
+        student, teacher, target, live, d, scale, _ = inputs
+        ctx.save_for_backward(student, teacher, target, live, scale)
+        ctx.grad = output[1]
         ctx.d = d
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: Any, grad_losses: Tensor | None, _lse: Any, _sums: Any
-    ) -> tuple[Tensor | None, None, None, None, None]:
-        student, teacher, target, live = ctx.saved_tensors
+        ctx: Any, grad_loss: Tensor | None, _grad: Any
+    ) -> tuple[Tensor | None, None, None, None, None, None, None]:
+        student, teacher, target, live, scale = ctx.saved_tensors
         d: Distillation = ctx.d
-        if grad_losses is None:
-            return None, None, None, None, None
+        nothing = (None, None, None, None, None, None)
+        if grad_loss is None:
+            return (None, *nothing)
         if torch.is_grad_enabled():
             # create_graph=True: the reference's gradient as torch operations, differentiable
             with torch.enable_grad():
                 losses = _reference(student, teacher, target, live, d)
-                (grad,) = torch.autograd.grad(losses, student, grad_losses, create_graph=True)
-            return grad.to(student.dtype), None, None, None, None
-        lse: LogSumExps = ctx.lse
-        sums: DivergenceSums = ctx.sums
+                if scale is not None:
+                    losses = (losses * scale).sum()
+                (grad,) = torch.autograd.grad(losses, student, grad_loss, create_graph=True)
+            return (grad.to(student.dtype), *nothing)
+        if ctx.grad is not None:  # written in the forward for d(loss)/d(loss) = 1
+            grad, ctx.grad = ctx.grad, None  # handed out once: ours to scale in place
+            plain = not conventions.batched(grad_loss) and conventions.has_values(grad_loss)
+            if plain and bool(grad_loss == 1):
+                return (grad, *nothing)
+            return (grad.mul_(grad_loss), *nothing)
+        # "none", or a later backward of a retained graph (the first one's gradient may be
+        # .grad by now): every block recomputed for its rows' incoming gradients
         rows, classes = student.shape
-        r = torch.where(live, grad_losses.to(lse.student.dtype), 0.0)
+        row_scale = grad_loss if scale is None else scale * grad_loss
         grad = torch.empty_like(student, memory_format=torch.contiguous_format)
         for start, stop in row_blocks(rows, classes):
-            student_gradient(
-                student[start:stop],
-                teacher[start:stop],
-                target[start:stop],
-                lse.rows(start, stop),
-                sums.rows(start, stop),
+            block = slice(start, stop)
+            distill_rows(
+                student[block],
+                teacher[block],
+                target[block],
+                live[block],
                 d,
-                r[start:stop],
-                out=grad[start:stop],
+                row_scale[block],
+                grad[block],
             )
-        return grad, None, None, None, None
+        return (grad, *nothing)
 
 
 def _masked(mask: Tensor, x: Tensor) -> Tensor:
@@ -288,17 +294,26 @@ def _reference(
 
 
 def _run(
-    student: Tensor, teacher: Tensor, target: Tensor, live: Tensor, d: Distillation, impl: str
+    student: Tensor,
+    teacher: Tensor,
+    target: Tensor,
+    live: Tensor,
+    d: Distillation,
+    scale: Tensor | None,
+    impl: str,
 ) -> Tensor:
-    """Per-token losses of (rows, V) logits by the path ``impl`` names. ``"auto"``: the
-    block sweep (the C kernel on CPU and the Triton kernels on CUDA are chosen here when
-    they are written); the reference under ``torch.func`` transforms. The teacher is
-    detached here, once, for every path."""
+    """The loss of (rows, V) logits by the path ``impl`` names: sum_i scale_i loss_i, or
+    the per-row losses for ``scale=None``. ``"auto"``: the block sweep (the C kernel on
+    CPU and the Triton kernels on CUDA are chosen here when they are written); the
+    reference under ``torch.func`` transforms. The teacher is detached here, once, for
+    every path."""
     teacher = teacher.detach()
     if impl == "torch" or conventions.transformed(student) or conventions.transformed(teacher):
-        return _reference(student, teacher, target, live, d)
-    losses, _, _ = _Distill.apply(student, teacher, target, live, d)  # type: ignore[no-untyped-call]
-    return losses  # type: ignore[no-any-return]
+        losses = _reference(student, teacher, target, live, d)
+        return losses if scale is None else (losses * scale).sum()
+    needs_grad = torch.is_grad_enabled() and student.requires_grad
+    loss, _ = _Distill.apply(student, teacher, target, live, d, scale, needs_grad)  # type: ignore[no-untyped-call]
+    return loss  # type: ignore[no-any-return]
 
 
 def distillation_loss(
@@ -387,13 +402,15 @@ def distillation_loss(
     ids, live = _check_target(target, student, ignore_index)
     classes = student.shape[-1]
     rows = ids.shape[0]
-    losses = _run(
-        student.reshape(rows, classes), teacher.reshape(rows, classes), ids, live, d, chosen
+    scale = None
+    if reduction != "none":
+        dtype = compute_dtype(torch.promote_types(student.dtype, teacher.dtype))
+        scale = live.to(dtype)
+        if reduction == "mean":  # 1 / count on the counted rows; a mean over nothing: 0
+            scale = scale / scale.sum().clamp(min=1.0)
+    loss = _run(
+        student.reshape(rows, classes), teacher.reshape(rows, classes), ids, live, d, scale, chosen
     )
     if reduction == "none":
-        return losses.reshape(tuple(student.shape[:-1]))
-    total = losses.sum()
-    if reduction == "sum":
-        return total
-    count = live.sum().to(total.dtype)
-    return total / count.clamp(min=1.0)  # a mean over nothing: 0 / 1
+        return loss.reshape(tuple(student.shape[:-1]))
+    return loss
