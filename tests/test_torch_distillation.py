@@ -509,3 +509,21 @@ def test_teacher_of_another_dtype_is_computed_in_the_wider_one() -> None:
     unfused(exact, t, None, reduction="sum").backward()
     torch.testing.assert_close(loss, unfused(s.double(), t, None, reduction="sum"))
     torch.testing.assert_close(leaf.grad.double(), exact.grad, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", ["auto", "torch"])
+def test_hard_term_follows_the_cross_entropy_conventions(impl: str) -> None:
+    """Hard weight only: the library's cross entropy, ±inf and NaN logits included (a
+    target beside a +inf logit: +inf, at one: NaN; -inf at the target: +inf)."""
+    from crossentropy.torch import cross_entropy
+
+    inf = math.inf
+    s = torch.tensor(
+        [[inf, 1.0, 0.0], [inf, 1.0, 0.0], [1.0, -inf, 0.0], [math.nan, 1.0, 0.0], [1.0, 2, 3]],
+        dtype=torch.float64,
+    )
+    y = torch.tensor([1, 0, 1, 2, 2])
+    got = distillation_loss(s, s, y, soft_weight=0.0, hard_weight=1.0, reduction="none", impl=impl)
+    want = cross_entropy(s, y, reduction="none", impl="torch")
+    assert got[0] == inf and got[2] == inf and bool(torch.isnan(got[1]))
+    torch.testing.assert_close(got, want, equal_nan=True)
