@@ -109,7 +109,7 @@ def test_kernel_equals_the_float64_computation(
     size = (1 + u + math.log(width)) * (soft + hard + 1)
     torch.testing.assert_close(loss.double(), want_loss, rtol=0, atol=64 * eps * size)
     # the gradient: the compute dtype's error, plus one rounding of its own dtype
-    bound = 64 * eps * size * scale.abs().unsqueeze(1) / min(temperature, 1.0)
+    bound = 16 * eps * size * scale.abs().unsqueeze(1) / temperature
     bound = bound + torch.finfo(dtype).eps * want_grad.abs()
     if dtype == torch.float16:
         bound = bound + 2.0**-24  # float16's subnormal step
@@ -180,9 +180,12 @@ def test_hostile_rows_equal_the_torch_ops_row_math(dtype, divergence, temperatur
     eps = compute_eps(dtype)
     torch.testing.assert_close(loss, ops_loss.to(loss.dtype), rtol=1e-4, atol=256 * eps / temperature,
                                equal_nan=True)  # fmt: skip
+    # reverse KL, row 6: each gradient is the difference of two numbers of magnitude
+    # 1e30 / T in float32, rounding all that is left of it in either computation
+    keep = [i for i in range(12) if not (divergence == "reverse_kl" and i == 6)]
     torch.testing.assert_close(
-        grad.double(),
-        ops_grad.to(dtype).double(),
+        grad[keep].double(),
+        ops_grad[keep].to(dtype).double(),
         rtol=4 * torch.finfo(dtype).eps,
         atol=256 * eps / temperature,
         equal_nan=True,
