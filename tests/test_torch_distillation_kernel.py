@@ -59,7 +59,7 @@ def layout(base: torch.Tensor, width: int, how: str) -> torch.Tensor:
         return base[:, :width]
     if how == "sliced":
         return base[:, base.shape[1] - width :]
-    if how == "transposed":  # rows contiguous, laid out column-major
+    if how == "transposed":  # classes not consecutive (distillation_loss copies them)
         return base[:, :width].t().contiguous().t()
     return base[:, :width].contiguous()
 
@@ -77,7 +77,7 @@ def compute_eps(dtype):
     divergence=st.sampled_from(DIVERGENCES),
     beta=st.sampled_from([0.0, 0.5, 1.0, 0.1]),
     weights=st.sampled_from([(1.0, 0.0), (0.5, 0.5), (0.0, 1.0), (2.0, 0.3)]),
-    how=st.sampled_from(["contiguous", "row-strided", "sliced", "transposed"]),
+    how=st.sampled_from(["contiguous", "row-strided", "sliced"]),
     in_place=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
@@ -141,9 +141,11 @@ def test_losses_only_and_targets_outside_the_row(dtype) -> None:
 def hostile_rows(width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(student, teacher) float64 rows with ±inf, all -inf, NaN and ±1e30 logits, and the
     teacher's mass where the student is -inf."""
-    zs = torch.randn(12, width, dtype=torch.float64) * 2
-    zt = torch.randn(12, width, dtype=torch.float64) * 2
+    generator = torch.Generator().manual_seed(5)
+    zs = torch.randn(12, width, dtype=torch.float64, generator=generator) * 2
+    zt = torch.randn(12, width, dtype=torch.float64, generator=generator) * 2
     zs[0, 3] = -math.inf  # teacher mass where the student has none
+    zt[0, 3] = zt[0].amax() + 1
     zs[1, ::2] = -math.inf
     zt[1, 1::2] = -math.inf  # disjoint supports
     zs[2] = -math.inf  # no student distribution
@@ -153,6 +155,10 @@ def hostile_rows(width: int) -> tuple[torch.Tensor, torch.Tensor]:
     zt[5, 2] = 1e30
     zs[6, 1], zt[6, 7] = -1e30, 1e30
     zs[7, 4] = math.inf
+    # the teacher's largest logit where the student's is +inf: its p_t there is far from
+    # underflowing (the kernel's exponential flushes below e^-87.3 what torch's keeps as a
+    # subnormal, and a p_t of 0 would mask the NaN term there)
+    zt[7, 4] = zt[7].amax() + 1
     zt[8, 4] = math.inf
     zt[9, ::3] = -math.inf  # student mass where the teacher has none
     zs[10] = 0.0
@@ -178,11 +184,22 @@ def test_hostile_rows_equal_the_torch_ops_row_math(dtype, divergence, temperatur
     ops_loss, ops_grad = _distill.distill_rows(zs, zt, y, live, d, row_scale=scale)
     assert grad is not None and ops_grad is not None
     eps = compute_eps(dtype)
-    torch.testing.assert_close(loss, ops_loss.to(loss.dtype), rtol=1e-4, atol=256 * eps / temperature,
-                               equal_nan=True)  # fmt: skip
+    # row 11, a teacher of logits all -1e30: log p = v - L_t from torch's L_t loses log V
+    # (1e30 / T absorbs it), the kernel's (v - shift) - log s does not: the kernel against
+    # the float64 computation there (in float16, -1e30 is -inf: no distribution, NaN)
+    rows = list(range(12 if dtype == torch.float16 else 11))
+    if dtype != torch.float16:
+        want, want_grad = reference64(zs[11:], zt[11:], y[11:], live[11:], divergence, 0.3,
+                                      temperature, 1.0, 0.5, scale[11:])  # fmt: skip
+        torch.testing.assert_close(loss[11:].double(), want, rtol=1e-5, atol=0)
+        torch.testing.assert_close(grad[11:].double(), want_grad,
+                                   rtol=4 * torch.finfo(dtype).eps,
+                                   atol=256 * eps / temperature)  # fmt: skip
+    torch.testing.assert_close(loss[rows], ops_loss[rows].to(loss.dtype), rtol=1e-4,
+                               atol=256 * eps / temperature, equal_nan=True)  # fmt: skip
     # reverse KL, row 6: each gradient is the difference of two numbers of magnitude
     # 1e30 / T in float32, rounding all that is left of it in either computation
-    keep = [i for i in range(12) if not (divergence == "reverse_kl" and i == 6)]
+    keep = [i for i in rows if not (divergence == "reverse_kl" and i == 6)]
     torch.testing.assert_close(
         grad[keep].double(),
         ops_grad[keep].to(dtype).double(),
@@ -222,7 +239,7 @@ def test_distillation_loss_fused_equals_the_float64_computation(dtype, divergenc
     want, want_grad = reference64(zs, zt, y, live, divergence, 0.25, 2.0, 0.7, 0.4,
                                   torch.full((9,), 1.0 / count, dtype=torch.float64))  # fmt: skip
     eps = 1e-5 if dtype == torch.float32 else 1e-2
-    torch.testing.assert_close(loss.double(), want.sum(), rtol=eps, atol=eps)
+    torch.testing.assert_close(loss.double(), want.sum() / count, rtol=eps, atol=eps)
     assert x.grad is not None and x.grad.dtype == dtype
     torch.testing.assert_close(x.grad.double(), want_grad, rtol=eps, atol=eps / 10)
     auto = distillation_loss(zs, zt, y, **options, **weights)

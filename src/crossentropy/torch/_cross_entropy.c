@@ -617,6 +617,15 @@ static inline float log1p_unit_f32(float x) {
 
 static inline double log1p_unit_f64(double x) { return log1p(x); }
 
+/* exp(x) for x <= 0 down to float's subnormals, as torch's exp gives them: below -87 the
+ * argument is raised by 24 ln 2 and the result scaled by 2^-24 (one evaluation either way,
+ * vectorisable), so a probability underflows to 0 where torch's does (e^x < 2^-150), not
+ * at e^-87.3; the distillation kernel's p = 0 terms are then the torch operations' ones. */
+static inline float exp_sub_f32(float x) {
+    const int low = x < -87.0f;
+    return exp_neg_f32(low ? x + 16.635532333438686f : x) * (low ? 5.9604644775390625e-8f : 1.0f);
+}
+
 /*
  * Distillation over whole rows: the row math of crossentropy.torch._distill (its docstring
  * has the derivation and the decided numerics), the three phases over one row of the
@@ -783,11 +792,11 @@ static inline double log1p_unit_f64(double x) { return log1p(x); }
         return rows;                                                                              \
     }
 
-DEFINE_DISTILL_KERNEL(distill_rows_f32, float, float, IDENTITY, TOKEN_F32_ONE, exp_neg_f32, logf,
+DEFINE_DISTILL_KERNEL(distill_rows_f32, float, float, IDENTITY, TOKEN_F32_ONE, exp_sub_f32, logf,
                       log1p_unit_f32)
 DEFINE_DISTILL_KERNEL(distill_rows_f64, double, double, IDENTITY, TOKEN_F64_ONE, exp_neg_f64, log,
                       log1p_unit_f64)
 DEFINE_DISTILL_KERNEL(distill_rows_bf16, uint16_t, float, bf16_to_f32, TOKEN_BF16_ONE,
-                      exp_neg_f32, logf, log1p_unit_f32)
-DEFINE_DISTILL_KERNEL(distill_rows_f16, _Float16, float, f16_to_f32, TOKEN_F16_ONE, exp_neg_f32,
+                      exp_sub_f32, logf, log1p_unit_f32)
+DEFINE_DISTILL_KERNEL(distill_rows_f16, _Float16, float, f16_to_f32, TOKEN_F16_ONE, exp_sub_f32,
                       logf, log1p_unit_f32)
