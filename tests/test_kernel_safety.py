@@ -646,11 +646,11 @@ def _options(**changes: object) -> object:
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [
-        ({"student": torch.randn(4, 10)[:, ::2]}, ValueError, r"^student: expected contiguous rows"),
+        ({"student": torch.randn(4, 10)[:, ::2]}, ValueError, r"^student: expected contiguous"),
         ({"student": torch.randn(20)}, ValueError, r"^student: expected a 2-D"),
-        ({"student": torch.randn(4, 5).to("meta")}, ValueError, r"^student: expected a 2-D .* CPU"),
+        ({"student": torch.randn(4, 5).to("meta")}, ValueError, r"^student: .* CPU"),
         ({"student": torch.zeros(4, 5, dtype=torch.int32)}, TypeError, r"^student: expected float"),
-        ({"teacher": torch.randn(4, 10)[:, ::2]}, ValueError, r"^teacher: expected contiguous rows"),
+        ({"teacher": torch.randn(4, 10)[:, ::2]}, ValueError, r"^teacher: expected contiguous"),
         ({"teacher": torch.randn(4, 6)}, ValueError, r"^teacher: expected the student's shape"),
         ({"teacher": torch.randn(20)}, ValueError, r"^teacher: expected a 2-D"),
         ({"teacher": torch.randn(4, 5, dtype=torch.float64)}, TypeError, r"^teacher: .*dtype"),
@@ -738,7 +738,8 @@ def test_distill_kernel_tests_under_sanitizers(flags: str) -> None:
     )
     tests = _python(
         [
-            "-m", "pytest", "tests/test_torch_distillation_kernel.py", "tests/test_kernel_safety.py",
+            "-m", "pytest", "tests/test_torch_distillation_kernel.py",
+            "tests/test_kernel_safety.py",
             "-k", "distill and not sanitizers", "-x", "-p", "no:cacheprovider",
             "--hypothesis-seed=0",
         ],

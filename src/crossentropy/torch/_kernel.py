@@ -702,12 +702,13 @@ def distill_rows(
     scale = None if row_scale is None else _row_values("row_scale", row_scale, rows, compute)
     into = None
     if scale is not None:
-        into = torch.empty_like(student, memory_format=torch.contiguous_format) if out is None else out
+        into = (
+            torch.empty_like(student, memory_format=torch.contiguous_format) if out is None else out
+        )
         _rows_of("out", into, student)
         if into.shape != student.shape:
             raise ValueError(
-                f"out: expected the student's shape {tuple(student.shape)}; "
-                f"got {tuple(into.shape)}"
+                f"out: expected the student's shape {tuple(student.shape)}; got {tuple(into.shape)}"
             )
         if rows > 1 and into.stride(0) < classes:
             raise ValueError(
