@@ -481,3 +481,49 @@ def test_bad_arguments_are_refused_by_name(call, error, words) -> None:  # type:
     y = torch.tensor([0, 1, 2])
     with pytest.raises(error, match=re.escape(words)):
         call(s, t, y)
+
+
+def test_retained_graph_second_backward_recomputes_the_same_gradient() -> None:
+    s = logits((5, 7), 11).requires_grad_()
+    t = logits((5, 7), 12)
+    y = torch.tensor([0, 6, -100, 3, 3])
+    loss = distillation_loss(s, t, y, hard_weight=0.5, reduction="mean")
+    loss.backward(retain_graph=True)
+    assert s.grad is not None
+    first = s.grad.clone()
+    (loss * 3.0).backward()
+    torch.testing.assert_close(s.grad, 4.0 * first, rtol=1e-12, atol=1e-15)
+    leaf = s.detach().clone().requires_grad_()
+    unfused(leaf, t, y, hard_weight=0.5).backward()
+    torch.testing.assert_close(first, leaf.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_teacher_of_another_dtype_is_computed_in_the_wider_one() -> None:
+    s, t = logits((4, 6), 13).float(), logits((4, 6), 14)
+    leaf = s.clone().requires_grad_()
+    loss = distillation_loss(leaf, t, reduction="sum")
+    loss.backward()
+    assert loss.dtype == torch.float64 and leaf.grad is not None
+    assert leaf.grad.dtype == torch.float32
+    exact = s.double().requires_grad_()
+    unfused(exact, t, None, reduction="sum").backward()
+    torch.testing.assert_close(loss, unfused(s.double(), t, None, reduction="sum"))
+    torch.testing.assert_close(leaf.grad.double(), exact.grad, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("impl", ["auto", "torch"])
+def test_hard_term_follows_the_cross_entropy_conventions(impl: str) -> None:
+    """Hard weight only: the library's cross entropy, ±inf and NaN logits included (a
+    target beside a +inf logit: +inf, at one: NaN; -inf at the target: +inf)."""
+    from crossentropy.torch import cross_entropy
+
+    inf = math.inf
+    s = torch.tensor(
+        [[inf, 1.0, 0.0], [inf, 1.0, 0.0], [1.0, -inf, 0.0], [math.nan, 1.0, 0.0], [1.0, 2, 3]],
+        dtype=torch.float64,
+    )
+    y = torch.tensor([1, 0, 1, 2, 2])
+    got = distillation_loss(s, s, y, soft_weight=0.0, hard_weight=1.0, reduction="none", impl=impl)
+    want = cross_entropy(s, y, reduction="none", impl="torch")
+    assert got[0] == inf and got[2] == inf and bool(torch.isnan(got[1]))
+    torch.testing.assert_close(got, want, equal_nan=True)

@@ -244,3 +244,18 @@ def test_distillation_loss_fused_equals_the_float64_computation(dtype, divergenc
     torch.testing.assert_close(x.grad.double(), want_grad, rtol=eps, atol=eps / 10)
     auto = distillation_loss(zs, zt, y, **options, **weights)
     assert auto.item() == loss.item()
+
+
+def test_fused_takes_a_narrower_teacher_and_refuses_a_wider_one() -> None:
+    """A bfloat16 teacher of a float32 student runs in the kernel (cast exactly); a float64
+    teacher of a float32 student is refused by impl="fused" by name, and impl="auto" then
+    runs the torch operations in float64, as the reference does."""
+    torch.manual_seed(2)
+    zs, zt = torch.randn(5, 30), torch.randn(5, 30)
+    narrow = distillation_loss(zs, zt.bfloat16(), impl="fused")
+    assert narrow.item() == distillation_loss(zs, zt.bfloat16().float(), impl="fused").item()
+    with pytest.raises(ValueError, match=r"^impl='fused': the C distillation kernel cannot run"):
+        distillation_loss(zs, zt.double(), impl="fused")
+    wide = distillation_loss(zs, zt.double())
+    assert wide.dtype == torch.float64
+    torch.testing.assert_close(wide, distillation_loss(zs, zt.double(), impl="torch"))

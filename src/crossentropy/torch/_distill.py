@@ -69,7 +69,9 @@ it (and over ranks):
 3. :func:`student_gradient`: each slice's gradient, elementwise, from (L's, D, R).
 
 :func:`row_losses` gives the per-token loss from the merged results;
-:func:`distill_rows` runs the three phases over whole rows.
+:func:`distill_rows` runs the three phases over whole rows (there the L's are not needed
+apart: log p comes from torch's fused log_softmax, with the +inf convention below, and
+the formulas of phases 2 and 3 are the same functions).
 
 **Numerics** (decided here, tested in tests/test_torch_distillation.py and
 tests/test_distillation_math.py):
@@ -230,6 +232,12 @@ def _scaled(z: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
     return wide if temperature == 1.0 else wide.div_(temperature)
 
 
+def _divided(z: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    """z / T in ``dtype``, ``z`` itself where that is z (read only)."""
+    wide = z.to(dtype)
+    return wide if temperature == 1.0 else wide / temperature
+
+
 def _lse(x: Tensor) -> Tensor:
     """logsumexp over each row, -inf for an empty row (torch's shift: 0 where the row's
     maximum is not finite, as :func:`crossentropy._array.shift_and_log_sum`)."""
@@ -266,9 +274,10 @@ def log_sum_exps(
     return LogSumExps(l_s, l_t, hard, picked)
 
 
-def _where_mass(p: Tensor, value: Tensor) -> Tensor:
-    """p * value, exactly 0 where p is 0 (whatever the value: never 0 * -inf)."""
-    return torch.where(p == 0, 0.0, p * value)
+def _mass_times_(value: Tensor, p: Tensor) -> Tensor:
+    """p * value written over ``value``, exactly 0 where p is 0 (whatever the value: never
+    0 * -inf); a NaN p stays NaN."""
+    return value.masked_fill_(p == 0, 0.0).mul_(p)
 
 
 def _log_probs(
@@ -286,6 +295,22 @@ def _log_mixture(log_ps: Tensor, log_pt: Tensor, beta: float) -> Tensor:
     return torch.logaddexp(log_pt + math.log(beta), log_ps + math.log1p(-beta))
 
 
+def _sums_of(log_ps: Tensor, log_pt: Tensor, d: Distillation) -> DivergenceSums:
+    """D and R summed over the columns of (rows, width) log-probabilities (not written to):
+    the formulas of phase 2, for slices and whole rows alike."""
+    if d.divergence == "forward_kl":
+        total = _mass_times_(log_pt - log_ps, torch.exp(log_pt)).sum(dim=1)
+        return DivergenceSums(total, torch.zeros_like(total))
+    ps = torch.exp(log_ps)
+    if d.divergence == "reverse_kl":
+        total = _mass_times_(log_ps - log_pt, ps).sum(dim=1)
+        return DivergenceSums(total, total)
+    log_m = _log_mixture(log_ps, log_pt, d.beta)
+    row_term = _mass_times_(log_ps - log_m, ps).sum(dim=1).mul_(1.0 - d.beta)
+    teacher_part = _mass_times_(log_m.neg_().add_(log_pt), torch.exp(log_pt)).sum(dim=1)
+    return DivergenceSums(d.beta * teacher_part + row_term, row_term)
+
+
 def divergence_sums(
     student: Tensor, teacher: Tensor, lse: LogSumExps, d: Distillation
 ) -> DivergenceSums:
@@ -293,19 +318,7 @@ def divergence_sums(
     slice's :class:`LogSumExps` merged). ``student``/``teacher``: (rows, width) logits of
     the slice, any floating dtype."""
     log_ps, log_pt = _log_probs(student, teacher, lse, d)
-    if d.divergence == "forward_kl":
-        pt = torch.exp(log_pt)
-        total = _where_mass(pt, log_pt - log_ps).sum(dim=1)
-        return DivergenceSums(total, torch.zeros_like(total))
-    ps = torch.exp(log_ps)
-    if d.divergence == "reverse_kl":
-        total = _where_mass(ps, log_ps - log_pt).sum(dim=1)
-        return DivergenceSums(total, total)
-    log_m = _log_mixture(log_ps, log_pt, d.beta)
-    pt = torch.exp(log_pt)
-    row_term = _where_mass(ps, (1.0 - d.beta) * (log_ps - log_m)).sum(dim=1)
-    teacher_part = _where_mass(pt, log_pt - log_m).sum(dim=1)
-    return DivergenceSums(d.beta * teacher_part + row_term, row_term)
+    return _sums_of(log_ps, log_pt, d)
 
 
 def row_losses(lse: LogSumExps, sums: DivergenceSums, live: Tensor, d: Distillation) -> Tensor:
@@ -349,41 +362,81 @@ def student_gradient(
         The (rows, width) gradient, in the compute dtype (or ``out``, the gradient
         rounded to its dtype); rows whose r is 0 are exactly 0.
     """
-    rows, width = student.shape
     dtype = _dtype(student, teacher)
+    log_ps = log_pt = q = None
+    if d.soft_weight != 0:
+        log_ps, log_pt = _log_probs(student, teacher, lse, d)
+    if d.hard_weight != 0:
+        if lse.hard is None:
+            raise ValueError("lse: hard_weight is not 0 but lse.hard is None")
+        if log_ps is None or d.temperature != 1.0:
+            q = torch.exp(student.to(dtype).sub(lse.hard.unsqueeze(1)))
+    grad = _gradient_of(student, log_ps, log_pt, q, target, sums.row_term, row_scale, d, start)
+    return grad if out is None else out.copy_(grad)
+
+
+def _gradient_of(
+    student: Tensor,
+    log_ps: Tensor | None,
+    log_pt: Tensor | None,
+    q: Tensor | None,
+    target: Tensor,
+    row_term: Tensor,
+    row_scale: Tensor,
+    d: Distillation,
+    start: int,
+) -> Tensor:
+    """The formulas of phase 3 for slices and whole rows alike: r (w_soft / T) dD/du +
+    r w_hard (q - [k = y]) from the log-probabilities of the columns (``None`` without a
+    soft weight; overwritten) and q = softmax(z_s) there (``None``: exp(log p_s), at
+    T = 1), 0 on rows whose r is 0."""
+    rows, width = student.shape
+    if log_ps is not None:
+        dtype = log_ps.dtype
+    else:
+        dtype = q.dtype if q is not None else compute_dtype(student.dtype)
     r = row_scale.to(dtype)
     grad = student.new_zeros((rows, width), dtype=dtype)
-    if rows > 0 and width > 0:
-        ps = None
-        if d.soft_weight != 0:
-            log_ps, log_pt = _log_probs(student, teacher, lse, d)
-            ps = torch.exp(log_ps)
-            if d.divergence == "forward_kl":
-                du = ps - torch.exp(log_pt)
-            else:
-                if d.divergence == "reverse_kl":
-                    a = log_ps.sub_(log_pt)
-                else:
-                    a = log_ps.sub_(_log_mixture(log_ps, log_pt, d.beta)).mul_(1.0 - d.beta)
-                du = _where_mass(ps, a.sub_(sums.row_term.unsqueeze(1)))
-            grad = du.mul_((r * (d.soft_weight / d.temperature)).unsqueeze(1))
-        if d.hard_weight != 0:
-            if lse.hard is None:
-                raise ValueError("lse: hard_weight is not 0 but lse.hard is None")
-            if ps is not None and d.temperature == 1.0:
-                q = ps
-            else:
-                q = torch.exp(student.to(dtype).sub(lse.hard.unsqueeze(1)))
-            hard_r = r * d.hard_weight
-            grad = grad.addcmul_(q, hard_r.unsqueeze(1))
-            column, here = _local_target(target, start, width)
-            grad.scatter_add_(1, column, torch.where(here, -hard_r, 0.0).unsqueeze(1))
-        dead = (r == 0).nonzero().squeeze(1)
-        if dead.numel() > 0:
-            grad.index_fill_(0, dead, 0.0)
-    if out is None:
+    if rows == 0 or width == 0:
         return grad
-    return out.copy_(grad)
+    ps = None
+    if log_ps is not None and log_pt is not None:
+        ps = torch.exp(log_ps)
+        if d.divergence == "forward_kl":
+            du = ps - torch.exp(log_pt)
+        else:
+            if d.divergence == "reverse_kl":
+                a = log_ps.sub_(log_pt)
+            else:
+                a = log_ps.sub_(_log_mixture(log_ps, log_pt, d.beta)).mul_(1.0 - d.beta)
+            du = _mass_times_(a.sub_(row_term.unsqueeze(1)), ps)
+        grad = du.mul_((r * (d.soft_weight / d.temperature)).unsqueeze(1))
+    if d.hard_weight != 0:
+        if q is None:
+            if ps is None:
+                raise ValueError("q: the student's softmax is needed without a soft weight")
+            q = ps
+        hard_r = r * d.hard_weight
+        grad = grad.addcmul_(q, hard_r.unsqueeze(1))
+        column, here = _local_target(target, start, width)
+        grad.scatter_add_(1, column, torch.where(here, -hard_r, 0.0).unsqueeze(1))
+    dead = (r == 0).nonzero().squeeze(1)
+    if dead.numel() > 0:
+        grad.index_fill_(0, dead, 0.0)
+    return grad
+
+
+def _log_softmax(x: Tensor) -> Tensor:
+    """log softmax of whole rows by torch's fused kernel, with the library's convention
+    (:func:`crossentropy._array.shift_and_log_sum`) for rows that hold +inf, where torch
+    gives NaN everywhere: u - lse(u) = -inf beside the +inf logits, NaN at them."""
+    out = torch.log_softmax(x, dim=1)
+    if x.shape[1] > 0:
+        bad = (x.amax(dim=1) == torch.inf).nonzero().squeeze(1)
+        if bad.numel() > 0:
+            rows = x[bad]
+            out[bad] = rows - torch.logsumexp(rows, dim=1, keepdim=True)
+    return out
 
 
 def distill_rows(
@@ -407,10 +460,38 @@ def distill_rows(
             whatever r says.
         out: where to write the gradient ((rows, V), any floating dtype).
     """
-    lse = log_sum_exps(student, teacher, target, d)
-    sums = divergence_sums(student, teacher, lse, d)
-    losses = row_losses(lse, sums, live, d)
+    width = student.shape[1]
+    dtype = _dtype(student, teacher)
+    # whole rows: the log-probabilities by torch's fused log_softmax (no L needed)
+    log_ps = _log_softmax(_divided(student, d.temperature, dtype))
+    log_pt = _log_softmax(_divided(teacher, d.temperature, dtype))
+    sums = _sums_of(log_ps, log_pt, d)
+    loss = torch.zeros_like(sums.divergence)
+    if d.soft_weight != 0:
+        loss = loss + d.soft_weight * sums.divergence
+    log_p1 = None
+    if d.hard_weight != 0:
+        log_p1 = log_ps if d.temperature == 1.0 else _log_softmax(student.to(dtype))
+        if width > 0:
+            column, here = _local_target(target, 0, width)
+            picked = torch.where(here, log_p1.gather(1, column).squeeze(1), 0.0)
+            loss = loss - d.hard_weight * picked
+    losses = torch.where(live, loss, 0.0)
     if row_scale is None:
         return losses, None
-    r = torch.where(live, row_scale.to(losses.dtype), 0.0)
-    return losses, student_gradient(student, teacher, target, lse, sums, d, r, out=out)
+    r = torch.where(live, row_scale.to(dtype), 0.0)
+    soft = d.soft_weight != 0
+    # q = softmax(z_s): exp(log p_s) inside _gradient_of where that is it (T = 1, soft)
+    q = None if log_p1 is None or (soft and log_p1 is log_ps) else torch.exp(log_p1)
+    grad = _gradient_of(
+        student,
+        log_ps if soft else None,
+        log_pt if soft else None,
+        q,
+        target,
+        sums.row_term,
+        r,
+        d,
+        0,
+    )
+    return losses, grad if out is None else out.copy_(grad)

@@ -14,25 +14,23 @@ numerics (p = 0 terms, ±inf and NaN logits) are :mod:`crossentropy.torch._disti
 docstring, written once for every path.
 
 ``impl="auto"`` sweeps the rows a block at a time (:func:`crossentropy.torch.native.row_blocks`,
-about ``BLOCK_ELEMENTS`` logits of each model per block): the forward runs phases 1 and 2
-of :mod:`crossentropy.torch._distill` and keeps per row four numbers (L_s, L_t, L_1 with a
-hard weight, and R; D is the loss); the backward recomputes each block's softmaxes from
-the logits and those numbers and writes the student's gradient (phase 3) for the incoming
-gradient of every row. It *recomputes* rather than writing the gradient in the forward
-(as the fused cross entropy does for ``"mean"``/``"sum"``): one more read of both logits
-in the backward, but nothing logits-sized is held between the two passes beyond the inputs
-themselves, and every reduction (``"none"`` with any incoming gradient included) takes the
-same path. float16/bfloat16 logits are computed in float32 a block at a time; the loss is
-returned in float32 for them (the compute dtype), the gradient in the student's dtype.
+about ``BLOCK_ELEMENTS`` logits of each model per block) with
+:func:`crossentropy.torch._distill.distill_rows`: both log-softmaxes of the block, the
+divergence, and the student's gradient from them while the block is in cache. For
+``reduction="mean"``/``"sum"`` the gradient is *written in the forward* (when the student
+requires grad), for d(loss)/d(loss) = 1, and the backward multiplies it by the incoming
+gradient in place (handed out once, as the fused cross entropy does; a second backward of
+a retained graph recomputes it): one sweep over both logits in all, and nothing
+logits-sized beyond the inputs and the gradient that the backward returns anyway. For
+``"none"`` the forward keeps nothing but the inputs and the backward recomputes each block
+for its rows' incoming gradients. float16/bfloat16 logits are computed in float32 a block
+at a time; the loss is returned in float32 for them (the compute dtype), the gradient in
+the student's dtype.
 
 ``impl="fused"`` (what ``"auto"`` runs on CPU where the kernel loads) does the same row
-work in C (:func:`crossentropy.torch._kernel.distill_rows`): the three phases over each
-pair of rows in one sweep of memory, the two rows staying in cache, the gradient written
-once in the student's dtype. With ``"mean"``/``"sum"`` and a student that needs a gradient
-the forward writes it at once (the reduction's row scale is known), and a backward whose
-incoming gradient is that scale hands it out as it is; otherwise (``"none"``, another
-incoming gradient, a repeated backward) the backward runs the kernel again with the
-incoming gradient as the row scale.
+work in C, :func:`crossentropy.torch._kernel.distill_rows` over all the rows at once (the
+kernel splits them over threads): the three phases over each pair of rows in one sweep of
+memory, the two rows staying in cache, the gradient written once in the student's dtype.
 
 ``impl="torch"`` is the readable reference: whole rows' log-softmaxes (with the library's
 shift, :func:`crossentropy._array.shift_and_log_sum`) and the divergence by its definition,
@@ -55,16 +53,7 @@ from torch import Tensor
 from .. import _validate
 from .._array import shift_and_log_sum, wide_labels
 from . import _kernel, conventions, dispatch
-from ._distill import (
-    Distillation,
-    DivergenceSums,
-    LogSumExps,
-    check_distillation,
-    divergence_sums,
-    log_sum_exps,
-    row_losses,
-    student_gradient,
-)
+from ._distill import Distillation, check_distillation, distill_rows
 from .native import compute_dtype, row_blocks
 
 __all__ = ["distillation_loss"]
@@ -160,81 +149,120 @@ def _check_target(target: object, student: Tensor, ignore_index: int) -> tuple[T
     return torch.where(ignored, -1, wide.reshape(-1)), ~ignored
 
 
-def _cat_lse(parts: list[LogSumExps]) -> LogSumExps:
-    hard_parts = [p.hard for p in parts if p.hard is not None]
-    hard = torch.cat(hard_parts) if hard_parts else None
-    return LogSumExps(
-        torch.cat([p.student for p in parts]),
-        torch.cat([p.teacher for p in parts]),
-        hard,
-        torch.cat([p.target_logit for p in parts]),
-    )
-
-
 class _Distill(torch.autograd.Function):
-    """Per-token losses of (rows, V) student and teacher logits, a block of rows at a
-    time, with the student's gradient written out (:mod:`crossentropy.torch._distill`).
-    The teacher passed in is detached: no gradient is ever returned for it."""
+    """The loss of (rows, V) student and teacher logits, a block of rows at a time by
+    :func:`crossentropy.torch._distill.distill_rows`, with the student's gradient written
+    out. ``scale`` (rows,): d(reduced loss)/d(row loss) for ``"mean"``/``"sum"`` (the
+    output is then the reduced loss, and the gradient is written in the forward, when
+    ``needs_grad``, and multiplied by the incoming gradient in the backward), ``None`` for
+    ``"none"`` (per-row losses; the backward recomputes each block for its incoming
+    gradients). The teacher passed in is detached: no gradient is returned for it.
+    ``fused``: the C kernel (:func:`crossentropy.torch._kernel.distill_rows`, the same
+    arguments) over all the rows at once instead."""
 
     @staticmethod
     def forward(
-        student: Tensor, teacher: Tensor, target: Tensor, live: Tensor, d: Distillation
-    ) -> tuple[Tensor, LogSumExps, DivergenceSums]:
+        student: Tensor,
+        teacher: Tensor,
+        target: Tensor,
+        live: Tensor,
+        d: Distillation,
+        scale: Tensor | None,
+        needs_grad: bool,
+        fused: bool,
+    ) -> tuple[Tensor, Tensor | None]:
         rows, classes = student.shape
-        blocks = row_blocks(rows, classes) or [(0, 0)]
-        lses: list[LogSumExps] = []
-        sums: list[DivergenceSums] = []
-        for start, stop in blocks:
-            s, t = student[start:stop], teacher[start:stop]
-            lse = log_sum_exps(s, t, target[start:stop], d)
-            lses.append(lse)
-            sums.append(divergence_sums(s, t, lse, d))
-        lse = _cat_lse(lses)
-        total = DivergenceSums(
-            torch.cat([p.divergence for p in sums]), torch.cat([p.row_term for p in sums])
-        )
-        return row_losses(lse, total, live, d), lse, total
+        write = scale is not None and needs_grad
+        grad = torch.empty_like(student, memory_format=torch.contiguous_format) if write else None
+        parts = []
+        for start, stop in _blocks(rows, classes, fused):
+            block = slice(start, stop)
+            losses, _ = _row_function(fused)(
+                student[block],
+                teacher[block],
+                target[block],
+                live[block],
+                d,
+                None if grad is None or scale is None else scale[block],
+                None if grad is None else grad[block],
+            )
+            parts.append(losses)
+        losses = torch.cat(parts)
+        if scale is not None:
+            losses = (losses * scale).sum()
+        return losses, grad
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        student, teacher, target, live, d = inputs
-        ctx.save_for_backward(student, teacher, target, live)
-        ctx.lse = output[1]
-        ctx.sums = output[2]
+        student, teacher, target, live, d, scale, _, fused = inputs
+        ctx.save_for_backward(student, teacher, target, live, scale)
+        ctx.grad = output[1]
         ctx.d = d
+        ctx.fused = fused
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: Any, grad_losses: Tensor | None, _lse: Any, _sums: Any
-    ) -> tuple[Tensor | None, None, None, None, None]:
-        student, teacher, target, live = ctx.saved_tensors
+        ctx: Any, grad_loss: Tensor | None, _grad: Any
+    ) -> tuple[Tensor | None, None, None, None, None, None, None, None]:
+        student, teacher, target, live, scale = ctx.saved_tensors
         d: Distillation = ctx.d
-        if grad_losses is None:
-            return None, None, None, None, None
+        nothing = (None, None, None, None, None, None, None)
+        if grad_loss is None:
+            return (None, *nothing)
         if torch.is_grad_enabled():
             # create_graph=True: the reference's gradient as torch operations, differentiable
             with torch.enable_grad():
                 losses = _reference(student, teacher, target, live, d)
-                (grad,) = torch.autograd.grad(losses, student, grad_losses, create_graph=True)
-            return grad.to(student.dtype), None, None, None, None
-        lse: LogSumExps = ctx.lse
-        sums: DivergenceSums = ctx.sums
+                if scale is not None:
+                    losses = (losses * scale).sum()
+                (grad,) = torch.autograd.grad(losses, student, grad_loss, create_graph=True)
+            return (grad.to(student.dtype), *nothing)
+        if ctx.grad is not None:  # written in the forward for d(loss)/d(loss) = 1
+            grad, ctx.grad = ctx.grad, None  # handed out once: ours to scale in place
+            plain = not conventions.batched(grad_loss) and conventions.has_values(grad_loss)
+            if plain and bool(grad_loss == 1):
+                return (grad, *nothing)
+            return (grad.mul_(grad_loss), *nothing)
+        # "none", or a later backward of a retained graph (the first one's gradient may be
+        # .grad by now): every block recomputed for its rows' incoming gradients
         rows, classes = student.shape
-        r = torch.where(live, grad_losses.to(lse.student.dtype), 0.0)
+        row_scale = grad_loss if scale is None else scale * grad_loss
         grad = torch.empty_like(student, memory_format=torch.contiguous_format)
-        for start, stop in row_blocks(rows, classes):
-            student_gradient(
-                student[start:stop],
-                teacher[start:stop],
-                target[start:stop],
-                lse.rows(start, stop),
-                sums.rows(start, stop),
+        for start, stop in _blocks(rows, classes, ctx.fused):
+            block = slice(start, stop)
+            _row_function(ctx.fused)(
+                student[block],
+                teacher[block],
+                target[block],
+                live[block],
                 d,
-                r[start:stop],
-                out=grad[start:stop],
+                row_scale[block],
+                grad[block],
             )
-        return grad, None, None, None, None
+        return (grad, *nothing)
+
+
+def _blocks(rows: int, classes: int, fused: bool) -> list[tuple[int, int]]:
+    """The blocks of rows of a sweep: all at once for the kernel, else ``row_blocks``."""
+    return [(0, rows)] if fused else row_blocks(rows, classes) or [(0, 0)]
+
+
+def _row_function(fused: bool) -> Any:
+    """The whole-row phases: the C kernel's, or :func:`crossentropy.torch._distill.distill_rows`."""
+    return _kernel.distill_rows if fused else distill_rows
+
+
+def _fused_takes(student: Tensor, teacher: Tensor) -> bool:
+    """Whether the C kernel runs over these logits: CPU tensors of a dtype it takes, the
+    teacher's the student's own or one that it holds exactly, the kernel loadable here."""
+    return (
+        student.device.type == "cpu"
+        and teacher.device.type == "cpu"
+        and student.dtype in _kernel.KERNELS
+        and torch.promote_types(student.dtype, teacher.dtype) == student.dtype
+        and _kernel.fused_available()
+    )
 
 
 def _masked(mask: Tensor, x: Tensor) -> Tensor:
@@ -296,129 +324,41 @@ def _reference(
     return _masked(live, loss)
 
 
-class _FusedDistill(torch.autograd.Function):
-    """Per-token losses of (rows, V) CPU logits by the C kernel, and the student's
-    gradient: computed in the forward for the row scale ``scale`` (the reduction's, on the
-    rows that count) when it is not None, handed out once by a backward whose incoming
-    gradient is that scale; otherwise computed by the kernel in the backward for the
-    incoming gradient."""
-
-    @staticmethod
-    def forward(
-        student: Tensor,
-        teacher: Tensor,
-        target: Tensor,
-        live: Tensor,
-        d: Distillation,
-        scale: Tensor | None,
-    ) -> tuple[Tensor, Tensor]:
-        s, t = _kernel_pair(student, teacher)
-        row_scale = None if scale is None else torch.where(live, scale, 0.0)
-        losses, grad = _kernel.distill_rows(s, t, target, live, d, row_scale)
-        return losses, s.new_empty(0) if grad is None else grad
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        student, teacher, target, live, d, scale = inputs
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(student, teacher, target, live)
-        ctx.buffer = None if scale is None else output[1]  # handed out once
-        ctx.scale = scale
-        ctx.d = d
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, grad_losses: Tensor | None, _: Any
-    ) -> tuple[Tensor | None, None, None, None, None, None]:
-        student, teacher, target, live = ctx.saved_tensors
-        d: Distillation = ctx.d
-        none = (None,) * 5
-        if grad_losses is None:
-            return None, *none
-        if torch.is_grad_enabled():
-            # create_graph=True: the reference's gradient as torch operations, differentiable
-            with torch.enable_grad():
-                losses = _reference(student, teacher, target, live, d)
-                (grad,) = torch.autograd.grad(losses, student, grad_losses, create_graph=True)
-            return grad.to(student.dtype), *none
-        r = torch.where(live, grad_losses, 0.0)
-        if ctx.buffer is not None:
-            grad, ctx.buffer = ctx.buffer, None
-            if bool((torch.where(live, r == ctx.scale, True)).all()):
-                return grad.to(student.dtype), *none
-        s, t = _kernel_pair(student, teacher)
-        _, grad = _kernel.distill_rows(s, t, target, live, d, r)
-        if grad is None:  # never: a row scale was given
-            raise RuntimeError("the distillation kernel wrote no gradient for a row scale")
-        return grad.to(student.dtype), *none
-
-
-def _kernel_pair(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
-    """Student and teacher in one dtype the kernel takes (the wider of the two; the
-    gradient is rounded to the student's dtype once from it), classes consecutive."""
-    wide = torch.promote_types(student.dtype, teacher.dtype)
-    pair = []
-    for x in (student, teacher):
-        x = x.detach().to(wide)
-        pair.append(x.contiguous() if x.shape[1] > 1 and x.stride(1) != 1 else x)
-    return pair[0], pair[1]
-
-
-def _fused_takes(student: Tensor, teacher: Tensor) -> bool:
-    """Whether the C kernel runs over these logits: CPU tensors of dtypes it takes, the
-    kernel loadable here."""
-    return (
-        student.device.type == "cpu"
-        and teacher.device.type == "cpu"
-        and student.dtype in _kernel.KERNELS
-        and teacher.dtype in _kernel.KERNELS
-        and _kernel.fused_available()
-    )
-
-
-def _fused(
-    student: Tensor, teacher: Tensor, target: Tensor, live: Tensor, d: Distillation, reduction: str
-) -> Tensor:
-    """``impl="fused"``: per-token losses by the C kernel, the gradient computed in the
-    forward for ``"mean"``/``"sum"`` when the student needs one."""
-    scale = None
-    if reduction != "none" and torch.is_grad_enabled() and student.requires_grad:
-        dtype = compute_dtype(torch.promote_types(student.dtype, teacher.dtype))
-        one = torch.ones((), dtype=dtype)
-        # the incoming gradient of each row that autograd will send for this reduction
-        scale = one if reduction == "sum" else one / live.sum().to(dtype).clamp(min=1.0)
-    losses, _ = _FusedDistill.apply(student, teacher, target, live, d, scale)  # type: ignore[no-untyped-call]
-    return losses  # type: ignore[no-any-return]
-
-
 def _run(
     student: Tensor,
     teacher: Tensor,
     target: Tensor,
     live: Tensor,
     d: Distillation,
+    scale: Tensor | None,
     impl: str,
-    reduction: str = "none",
 ) -> Tensor:
-    """Per-token losses of (rows, V) logits by the path ``impl`` names. ``"auto"``: the C
-    kernel on CPU where it loads, else the block sweep (the Triton kernels on CUDA are
-    chosen here when they are written); the reference under ``torch.func`` transforms.
-    ``reduction`` tells the fused path the row scale of the gradient it may write in the
-    forward. The teacher is detached here, once, for every path."""
+    """The loss of (rows, V) logits by the path ``impl`` names: sum_i scale_i loss_i, or
+    the per-row losses for ``scale=None``. ``"auto"``: the C kernel on CPU where it
+    loads, else the block sweep (the Triton kernels on CUDA are chosen here when they are
+    written); the reference under ``torch.func`` transforms. The teacher is detached here, once, for
+    every path."""
     teacher = teacher.detach()
     if impl == "torch" or conventions.transformed(student) or conventions.transformed(teacher):
-        return _reference(student, teacher, target, live, d)
-    if impl == "fused" and not _fused_takes(student, teacher):
+        losses = _reference(student, teacher, target, live, d)
+        return losses if scale is None else (losses * scale).sum()
+    fused = impl == "fused"
+    if fused and not _fused_takes(student, teacher):
         reason = _kernel.unavailable_reason() or (
-            f"it takes float32, float64, float16 or bfloat16 CPU logits; got "
-            f"{student.dtype} and {teacher.dtype} on {student.device.type}"
+            f"it takes float32, float64, float16 or bfloat16 CPU logits, the teacher's dtype "
+            f"the student's or one it holds exactly; got {student.dtype} and {teacher.dtype} "
+            f"on {student.device.type}"
         )
         raise ValueError(f"impl='fused': the C distillation kernel cannot run here: {reason}")
-    if impl == "fused" or (impl == "auto" and _fused_takes(student, teacher)):
-        return _fused(student, teacher, target, live, d, reduction)
-    losses, _, _ = _Distill.apply(student, teacher, target, live, d)  # type: ignore[no-untyped-call]
-    return losses  # type: ignore[no-any-return]
+    if impl == "auto":
+        fused = _fused_takes(student, teacher)
+    if fused and student.shape[1] > 1 and student.stride(1) != 1:
+        student = student.contiguous()  # the kernel reads rows of consecutive classes
+    if fused and teacher.shape[1] > 1 and teacher.stride(1) != 1:
+        teacher = teacher.contiguous()
+    needs_grad = torch.is_grad_enabled() and student.requires_grad
+    loss, _ = _Distill.apply(student, teacher, target, live, d, scale, needs_grad, fused)  # type: ignore[no-untyped-call]
+    return loss  # type: ignore[no-any-return]
 
 
 def distillation_loss(
@@ -509,19 +449,15 @@ def distillation_loss(
     ids, live = _check_target(target, student, ignore_index)
     classes = student.shape[-1]
     rows = ids.shape[0]
-    losses = _run(
-        student.reshape(rows, classes),
-        teacher.reshape(rows, classes),
-        ids,
-        live,
-        d,
-        chosen,
-        reduction,
+    scale = None
+    if reduction != "none":
+        dtype = compute_dtype(torch.promote_types(student.dtype, teacher.dtype))
+        scale = live.to(dtype)
+        if reduction == "mean":  # 1 / count on the counted rows; a mean over nothing: 0
+            scale = scale / scale.sum().clamp(min=1.0)
+    loss = _run(
+        student.reshape(rows, classes), teacher.reshape(rows, classes), ids, live, d, scale, chosen
     )
     if reduction == "none":
-        return losses.reshape(tuple(student.shape[:-1]))
-    total = losses.sum()
-    if reduction == "sum":
-        return total
-    count = live.sum().to(total.dtype)
-    return total / count.clamp(min=1.0)  # a mean over nothing: 0 / 1
+        return loss.reshape(tuple(student.shape[:-1]))
+    return loss
