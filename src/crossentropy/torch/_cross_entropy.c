@@ -647,7 +647,12 @@ static inline float exp_sub_f32(float x) {
  *              (r soft_weight / T) dD/du_k + r hard_weight (e^(z_s,k - L_1) - [k = y])
  *            with dD/du_k = p_s - p_t (forward KL), p_s (log p_s - log p_t - D)
  *            (reverse KL), p_s ((1 - beta)(log p_s - log M) - R) (jsd); a row that is not
- *            live or whose scale is 0 is written as exactly 0.
+ *            live or whose scale is 0 is written as exactly 0. One loop per divergence;
+ *            e^(z_s,k - L_1) is always its own exponential (at T = 1 the same number as
+ *            p_s), since an exponential taken only when T != 1 keeps GCC from vectorising.
+ *
+ * Probabilities are exponentials down to float's subnormals (exp_sub_f32), as torch's exp
+ * gives them, so that the terms taken as exactly 0 (p = 0) are the torch operations' ones.
  *
  * log M_k = logaddexp(log beta + log p_t,k, log(1 - beta) + log p_s,k) (-inf where both
  * are). The gradient of each class depends on its own logits and the row's numbers only,
