@@ -27,6 +27,11 @@ for its rows' incoming gradients. float16/bfloat16 logits are computed in float3
 at a time; the loss is returned in float32 for them (the compute dtype), the gradient in
 the student's dtype.
 
+``impl="fused"`` (what ``"auto"`` runs on CPU where the kernel loads) does the same row
+work in C, :func:`crossentropy.torch._kernel.distill_rows` over all the rows at once (the
+kernel splits them over threads): the three phases over each pair of rows in one sweep of
+memory, the two rows staying in cache, the gradient written once in the student's dtype.
+
 ``impl="torch"`` is the readable reference: whole rows' log-softmaxes (with the library's
 shift, :func:`crossentropy._array.shift_and_log_sum`) and the divergence by its definition,
 under autograd. It is differentiable twice, and it is what a differentiable backward
@@ -47,15 +52,15 @@ from torch import Tensor
 
 from .. import _validate
 from .._array import shift_and_log_sum, wide_labels
-from . import conventions, dispatch
+from . import _kernel, conventions, dispatch
 from ._distill import Distillation, check_distillation, distill_rows
 from .native import compute_dtype, row_blocks
 
 __all__ = ["distillation_loss"]
 
-# the values of impl= this function takes; the paths are chosen in _run ("fused": the C
-# kernel over CPU rows, "triton": the Triton kernels, are added there beside these)
-_IMPLS = ("auto", "torch")
+# the values of impl= this function takes; the paths are chosen in _run ("triton": the
+# Triton kernels, is added there beside these)
+_IMPLS = ("auto", "torch", "fused")
 
 
 def _impl(value: object) -> str:
@@ -151,7 +156,9 @@ class _Distill(torch.autograd.Function):
     output is then the reduced loss, and the gradient is written in the forward, when
     ``needs_grad``, and multiplied by the incoming gradient in the backward), ``None`` for
     ``"none"`` (per-row losses; the backward recomputes each block for its incoming
-    gradients). The teacher passed in is detached: no gradient is returned for it."""
+    gradients). The teacher passed in is detached: no gradient is returned for it.
+    ``fused``: the C kernel (:func:`crossentropy.torch._kernel.distill_rows`, the same
+    arguments) over all the rows at once instead."""
 
     @staticmethod
     def forward(
@@ -162,14 +169,15 @@ class _Distill(torch.autograd.Function):
         d: Distillation,
         scale: Tensor | None,
         needs_grad: bool,
+        fused: bool,
     ) -> tuple[Tensor, Tensor | None]:
         rows, classes = student.shape
         write = scale is not None and needs_grad
         grad = torch.empty_like(student, memory_format=torch.contiguous_format) if write else None
         parts = []
-        for start, stop in row_blocks(rows, classes) or [(0, 0)]:
+        for start, stop in _blocks(rows, classes, fused):
             block = slice(start, stop)
-            losses, _ = distill_rows(
+            losses, _ = _row_function(fused)(
                 student[block],
                 teacher[block],
                 target[block],
@@ -186,19 +194,20 @@ class _Distill(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        student, teacher, target, live, d, scale, _ = inputs
+        student, teacher, target, live, d, scale, _, fused = inputs
         ctx.save_for_backward(student, teacher, target, live, scale)
         ctx.grad = output[1]
         ctx.d = d
+        ctx.fused = fused
         ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_loss: Tensor | None, _grad: Any
-    ) -> tuple[Tensor | None, None, None, None, None, None, None]:
+    ) -> tuple[Tensor | None, None, None, None, None, None, None, None]:
         student, teacher, target, live, scale = ctx.saved_tensors
         d: Distillation = ctx.d
-        nothing = (None, None, None, None, None, None)
+        nothing = (None, None, None, None, None, None, None)
         if grad_loss is None:
             return (None, *nothing)
         if torch.is_grad_enabled():
@@ -220,9 +229,9 @@ class _Distill(torch.autograd.Function):
         rows, classes = student.shape
         row_scale = grad_loss if scale is None else scale * grad_loss
         grad = torch.empty_like(student, memory_format=torch.contiguous_format)
-        for start, stop in row_blocks(rows, classes):
+        for start, stop in _blocks(rows, classes, ctx.fused):
             block = slice(start, stop)
-            distill_rows(
+            _row_function(ctx.fused)(
                 student[block],
                 teacher[block],
                 target[block],
@@ -232,6 +241,28 @@ class _Distill(torch.autograd.Function):
                 grad[block],
             )
         return (grad, *nothing)
+
+
+def _blocks(rows: int, classes: int, fused: bool) -> list[tuple[int, int]]:
+    """The blocks of rows of a sweep: all at once for the kernel, else ``row_blocks``."""
+    return [(0, rows)] if fused else row_blocks(rows, classes) or [(0, 0)]
+
+
+def _row_function(fused: bool) -> Any:
+    """The whole-row phases: the C kernel's, or :func:`crossentropy.torch._distill.distill_rows`."""
+    return _kernel.distill_rows if fused else distill_rows
+
+
+def _fused_takes(student: Tensor, teacher: Tensor) -> bool:
+    """Whether the C kernel runs over these logits: CPU tensors of a dtype it takes, the
+    teacher's the student's own or one that it holds exactly, the kernel loadable here."""
+    return (
+        student.device.type == "cpu"
+        and teacher.device.type == "cpu"
+        and student.dtype in _kernel.KERNELS
+        and torch.promote_types(student.dtype, teacher.dtype) == student.dtype
+        and _kernel.fused_available()
+    )
 
 
 def _masked(mask: Tensor, x: Tensor) -> Tensor:
@@ -303,16 +334,30 @@ def _run(
     impl: str,
 ) -> Tensor:
     """The loss of (rows, V) logits by the path ``impl`` names: sum_i scale_i loss_i, or
-    the per-row losses for ``scale=None``. ``"auto"``: the block sweep (the C kernel on
-    CPU and the Triton kernels on CUDA are chosen here when they are written); the
-    reference under ``torch.func`` transforms. The teacher is detached here, once, for
+    the per-row losses for ``scale=None``. ``"auto"``: the C kernel on CPU where it
+    loads, else the block sweep (the Triton kernels on CUDA are chosen here when they are
+    written); the reference under ``torch.func`` transforms. The teacher is detached here, once, for
     every path."""
     teacher = teacher.detach()
     if impl == "torch" or conventions.transformed(student) or conventions.transformed(teacher):
         losses = _reference(student, teacher, target, live, d)
         return losses if scale is None else (losses * scale).sum()
+    fused = impl == "fused"
+    if fused and not _fused_takes(student, teacher):
+        reason = _kernel.unavailable_reason() or (
+            f"it takes float32, float64, float16 or bfloat16 CPU logits, the teacher's dtype "
+            f"the student's or one it holds exactly; got {student.dtype} and {teacher.dtype} "
+            f"on {student.device.type}"
+        )
+        raise ValueError(f"impl='fused': the C distillation kernel cannot run here: {reason}")
+    if impl == "auto":
+        fused = _fused_takes(student, teacher)
+    if fused and student.shape[1] > 1 and student.stride(1) != 1:
+        student = student.contiguous()  # the kernel reads rows of consecutive classes
+    if fused and teacher.shape[1] > 1 and teacher.stride(1) != 1:
+        teacher = teacher.contiguous()
     needs_grad = torch.is_grad_enabled() and student.requires_grad
-    loss, _ = _Distill.apply(student, teacher, target, live, d, scale, needs_grad)  # type: ignore[no-untyped-call]
+    loss, _ = _Distill.apply(student, teacher, target, live, d, scale, needs_grad, fused)  # type: ignore[no-untyped-call]
     return loss  # type: ignore[no-any-return]
 
 
@@ -374,8 +419,10 @@ def distillation_loss(
             target); not both weights 0.
         reduction: ``"mean"`` (over the counted tokens; 0 over nothing), ``"sum"`` or
             ``"none"`` (per token, the target's shape, 0 at ignored tokens).
-        impl: ``"auto"`` (the rows a block at a time as torch operations, the backward
-            written out) or ``"torch"`` (the readable reference under autograd,
+        impl: ``"auto"`` (``"fused"`` on CPU where the C kernel loads; else the rows a block
+            at a time as torch operations, the backward written out), ``"fused"`` (the C
+            kernel over CPU rows: each pair of rows in one sweep, the gradient written
+            once) or ``"torch"`` (the readable reference under autograd,
             differentiable twice).
 
     Returns:
