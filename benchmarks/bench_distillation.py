@@ -584,8 +584,6 @@ def run_logit_config(cfg: Config) -> dict[str, Any]:
     for row in rows.values():
         s = row["seconds"]
         row["speedup_vs_unfused"] = unfused / s if s and unfused else None
-    del zs, zt, y, prepared, measured, kept
-    gc.collect()
     release_caches()
     return {
         "name": cfg.name,

@@ -45,7 +45,9 @@ def test_quick_distillation_benchmark_reports_every_variant(tmp_path: Path) -> N
     for config in report["configs"]:
         rows = {r["variant"]: r for r in config["rows"]}
         assert set(rows) == set(VARIANTS)
-        names = ("floor", "unfused", "ours", "liger") if liger_here else ("floor", "unfused", "ours")
+        names = (
+            ("floor", "unfused", "ours", "liger") if liger_here else ("floor", "unfused", "ours")
+        )
         for name in names:
             _assert_timed(rows[name])
         if not liger_here:

@@ -500,8 +500,9 @@ class DistillationHead:
     would need the teacher's logits of each block computed three times. The caller picks
     chunks whose rows fit the engine's budget (:func:`crossentropy.torch.linear_distillation_loss`
     does), so :meth:`begin` / :meth:`absorb` / :meth:`block_gradient` raise. Over whole
-    rows of one process on CPU the three phases run in one call
-    (:func:`crossentropy.torch._distill.distill_rows`), each row staying in cache;
+    rows of one process the three phases run in one call: on CPU the C kernel
+    (:func:`crossentropy.torch._kernel.distill_rows`, each row read from memory once),
+    elsewhere the torch operations of :func:`crossentropy.torch._distill.distill_rows`;
     with the hooks (ranks that each hold a slice of the vocabulary) they run one by one,
     each phase's sums combined before the next.
 
@@ -574,7 +575,8 @@ class DistillationHead:
         target, live, d = self.target[rows], self.live[rows], self.options
         scale = self.scale[rows] if grad else None
         if self.combine_lse is None and self.combine_sums is None and self.start == 0:
-            row_losses, gradient = _distill.distill_rows(
+            whole = _kernel.distill_rows if _distill_in_c(z) else _distill.distill_rows
+            row_losses, gradient = whole(
                 z, teacher, target, live, d, row_scale=scale, out=z if grad else None
             )
         else:
@@ -616,3 +618,14 @@ class DistillationHead:
 
     def block_gradient(self, z: Tensor, start: int) -> Tensor:
         raise self._whole_rows_only("block_gradient")
+
+
+def _distill_in_c(z: Tensor) -> bool:
+    """Whether the C kernel takes the distillation head's whole rows ``z``: CPU rows of
+    consecutive classes, of a dtype it takes, the kernel loadable here."""
+    return (
+        z.device.type == "cpu"
+        and z.dtype in _kernel.KERNELS
+        and (z.shape[1] <= 1 or z.stride(1) == 1)
+        and _kernel.fused_available()
+    )
