@@ -11,6 +11,7 @@ from ._array import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax
 from .information import binary_entropy, cross_entropy, entropy, information, kl_divergence
 from .losses import (
     binary_cross_entropy,
+    distillation_loss,
     huber,
     l1,
     mse,
@@ -28,6 +29,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_entropy",
     "cross_entropy",
+    "distillation_loss",
     "entropy",
     "gradients",
     "huber",

@@ -292,3 +292,46 @@ def chunk_size(value: object) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"chunk_size: expected a positive integer or None; got {value!r}")
     return value
+
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+
+
+def distillation(
+    divergence: object,
+    beta: object,
+    temperature_: object,
+    soft_weight: object,
+    hard_weight: object,
+    *,
+    has_target: bool = True,
+) -> tuple[str, float, float, float, float]:
+    """The settings of a distillation loss, checked: ``(divergence, beta, temperature,
+    soft_weight, hard_weight)`` with the convention of the generalized JSD applied
+    (``"jsd"`` with beta 0 is ``"forward_kl"`` and beta 1 ``"reverse_kl"``; those two
+    ignore ``beta``, returned as 0.0 and 1.0, what the convention gives them)."""
+    if not isinstance(divergence, str) or divergence not in DIVERGENCES:
+        names = ", ".join(map(repr, DIVERGENCES))
+        raise ValueError(f"divergence: expected one of {names}; got {divergence!r}")
+    b = number_in("beta", beta, 0.0, 1.0, what="in [0, 1] (0: forward KL, 1: reverse KL)")
+    t = temperature(temperature_)
+    soft = number_in("soft_weight", soft_weight, 0.0, sys.float_info.max, what="finite and >= 0")
+    hard = number_in("hard_weight", hard_weight, 0.0, sys.float_info.max, what="finite and >= 0")
+    if soft == 0 and hard == 0:
+        raise ValueError(
+            "soft_weight, hard_weight: expected at least one of them > 0 (the loss would be "
+            f"0 whatever the logits); got soft_weight={soft_weight!r} and "
+            f"hard_weight={hard_weight!r}"
+        )
+    if hard > 0 and not has_target:
+        raise ValueError(
+            f"hard_weight: a hard-label cross-entropy term (hard_weight > 0) needs a target; "
+            f"got hard_weight={hard_weight!r} and target=None"
+        )
+    if divergence == "jsd" and b in (0.0, 1.0):
+        divergence = "forward_kl" if b == 0.0 else "reverse_kl"
+    if divergence == "forward_kl":
+        b = 0.0
+    elif divergence == "reverse_kl":
+        b = 1.0
+    return divergence, b, t, soft, hard

@@ -26,6 +26,7 @@ from .losses import LOG_CLAMP, Terms, reduction_scale, times
 
 __all__ = [
     "binary_cross_entropy",
+    "distillation_loss",
     "huber",
     "l1",
     "mse",
@@ -186,6 +187,95 @@ def sparse_softmax_cross_entropy(
     if t.cap is not None:
         squashed = t.z / t.cap
         grad = grad * (1.0 - squashed * squashed)
+    return _finish(t, grad, reduction)
+
+
+@quiet
+def distillation_loss(
+    student_logits: Array,
+    teacher_logits: Array,
+    target: Array | None = None,
+    *,
+    divergence: str = "jsd",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    soft_weight: float = 1.0,
+    hard_weight: float = 0.0,
+    reduction: str = "mean",
+) -> tuple[Array, Array]:
+    r"""The distillation loss and its gradient with respect to the student's logits.
+
+    Derivation. With u = z_s / T, the softmax Jacobian dp_s,j/du_k = p_s,j ([j = k] - p_s,k)
+    turns any per-class derivative a_j = dD/dp_s,j into
+
+    .. math::
+
+        \frac{\partial D}{\partial u_k} = p_{s,k} (a_k - R), \qquad R = \sum_j p_{s,j} a_j
+
+    (a constant added to every a_j cancels). Forward KL: D = sum p_t log p_t - sum p_t u
+    + logsumexp(u), so dD/du_k = p_s,k - p_t,k directly. Reverse KL: a_k = log p_s,k -
+    log p_t,k (+1), so R = D. Jsd, with M = beta p_t + (1 - beta) p_s:
+
+    .. math::
+
+        \frac{\partial D}{\partial p_{s,j}}
+          = -\beta \frac{p_{t,j} (1 - \beta)}{M_j}
+            + (1 - \beta) \Big(\log \frac{p_{s,j}}{M_j} + 1 - \frac{p_{s,j} (1 - \beta)}{M_j}\Big)
+          = (1 - \beta) \log \frac{p_{s,j}}{M_j} + (1 - \beta) \Big(1 - \frac{M_j}{M_j}\Big)
+
+    so a_k = (1 - beta)(log p_s,k - log M_k) and R = (1 - beta) KL(p_s || M). The chain rule
+    through u = z_s / T divides by T, and the hard term -log softmax(z_s)_y adds
+    softmax(z_s)_k - [k = y]:
+
+    .. math::
+
+        \frac{\partial \ell}{\partial z_{s,k}} = \frac{w_{soft}}{T}
+            \frac{\partial D}{\partial u_k} + w_{hard} (\operatorname{softmax}(z_s)_k - [k = y])
+
+    p_s,k (a_k - R) is exactly 0 where p_s,k is 0. The teacher is not differentiated.
+    Ignored rows are exactly zero.
+
+    Args:
+        As :func:`crossentropy.distillation_loss`.
+
+    Returns:
+        ``(loss, grad)``, ``grad`` of the shape of ``student_logits``.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import gradients
+        >>> loss, grad = gradients.distillation_loss(
+        ...     np.array([[2.0, 1.0, 0.1]]), np.array([[1.0, 1.0, 1.0]]),
+        ...     divergence="forward_kl")
+        >>> print(np.round(grad, 4))
+        [[ 0.3257 -0.0909 -0.2348]]
+    """
+    t = losses.distillation_loss_terms(
+        student_logits,
+        teacher_logits,
+        target,
+        divergence=divergence,
+        beta=beta,
+        temperature=temperature,
+        ignore_index=ignore_index,
+        soft_weight=soft_weight,
+        hard_weight=hard_weight,
+        reduction=reduction,
+    )
+    xp = t.xp
+    grad = xp.zeros_like(t.x)
+    if t.soft_weight > 0:
+        if t.coefficient is None:  # forward KL
+            du = t.ps - t.pt
+        else:
+            shifted = t.coefficient - xp.expand_dims(t.row_term, axis=-1)
+            du = xp.where(t.ps == 0, xp.zeros_like(t.ps), t.ps * shifted)
+        grad = grad + (t.soft_weight / t.temperature) * du
+    if t.hard_log_probs is not None and t.onehot is not None:
+        onehot = xp.astype(t.onehot, grad.dtype)
+        grad = grad + t.hard_weight * (xp.exp(t.hard_log_probs) - onehot)
+    grad = _zeros_where_not(xp.expand_dims(t.live, axis=-1), grad, xp)
     return _finish(t, grad, reduction)
 
 

@@ -25,6 +25,7 @@ Conventions, decided once for every loss:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +50,7 @@ from ._array import (
 __all__ = [
     "LOG_CLAMP",
     "BinaryTerms",
+    "DistillationTerms",
     "NllTerms",
     "RegressionLoss",
     "RegressionTerms",
@@ -58,6 +60,8 @@ __all__ = [
     "Terms",
     "binary_cross_entropy",
     "binary_cross_entropy_terms",
+    "distillation_loss",
+    "distillation_loss_terms",
     "huber",
     "huber_terms",
     "l1",
@@ -559,6 +563,249 @@ def nll_loss(
     """
     t = nll_loss_terms(
         log_probs, labels, axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction
+    )
+    return t.reduced(reduction)
+
+
+# ----------------------------------------------------------------------------------------
+# distillation: a student's softmax towards a teacher's
+
+
+@dataclass(frozen=True)
+class DistillationTerms(Terms):
+    """:func:`distillation_loss`'s terms: the settings (``divergence`` with the convention
+    applied, ``beta``, ``temperature``, the weights), ``log_ps``/``log_pt`` the student's
+    and the teacher's log-softmax at temperature T and ``ps``/``pt`` their exponentials,
+    ``coefficient`` a_k (the gradient's per-class coefficient; ``None`` for forward KL),
+    ``row_term`` R = sum_k p_s,k a_k (per row), ``hard_log_probs`` the student's
+    log-softmax at temperature 1 and ``onehot`` its target (``None`` without a hard
+    weight), ``live`` the counted rows."""
+
+    divergence: str
+    beta: float
+    temperature: float
+    soft_weight: float
+    hard_weight: float
+    log_ps: Array
+    log_pt: Array
+    ps: Array
+    pt: Array
+    coefficient: Array | None
+    row_term: Array
+    hard_log_probs: Array | None
+    onehot: Array | None
+    live: Array
+
+
+def _with_mass(p: Array, value: Array, xp: Any) -> Array:
+    """p · value, exactly 0 where p is 0 whatever the value (never 0 · -inf); a NaN p
+    stays NaN."""
+    return xp.where(p == 0, _zeros(p, xp), p * value)
+
+
+def _teacher_logits(t: Array, s: Array, x: Array, xp: Any) -> Array:
+    """The teacher's logits checked against the student's (floating, same shape, the
+    vocabularies named when they differ), in the student's compute dtype."""
+    _validate.floating("teacher_logits", t, xp)
+    _validate.at_least_1d("teacher_logits", t)
+    if int(t.shape[-1]) != int(s.shape[-1]):
+        raise ValueError(
+            f"teacher_logits: expected the student's vocabulary size {int(s.shape[-1])} "
+            f"(student_logits of shape {tuple(s.shape)}); got {int(t.shape[-1])} (shape "
+            f"{tuple(t.shape)}): teacher and student must share a vocabulary"
+        )
+    _validate.same_shape("student_logits", s, "teacher_logits", t)
+    return _as_float("teacher_logits", to_compute(t, xp), x, xp)
+
+
+def _target_labels(
+    y: Array, shape: tuple[int, ...], ignore_index: int, xp: Any
+) -> tuple[Array, Array]:
+    """The target checked by the name ``target`` (integer, shape (...), in [0, V) or
+    ``ignore_index``): its one-hot mask (nowhere on an ignored token) and the mask of the
+    counted tokens."""
+    if tuple(y.shape) != shape[:-1]:
+        raise ValueError(
+            f"target: expected shape {shape[:-1]} (student_logits' shape {shape} without "
+            f"the class axis, the last); got {tuple(y.shape)}"
+        )
+    y = wide_labels(y, xp, name="target")
+    _validate.integer_labels(y, shape[-1], ignore_index, xp, name="target")
+    live = ~_validate.ignored(y, ignore_index, xp)
+    onehot = _onehot(y, shape[-1], xp) & xp.expand_dims(live, axis=-1)
+    return onehot, live
+
+
+def distillation_loss_terms(
+    student_logits: Array,
+    teacher_logits: Array,
+    target: Array | None,
+    *,
+    divergence: str,
+    beta: float,
+    temperature: float,
+    ignore_index: int,
+    soft_weight: float,
+    hard_weight: float,
+    reduction: str,
+) -> DistillationTerms:
+    _validate.reduction(reduction)
+    name, b, temp, soft, hard = _validate.distillation(
+        divergence, beta, temperature, soft_weight, hard_weight, has_target=target is not None
+    )
+    ignore_index = _validate.ignore_index(ignore_index)
+    xp, (s, t, y) = namespace(
+        student_logits,
+        teacher_logits,
+        target,
+        names=("student_logits", "teacher_logits", "target"),
+        optional=("target",),
+    )
+    shape = tuple(s.shape)
+    x, axis, dtype = _logits("student_logits", s, -1, xp)
+    v = _teacher_logits(t, s, x, xp)
+    if y is None:
+        onehot = None
+        live = xp.ones(x.shape[:-1], dtype=xp.bool, device=_device(x))
+    else:
+        onehot, live = _target_labels(y, shape, ignore_index, xp)
+    # rows that do not count are replaced by zeros first: their loss is 0 either way
+    keep = xp.expand_dims(live, axis=-1)
+    x = xp.where(keep, x, _zeros(x, xp))
+    v = xp.where(keep, v, _zeros(v, xp))
+
+    def log_softmax(z: Array) -> Array:
+        shift, log_sum = shift_and_log_sum(z, -1, xp)
+        return (z - shift) - log_sum
+
+    log_ps = log_softmax(x / temp)
+    log_pt = log_softmax(v / temp)
+    ps, pt = xp.exp(log_ps), xp.exp(log_pt)
+    coefficient = None
+    if name == "forward_kl":
+        d = xp.sum(_with_mass(pt, log_pt - log_ps, xp), axis=-1)
+        row_term = _zeros(d, xp)
+    elif name == "reverse_kl":
+        coefficient = log_ps - log_pt
+        d = xp.sum(_with_mass(ps, coefficient, xp), axis=-1)
+        row_term = d
+    else:
+        log_m = xp.logaddexp(log_pt + math.log(b), log_ps + math.log1p(-b))
+        coefficient = (1.0 - b) * (log_ps - log_m)
+        row_term = xp.sum(_with_mass(ps, coefficient, xp), axis=-1)
+        d = b * xp.sum(_with_mass(pt, log_pt - log_m, xp), axis=-1) + row_term
+    loss = _zeros(d, xp)
+    if soft > 0:
+        loss = loss + soft * d
+    hard_log_probs = None
+    if hard > 0 and onehot is not None:
+        hard_log_probs = log_softmax(x)
+        loss = loss + hard * -_pick(hard_log_probs, onehot, xp)
+    per_example = xp.where(live, loss, _zeros(loss, xp))
+    count = xp.sum(xp.astype(live, x.dtype))
+    return DistillationTerms(
+        xp,
+        x,
+        axis,
+        dtype,
+        per_example,
+        count,
+        divergence=name,
+        beta=b,
+        temperature=temp,
+        soft_weight=soft,
+        hard_weight=hard,
+        log_ps=log_ps,
+        log_pt=log_pt,
+        ps=ps,
+        pt=pt,
+        coefficient=coefficient,
+        row_term=row_term,
+        hard_log_probs=hard_log_probs,
+        onehot=onehot,
+        live=live,
+    )
+
+
+@quiet
+def distillation_loss(
+    student_logits: Array,
+    teacher_logits: Array,
+    target: Array | None = None,
+    *,
+    divergence: str = "jsd",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    soft_weight: float = 1.0,
+    hard_weight: float = 0.0,
+    reduction: str = "mean",
+) -> Array:
+    r"""The distillation loss of a student towards a teacher, from both models' logits.
+
+    Per token (the classes along the last axis), with p_s = softmax(z_s / T) and
+    p_t = softmax(z_t / T):
+
+    .. math::
+
+        \ell = w_{soft} D + w_{hard} (-\log \operatorname{softmax}(z_s)_y)
+
+        D_{forward} = \operatorname{KL}(p_t \| p_s), \qquad
+        D_{reverse} = \operatorname{KL}(p_s \| p_t)
+
+        D_{jsd} = \beta \operatorname{KL}(p_t \| M) + (1 - \beta) \operatorname{KL}(p_s \| M),
+        \qquad M = \beta p_t + (1 - \beta) p_s
+
+    in nats, with log M = logaddexp(log beta + log p_t, log(1 - beta) + log p_s). The jsd
+    formula tends to 0 as beta -> 0 or 1; by the convention of TRL's generalized JSD and
+    of Liger-Kernel, ``divergence="jsd"`` with beta = 0 is the forward KL and with beta = 1
+    the reverse KL. The hard term is the student's cross entropy at temperature 1. No T^2
+    factor. A term whose probability is 0 is exactly 0 (never 0 · -inf); a -inf student
+    logit where the teacher has mass gives +inf (forward KL); the jsd is finite for finite
+    or -inf logits; a NaN logit makes its token's loss NaN.
+
+    Args:
+        student_logits: the student's logits, shape (..., V).
+        teacher_logits: the teacher's logits, the student's shape.
+        target: integer class ids of shape (...), in [0, V) or ``ignore_index``, or
+            ``None`` (every token counts; ``hard_weight`` must then be 0).
+        divergence: ``"jsd"``, ``"forward_kl"`` or ``"reverse_kl"`` (the KLs ignore
+            ``beta``).
+        beta: the jsd's weight of the teacher, in [0, 1].
+        temperature: T, finite and > 0, dividing both models' logits.
+        ignore_index: the target value of tokens to skip (loss 0, not counted).
+        soft_weight: the divergence's weight, finite and >= 0.
+        hard_weight: the hard term's weight, finite and >= 0; not both weights 0.
+        reduction: ``"mean"`` (over the counted tokens; 0 over nothing), ``"sum"`` or
+            ``"none"`` (per token).
+
+    Returns:
+        The reduced loss, or the per-token losses.
+
+    Example:
+        >>> import numpy as np
+        >>> from crossentropy import distillation_loss
+        >>> student = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+        >>> teacher = np.array([[1.0, 1.0, 1.0], [0.0, 3.0, 0.0]])
+        >>> print(f"{float(distillation_loss(student, teacher, divergence='forward_kl')):.4f}")
+        0.1258
+
+    References:
+        G. Hinton, O. Vinyals, J. Dean, "Distilling the Knowledge in a Neural Network",
+        2015; R. Agarwal et al., "On-Policy Distillation of Language Models" (GKD, the
+        generalized JSD), 2024; trl.GKDTrainer.generalized_jsd_loss.
+    """
+    t = distillation_loss_terms(
+        student_logits,
+        teacher_logits,
+        target,
+        divergence=divergence,
+        beta=beta,
+        temperature=temperature,
+        ignore_index=ignore_index,
+        soft_weight=soft_weight,
+        hard_weight=hard_weight,
+        reduction=reduction,
     )
     return t.reduced(reduction)
 

@@ -22,6 +22,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess by
 from . import functional
 from ._kernel import fused_available, release_cached_buffers
 from .dispatch import Impl
+from .distillation import distillation_loss
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -39,6 +40,7 @@ from .modules import (
     BCELoss,
     BCEWithLogitsLoss,
     CrossEntropyLoss,
+    DistillationLoss,
     HuberLoss,
     KLDivLoss,
     L1Loss,
@@ -52,6 +54,7 @@ __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "DistillationLoss",
     "HuberLoss",
     "Impl",
     "KLDivLoss",
@@ -63,6 +66,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "distillation_loss",
     "functional",
     "fused_available",
     "huber_loss",

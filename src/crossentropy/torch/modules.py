@@ -20,11 +20,14 @@ from torch import Tensor, nn
 from .. import _validate
 from . import conventions, dispatch
 from . import functional as F
+from ._distill import check_distillation
+from .distillation import distillation_loss
 
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "DistillationLoss",
     "HuberLoss",
     "KLDivLoss",
     "L1Loss",
@@ -454,3 +457,91 @@ class HuberLoss(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class DistillationLoss(nn.Module):
+    r"""The distillation loss of a student towards a teacher, as a module: the loss of
+    :func:`crossentropy.torch.distillation_loss` (its formula and conventions are there),
+    with its settings fixed at construction and checked there.
+
+    Args:
+        divergence: ``"jsd"``, ``"forward_kl"`` or ``"reverse_kl"``.
+        beta: the jsd's weight of the teacher, in [0, 1] (0: forward KL, 1: reverse KL).
+        temperature: T, finite and > 0.
+        ignore_index: the target value of tokens to skip.
+        soft_weight: the divergence's weight, finite and >= 0.
+        hard_weight: the hard cross entropy's weight, finite and >= 0 (> 0 needs a target
+            in ``forward``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        impl: as in :func:`~crossentropy.torch.distillation_loss`.
+
+    Returns (``forward(student_logits, teacher_logits=None, target=None, *,
+    teacher_log_probs=None)``):
+        The loss, as :func:`~crossentropy.torch.distillation_loss` returns it.
+
+    Example:
+        >>> import torch
+        >>> from crossentropy.torch import DistillationLoss
+        >>> loss = DistillationLoss(divergence="forward_kl")
+        >>> student = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], dtype=torch.float64)
+        >>> teacher = torch.tensor([[1.0, 1.0, 1.0], [0.0, 3.0, 0.0]], dtype=torch.float64)
+        >>> print(f"{loss(student, teacher).item():.4f}")
+        0.1258
+    """
+
+    __constants__: ClassVar[list[str]] = [
+        "divergence",
+        "beta",
+        "temperature",
+        "ignore_index",
+        "soft_weight",
+        "hard_weight",
+        "reduction",
+    ]
+
+    def __init__(
+        self,
+        divergence: str = "jsd",
+        beta: float = 0.5,
+        temperature: float = 1.0,
+        ignore_index: int = -100,
+        soft_weight: float = 1.0,
+        hard_weight: float = 0.0,
+        reduction: str = "mean",
+        *,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        check_distillation(divergence, beta, temperature, soft_weight, hard_weight)
+        self.divergence = divergence
+        self.beta = float(beta)
+        self.temperature = float(temperature)
+        self.ignore_index = _validate.ignore_index(ignore_index)
+        self.soft_weight = float(soft_weight)
+        self.hard_weight = float(hard_weight)
+        self.reduction = _validate.reduction(reduction)
+        dispatch.impl(impl)
+        self.impl = impl
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor | None = None,
+        target: Tensor | None = None,
+        *,
+        teacher_log_probs: Tensor | None = None,
+    ) -> Tensor:
+        return distillation_loss(
+            student_logits,
+            teacher_logits,
+            target,
+            teacher_log_probs=teacher_log_probs,
+            divergence=self.divergence,
+            beta=self.beta,
+            temperature=self.temperature,
+            ignore_index=self.ignore_index,
+            soft_weight=self.soft_weight,
+            hard_weight=self.hard_weight,
+            reduction=self.reduction,
+            impl=self.impl,
+        )
