@@ -13,6 +13,9 @@ import torch
 
 pytest.importorskip("triton")
 
+import crossentropy.torch as ct
+import crossentropy.triton
+from crossentropy.torch import dispatch
 from crossentropy.triton import (
     distill_rows,
     distillation_gradient,
@@ -287,9 +290,109 @@ def test_arguments_are_checked_before_a_launch():
     assert_near(far[:1], lse[:1] - z[0, 0].double(), 1e-6, "target")
 
 
-def test_double_backward_is_refused():
-    d = Settings()
-    x = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
-    losses = distillation_losses(x, torch.randn(2, 6), torch.tensor([0, 1]), torch.ones(2, dtype=torch.bool), d)
-    with pytest.raises(RuntimeError, match="second derivative"):
-        torch.autograd.grad(losses.sum(), x, create_graph=True)
+def test_create_graph_runs_the_differentiable_reference():
+    d = Settings("jsd", 0.3, 0.8, 0.6, 0.4)
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    teacher = torch.randn(3, 7, dtype=torch.float64, generator=gen)
+    target = torch.tensor([1, 4, -1])
+    live = torch.tensor([True, True, False])
+    (grad,) = torch.autograd.grad(
+        distillation_losses(x, teacher, target, live, d).sum(), x, create_graph=True
+    )
+    expected_losses = reference(x, teacher, target, live, d)
+    (expected,) = torch.autograd.grad(expected_losses.sum(), x, create_graph=True)
+    assert_near(grad, expected, 1e-12, "gradient")
+    (second,) = torch.autograd.grad(grad.square().sum(), x)
+    (second_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    assert_near(second, second_expected, 1e-10, "second derivative")
+
+
+def test_public_distillation_loss_takes_impl_triton(tile):
+    gen = torch.Generator().manual_seed(1)
+    student = torch.randn(2, 3, 20, generator=gen)
+    teacher = torch.randn(2, 3, 20, generator=gen)
+    target = torch.randint(0, 20, (2, 3), generator=gen)
+    target[0, 1] = -100
+    settings = dict(divergence="jsd", beta=0.3, temperature=0.8, soft_weight=0.7, hard_weight=0.4)
+    for reduction in ("mean", "sum", "none"):
+        results = []
+        for impl in ("triton", "torch"):
+            x = student.clone().requires_grad_()
+            t = teacher.clone().requires_grad_()
+            loss = ct.distillation_loss(x, t, target, reduction=reduction, impl=impl, **settings)
+            (loss * torch.linspace(0.5, 1.5, loss.numel()).reshape(loss.shape)).sum().backward()
+            assert t.grad is None  # the teacher is never differentiated
+            results.append((loss.detach(), x.grad))
+        (loss, grad), (expected, expected_grad) = results
+        assert loss.shape == expected.shape
+        assert_near(loss, expected, 1e-5, f"loss {reduction}")
+        assert_near(grad, expected_grad, 1e-5, f"gradient {reduction}")
+        assert (grad[0, 1] == 0).all()
+    # the teacher's log-probabilities taken as its logits
+    log_probs = torch.log_softmax(teacher, dim=-1)
+    ours = ct.distillation_loss(
+        student, teacher_log_probs=log_probs, divergence="reverse_kl", impl="triton"
+    )
+    theirs = ct.distillation_loss(
+        student, teacher_log_probs=log_probs, divergence="reverse_kl", impl="torch"
+    )
+    assert_near(ours, theirs, 1e-5, "teacher_log_probs")
+
+
+def test_auto_takes_the_kernels_where_triton_is_available(monkeypatch):
+    """impl="auto" runs the kernels where dispatch.triton_available says so (CUDA tensors;
+    here CPU tensors under the interpreter, Triton made "available" for them)."""
+    calls: list[int] = []
+    original = distillation_kernels.distillation_losses
+    monkeypatch.setattr(
+        crossentropy.triton, "distillation_losses", lambda *a: calls.append(1) or original(*a)
+    )
+    student, teacher, target, live, _ = problem(4, 9, torch.float32, 2)
+    target = torch.where(live, target, -100)
+    plain = ct.distillation_loss(student, teacher, target, hard_weight=0.5)
+    assert not calls
+    monkeypatch.setattr(dispatch, "triton_available", lambda device: True)
+    ours = ct.distillation_loss(student, teacher, target, hard_weight=0.5)
+    assert calls
+    assert_near(ours, plain, 1e-5, "auto")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.25])
+def test_hostile_rows_agree_with_the_torch_operations_path(dtype, temperature, tile):
+    student, teacher = hostile()
+    student, teacher = student.to(dtype), teacher.to(dtype)
+    rows = student.shape[0]
+    target = torch.tensor([2, 3, 3, 0, 1, 2, 1, 1, 2])
+    target[7] = -100
+    gen = torch.Generator().manual_seed(3)
+    scale = torch.rand(rows, generator=gen, dtype=torch.float64) + 0.5
+    for divergence, beta, hard in (
+        ("forward_kl", 0.5, 0.0),
+        ("reverse_kl", 0.5, 0.5),
+        ("jsd", 0.5, 0.0),
+        ("jsd", 0.2, 1.0),
+    ):
+        outs = []
+        for impl in ("triton", "auto"):
+            x = student.clone().requires_grad_()
+            loss = ct.distillation_loss(
+                x, teacher, target, divergence=divergence, beta=beta, temperature=temperature,
+                hard_weight=hard, reduction="none", impl=impl,
+            )  # fmt: skip
+            (loss.double() * scale).sum().backward()
+            outs.append((loss.detach(), x.grad))
+        for ours, theirs, name in zip(outs[0], outs[1], ("loss", "gradient"), strict=True):
+            # the huge row: the kernels' log p is exact, the torch operations' rounds
+            # (the float64 reference decides it: test_hostile_rows_give_the_decided_numbers)
+            ours, theirs = ours[[0, 1, 2, 3, 4, 5, 7, 8]], theirs[[0, 1, 2, 3, 4, 5, 7, 8]]
+            what = f"{name} {divergence} {beta}"
+            assert torch.equal(ours.isnan(), theirs.isnan()), what
+            assert torch.equal(ours.isinf() & (ours > 0), theirs.isinf() & (theirs > 0)), what
+            assert torch.equal(ours.isinf() & (ours < 0), theirs.isinf() & (theirs < 0)), what
+            finite = ours.isfinite()
+            rtol = 1e-2 if name == "gradient" and dtype == torch.bfloat16 else 1e-5
+            assert torch.allclose(
+                ours[finite].double(), theirs[finite].double(), rtol=rtol, atol=rtol
+            ), what

@@ -62,7 +62,7 @@ __all__ = ["distillation_loss"]
 
 # the values of impl= this function takes; the paths are chosen in _run ("fused": the C
 # kernel over CPU rows, "triton": the Triton kernels, are added there beside these)
-_IMPLS = ("auto", "torch")
+_IMPLS = ("auto", "torch", "triton")
 
 
 def _impl(value: object) -> str:
@@ -289,12 +289,15 @@ def _run(
     student: Tensor, teacher: Tensor, target: Tensor, live: Tensor, d: Distillation, impl: str
 ) -> Tensor:
     """Per-token losses of (rows, V) logits by the path ``impl`` names. ``"auto"``: the
-    block sweep (the C kernel on CPU and the Triton kernels on CUDA are chosen here when
-    they are written); the reference under ``torch.func`` transforms. The teacher is
+    Triton kernels on CUDA, else the block sweep (the C kernel on CPU is chosen here when
+    it is written); the reference under ``torch.func`` transforms. The teacher is
     detached here, once, for every path."""
     teacher = teacher.detach()
     if impl == "torch" or conventions.transformed(student) or conventions.transformed(teacher):
         return _reference(student, teacher, target, live, d)
+    if impl == "triton" or (impl == "auto" and dispatch.triton_available(student.device)):
+        kernels = dispatch.triton_module()  # the Triton kernels (CUDA)
+        return kernels.distillation_losses(student, teacher, target, live, d)  # type: ignore[no-any-return]
     losses, _, _ = _Distill.apply(student, teacher, target, live, d)  # type: ignore[no-untyped-call]
     return losses  # type: ignore[no-any-return]
 
@@ -355,9 +358,11 @@ def distillation_loss(
             target); not both weights 0.
         reduction: ``"mean"`` (over the counted tokens; 0 over nothing), ``"sum"`` or
             ``"none"`` (per token, the target's shape, 0 at ignored tokens).
-        impl: ``"auto"`` (the rows a block at a time as torch operations, the backward
-            written out) or ``"torch"`` (the readable reference under autograd,
-            differentiable twice).
+        impl: ``"auto"`` (the Triton kernels for CUDA tensors where Triton is installed;
+            else the rows a block at a time as torch operations, the backward written
+            out), ``"triton"`` (:func:`crossentropy.triton.distillation_losses`: whole rows
+            streamed in tiles, three phases each) or ``"torch"`` (the readable reference
+            under autograd, differentiable twice).
 
     Returns:
         The loss: float32 for float32/bfloat16/float16 logits, float64 where either

@@ -45,9 +45,9 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import _validate
+from ..torch import distillation as torch_distillation
 from ._tiles import (
     check_device,
-    check_first_order,
     check_same_device,
     compute_dtype,
     kernel_parameters,
@@ -637,7 +637,9 @@ class TritonDistillation(torch.autograd.Function):
     """Per-row distillation losses of (rows, V) student and teacher logits on the kernels,
     and their gradient with respect to the student (the teacher gets none). ``target`` is
     int64 (-1 where there is none), ``live`` the rows that count (others 0, zero
-    gradient); ``d`` the settings."""
+    gradient); ``d`` the settings. A backward with ``create_graph=True`` runs the torch
+    reference's gradient (differentiable), as
+    :func:`crossentropy.torch.distillation_loss` does."""
 
     @staticmethod
     def forward(
@@ -659,11 +661,34 @@ class TritonDistillation(torch.autograd.Function):
     ) -> tuple[Tensor | None, None, None, None, None]:
         if grad_losses is None or not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        check_first_order("distillation_losses")
         student, teacher, target, live, stats = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _differentiable(student, teacher, target, live, ctx.d, grad_losses)
         scale = grad_losses.to(stats.dtype).contiguous()
         grad = distillation_gradient(student, teacher, target, live, stats, ctx.d, scale)
         return grad, None, None, None, None
+
+
+def _differentiable(
+    student: Tensor,
+    teacher: Tensor,
+    target: Tensor,
+    live: Tensor,
+    d: Settings,
+    grad_losses: Tensor,
+) -> tuple[Tensor, None, None, None, None]:
+    """The gradient as torch operations (``impl="torch"``), differentiable: a backward with
+    ``create_graph=True``. A live row without a target (-1: no hard term) is given class
+    0, whose hard term then has weight 0."""
+    with torch.enable_grad():
+        ids = torch.where(live, target.clamp(min=0), -1)
+        losses = torch_distillation.distillation_loss(
+            student, teacher, ids, divergence=d.divergence, beta=d.beta,
+            temperature=d.temperature, ignore_index=-1, soft_weight=d.soft_weight,
+            hard_weight=d.hard_weight, reduction="none", impl="torch",
+        )  # fmt: skip
+        (grad,) = torch.autograd.grad(losses, student, grad_losses, create_graph=True)
+    return grad.to(student.dtype), None, None, None, None
 
 
 def distillation_losses(
