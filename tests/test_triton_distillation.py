@@ -92,7 +92,9 @@ def reference(student, teacher, target, live, d):
 def assert_near(ours, expected, rtol, name):
     scale = expected.abs().max().clamp_min(1.0) if expected.numel() else 1.0
     error = (ours.double() - expected.double()).abs().max() if ours.numel() else 0.0
-    assert error <= rtol * scale, f"{name}: error {float(error):.3g} > {rtol:g} x {float(scale):.3g}"
+    assert error <= rtol * scale, (
+        f"{name}: error {float(error):.3g} > {rtol:g} x {float(scale):.3g}"
+    )
 
 
 @pytest.fixture(params=[None, 16], ids=["one-tile", "tiles-of-16"])
@@ -267,7 +269,7 @@ def test_arguments_are_checked_before_a_launch():
     ):
         with pytest.raises(ValueError, match=match):
             distillation_statistics(z, z, ids, live, bad)
-    losses, stats = distillation_statistics(z, z + 1, ids, live, d)
+    _, stats = distillation_statistics(z, z + 1, ids, live, d)
     ones = torch.ones(3)
     with pytest.raises(ValueError, match="stats"):
         distillation_gradient(z, z, ids, live, stats[:, :2], d, ones)

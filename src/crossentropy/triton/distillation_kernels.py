@@ -335,7 +335,8 @@ def _rows_kernel(s_ptr, s_stride, t_ptr, t_stride, target_ptr, live_ptr, scale_p
 def _gradient_kernel(s_ptr, s_stride, t_ptr, t_stride, target_ptr, live_ptr, scale_ptr,
                      params_ptr, stats_ptr, grad_ptr, grad_stride, n_rows, classes,
                      DIVERGENCE: tl.constexpr, SOFT: tl.constexpr, HARD: tl.constexpr,
-                     COMPUTE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                     COMPUTE: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_V: tl.constexpr):  # fmt: skip
     """Phase 3 alone, from the rows' statistics."""
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok = rows < n_rows
@@ -435,7 +436,11 @@ def _check_out(out: object, student: Tensor, given: Tensor, teacher: Tensor) -> 
             f"out: expected a ({rows}, {classes}) {student.dtype} tensor on "
             f"{student.device} whose rows are contiguous and do not overlap"
         )
-    if out.numel() and out.data_ptr() == given.data_ptr() and student.data_ptr() != given.data_ptr():
+    if (
+        out.numel()
+        and out.data_ptr() == given.data_ptr()
+        and student.data_ptr() != given.data_ptr()
+    ):
         raise ValueError("out: is the student's logits, whose classes are not contiguous")
     if out.numel() and out.data_ptr() == teacher.data_ptr():
         raise ValueError("out: is the teacher's logits, which the gradient reads")
