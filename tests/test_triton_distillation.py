@@ -398,3 +398,40 @@ def test_hostile_rows_agree_with_the_torch_operations_path(dtype, temperature, t
             assert torch.allclose(
                 ours[finite].double(), theirs[finite].double(), rtol=rtol, atol=rtol
             ), what
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_distillation_head_cuda_branch_on_the_interpreter(dtype, monkeypatch):
+    """linear_distillation_loss with the head's whole-row Triton branch taken (Triton
+    "available" for these CPU tensors, as it is for CUDA ones) against the torch
+    operations."""
+    gen = torch.Generator().manual_seed(7)
+    hidden = torch.randn(9, 8, generator=gen).to(dtype)
+    weight = torch.randn(21, 8, generator=gen).to(dtype)
+    teacher_hidden = torch.randn(9, 6, generator=gen).to(dtype)
+    teacher_weight = torch.randn(21, 6, generator=gen).to(dtype)
+    target = torch.randint(0, 21, (9,), generator=gen)
+    target[4] = -100
+    results = []
+    calls: list[int] = []
+    original = distillation_kernels.distill_rows
+    monkeypatch.setattr(
+        crossentropy.triton, "distill_rows", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    for available in (False, True):
+        if available:
+            monkeypatch.setattr(dispatch, "triton_available", lambda device: True)
+        calls.clear()
+        x = hidden.clone().requires_grad_()
+        w = weight.clone().requires_grad_()
+        loss = ct.linear_distillation_loss(
+            x, w, teacher_hidden, teacher_weight, target, divergence="jsd", beta=0.3,
+            temperature=0.8, soft_weight=0.6, hard_weight=0.4, chunk_size=4,
+        )  # fmt: skip
+        loss.backward()
+        results.append((loss.detach(), x.grad, w.grad, len(calls)))
+    plain, kernels = results
+    assert plain[3] == 0 and kernels[3] >= 3  # the branch ran, on every chunk
+    rtol = 1e-5 if dtype == torch.float32 else 2e-2
+    for ours, theirs, name in zip(kernels[:3], plain[:3], ("loss", "dx", "dw"), strict=True):
+        assert_near(ours, theirs, rtol, name)

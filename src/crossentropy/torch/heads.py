@@ -574,7 +574,13 @@ class DistillationHead:
         target, live, d = self.target[rows], self.live[rows], self.options
         scale = self.scale[rows] if grad else None
         if self.combine_lse is None and self.combine_sums is None and self.start == 0:
-            row_losses, gradient = _distill.distill_rows(
+            # whole rows: the Triton kernels on CUDA, torch operations elsewhere
+            rows_of = (
+                dispatch.triton_module().distill_rows
+                if dispatch.triton_available(z.device)
+                else _distill.distill_rows
+            )
+            row_losses, gradient = rows_of(
                 z, teacher, target, live, d, row_scale=scale, out=z if grad else None
             )
         else:
