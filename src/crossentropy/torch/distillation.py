@@ -25,6 +25,10 @@ themselves, and every reduction (``"none"`` with any incoming gradient included)
 same path. float16/bfloat16 logits are computed in float32 a block at a time; the loss is
 returned in float32 for them (the compute dtype), the gradient in the student's dtype.
 
+``impl="triton"`` (what ``"auto"`` runs on CUDA tensors where Triton is installed) does the
+same row work in Triton kernels (:mod:`crossentropy.triton.distillation_kernels`): phases
+1 and 2 streaming each row in tiles of the vocabulary, phase 3 in the backward.
+
 ``impl="torch"`` is the readable reference: whole rows' log-softmaxes (with the library's
 shift, :func:`crossentropy._array.shift_and_log_sum`) and the divergence by its definition,
 under autograd. It is differentiable twice, and it is what a differentiable backward
