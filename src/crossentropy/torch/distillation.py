@@ -32,6 +32,10 @@ work in C, :func:`crossentropy.torch._kernel.distill_rows` over all the rows at 
 kernel splits them over threads): the three phases over each pair of rows in one sweep of
 memory, the two rows staying in cache, the gradient written once in the student's dtype.
 
+``impl="triton"`` (what ``"auto"`` runs on CUDA tensors where Triton is installed) does the
+same row work in Triton kernels (:mod:`crossentropy.triton.distillation_kernels`): phases
+1 and 2 streaming each row in tiles of the vocabulary, phase 3 in the backward.
+
 ``impl="torch"`` is the readable reference: whole rows' log-softmaxes (with the library's
 shift, :func:`crossentropy._array.shift_and_log_sum`) and the divergence by its definition,
 under autograd. It is differentiable twice, and it is what a differentiable backward
@@ -58,9 +62,8 @@ from .native import compute_dtype, row_blocks
 
 __all__ = ["distillation_loss"]
 
-# the values of impl= this function takes; the paths are chosen in _run ("triton": the
-# Triton kernels, is added there beside these)
-_IMPLS = ("auto", "torch", "fused")
+# the values of impl= this function takes; the paths are chosen in _run
+_IMPLS = ("auto", "torch", "fused", "triton")
 
 
 def _impl(value: object) -> str:
@@ -334,14 +337,17 @@ def _run(
     impl: str,
 ) -> Tensor:
     """The loss of (rows, V) logits by the path ``impl`` names: sum_i scale_i loss_i, or
-    the per-row losses for ``scale=None``. ``"auto"``: the C kernel on CPU where it
-    loads, else the block sweep (the Triton kernels on CUDA are chosen here when they are
-    written); the reference under ``torch.func`` transforms. The teacher is detached here, once, for
-    every path."""
+    the per-row losses for ``scale=None``. ``"auto"``: the Triton kernels on CUDA, the C
+    kernel on CPU where it loads, else the block sweep; the reference under ``torch.func``
+    transforms. The teacher is detached here, once, for every path."""
     teacher = teacher.detach()
     if impl == "torch" or conventions.transformed(student) or conventions.transformed(teacher):
         losses = _reference(student, teacher, target, live, d)
         return losses if scale is None else (losses * scale).sum()
+    if impl == "triton" or (impl == "auto" and dispatch.triton_available(student.device)):
+        kernels = dispatch.triton_module()  # the Triton kernels (CUDA)
+        losses = kernels.distillation_losses(student, teacher, target, live, d)
+        return losses if scale is None else (losses * scale).sum()  # type: ignore[no-any-return]
     fused = impl == "fused"
     if fused and not _fused_takes(student, teacher):
         reason = _kernel.unavailable_reason() or (
@@ -419,10 +425,12 @@ def distillation_loss(
             target); not both weights 0.
         reduction: ``"mean"`` (over the counted tokens; 0 over nothing), ``"sum"`` or
             ``"none"`` (per token, the target's shape, 0 at ignored tokens).
-        impl: ``"auto"`` (``"fused"`` on CPU where the C kernel loads; else the rows a block
-            at a time as torch operations, the backward written out), ``"fused"`` (the C
-            kernel over CPU rows: each pair of rows in one sweep, the gradient written
-            once) or ``"torch"`` (the readable reference under autograd,
+        impl: ``"auto"`` (the Triton kernels for CUDA tensors where Triton is installed;
+            ``"fused"`` on CPU where the C kernel loads; else the rows a block at a time as
+            torch operations, the backward written out), ``"fused"`` (the C kernel over CPU
+            rows: each pair of rows in one sweep, the gradient written once), ``"triton"``
+            (:func:`crossentropy.triton.distillation_losses`: whole rows streamed in tiles,
+            three phases each) or ``"torch"`` (the readable reference under autograd,
             differentiable twice).
 
     Returns:

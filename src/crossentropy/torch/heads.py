@@ -575,8 +575,14 @@ class DistillationHead:
         target, live, d = self.target[rows], self.live[rows], self.options
         scale = self.scale[rows] if grad else None
         if self.combine_lse is None and self.combine_sums is None and self.start == 0:
-            whole = _kernel.distill_rows if _distill_in_c(z) else _distill.distill_rows
-            row_losses, gradient = whole(
+            # whole rows: the Triton kernels on CUDA, the C kernel on CPU, torch elsewhere
+            if dispatch.triton_available(z.device):
+                rows_of = dispatch.triton_module().distill_rows
+            elif _distill_in_c(z):
+                rows_of = _kernel.distill_rows
+            else:
+                rows_of = _distill.distill_rows
+            row_losses, gradient = rows_of(
                 z, teacher, target, live, d, row_scale=scale, out=z if grad else None
             )
         else:

@@ -8,7 +8,11 @@
   (:mod:`crossentropy.triton.linear_cross_entropy_kernels`);
 - :func:`row_log_probs` (with :func:`row_statistics`, :func:`row_gradient`): per-token
   log-probabilities and softmax entropy of whole rows, one streaming pass each way
-  (:mod:`crossentropy.triton.token_kernels`).
+  (:mod:`crossentropy.triton.token_kernels`);
+- :func:`distillation_losses` (with :func:`distill_rows`, :func:`distillation_statistics`,
+  :func:`distillation_gradient`): the distillation divergences (forward/reverse KL, JSD)
+  between a student's and a teacher's whole rows of logits, with the hard-label cross
+  entropy, streamed in tiles (:mod:`crossentropy.triton.distillation_kernels`).
 
 :func:`crossentropy.torch.cross_entropy` and :func:`crossentropy.torch.linear_cross_entropy`
 (and :func:`crossentropy.torch.token_log_probs`) select them with ``impl="triton"``, and
@@ -29,11 +33,21 @@ except ImportError as _error:
 
 from ._tiles import interpreted
 from .cross_entropy_kernels import cross_entropy
+from .distillation_kernels import (
+    distill_rows,
+    distillation_gradient,
+    distillation_losses,
+    distillation_statistics,
+)
 from .linear_cross_entropy_kernels import linear_cross_entropy
 from .token_kernels import row_gradient, row_log_probs, row_statistics
 
 __all__ = [
     "cross_entropy",
+    "distill_rows",
+    "distillation_gradient",
+    "distillation_losses",
+    "distillation_statistics",
     "interpreted",
     "linear_cross_entropy",
     "row_gradient",
