@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks docs/_ext)
 
-.PHONY: demo explain test lint unit docs dist translations venv bench bench-variants bench-linear bench-tokens bench-triton bench-distributed explore-figure clean
+.PHONY: demo explain test lint unit docs dist translations venv bench bench-variants bench-linear bench-tokens bench-distill bench-triton bench-distributed explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -104,6 +104,12 @@ bench-linear: $(STAMP)
 # writes benchmarks/results/token_log_probs.json
 bench-tokens: $(STAMP)
 	$(BIN)/python benchmarks/bench_token_log_probs.py
+
+# knowledge distillation from hidden states (linear_distillation_loss) against Liger-Kernel,
+# the unfused computation and the matrix products alone, and distillation_loss on logits:
+# writes benchmarks/results/distillation.json
+bench-distill: $(STAMP)
+	$(BIN)/python benchmarks/bench_distillation.py
 
 # the Triton kernels' benchmark, on a CUDA GPU: writes benchmarks/results/triton_gpu.json (exit 2 without one)
 bench-triton: $(STAMP)

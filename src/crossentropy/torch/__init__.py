@@ -35,6 +35,7 @@ from .functional import (
     smooth_l1_loss,
 )
 from .linear import LinearCrossEntropyLoss, linear_cross_entropy
+from .linear_distillation import linear_distillation_loss
 from .linear_tokens import linear_token_log_probs
 from .modules import (
     BCELoss,
@@ -73,6 +74,7 @@ __all__ = [
     "kl_div",
     "l1_loss",
     "linear_cross_entropy",
+    "linear_distillation_loss",
     "linear_token_log_probs",
     "mse_loss",
     "nll_loss",

@@ -15,6 +15,13 @@ the per-row math of :mod:`crossentropy.torch._slices` in its two halves:
 softmax at a temperature (the math of :mod:`crossentropy.torch._tokens`), with a gradient
 for any incoming gradients on both outputs at once.
 
+:class:`DistillationHead` is a divergence between the student's softmax (the sweep's
+logits) and a teacher's (logits the head computes itself from the teacher's hidden
+states, chunk by chunk), plus a hard-label cross entropy: the three phases of
+:mod:`crossentropy.torch._distill` (log-sum-exps, divergence sums, gradient) over whole
+rows, with an all-reduce of each phase's sums between them in the vocabulary-parallel
+version.
+
 Single process over whole rows, the fused C kernel (:mod:`crossentropy.torch._kernel`)
 does both halves in one sweep of each row; everywhere else (vocabulary blocks, the
 vocabulary-parallel losses, GPUs) the halves run as torch operations, with the kernel
@@ -29,13 +36,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from . import _kernel, dispatch
+from . import _distill, _kernel, dispatch, engine
 from ._slices import RowTerms
 from ._tokens import TokenStatistics, logit_gradient, token_outputs, token_statistics
 
 __all__ = [
     "Combine",
+    "CombineLogSumExps",
+    "CombineSums",
     "CrossEntropyHead",
+    "DistillationHead",
     "RowStatistics",
     "TokenCombine",
     "TokenHead",
@@ -462,3 +472,147 @@ def _token_path(z: Tensor) -> str:
     ):
         return "c"
     return "torch"
+
+
+CombineLogSumExps = Callable[[_distill.LogSumExps], _distill.LogSumExps]
+"""Turns the log-sum-exps (phase 1) of this process's slice of each row into the whole
+row's (the vocabulary-parallel version all-reduces them over the ranks)."""
+
+CombineSums = Callable[[_distill.DivergenceSums], _distill.DivergenceSums]
+"""Turns the divergence sums (phase 2) of this process's slice of each row into the whole
+row's."""
+
+
+class DistillationHead:
+    r"""Knowledge distillation as a row head: per token, ``soft_weight`` times a divergence
+    between p_s = softmax(z_s / T) and p_t = softmax(z_t / T) plus ``hard_weight`` times the
+    cross entropy of the student's logits z_s at temperature 1 (the math, its derivation
+    and its numerics: :mod:`crossentropy.torch._distill`); writes the per-token losses into
+    ``losses`` and d(sum_i scale_i loss_i)/dz_s over the student's logits.
+
+    The engine hands the head the student's logits z_s of a chunk of tokens; the head
+    computes the teacher's, z_t = h_t W_t^T + b_t for the same tokens, into a reusable
+    buffer of its own (the cache slot ``"distill_teacher_logits"``), so that neither
+    model's (tokens x vocabulary) logits ever exist. The teacher is never differentiated.
+
+    Whole rows only: the divergence needs each row's three phases in turn (log-sum-exps,
+    then sums given them, then the gradient given both), and a row in vocabulary blocks
+    would need the teacher's logits of each block computed three times. The caller picks
+    chunks whose rows fit the engine's budget (:func:`crossentropy.torch.linear_distillation_loss`
+    does), so :meth:`begin` / :meth:`absorb` / :meth:`block_gradient` raise. Over whole
+    rows of one process on CPU the three phases run in one call
+    (:func:`crossentropy.torch._distill.distill_rows`), each row staying in cache;
+    with the hooks (ranks that each hold a slice of the vocabulary) they run one by one,
+    each phase's sums combined before the next.
+
+    Args:
+        teacher_input: the teacher's hidden states (tokens, D_t) of every token of the sweep.
+        teacher_weight: the teacher's output layer (V, D_t) (this process's slice of it).
+        teacher_bias: (V,) or ``None``.
+        options: the loss (:class:`crossentropy.torch._distill.Distillation`).
+        target: (tokens,) int64 class ids, or ``None`` (no hard term); rows not ``live``
+            may hold anything.
+        live: (tokens,) bool, the tokens with a loss (the others give 0, gradient 0).
+        scale: d(reduced loss)/d(row loss): a number (a mean's 1/count, a sum's 1) or one
+            per token (tokens,) (the incoming gradient of ``reduction="none"``); rows not
+            ``live`` get 0.
+        losses: (tokens,) output of the per-token losses, or ``None`` (a backward).
+        start: the class id of this process's first vocabulary column (0 for the whole).
+        combine_lse, combine_sums: turn this slice's phase 1 / phase 2 sums into the
+            whole rows' (all-reduces), or ``None`` when this process sees whole rows.
+    """
+
+    def __init__(
+        self,
+        teacher_input: Tensor,
+        teacher_weight: Tensor,
+        teacher_bias: Tensor | None,
+        options: _distill.Distillation,
+        target: Tensor | None,
+        live: Tensor,
+        *,
+        scale: float | Tensor = 1.0,
+        losses: Tensor | None = None,
+        start: int = 0,
+        combine_lse: CombineLogSumExps | None = None,
+        combine_sums: CombineSums | None = None,
+    ) -> None:
+        self.teacher_input = teacher_input
+        self.teacher_weight = teacher_weight
+        self.teacher_bias = teacher_bias
+        self.options = options
+        self.live = live
+        # a row without a loss, or without a target, has its target in no slice
+        self.target = (
+            torch.full(live.shape, -1, dtype=torch.int64, device=live.device)
+            if target is None
+            else torch.where(live, target, -1)
+        )
+        if isinstance(scale, Tensor):
+            self.scale = torch.where(live, scale, 0)
+        else:
+            number = torch.tensor(float(scale), dtype=torch.float64, device=live.device)
+            self.scale = torch.where(live, number, 0.0)
+        self.losses = losses
+        self.start = start
+        self.combine_lse = combine_lse
+        self.combine_sums = combine_sums
+
+    def _teacher_logits(self, rows: slice) -> Tensor:
+        """The teacher's logits of the tokens ``rows``, into this head's buffer."""
+        h = self.teacher_input[rows]
+        width = self.teacher_weight.shape[0]
+        buffer = _kernel.buffers.take(
+            (h.shape[0], width), h.dtype, h.device, "distill_teacher_logits"
+        )
+        return engine.chunk_logits(h, self.teacher_weight, self.teacher_bias, buffer)
+
+    def rows(self, z: Tensor, rows: slice, grad: bool) -> None:
+        """The chunk ``rows`` from the student's whole-row logits ``z`` (c, V); with
+        ``grad``, d(sum_i scale_i loss_i)/dz written over ``z``."""
+        teacher = self._teacher_logits(rows)
+        target, live, d = self.target[rows], self.live[rows], self.options
+        scale = self.scale[rows] if grad else None
+        if self.combine_lse is None and self.combine_sums is None and self.start == 0:
+            row_losses, gradient = _distill.distill_rows(
+                z, teacher, target, live, d, row_scale=scale, out=z if grad else None
+            )
+        else:
+            lse = _distill.log_sum_exps(z, teacher, target, d, start=self.start)
+            if self.combine_lse is not None:
+                lse = self.combine_lse(lse)
+            sums = _distill.divergence_sums(z, teacher, lse, d)
+            if self.combine_sums is not None:
+                sums = self.combine_sums(sums)
+            row_losses = _distill.row_losses(lse, sums, live, d)
+            gradient = None
+            if scale is not None:
+                gradient = _distill.student_gradient(
+                    z, teacher, target, lse, sums, d, scale, start=self.start, out=z
+                )
+        if self.losses is not None:
+            self.losses[rows] = row_losses.to(self.losses.dtype)
+        if gradient is not None and gradient.data_ptr() != z.data_ptr():
+            z.copy_(gradient)
+        del teacher
+
+    # ------------------------------------------------------------------ blocks
+
+    def _whole_rows_only(self, what: str) -> RuntimeError:
+        return RuntimeError(
+            f"DistillationHead.{what}: the distillation head takes whole rows (each row's "
+            f"three phases in turn, the teacher's logits computed once per chunk); pick a "
+            f"chunk size whose rows fit engine.CHUNK_BYTES (linear_distillation_loss does)"
+        )
+
+    def begin(self, rows: slice) -> None:
+        raise self._whole_rows_only("begin")
+
+    def absorb(self, z: Tensor, start: int) -> None:
+        raise self._whole_rows_only("absorb")
+
+    def finish(self) -> None:
+        raise self._whole_rows_only("finish")
+
+    def block_gradient(self, z: Tensor, start: int) -> Tensor:
+        raise self._whole_rows_only("block_gradient")
