@@ -42,13 +42,61 @@ TOLERANCE = {torch.float64: (1e-7, 1e-12), torch.float32: (1e-5, 1e-6)}
 #        ignore_index, dtype, bias, chunk_size); target False: target=None
 CASES = {
     "jsd": ("jsd", 0.5, 1.0, 1.0, 0.0, "mean", True, -100, torch.float64, True, 4),
-    "jsd beta 0 (forward kl), hot": ("jsd", 0.0, 2.5, 0.5, 0.5, "sum", True, -100, torch.float64, False, None),
-    "jsd beta 1 (reverse kl), cold": ("jsd", 1.0, 0.7, 1.0, 0.3, "none", True, 5, torch.float64, True, 3),
-    "jsd beta 0.2, hard only": ("jsd", 0.2, 1.3, 0.0, 1.0, "mean", True, -100, torch.float64, False, 5),
+    "jsd beta 0 (forward kl), hot": (
+        "jsd",
+        0.0,
+        2.5,
+        0.5,
+        0.5,
+        "sum",
+        True,
+        -100,
+        torch.float64,
+        False,
+        None,
+    ),
+    "jsd beta 1 (reverse kl), cold": (
+        "jsd",
+        1.0,
+        0.7,
+        1.0,
+        0.3,
+        "none",
+        True,
+        5,
+        torch.float64,
+        True,
+        3,
+    ),
+    "jsd beta 0.2, hard only": (
+        "jsd",
+        0.2,
+        1.3,
+        0.0,
+        1.0,
+        "mean",
+        True,
+        -100,
+        torch.float64,
+        False,
+        5,
+    ),
     "forward_kl": ("forward_kl", 0.5, 0.7, 0.8, 0.2, "none", True, -100, torch.float64, True, None),
     "reverse_kl": ("reverse_kl", 0.9, 1.5, 1.0, 0.5, "mean", True, 5, torch.float64, False, 4),
     "no target": ("jsd", 0.7, 1.0, 2.0, 0.0, "mean", False, -100, torch.float64, True, 4),
-    "no target, reverse_kl sum": ("reverse_kl", 0.5, 1.0, 1.0, 0.0, "sum", False, -100, torch.float64, False, 2),
+    "no target, reverse_kl sum": (
+        "reverse_kl",
+        0.5,
+        1.0,
+        1.0,
+        0.0,
+        "sum",
+        False,
+        -100,
+        torch.float64,
+        False,
+        2,
+    ),
     "float32": ("jsd", 0.3, 0.7, 0.5, 0.5, "mean", True, -100, torch.float32, True, 4),
 }
 
@@ -262,7 +310,9 @@ def reversed_case(world: int, rank: int) -> dict[str, Any]:
     linear.backward()
     w64 = data["student_weight"].clone().requires_grad_()
     zs = data["student_hidden"] @ w64.T
-    linear_reference = reference_loss(zs, data["teacher_hidden"] @ data["teacher_weight"].T, data["target"], case)
+    linear_reference = reference_loss(
+        zs, data["teacher_hidden"] @ data["teacher_weight"].T, data["target"], case
+    )
     linear_reference.backward()
     assert whole.grad is not None and w64.grad is not None
     problems = {
@@ -379,7 +429,10 @@ def ranks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     return world, run_world(world, tmp_path_factory.mktemp(f"distill{world}"))
 
 
-NUMERIC = [*(f"{kind} {name}" for kind in ("logits", "linear") for name in CASES), "reversed slices"]
+NUMERIC = [
+    *(f"{kind} {name}" for kind in ("logits", "linear") for name in CASES),
+    "reversed slices",
+]
 
 
 @pytest.mark.parametrize("case", NUMERIC)

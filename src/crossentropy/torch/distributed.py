@@ -1637,16 +1637,16 @@ def _model_fields(
             f"last dimension); got {tuple(input.shape)}, {input.dtype}, {input.device}"
         )
     if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != input.shape[-1]:
-        shown = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise ValueError(
             f"{name_w}: expected a 2-D tensor (V_k, {input.shape[-1]}) ({who}_input's last "
-            f"dimension); got {shown}"
+            f"dimension); got {got}"
         )
     if weight.shape[0] < 1:
         raise ValueError(f"{name_w}: expected at least one row (class) in the slice; got (0, D)")
     if bias is not None and (not isinstance(bias, Tensor) or bias.shape != weight.shape[:1]):
-        shown = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
-        raise ValueError(f"{who}_bias: expected shape ({weight.shape[0]},) or None; got {shown}")
+        size = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
+        raise ValueError(f"{who}_bias: expected shape ({weight.shape[0]},) or None; got {size}")
     for name, tensor in ((name_w, weight), (f"{who}_bias", bias)):
         if isinstance(tensor, Tensor) and (
             tensor.dtype != input.dtype or tensor.device != input.device
@@ -1676,7 +1676,7 @@ def _linear_distillation_fields(
             f"teacher_weight_shard: expected the student's slice of {weight.shape[0]} "
             f"classes (both models split the same way); got {tuple(teacher_weight.shape)}"
         )
-    _validate.chunk_size(chunk_size)
+    chunk = _validate.chunk_size(chunk_size)
     return {
         "dtype": float(DTYPES.index(input.dtype)),
         "hidden": float(input.shape[-1]),
@@ -1686,7 +1686,7 @@ def _linear_distillation_fields(
         "student_bias": float(student[2] is not None),
         "teacher_bias": float(teacher[2] is not None),
         "input_grad": float(torch.is_grad_enabled() and input.requires_grad),
-        "chunk_size": float(chunk_size or 0),
+        "chunk_size": float(chunk or 0),
     }
 
 
@@ -1772,8 +1772,11 @@ class _VocabParallelLinearDistillation(torch.autograd.Function):
             return *engine.finish_gradients(grads, dtypes, grad_loss), *nothing
         kept_lse, kept_sums = ctx.kept
         scale = plan.scale if reduced else grad_loss.reshape(-1)
+        teacher_input, teacher_weight, teacher_bias = ctx.teacher
         head = DistillationHead(
-            *ctx.teacher,
+            teacher_input,
+            teacher_weight,
+            teacher_bias,
             plan.d,
             plan.target,
             plan.live,
