@@ -321,6 +321,15 @@ def reversed_case(world: int, rank: int) -> dict[str, Any]:
         "linear loss": compare(linear.detach(), linear_reference.detach(), 1e-7, 1e-12),
         "linear grad weight": compare(w.grad, w64.grad[cut], 1e-7, 1e-12),
     }
+    # every target ignored: a mean over nothing is 0, with a zero gradient
+    nothing = torch.full((ROWS,), -100)
+    empty = data["student"][:, cut].clone().requires_grad_()
+    zero = vocab_parallel_distillation_loss(
+        empty, data["teacher"][:, cut], nothing, hard_weight=1.0
+    )
+    zero.backward()
+    assert empty.grad is not None
+    problems["all ignored"] = None if zero.item() == 0 and not empty.grad.any() else "not 0"
     return {"problems": problems, "loss": [loss.item(), linear.item()]}
 
 
