@@ -238,7 +238,7 @@ def test_nan_logit_makes_its_row_nan_only() -> None:
     y[1] = -100
     y[2] = -100
     loss = distillation_loss(s, t, y, hard_weight=1.0, reduction="mean")
-    want, live = per_token(s[:1], t[:1], y[:1], "jsd", 0.5, 1.0, 1.0, 1.0)
+    want, _ = per_token(s[:1], t[:1], y[:1], "jsd", 0.5, 1.0, 1.0, 1.0)
     np.testing.assert_allclose(loss, want.sum(), rtol=1e-12)
 
 

@@ -114,8 +114,8 @@ from .. import _validate
 from .native import compute_dtype
 
 __all__ = [
-    "DivergenceSums",
     "Distillation",
+    "DivergenceSums",
     "LogSumExps",
     "check_distillation",
     "distill_rows",

@@ -101,7 +101,9 @@ def _check_teacher(
             f"logits, or its log-probabilities saved offline); got {given}"
         )
     name = "teacher_logits" if teacher_logits is not None else "teacher_log_probs"
-    teacher = _check_logits(name, teacher_logits if teacher_logits is not None else teacher_log_probs)
+    teacher = _check_logits(
+        name, teacher_logits if teacher_logits is not None else teacher_log_probs
+    )
     if teacher.shape[-1] != student.shape[-1]:
         raise ValueError(
             f"{name}: expected the student's vocabulary size {student.shape[-1]} (the last "
@@ -272,9 +274,9 @@ def _reference(
             _masked(either, log_pt + math.log(d.beta)),
             _masked(either, log_ps + math.log1p(-d.beta)),
         )
-        divergence = d.beta * term(pt, has_t, log_pt, log_m).sum(dim=1) + (
-            1.0 - d.beta
-        ) * term(ps, has_s, log_ps, log_m).sum(dim=1)
+        divergence = d.beta * term(pt, has_t, log_pt, log_m).sum(dim=1) + (1.0 - d.beta) * term(
+            ps, has_s, log_ps, log_m
+        ).sum(dim=1)
     loss = torch.zeros_like(divergence)
     if d.soft_weight != 0:
         loss = loss + d.soft_weight * divergence
@@ -318,8 +320,10 @@ def distillation_loss(
 
     .. math::
 
-        \ell_i = w_{soft} D(p_{s,i}, p_{t,i}) + w_{hard} (-\log \operatorname{softmax}(z_{s,i})_{y_i}),
-        \qquad p_s = \operatorname{softmax}(z_s / T), \quad p_t = \operatorname{softmax}(z_t / T)
+        \ell_i = w_{soft} D(p_{s,i}, p_{t,i})
+          + w_{hard} (-\log \operatorname{softmax}(z_{s,i})_{y_i})
+
+        p_s = \operatorname{softmax}(z_s / T), \qquad p_t = \operatorname{softmax}(z_t / T)
 
     with D (in nats) the forward KL(p_t || p_s) (``divergence="forward_kl"``), the reverse
     KL(p_s || p_t) (``"reverse_kl"``) or the generalized Jensen-Shannon divergence
@@ -370,7 +374,7 @@ def distillation_loss(
         >>> teacher = torch.tensor([[1.0, 1.0, 1.0], [0.0, 3.0, 0.0]], dtype=torch.float64)
         >>> loss = distillation_loss(student, teacher, divergence="forward_kl")
         >>> print(f"{loss.item():.4f}")
-        0.1258
+        0.1644
     """
     reduction = _validate.reduction(reduction)
     ignore_index = _validate.ignore_index(ignore_index)

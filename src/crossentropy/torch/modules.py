@@ -7,7 +7,9 @@ the same defaults, keeps them as the same attributes (``reduction``, ``ignore_in
 for ``torch.nn``. ``forward`` calls the function of the same loss in
 :mod:`crossentropy.torch.functional`. :class:`CrossEntropyLoss` also takes the keyword-only
 ``z_loss``, ``softcap``, ``inplace_backward`` and ``impl`` of
-:func:`crossentropy.torch.functional.cross_entropy`.
+:func:`crossentropy.torch.functional.cross_entropy`. :class:`DistillationLoss`, which has
+no namesake in :mod:`torch.nn`, holds the settings of
+:func:`crossentropy.torch.distillation_loss`.
 """
 
 from __future__ import annotations
@@ -486,7 +488,7 @@ class DistillationLoss(nn.Module):
         >>> student = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], dtype=torch.float64)
         >>> teacher = torch.tensor([[1.0, 1.0, 1.0], [0.0, 3.0, 0.0]], dtype=torch.float64)
         >>> print(f"{loss(student, teacher).item():.4f}")
-        0.1258
+        0.1644
     """
 
     __constants__: ClassVar[list[str]] = [
