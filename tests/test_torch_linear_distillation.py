@@ -152,8 +152,8 @@ def test_matches_the_unfused_float64_computation(
     with_target, ignore_index, reduction, bias, dtype, chunk, batched, impl, seed,
 ):
     soft_weight, hard_weight = weights
-    if not with_target:
-        hard_weight = 0.0
+    if not with_target:  # no cross entropy without a target; some divergence then
+        soft_weight, hard_weight = soft_weight or 1.0, 0.0
     leading = (2, tokens) if batched else None
     hs, ws, bs, ht, wt, bt, y, incoming = problem(
         tokens * (2 if batched else 1), hidden_s, hidden_t, vocabulary, bias=bias,

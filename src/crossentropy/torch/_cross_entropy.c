@@ -591,3 +591,212 @@ DEFINE_TOKEN_KERNELS(token_stats_bf16, token_grad_bf16, uint16_t, float, bf16_to
                      TOKEN_BF16_ONE, exp_neg_f32)
 DEFINE_TOKEN_KERNELS(token_stats_f16, token_grad_f16, _Float16, float, f16_to_f32,
                      TOKEN_F16_ONE, exp_neg_f32)
+
+/* log(1 + x) for x in [0, 1], vectorisable: 1 + x = 2^e (1 + t) with e = 0, t = x below
+ * sqrt(2) - 1, else e = 1, t = (x - 1) / 2, so t is in [sqrt(1/2) - 1, sqrt(2) - 1] and
+ * log(1 + t) is Cephes' logf polynomial (about 1 ulp); x itself keeps log1p's precision
+ * for small x. NaN stays NaN. */
+static inline float log1p_unit_f32(float x) {
+    const int big = x > 0.41421356f;
+    const float t = big ? (x - 1.0f) * 0.5f : x, e = big ? 1.0f : 0.0f;
+    const float z = t * t;
+    float y = 7.0376836292e-2f;
+    y = y * t - 1.1514610310e-1f;
+    y = y * t + 1.1676998740e-1f;
+    y = y * t - 1.2420140846e-1f;
+    y = y * t + 1.4249322787e-1f;
+    y = y * t - 1.6668057665e-1f;
+    y = y * t + 2.0000714765e-1f;
+    y = y * t - 2.4999993993e-1f;
+    y = y * t + 3.3333331174e-1f;
+    y = y * t * z;
+    y += -2.12194440e-4f * e;
+    y += -0.5f * z;
+    return (t + y) + 0.693359375f * e;
+}
+
+static inline double log1p_unit_f64(double x) { return log1p(x); }
+
+/* exp(x) for x <= 0 down to float's subnormals, as torch's exp gives them: below -87 the
+ * argument is raised by 24 ln 2 and the result scaled by 2^-24 (one evaluation either way,
+ * vectorisable), so a probability underflows to 0 where torch's does (e^x < 2^-150), not
+ * at e^-87.3; the distillation kernel's p = 0 terms are then the torch operations' ones. */
+static inline float exp_sub_f32(float x) {
+    const int low = x < -87.0f;
+    return exp_neg_f32(low ? x + 16.635532333438686f : x) * (low ? 5.9604644775390625e-8f : 1.0f);
+}
+
+/*
+ * Distillation over whole rows: the row math of crossentropy.torch._distill (its docstring
+ * has the derivation and the decided numerics), the three phases over one row of the
+ * student z_s and one of the teacher z_t (V classes each, the same storage type), the two
+ * rows staying in cache between them. With u = z_s / T, v = z_t / T (divisions, as the
+ * torch operations do), each log-sum-exp taken with the library's shift (the maximum where
+ * it is finite, else 0: crossentropy._array.shift_and_log_sum) and
+ * log p = (u - shift) - log sum e^(u - shift):
+ *
+ *   phase 1  pass A  the maxima of z_s and z_t (NaN if a logit is)
+ *            pass B  s_s = sum e^(u - shift_s), s_t likewise, s_1 = sum e^(z_s - shift_1)
+ *                    when hard_weight != 0 and T != 1 (at T = 1 it is s_s); z_s[y] for a
+ *                    target y in [0, V) (one unsigned compare: otherwise no target term)
+ *   phase 2  D = sum of the divergence's terms, R = (1 - beta) sum_k p_s,k (log p_s,k -
+ *            log M_k) (jsd), a term whose probability factor is 0 being exactly 0
+ *   loss     soft_weight D + hard_weight (L_1 - z_s[y]), each term only where its weight
+ *            is not 0; 0 for a row that is not live
+ *   phase 3  per class, times the row's scale r:
+ *              (r soft_weight / T) dD/du_k + r hard_weight (e^(z_s,k - L_1) - [k = y])
+ *            with dD/du_k = p_s - p_t (forward KL), p_s (log p_s - log p_t - D)
+ *            (reverse KL), p_s ((1 - beta)(log p_s - log M) - R) (jsd); a row that is not
+ *            live or whose scale is 0 is written as exactly 0.
+ *
+ * log M_k = logaddexp(log beta + log p_t,k, log(1 - beta) + log p_s,k) (-inf where both
+ * are). The gradient of each class depends on its own logits and the row's numbers only,
+ * so it may be written over the student's row (out == student). Half-precision rows are
+ * computed in float, the gradient rounded to the storage type once.
+ *   student, teacher  (rows, V) with row strides in elements
+ *   out               (rows, V) gradient rows (may be the student), or NULL: losses only
+ *   target            (rows,) class ids; live (rows,) 0/1; scale (rows,) or NULL (1)
+ *   divergence        0 forward KL, 1 reverse KL, 2 jsd (0 < beta < 1)
+ *   loss              (rows,) per-row losses
+ */
+#define DISTILL_FORWARD_KL 0
+#define DISTILL_REVERSE_KL 1
+#define DISTILL_JSD 2
+
+#define DEFINE_DISTILL_KERNEL(NAME, T, ACC, LOAD, ONE, EXP, LOG, LOG1P)                           \
+    int64_t NAME(const T *xs, int64_t s_stride, const T *xt, int64_t t_stride, T *out,            \
+                 int64_t out_stride, const int64_t *target, const uint8_t *live,                  \
+                 const ACC *scale, int64_t rows, int64_t V, int64_t divergence, double beta_,     \
+                 double temperature_, double soft_weight_, double hard_weight_, ACC *loss) {      \
+        const ACC temp = (ACC)temperature_, beta = (ACC)beta_;                                    \
+        const ACC sw = (ACC)soft_weight_, hw = (ACC)hard_weight_;                                 \
+        const int jsd = divergence == DISTILL_JSD, reverse = divergence == DISTILL_REVERSE_KL;    \
+        const ACC log_b = jsd ? (ACC)log(beta_) : (ACC)0;                                         \
+        const ACC log_b1 = jsd ? (ACC)log1p(-beta_) : (ACC)0;                                    \
+        const ACC keep = jsd ? (ACC)1 - beta : (ACC)0; /* 1 - beta */                            \
+        const int hard = hw != 0, unit = temperature_ == 1.0;                                    \
+        for (int64_t i = 0; i < rows; ++i) {                                                      \
+            const T *sr = xs + i * s_stride, *tr = xt + i * t_stride;                             \
+            T *orow = out ? out + i * out_stride : (T *)0;                                        \
+            const ACC r = scale ? scale[i] : (ACC)1;                                              \
+            if (!live[i]) {                                                                       \
+                loss[i] = 0;                                                                      \
+                if (orow)                                                                         \
+                    for (int64_t j = 0; j < V; ++j) orow[j] = ONE((ACC)0);                        \
+                continue;                                                                         \
+            }                                                                                     \
+            /* phase 1, pass A: the maxima */                                                     \
+            ACC top_s = -INFINITY, top_t = -INFINITY;                                             \
+            int nan_s = 0, nan_t = 0;                                                             \
+            _Pragma("omp simd reduction(max : top_s, top_t) reduction(| : nan_s, nan_t)")         \
+            for (int64_t j = 0; j < V; ++j) {                                                     \
+                const ACC a = LOAD(sr[j]), b = LOAD(tr[j]);                                       \
+                top_s = a > top_s ? a : top_s;                                                    \
+                top_t = b > top_t ? b : top_t;                                                    \
+                nan_s |= a != a;                                                                  \
+                nan_t |= b != b;                                                                  \
+            }                                                                                     \
+            const ACC m_s = nan_s ? (ACC)NAN : top_s / temp, m_t = nan_t ? (ACC)NAN : top_t / temp; \
+            const ACC m_1 = nan_s ? (ACC)NAN : top_s;                                             \
+            const ACC sh_s = isfinite(m_s) ? m_s : (ACC)0, sh_t = isfinite(m_t) ? m_t : (ACC)0;  \
+            const ACC sh_1 = isfinite(m_1) ? m_1 : (ACC)0;                                        \
+            /* phase 1, pass B: the sums of exponentials */                                       \
+            ACC s_s = 0, s_t = 0, s_1 = 0;                                                        \
+            _Pragma("omp simd reduction(+ : s_s, s_t)")                                           \
+            for (int64_t j = 0; j < V; ++j) {                                                     \
+                s_s += EXP(LOAD(sr[j]) / temp - sh_s);                                            \
+                s_t += EXP(LOAD(tr[j]) / temp - sh_t);                                            \
+            }                                                                                     \
+            if (hard && !unit) {                                                                  \
+                _Pragma("omp simd reduction(+ : s_1)")                                            \
+                for (int64_t j = 0; j < V; ++j) s_1 += EXP(LOAD(sr[j]) - sh_1);                   \
+            }                                                                                     \
+            const ACC ls_s = LOG(s_s), ls_t = LOG(s_t);                                           \
+            const ACC ls_1 = unit ? ls_s : LOG(s_1), q_1 = unit ? sh_s : sh_1;                    \
+            const uint64_t y = (uint64_t)target[i];                                               \
+            const ACC z_y = y < (uint64_t)V ? LOAD(sr[y]) : (ACC)0;                               \
+            /* phase 2: D and R */                                                                \
+            ACC D = 0, R = 0;                                                                     \
+            if (sw != 0) {                                                                        \
+                if (jsd) {                                                                        \
+                    _Pragma("omp simd reduction(+ : D, R)")                                       \
+                    for (int64_t j = 0; j < V; ++j) {                                             \
+                        const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                       \
+                        const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                       \
+                        const ACC ps = EXP(lps), pt = EXP(lpt);                                   \
+                        const ACC a = log_b + lpt, b = log_b1 + lps;                              \
+                        const ACC w = a > b ? a : b, gap = a > b ? b - a : a - b;                 \
+                        const ACC lm = w == -INFINITY ? w : w + LOG1P(EXP(gap));                  \
+                        const ACC ts = ps == 0 ? (ACC)0 : ps * (lps - lm);                        \
+                        const ACC tt = pt == 0 ? (ACC)0 : pt * (lpt - lm);                        \
+                        D += beta * tt + keep * ts;                                               \
+                        R += keep * ts;                                                           \
+                    }                                                                             \
+                } else if (reverse) {                                                             \
+                    _Pragma("omp simd reduction(+ : D)")                                          \
+                    for (int64_t j = 0; j < V; ++j) {                                             \
+                        const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                       \
+                        const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                       \
+                        const ACC ps = EXP(lps);                                                  \
+                        D += ps == 0 ? (ACC)0 : ps * (lps - lpt);                                 \
+                    }                                                                             \
+                } else {                                                                          \
+                    _Pragma("omp simd reduction(+ : D)")                                          \
+                    for (int64_t j = 0; j < V; ++j) {                                             \
+                        const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                       \
+                        const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                       \
+                        const ACC pt = EXP(lpt);                                                  \
+                        D += pt == 0 ? (ACC)0 : pt * (lpt - lps);                                 \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+            /* the NaN of a NaN logit even where every term's factor came out 0 */               \
+            if (sw != 0 && (nan_s || nan_t)) D = (ACC)NAN;                                        \
+            /* CE = L_1 - z_y = log s_1 - (z_y - shift_1) */                                      \
+            const ACC ce = hard ? ls_1 - (z_y - q_1) : (ACC)0;                                    \
+            loss[i] = (sw != 0 ? sw * D : (ACC)0) + (hard ? hw * ce : (ACC)0);                    \
+            if (!orow) continue;                                                                  \
+            if (r == 0) {                                                                         \
+                for (int64_t j = 0; j < V; ++j) orow[j] = ONE((ACC)0);                            \
+                continue;                                                                         \
+            }                                                                                     \
+            /* phase 3: the gradient */                                                           \
+            const ACC A = r * sw / temp, C = r * hw;                                              \
+            const ACC dR = reverse ? D : R;                                                       \
+            const ACC gy = y < (uint64_t)V ? C : (ACC)0;                                          \
+            _Pragma("omp simd")                                                                   \
+            for (int64_t j = 0; j < V; ++j) {                                                     \
+                const ACC zs = LOAD(sr[j]);                                                       \
+                const ACC lps = (zs / temp - sh_s) - ls_s;                                        \
+                const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                               \
+                const ACC ps = EXP(lps);                                                          \
+                ACC g = 0;                                                                        \
+                if (jsd) {                                                                        \
+                    const ACC a = log_b + lpt, b = log_b1 + lps;                                  \
+                    const ACC w = a > b ? a : b, gap = a > b ? b - a : a - b;                     \
+                    const ACC lm = w == -INFINITY ? w : w + LOG1P(EXP(gap));                      \
+                    g = ps == 0 ? (ACC)0 : ps * (keep * (lps - lm) - dR);                         \
+                } else if (reverse) {                                                             \
+                    g = ps == 0 ? (ACC)0 : ps * ((lps - lpt) - dR);                               \
+                } else {                                                                          \
+                    g = ps - EXP(lpt);                                                            \
+                }                                                                                 \
+                g = sw != 0 ? A * g : (ACC)0;                                                     \
+                if (hard) {                                                                       \
+                    const ACC q = unit ? ps : EXP((zs - sh_1) - ls_1);                            \
+                    g += C * q - ((uint64_t)j == y ? gy : (ACC)0);                                \
+                }                                                                                 \
+                orow[j] = ONE(g);                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        return rows;                                                                              \
+    }
+
+DEFINE_DISTILL_KERNEL(distill_rows_f32, float, float, IDENTITY, TOKEN_F32_ONE, exp_sub_f32, logf,
+                      log1p_unit_f32)
+DEFINE_DISTILL_KERNEL(distill_rows_f64, double, double, IDENTITY, TOKEN_F64_ONE, exp_neg_f64, log,
+                      log1p_unit_f64)
+DEFINE_DISTILL_KERNEL(distill_rows_bf16, uint16_t, float, bf16_to_f32, TOKEN_BF16_ONE,
+                      exp_sub_f32, logf, log1p_unit_f32)
+DEFINE_DISTILL_KERNEL(distill_rows_f16, _Float16, float, f16_to_f32, TOKEN_F16_ONE, exp_sub_f32,
+                      logf, log1p_unit_f32)

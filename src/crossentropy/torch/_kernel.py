@@ -35,6 +35,7 @@ import torch
 
 from .. import _validate
 from . import _build
+from ._distill import Distillation
 from ._tokens import TokenStatistics
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "SOURCE",
     "BufferCache",
     "buffers",
+    "distill_rows",
     "fused_available",
     "launch",
     "load",
@@ -150,6 +152,10 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
         getattr(library, stats).argtypes = [p, i64, p, i64, i64, i64, f64, p, p, p, p]
         getattr(library, grad).argtypes = [p, i64, p, i64, p, i64, i64, i64, f64, p, p, p, p, p]
         getattr(library, stats).restype = getattr(library, grad).restype = i64
+    for name in _DISTILL_KERNELS.values():
+        kernel = getattr(library, name)
+        kernel.argtypes = [p, i64, p, i64, p, i64, p, p, p, i64, i64, i64, f64, f64, f64, f64, p]
+        kernel.restype = i64
     return library
 
 
@@ -582,3 +588,169 @@ def token_gradient(
 
     _over_rows(rows, width, run)
     return into
+
+
+# per storage dtype (student and teacher alike): the whole-row distillation kernel
+_DISTILL_KERNELS = {
+    torch.float32: "distill_rows_f32",
+    torch.float64: "distill_rows_f64",
+    torch.bfloat16: "distill_rows_bf16",
+    torch.float16: "distill_rows_f16",
+}
+_DIVERGENCE_CODES = {"forward_kl": 0, "reverse_kl": 1, "jsd": 2}
+# teacher dtypes that the student's dtype holds exactly (the launcher casts those)
+_EXACT_IN = {
+    torch.float32: (torch.bfloat16, torch.float16),
+    torch.float64: (torch.float32, torch.bfloat16, torch.float16),
+}
+
+
+def _finite(name: str, value: object, low: float = -math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name}: expected a real number; got {value!r}")
+    if not (math.isfinite(value) and value >= low):
+        shown = "a finite number" if low == -math.inf else f"a finite number >= {low}"
+        raise ValueError(f"{name}: expected {shown}; got {value!r}")
+    return float(value)
+
+
+def _distill_options(d: object) -> tuple[int, float, float, float, float]:
+    """The kernel's numbers from a :class:`Distillation`, checked again here (the kernel
+    takes logs of beta and 1 - beta for the jsd, and divides by the temperature)."""
+    if not isinstance(d, Distillation):
+        raise TypeError(f"d: expected a Distillation; got {type(d).__name__}")
+    if d.divergence not in _DIVERGENCE_CODES:
+        accepted = ", ".join(map(repr, _DIVERGENCE_CODES))
+        raise ValueError(f"d.divergence: expected one of {accepted}; got {d.divergence!r}")
+    beta = _finite("d.beta", d.beta, 0.0)
+    if d.divergence == "jsd" and not 0.0 < beta < 1.0:
+        raise ValueError(
+            f"d.beta: expected a number in (0, 1) for the jsd (0 and 1 are the forward and "
+            f"reverse KL); got {d.beta!r}"
+        )
+    if beta > 1.0:
+        raise ValueError(f"d.beta: expected a number in [0, 1]; got {d.beta!r}")
+    temperature = _finite("d.temperature", d.temperature, 0.0)
+    if temperature == 0.0:
+        raise ValueError(f"d.temperature: expected a finite number > 0; got {d.temperature!r}")
+    return (
+        _DIVERGENCE_CODES[d.divergence],
+        beta,
+        temperature,
+        _finite("d.soft_weight", d.soft_weight),
+        _finite("d.hard_weight", d.hard_weight),
+    )
+
+
+def _shares(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
+
+
+def distill_rows(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    target: torch.Tensor,
+    live: torch.Tensor,
+    d: Distillation,
+    row_scale: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`crossentropy.torch._distill.distill_rows` by the C kernel: the three phases
+    over whole rows of the CPU student and teacher logits (rows contiguous, any row
+    stride), each row read from memory once. Returns the per-row losses (float32; float64
+    for float64 logits; 0 where ``live`` is False) and, with ``row_scale`` (rows,), the
+    gradient d(sum_i row_scale_i loss_i)/d student in the student's dtype (each value
+    rounded once; rows not live or of scale 0 exactly 0), written into ``out`` (the
+    student's shape and dtype, rows that do not overlap: the student itself, or a buffer
+    apart from both inputs) or a new tensor; without ``row_scale`` no gradient (None).
+
+    ``target`` (rows,) integer class ids: outside [0, V) a row has no target term (never an
+    index). The teacher has the student's dtype, or one that it holds exactly (cast here);
+    a wider teacher is refused (cast the student up: the kernel computes in the wider
+    dtype, and the gradient is rounded to the student's once)."""
+    code, beta, temperature, soft, hard = _distill_options(d)
+    _rows_of("student", student, student)
+    rows, classes = student.shape
+    if not isinstance(teacher, torch.Tensor):
+        raise TypeError(f"teacher: expected a torch.Tensor; got {type(teacher).__name__}")
+    if teacher.dtype != student.dtype and teacher.dtype in _EXACT_IN.get(student.dtype, ()):
+        teacher = teacher.to(student.dtype)
+    elif teacher.dtype != student.dtype and teacher.dtype in _DISTILL_KERNELS:
+        raise TypeError(
+            f"teacher: expected the student's dtype {student.dtype} or one it holds exactly; "
+            f"got {teacher.dtype} (cast the student to {teacher.dtype} for this kernel)"
+        )
+    _rows_of("teacher", teacher, student)
+    if teacher.shape != student.shape:
+        raise ValueError(
+            f"teacher: expected the student's shape {tuple(student.shape)}; "
+            f"got {tuple(teacher.shape)}"
+        )
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) != (rows,):
+        shown = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target)
+        raise ValueError(f"target: expected shape ({rows},), one class id per row; got {shown}")
+    if not _validate.holds_in_int64(target) or target.is_floating_point():
+        raise TypeError(f"target: expected integer class ids (int64); got {target.dtype}")
+    ids = target.to(device="cpu", dtype=torch.int64).contiguous()
+    if not isinstance(live, torch.Tensor) or tuple(live.shape) != (rows,):
+        shown = tuple(live.shape) if isinstance(live, torch.Tensor) else type(live)
+        raise ValueError(f"live: expected shape ({rows},), one flag per row; got {shown}")
+    if live.dtype != torch.bool:
+        raise TypeError(f"live: expected a bool tensor; got {live.dtype}")
+    flags = live.to(device="cpu").contiguous()
+    compute = KERNELS[student.dtype][1]
+    scale = None if row_scale is None else _row_values("row_scale", row_scale, rows, compute)
+    into = None
+    if scale is not None:
+        into = torch.empty_like(student, memory_format=torch.contiguous_format) if out is None else out
+        _rows_of("out", into, student)
+        if into.shape != student.shape:
+            raise ValueError(
+                f"out: expected the student's shape {tuple(student.shape)}; "
+                f"got {tuple(into.shape)}"
+            )
+        if rows > 1 and into.stride(0) < classes:
+            raise ValueError(
+                f"out: expected rows that do not overlap to write the gradient into (row "
+                f"stride >= {classes}); got strides {into.stride()}"
+            )
+        same = (into.data_ptr(), into.stride()) == (student.data_ptr(), student.stride())
+        if into.numel() and _shares(into, student) and not same:
+            raise ValueError(
+                "out: expected the student itself or a buffer apart from it; got a different "
+                "view of the student's storage"
+            )
+        if into.numel() and _shares(into, teacher):
+            raise ValueError(
+                "out: expected a buffer apart from the teacher (the gradient is written while "
+                "the teacher's rows are read); got a view of the teacher's storage"
+            )
+    elif out is not None:
+        raise ValueError("out: a gradient buffer without row_scale (no gradient is computed)")
+    losses = torch.empty(rows, dtype=compute)
+    kernel = getattr(load(), _DISTILL_KERNELS[student.dtype])
+    size, wide = student.element_size(), compute.itemsize
+
+    def run(a: int, b: int) -> None:
+        kernel(
+            student.data_ptr() + a * student.stride(0) * size,
+            student.stride(0),
+            teacher.data_ptr() + a * teacher.stride(0) * size,
+            teacher.stride(0),
+            None if into is None else into.data_ptr() + a * into.stride(0) * size,
+            0 if into is None else into.stride(0),
+            ids.data_ptr() + a * 8,
+            flags.data_ptr() + a,
+            None if scale is None else scale.data_ptr() + a * wide,
+            b - a,
+            classes,
+            code,
+            beta,
+            temperature,
+            soft,
+            hard,
+            losses.data_ptr() + a * wide,
+        )
+
+    _over_rows(rows, 2 * classes, run)
+    return losses, into

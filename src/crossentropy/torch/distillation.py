@@ -25,6 +25,15 @@ themselves, and every reduction (``"none"`` with any incoming gradient included)
 same path. float16/bfloat16 logits are computed in float32 a block at a time; the loss is
 returned in float32 for them (the compute dtype), the gradient in the student's dtype.
 
+``impl="fused"`` (what ``"auto"`` runs on CPU where the kernel loads) does the same row
+work in C (:func:`crossentropy.torch._kernel.distill_rows`): the three phases over each
+pair of rows in one sweep of memory, the two rows staying in cache, the gradient written
+once in the student's dtype. With ``"mean"``/``"sum"`` and a student that needs a gradient
+the forward writes it at once (the reduction's row scale is known), and a backward whose
+incoming gradient is that scale hands it out as it is; otherwise (``"none"``, another
+incoming gradient, a repeated backward) the backward runs the kernel again with the
+incoming gradient as the row scale.
+
 ``impl="torch"`` is the readable reference: whole rows' log-softmaxes (with the library's
 shift, :func:`crossentropy._array.shift_and_log_sum`) and the divergence by its definition,
 under autograd. It is differentiable twice, and it is what a differentiable backward
@@ -45,7 +54,7 @@ from torch import Tensor
 
 from .. import _validate
 from .._array import shift_and_log_sum, wide_labels
-from . import conventions, dispatch
+from . import _kernel, conventions, dispatch
 from ._distill import (
     Distillation,
     DivergenceSums,
@@ -60,9 +69,9 @@ from .native import compute_dtype, row_blocks
 
 __all__ = ["distillation_loss"]
 
-# the values of impl= this function takes; the paths are chosen in _run ("fused": the C
-# kernel over CPU rows, "triton": the Triton kernels, are added there beside these)
-_IMPLS = ("auto", "torch")
+# the values of impl= this function takes; the paths are chosen in _run ("triton": the
+# Triton kernels, is added there beside these)
+_IMPLS = ("auto", "torch", "fused")
 
 
 def _impl(value: object) -> str:
@@ -287,16 +296,127 @@ def _reference(
     return _masked(live, loss)
 
 
-def _run(
-    student: Tensor, teacher: Tensor, target: Tensor, live: Tensor, d: Distillation, impl: str
+class _FusedDistill(torch.autograd.Function):
+    """Per-token losses of (rows, V) CPU logits by the C kernel, and the student's
+    gradient: computed in the forward for the row scale ``scale`` (the reduction's, on the
+    rows that count) when it is not None, handed out once by a backward whose incoming
+    gradient is that scale; otherwise computed by the kernel in the backward for the
+    incoming gradient."""
+
+    @staticmethod
+    def forward(
+        student: Tensor,
+        teacher: Tensor,
+        target: Tensor,
+        live: Tensor,
+        d: Distillation,
+        scale: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        s, t = _kernel_pair(student, teacher)
+        row_scale = None if scale is None else torch.where(live, scale, 0.0)
+        losses, grad = _kernel.distill_rows(s, t, target, live, d, row_scale)
+        return losses, s.new_empty(0) if grad is None else grad
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        student, teacher, target, live, d, scale = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(student, teacher, target, live)
+        ctx.buffer = None if scale is None else output[1]  # handed out once
+        ctx.scale = scale
+        ctx.d = d
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_losses: Tensor | None, _: Any
+    ) -> tuple[Tensor | None, None, None, None, None, None]:
+        student, teacher, target, live = ctx.saved_tensors
+        d: Distillation = ctx.d
+        none = (None,) * 5
+        if grad_losses is None:
+            return None, *none
+        if torch.is_grad_enabled():
+            # create_graph=True: the reference's gradient as torch operations, differentiable
+            with torch.enable_grad():
+                losses = _reference(student, teacher, target, live, d)
+                (grad,) = torch.autograd.grad(losses, student, grad_losses, create_graph=True)
+            return grad.to(student.dtype), *none
+        r = torch.where(live, grad_losses, 0.0)
+        if ctx.buffer is not None:
+            grad, ctx.buffer = ctx.buffer, None
+            if bool((torch.where(live, r == ctx.scale, True)).all()):
+                return grad.to(student.dtype), *none
+        s, t = _kernel_pair(student, teacher)
+        _, grad = _kernel.distill_rows(s, t, target, live, d, r)
+        if grad is None:  # never: a row scale was given
+            raise RuntimeError("the distillation kernel wrote no gradient for a row scale")
+        return grad.to(student.dtype), *none
+
+
+def _kernel_pair(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Student and teacher in one dtype the kernel takes (the wider of the two; the
+    gradient is rounded to the student's dtype once from it), classes consecutive."""
+    wide = torch.promote_types(student.dtype, teacher.dtype)
+    pair = []
+    for x in (student, teacher):
+        x = x.detach().to(wide)
+        pair.append(x.contiguous() if x.shape[1] > 1 and x.stride(1) != 1 else x)
+    return pair[0], pair[1]
+
+
+def _fused_takes(student: Tensor, teacher: Tensor) -> bool:
+    """Whether the C kernel runs over these logits: CPU tensors of dtypes it takes, the
+    kernel loadable here."""
+    return (
+        student.device.type == "cpu"
+        and teacher.device.type == "cpu"
+        and student.dtype in _kernel.KERNELS
+        and teacher.dtype in _kernel.KERNELS
+        and _kernel.fused_available()
+    )
+
+
+def _fused(
+    student: Tensor, teacher: Tensor, target: Tensor, live: Tensor, d: Distillation, reduction: str
 ) -> Tensor:
-    """Per-token losses of (rows, V) logits by the path ``impl`` names. ``"auto"``: the
-    block sweep (the C kernel on CPU and the Triton kernels on CUDA are chosen here when
-    they are written); the reference under ``torch.func`` transforms. The teacher is
-    detached here, once, for every path."""
+    """``impl="fused"``: per-token losses by the C kernel, the gradient computed in the
+    forward for ``"mean"``/``"sum"`` when the student needs one."""
+    scale = None
+    if reduction != "none" and torch.is_grad_enabled() and student.requires_grad:
+        dtype = compute_dtype(torch.promote_types(student.dtype, teacher.dtype))
+        one = torch.ones((), dtype=dtype)
+        # the incoming gradient of each row that autograd will send for this reduction
+        scale = one if reduction == "sum" else one / live.sum().to(dtype).clamp(min=1.0)
+    losses, _ = _FusedDistill.apply(student, teacher, target, live, d, scale)  # type: ignore[no-untyped-call]
+    return losses  # type: ignore[no-any-return]
+
+
+def _run(
+    student: Tensor,
+    teacher: Tensor,
+    target: Tensor,
+    live: Tensor,
+    d: Distillation,
+    impl: str,
+    reduction: str = "none",
+) -> Tensor:
+    """Per-token losses of (rows, V) logits by the path ``impl`` names. ``"auto"``: the C
+    kernel on CPU where it loads, else the block sweep (the Triton kernels on CUDA are
+    chosen here when they are written); the reference under ``torch.func`` transforms.
+    ``reduction`` tells the fused path the row scale of the gradient it may write in the
+    forward. The teacher is detached here, once, for every path."""
     teacher = teacher.detach()
     if impl == "torch" or conventions.transformed(student) or conventions.transformed(teacher):
         return _reference(student, teacher, target, live, d)
+    if impl == "fused" and not _fused_takes(student, teacher):
+        reason = _kernel.unavailable_reason() or (
+            f"it takes float32, float64, float16 or bfloat16 CPU logits; got "
+            f"{student.dtype} and {teacher.dtype} on {student.device.type}"
+        )
+        raise ValueError(f"impl='fused': the C distillation kernel cannot run here: {reason}")
+    if impl == "fused" or (impl == "auto" and _fused_takes(student, teacher)):
+        return _fused(student, teacher, target, live, d, reduction)
     losses, _, _ = _Distill.apply(student, teacher, target, live, d)  # type: ignore[no-untyped-call]
     return losses  # type: ignore[no-any-return]
 
@@ -359,8 +479,10 @@ def distillation_loss(
             target); not both weights 0.
         reduction: ``"mean"`` (over the counted tokens; 0 over nothing), ``"sum"`` or
             ``"none"`` (per token, the target's shape, 0 at ignored tokens).
-        impl: ``"auto"`` (the rows a block at a time as torch operations, the backward
-            written out) or ``"torch"`` (the readable reference under autograd,
+        impl: ``"auto"`` (``"fused"`` on CPU where the C kernel loads; else the rows a block
+            at a time as torch operations, the backward written out), ``"fused"`` (the C
+            kernel over CPU rows: each pair of rows in one sweep, the gradient written
+            once) or ``"torch"`` (the readable reference under autograd,
             differentiable twice).
 
     Returns:
@@ -388,7 +510,13 @@ def distillation_loss(
     classes = student.shape[-1]
     rows = ids.shape[0]
     losses = _run(
-        student.reshape(rows, classes), teacher.reshape(rows, classes), ids, live, d, chosen
+        student.reshape(rows, classes),
+        teacher.reshape(rows, classes),
+        ids,
+        live,
+        d,
+        chosen,
+        reduction,
     )
     if reduction == "none":
         return losses.reshape(tuple(student.shape[:-1]))

@@ -81,10 +81,11 @@ def whole_row_chunk(chunk: int | None, tokens: int, vocabulary: int, itemsize: i
 class _LinearDistillation(torch.autograd.Function):
     """The chunked sweep; see the module docstring. ``forward`` returns ``(loss, scale,
     grad_input, grad_weight, grad_bias)``: for a mean or a sum the student's gradients are
-    computed with the loss and handed to the backward as outputs (``setup_context`` form,
-    so that ``torch.func`` can transform it). The backward:
+    computed with the loss and handed to the backward as outputs. (``torch.func``
+    transforms never reach it: :func:`linear_distillation_loss` runs the unfused
+    computation under them.) The backward:
 
-    - grad mode on (``create_graph=True``, a ``torch.func`` transform): the derivative of
+    - grad mode on (``create_graph=True``): the derivative of
       the unfused computation (:func:`_unfused`) on the saved inputs, which autograd
       differentiates again;
     - a mean or a sum, the first time: the forward's gradients times the incoming scalar;
@@ -398,8 +399,10 @@ def linear_distillation_loss(
 
     Gradients flow to ``student_input``, ``student_weight`` and ``student_bias`` only; the
     teacher is read, never differentiated. A backward with ``create_graph=True`` (a double
-    backward, a gradient penalty) or under a ``torch.func`` transform differentiates the
-    unfused computation on the saved inputs, so its memory is the unfused computation's.
+    backward, a gradient penalty) differentiates the unfused computation on the saved
+    inputs, and under a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``, ...) the
+    unfused computation runs instead of the sweep; their memory is the unfused
+    computation's.
     Under ``torch.autocast`` the products run in the autocast dtype and the loss is
     float32. The loss has the student input's dtype (float32 under autocast).
 
@@ -424,7 +427,9 @@ def linear_distillation_loss(
             f"impl: expected one of {names} (the vocabulary engine, or the unfused "
             f"reference); got {impl!r}"
         )
-    d = _distill.check_distillation(divergence, beta, temperature, soft_weight, hard_weight)
+    d = _distill.check_distillation(
+        divergence, beta, temperature, soft_weight, hard_weight, has_target=target is not None
+    )
     reduction = _validate.reduction(reduction)
     ignore_index = _validate.ignore_index(ignore_index)
     chunk_size = _validate.chunk_size(chunk_size)
@@ -443,11 +448,6 @@ def linear_distillation_loss(
             f"{target.device}"
         )
     target = _check_target(target, leading, vocabulary, ignore_index)
-    if target is None and d.hard_weight != 0:
-        raise ValueError(
-            f"hard_weight: the cross entropy needs a target; got hard_weight={hard_weight!r} "
-            f"with target=None (pass a target, or hard_weight=0)"
-        )
     loss_dtype = student_input.dtype
     low = conventions.autocast_dtype(student_input)
     if low is not None:  # the products in the autocast dtype, as F.linear runs there
@@ -466,8 +466,10 @@ def linear_distillation_loss(
         "ignore_index": ignore_index,
         "loss_dtype": loss_dtype,
     }
+    student = (student_input, student_weight, student_bias)
+    transformed = any(x is not None and conventions.transformed(x) for x in student)
     with torch.autocast(student_input.device.type, enabled=False):
-        if impl == "torch":
+        if impl == "torch" or transformed:
             loss = _unfused(
                 student_input,
                 student_weight,
