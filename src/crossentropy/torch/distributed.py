@@ -35,6 +35,15 @@ target's logit, summed in one all-reduce of 3N values; each rank's gradient come
 the forward's whole-row statistics, and the linear version's input gradient is summed
 over the ranks once.
 
+The distillation losses (:func:`vocab_parallel_distillation_loss`,
+:func:`vocab_parallel_linear_distillation_loss`: both models split by vocabulary the same
+way) exchange the three phases of :mod:`crossentropy.torch._distill` the same way: the
+slices' log-sum-exps of both models (and the student's at temperature 1 for a hard
+term) all-reduced MAX, then rescaled and summed with the target logit (SUM); given the
+whole rows' log-sum-exps, the slices' divergence sums D and R summed (SUM); every rank
+then has the same per-row losses, and its slice's gradient from (L's, D, R) needs no
+communication.
+
 Agreement before any of it: every call first all-gathers a small descriptor from each rank
 (the number of rows, dtype, slice size and start, reduction, ``ignore_index``, smoothing,
 z-loss, checksums of the target and the class weights, ...), and every rank checks the same
@@ -61,17 +70,30 @@ from torch import Tensor
 
 from .. import _validate
 from . import _kernel, conventions, engine
+from ._distill import (
+    Distillation,
+    DivergenceSums,
+    LogSumExps,
+    check_distillation,
+    divergence_sums,
+    log_sum_exps,
+    row_losses,
+    student_gradient,
+)
 from ._slices import RowTerms
 from ._tokens import TokenStatistics
-from .heads import CrossEntropyHead, RowStatistics, TokenCombine, TokenHead
+from .heads import CrossEntropyHead, DistillationHead, RowStatistics, TokenCombine, TokenHead
 from .linear import check_shapes
+from .linear_distillation import whole_row_chunk
 
 __all__ = [
     "DTYPES",
     "FIELDS",
     "FUNCTIONS",
     "vocab_parallel_cross_entropy",
+    "vocab_parallel_distillation_loss",
     "vocab_parallel_linear_cross_entropy",
+    "vocab_parallel_linear_distillation_loss",
     "vocab_parallel_linear_token_log_probs",
     "vocab_parallel_token_log_probs",
 ]
@@ -81,6 +103,8 @@ FUNCTIONS = (
     "vocab_parallel_linear_cross_entropy",
     "vocab_parallel_token_log_probs",
     "vocab_parallel_linear_token_log_probs",
+    "vocab_parallel_distillation_loss",
+    "vocab_parallel_linear_distillation_loss",
 )
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _PRIME = 2**31 - 1
@@ -138,6 +162,23 @@ FIELDS = (
     _Field("label_smoothing", "label_smoothing"),
     _Field("z_loss", "z_loss"),
     _Field("temperature", "temperature"),
+    _Field(
+        "divergence",
+        "divergence (beta 0 taken as 'forward_kl', 1 as 'reverse_kl')",
+        show=lambda v: repr(_validate.DIVERGENCES[int(v)]),
+    ),
+    _Field("beta", "beta"),
+    _Field("soft_weight", "soft_weight"),
+    _Field("hard_weight", "hard_weight"),
+    _Field("target_given", "target (given: 1, None: 0)"),
+    _Field(
+        "teacher_dtype",
+        "the dtype of the teacher's logits (its input)",
+        show=lambda v: str(DTYPES[int(v)]),
+    ),
+    _Field("teacher_hidden", "teacher_input (its last dimension, the hidden size)"),
+    _Field("student_bias", "student_bias (1 given, 0 None)"),
+    _Field("teacher_bias", "teacher_bias (1 given, 0 None)"),
     _Field("target_sum", "target (its values: checksums)"),
     _Field("target_mix", "target (its values and their order: checksums)"),
     _Field("weight_size", "weight (its size; -1 for None)"),
@@ -216,22 +257,24 @@ def _option_fields(
     }
 
 
-def _logits_fields(logits_shard: object, vocab_start_index: object) -> dict[str, float]:
-    """The checks of a ``logits_shard`` (..., V_k) and its descriptor's dtype, size and start."""
+def _logits_fields(
+    logits_shard: object, vocab_start_index: object, name: str = "logits_shard"
+) -> dict[str, float]:
+    """The checks of a ``logits_shard`` (..., V_k) (called ``name`` in the errors) and its
+    descriptor's dtype, size and start."""
     if not isinstance(logits_shard, Tensor) or logits_shard.ndim < 1:
         raise ValueError(
-            f"logits_shard: expected a tensor (..., V_k) with the classes last; got "
+            f"{name}: expected a tensor (..., V_k) with the classes last; got "
             f"{type(logits_shard).__name__}"
             + (" of 0 dimensions" if isinstance(logits_shard, Tensor) else "")
         )
     if logits_shard.dtype not in DTYPES:
         raise TypeError(
-            "logits_shard: expected float32, float64, bfloat16 or float16; got "
-            f"{logits_shard.dtype}"
+            f"{name}: expected float32, float64, bfloat16 or float16; got {logits_shard.dtype}"
         )
     if logits_shard.shape[-1] < 1:
         raise ValueError(
-            f"logits_shard: expected at least one class in the slice; got shape "
+            f"{name}: expected at least one class in the slice; got shape "
             f"{tuple(logits_shard.shape)}"
         )
     return {
@@ -1265,3 +1308,611 @@ def vocab_parallel_linear_token_log_probs(
     )
     log_prob, entropy = log_prob.reshape(target.shape), entropy.reshape(target.shape)
     return (log_prob, entropy) if return_entropy else log_prob
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def _all_reduce_logsumexps(lse: Tensor, sums: Tensor, group: Any) -> tuple[Tensor, Tensor]:
+    """The whole rows' log-sum-exps (k, N) and plain sums (j, N) from each rank's slices',
+    in two all-reduces: the peaks M (MAX of kN values), then exp(L_k - M) and the sums
+    together (SUM of (k + j)N values); L = M + log S. An infinite peak shifts by 0 (a
+    +inf reaches the sum as inf, a row of -inf stays -inf), and a NaN reaches every rank
+    through the sum, as in :func:`_all_reduced`."""
+    peak = lse.clone()
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+    shift = torch.where(torch.isfinite(peak), peak, 0.0)
+    packed = torch.cat([torch.exp(lse - shift), sums.to(lse.dtype)])
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+    k = lse.shape[0]
+    return shift + torch.log(packed[:k]), packed[k:]
+
+
+def _log_sum_exps_all_reduced(group: Any) -> Callable[[LogSumExps], LogSumExps]:
+    r"""Phase 1 over the ranks: the student's and the teacher's log-sum-exps at T (and the
+    student's at 1 for the cross entropy) merged as logaddexp over the slices, the target
+    logit summed (only the rank whose slice holds y has a non-zero one):
+    :func:`_all_reduce_logsumexps`, one all-reduce of 2N (3N) values, one of 3N (4N)."""
+
+    def combine(part: LogSumExps) -> LogSumExps:
+        # at T = 1 the hard term's L_1 is L_s itself: merged once
+        own = part.hard is not None and part.hard is not part.student
+        lses = [part.student, part.teacher, *((part.hard,) if own else ())]
+        merged, summed = _all_reduce_logsumexps(torch.stack(lses), part.target_logit[None], group)
+        hard = merged[2] if own else None if part.hard is None else merged[0]
+        return LogSumExps(merged[0], merged[1], hard, summed[0])
+
+    return combine
+
+
+def _divergence_sums_all_reduced(group: Any) -> Callable[[DivergenceSums], DivergenceSums]:
+    """Phase 2 over the ranks: every per-row sum of :class:`DivergenceSums` (D and R, plain
+    sums over the vocabulary) summed in one all-reduce."""
+
+    def combine(part: DivergenceSums) -> DivergenceSums:
+        names = [f.name for f in dataclasses.fields(part) if getattr(part, f.name) is not None]
+        packed = torch.stack([getattr(part, name) for name in names])
+        dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+        return dataclasses.replace(part, **dict(zip(names, packed, strict=True)))
+
+    return combine
+
+
+def _distillation(options: dict[str, Any], has_target: bool) -> Distillation:
+    return check_distillation(
+        options["divergence"],
+        options["beta"],
+        options["temperature"],
+        options["soft_weight"],
+        options["hard_weight"],
+        has_target=has_target,
+    )
+
+
+def _distillation_fields(
+    target: object,
+    shape: tuple[int, ...],
+    options: dict[str, Any],
+) -> dict[str, float]:
+    """The descriptor's entries of the distillation functions' target and options (checked
+    as :func:`crossentropy.torch.distillation_loss` checks them)."""
+    d = _distillation(options, target is not None)
+    reduction = _validate.reduction(options["reduction"])
+    ignore_index = _validate.ignore_index(options["ignore_index"])
+    if target is None:
+        given = {"rows": float(math.prod(shape)), "target_given": 0.0}
+    else:
+        given = {**_target_fields(target, shape), "target_given": 1.0}
+    return {
+        **given,
+        "reduction": float(_validate.REDUCTIONS.index(reduction)),
+        "ignore_index": float(ignore_index),
+        "divergence": float(_validate.DIVERGENCES.index(d.divergence)),
+        "beta": d.beta,
+        "temperature": d.temperature,
+        "soft_weight": d.soft_weight,
+        "hard_weight": d.hard_weight,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class _DistillPlan:
+    d: Distillation
+    target: Tensor  # (rows,) int64: the target's global class id, -1 where none counts
+    live: Tensor  # (rows,) bool: the rows counted (not ignored)
+    scale: float  # d(reduced loss)/d(row loss)
+    reduction: str
+    start: int
+    group: Any
+    loss_dtype: torch.dtype
+    chunk: int = 0  # tokens per chunk (the linear version)
+
+
+def _distill_plan(
+    target: Tensor | None,
+    rows: int,
+    shard: _Shard,
+    options: dict[str, Any],
+    group: Any,
+    device: torch.device,
+    loss_dtype: torch.dtype,
+    chunk: int = 0,
+) -> _DistillPlan:
+    """The rows' targets (checked against the whole vocabulary) and the reduction's scale,
+    the same on every rank (the targets are)."""
+    ignore = int(options["ignore_index"])
+    if target is None:
+        live = torch.ones(rows, dtype=torch.bool, device=device)
+        here = torch.full((rows,), -1, dtype=torch.int64, device=device)
+    else:
+        flat = _token_target(target, shard, ignore, device)
+        live = flat != ignore
+        here = torch.where(live, flat, -1)
+    reduction = str(options["reduction"])
+    # the count of the counted rows: live rows as targets 1, the others as ignored 0s
+    scale = conventions.mean_scale(live.to(torch.int64), None, 0, reduction)
+    d = _distillation(options, target is not None)
+    return _DistillPlan(d, here, live, scale, reduction, shard.start, group, loss_dtype, chunk)
+
+
+def _reduced(losses: Tensor, plan: _DistillPlan) -> Tensor:
+    if plan.reduction == "none":
+        return losses.to(plan.loss_dtype)
+    return (losses.sum() * plan.scale).to(plan.loss_dtype)
+
+
+def _row_scale(grad: Tensor, plan: _DistillPlan, like: Tensor) -> Tensor:
+    """d(sum_i row_scale_i loss_i) per row from the incoming gradient: 0 on the rows not
+    counted."""
+    rows = grad.to(like.dtype) * plan.scale if plan.reduction != "none" else grad.to(like.dtype)
+    return torch.where(plan.live, rows.expand(plan.live.shape[0]), 0.0)
+
+
+class _VocabParallelDistillation(torch.autograd.Function):
+    """The per-row loss from the rank's slices of both models, the log-sum-exps and then the
+    divergence sums all-reduced; the backward writes the student slice's gradient from the
+    forward's whole-row sums, with no communication."""
+
+    @staticmethod
+    def forward(ctx: Any, student: Tensor, teacher: Tensor, plan: _DistillPlan) -> Tensor:  # type: ignore[override]
+        s, d = student.detach(), plan.d
+        lse = _log_sum_exps_all_reduced(plan.group)(
+            log_sum_exps(s, teacher, plan.target, d, start=plan.start)
+        )
+        sums = _divergence_sums_all_reduced(plan.group)(divergence_sums(s, teacher, lse, d))
+        losses = row_losses(lse, sums, plan.live, d)
+        ctx.save_for_backward(student, teacher)
+        ctx.plan, ctx.lse, ctx.sums = plan, lse, sums
+        ctx.set_materialize_grads(False)
+        return _reduced(losses, plan)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # type: ignore[misc]
+    def backward(ctx: Any, grad: Tensor | None) -> tuple[Tensor | None, None, None]:  # type: ignore[override]
+        if grad is None:
+            return None, None, None
+        student, teacher = ctx.saved_tensors
+        plan: _DistillPlan = ctx.plan
+        row_scale = _row_scale(grad, plan, ctx.lse.student)
+        g = student_gradient(
+            student.detach(),
+            teacher,
+            plan.target,
+            ctx.lse,
+            ctx.sums,
+            plan.d,
+            row_scale,
+            start=plan.start,
+        )
+        return g.to(student.dtype), None, None
+
+
+def _rows_of(shard: Tensor, size: int) -> Tensor:
+    rows = shard.reshape(-1, size)
+    return rows if rows.stride(1) == 1 else rows.contiguous()
+
+
+def vocab_parallel_distillation_loss(
+    student_logits_shard: Tensor,
+    teacher_logits_shard: Tensor,
+    target: Tensor | None = None,
+    *,
+    group: Any = None,
+    vocab_start_index: int | None = None,
+    divergence: str = "jsd",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    soft_weight: float = 1.0,
+    hard_weight: float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""The distillation loss of :func:`crossentropy.torch.distillation_loss` with both
+    models' logits split by vocabulary across the ranks of a process group, the same way.
+
+    Per row (the math and its three phases: :mod:`crossentropy.torch._distill`), each
+    phase a sum over the vocabulary, so each merges over the ranks as it merges over
+    slices of a row:
+
+    .. code-block:: text
+
+        phase 1   L_s, L_t (and L_1 = logsumexp z_s with a hard weight), z_s[y]
+                  all-reduce MAX of 2N (3N), then SUM of 3N (4N) values
+        phase 2   D and R over the slice, given the whole rows' L's
+                  all-reduce SUM of 2N values
+        loss      soft_weight D + hard_weight (L_1 - z_s[y]), the same on every rank
+        phase 3   the student slice's gradient from (L's, D, R): no communication
+
+    No logits are gathered. Every rank returns the same loss; the gradient of each rank's
+    ``student_logits_shard`` is its slice of the whole gradient; the teacher is read, never
+    differentiated (a teacher that requires a gradient gets none). Call it on every rank of
+    ``group`` with the same ``target`` and options; ranks that disagree, or an argument one
+    rank rejects, raise the same error on every rank. The backward is
+    once-differentiable (a double backward raises); with ``reduction="none"`` every rank
+    must backpropagate the same incoming gradient.
+
+    Args:
+        student_logits_shard: (..., V_k) the student's logits of this rank's classes
+            [s_k, s_k + V_k).
+        teacher_logits_shard: (..., V_k) the teacher's logits of the same classes, the
+            student's shape.
+        target: (...) global class ids in [0, V) or ``ignore_index``, the same on every
+            rank; ``None``: every row counts, and ``hard_weight`` must be 0.
+        group, vocab_start_index: as in :func:`vocab_parallel_cross_entropy`.
+        divergence, beta, temperature, ignore_index, soft_weight, hard_weight, reduction:
+            as in :func:`crossentropy.torch.distillation_loss`.
+
+    Returns:
+        The loss, the same on every rank: a scalar, or (...) for ``reduction="none"``;
+        float32 for float32/bfloat16/float16 logits, float64 where either model's are
+        float64 (as :func:`crossentropy.torch.distillation_loss`).
+
+    Example:
+        >>> import torch, torch.distributed as dist
+        >>> from crossentropy.torch import distillation_loss
+        >>> from crossentropy.torch.distributed import vocab_parallel_distillation_loss
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> zs = torch.randn(4, 7, generator=g, dtype=torch.float64)
+        >>> zt = torch.randn(4, 7, generator=g, dtype=torch.float64)
+        >>> y = torch.tensor([1, -100, 6, 0])
+        >>> ours = vocab_parallel_distillation_loss(zs, zt, y, hard_weight=0.5)
+        >>> whole = distillation_loss(zs, zt, y, hard_weight=0.5)
+        >>> print(torch.allclose(ours, whole))
+        True
+        >>> dist.destroy_process_group()
+    """
+    function = FUNCTIONS[4]
+    group_ = _Group.of(group, function)
+    options = {
+        "divergence": divergence,
+        "beta": beta,
+        "temperature": temperature,
+        "soft_weight": soft_weight,
+        "hard_weight": hard_weight,
+        "reduction": reduction,
+        "ignore_index": ignore_index,
+    }
+
+    def describe() -> dict[str, float]:
+        student = _logits_fields(student_logits_shard, vocab_start_index, "student_logits_shard")
+        teacher = _logits_fields(teacher_logits_shard, vocab_start_index, "teacher_logits_shard")
+        if teacher_logits_shard.shape != student_logits_shard.shape:
+            raise ValueError(
+                "teacher_logits_shard: expected the student's shape "
+                f"{tuple(student_logits_shard.shape)} (the same rows and classes); got "
+                f"{tuple(teacher_logits_shard.shape)}"
+            )
+        if teacher_logits_shard.device != student_logits_shard.device:
+            raise ValueError(
+                f"teacher_logits_shard: expected the student's device "
+                f"{student_logits_shard.device}; got {teacher_logits_shard.device}"
+            )
+        return {
+            "function": 4.0,
+            **student,
+            "teacher_dtype": teacher["dtype"],
+            **_distillation_fields(target, tuple(student_logits_shard.shape[:-1]), options),
+        }
+
+    shard = _shard(_agree(function, group_, describe), group_.rank)
+    # both models in one dtype (float64 where either is), as distillation_loss computes
+    common = torch.promote_types(student_logits_shard.dtype, teacher_logits_shard.dtype)
+    student = _rows_of(student_logits_shard.to(common), shard.size)
+    teacher = _rows_of(teacher_logits_shard.detach().to(common), shard.size)
+    plan = _distill_plan(
+        target,
+        student.shape[0],
+        shard,
+        options,
+        group_.handle,
+        student.device,
+        torch.promote_types(common, torch.float32),
+    )
+    loss: Tensor = _VocabParallelDistillation.apply(student, teacher, plan)  # type: ignore[no-untyped-call]
+    return loss.reshape(student_logits_shard.shape[:-1]) if plan.reduction == "none" else loss
+
+
+def _model_fields(
+    who: str, input: object, weight: object, bias: object, like: Tensor | None
+) -> Tensor:
+    """The checks of one model's ``{who}_input`` (..., D), ``{who}_weight_shard`` (V_k, D)
+    and ``{who}_bias`` (V_k,) or None: types, shapes, dtypes, devices (the teacher's input
+    against the student's ``like``: the same leading shape, dtype and device)."""
+    name_w = f"{who}_weight_shard"
+    if not isinstance(input, Tensor) or input.ndim < 1 or input.dtype not in DTYPES:
+        shown = input.dtype if isinstance(input, Tensor) else type(input).__name__
+        raise TypeError(
+            f"{who}_input: expected a tensor (..., D) of float32, float64, bfloat16 or "
+            f"float16; got {shown}"
+        )
+    if like is not None and (
+        tuple(input.shape[:-1]) != tuple(like.shape[:-1])
+        or input.dtype != like.dtype
+        or input.device != like.device
+    ):
+        raise ValueError(
+            f"{who}_input: expected the student input's leading shape "
+            f"{tuple(like.shape[:-1])}, dtype {like.dtype} and device {like.device} (any "
+            f"last dimension); got {tuple(input.shape)}, {input.dtype}, {input.device}"
+        )
+    if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != input.shape[-1]:
+        got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(
+            f"{name_w}: expected a 2-D tensor (V_k, {input.shape[-1]}) ({who}_input's last "
+            f"dimension); got {got}"
+        )
+    if weight.shape[0] < 1:
+        raise ValueError(f"{name_w}: expected at least one row (class) in the slice; got (0, D)")
+    if bias is not None and (not isinstance(bias, Tensor) or bias.shape != weight.shape[:1]):
+        size = tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__
+        raise ValueError(f"{who}_bias: expected shape ({weight.shape[0]},) or None; got {size}")
+    for name, tensor in ((name_w, weight), (f"{who}_bias", bias)):
+        if isinstance(tensor, Tensor) and (
+            tensor.dtype != input.dtype or tensor.device != input.device
+        ):
+            raise TypeError(
+                f"{name}: expected {who}_input's dtype {input.dtype} and device "
+                f"{input.device}; got {tensor.dtype}, {tensor.device}"
+            )
+    return input
+
+
+def _linear_distillation_fields(
+    student: tuple[object, object, object],
+    teacher: tuple[object, object, object],
+    vocab_start_index: object,
+    chunk_size: object,
+) -> dict[str, float]:
+    """The checks of both models' tensors (the same slice of the vocabulary on this rank)
+    and the descriptor's dtype, hidden sizes, slice size and start, biases, input gradient
+    and chunk size."""
+    input = _model_fields("student", *student, None)
+    teacher_input = _model_fields("teacher", *teacher, input)
+    weight, teacher_weight = student[1], teacher[1]
+    assert isinstance(weight, Tensor) and isinstance(teacher_weight, Tensor)
+    if teacher_weight.shape[0] != weight.shape[0]:
+        raise ValueError(
+            f"teacher_weight_shard: expected the student's slice of {weight.shape[0]} "
+            f"classes (both models split the same way); got {tuple(teacher_weight.shape)}"
+        )
+    chunk = _validate.chunk_size(chunk_size)
+    return {
+        "dtype": float(DTYPES.index(input.dtype)),
+        "hidden": float(input.shape[-1]),
+        "teacher_hidden": float(teacher_input.shape[-1]),
+        "size": float(weight.shape[0]),
+        "start": _start_field(vocab_start_index),
+        "student_bias": float(student[2] is not None),
+        "teacher_bias": float(teacher[2] is not None),
+        "input_grad": float(torch.is_grad_enabled() and input.requires_grad),
+        "chunk_size": float(chunk or 0),
+    }
+
+
+def _recorded(combine: Callable[[Any], Any], kept: list[Any]) -> Callable[[Any], Any]:
+    """``combine`` that also keeps each chunk's whole-row result, in the sweep's order."""
+
+    def hook(part: Any) -> Any:
+        whole = combine(part)
+        kept.append(whole)
+        return whole
+
+    return hook
+
+
+def _replayed(kept: list[Any]) -> Callable[[Any], Any]:
+    """The hook of a later sweep over the same chunks: each chunk's whole-row result kept
+    by :func:`_recorded`, in turn, with no communication."""
+    chunks = iter(kept)
+
+    def hook(part: Any) -> Any:
+        return next(chunks)
+
+    return hook
+
+
+class _VocabParallelLinearDistillation(torch.autograd.Function):
+    """The chunked sweep of ``linear_distillation_loss`` on this rank's rows of both
+    weights (:class:`DistillationHead` with all-reducing combine hooks), the input gradient
+    summed over the ranks. For a mean or a sum the gradients come with the forward's sweep
+    and the backward scales them; else (``reduction="none"``, a later backward of a
+    retained graph) the backward sweeps again, each chunk's whole-row sums replayed from
+    the forward (no exchange for them), and all-reduces the input gradient."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        student_input: Tensor,
+        student_weight: Tensor,
+        student_bias: Tensor | None,
+        teacher: tuple[Tensor, Tensor, Tensor | None],
+        plan: _DistillPlan,
+        wants: tuple[bool, bool, bool],
+    ) -> Tensor:
+        losses = torch.zeros(
+            student_input.shape[0], dtype=torch.float64, device=student_input.device
+        )
+        kept_lse: list[LogSumExps] = []
+        kept_sums: list[DivergenceSums] = []
+        now = wants if plan.reduction != "none" else (False, False, False)
+        head = DistillationHead(
+            *teacher,
+            plan.d,
+            plan.target,
+            plan.live,
+            scale=plan.scale,
+            losses=losses,
+            start=plan.start,
+            combine_lse=_recorded(_log_sum_exps_all_reduced(plan.group), kept_lse),
+            combine_sums=_recorded(_divergence_sums_all_reduced(plan.group), kept_sums),
+        )
+        grads = engine.sweep(
+            student_input, student_weight, student_bias, head, chunk=plan.chunk, wants=now
+        )
+        _sum_over_ranks(grads[0], plan.group)
+        ctx.save_for_backward(student_input, student_weight, student_bias)
+        ctx.teacher, ctx.plan, ctx.kept = teacher, plan, (kept_lse, kept_sums)
+        ctx.grads = grads if any(g is not None for g in grads) else None
+        ctx.set_materialize_grads(False)
+        return _reduced(losses, plan)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable  # type: ignore[misc]
+    def backward(ctx: Any, grad_loss: Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        nothing = (None, None, None)
+        if grad_loss is None:
+            return None, None, None, *nothing
+        input, weight, bias = ctx.saved_tensors
+        plan: _DistillPlan = ctx.plan
+        dtypes = (input.dtype, weight.dtype, None if bias is None else bias.dtype)
+        reduced = plan.reduction != "none"
+        if reduced and ctx.grads is not None:
+            grads, ctx.grads = ctx.grads, None  # handed out once
+            return *engine.finish_gradients(grads, dtypes, grad_loss), *nothing
+        kept_lse, kept_sums = ctx.kept
+        scale = plan.scale if reduced else grad_loss.reshape(-1)
+        teacher_input, teacher_weight, teacher_bias = ctx.teacher
+        head = DistillationHead(
+            teacher_input,
+            teacher_weight,
+            teacher_bias,
+            plan.d,
+            plan.target,
+            plan.live,
+            scale=scale,
+            start=plan.start,
+            combine_lse=_replayed(kept_lse),
+            combine_sums=_replayed(kept_sums),
+        )
+        needs = tuple(ctx.needs_input_grad[:3])
+        grads = engine.sweep(input, weight, bias, head, chunk=plan.chunk, wants=needs)
+        _sum_over_ranks(grads[0], plan.group)
+        factor = grad_loss if reduced else None
+        return *engine.finish_gradients(grads, dtypes, factor), *nothing
+
+
+def vocab_parallel_linear_distillation_loss(
+    student_input: Tensor,
+    student_weight_shard: Tensor,
+    teacher_input: Tensor,
+    teacher_weight_shard: Tensor,
+    target: Tensor | None = None,
+    *,
+    group: Any = None,
+    vocab_start_index: int | None = None,
+    student_bias: Tensor | None = None,
+    teacher_bias: Tensor | None = None,
+    divergence: str = "jsd",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    soft_weight: float = 1.0,
+    hard_weight: float = 0.0,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""The distillation loss of :func:`crossentropy.torch.linear_distillation_loss` with
+    both models' output layers split by vocabulary across the ranks, the same way, chunked
+    over the tokens: neither model's logits nor a slice of them exists whole.
+
+    Each rank holds the rows [s_k, s_k + V_k) of both weights (and biases). The vocabulary
+    engine sweeps the tokens in chunks; for each chunk the distillation head
+    (:class:`crossentropy.torch.heads.DistillationHead`) computes both models' local
+    logits and runs the three phases of :func:`vocab_parallel_distillation_loss` on them,
+    the log-sum-exps and then the divergence sums all-reduced between the phases; the
+    student's gradient is written over its logits, the rank's own weight (and bias)
+    gradient accumulated in float32 and its partial input gradient ``G_k W_k``; the input
+    gradient is all-reduced over the ranks once (SUM). Every rank returns the same loss and
+    the same input gradient. Inputs and target are the same on every rank. The teacher is
+    read, never differentiated.
+
+    With ``reduction="none"`` the backward sweeps again, each chunk's whole-row sums taken
+    from the forward (no exchange for them), then all-reduces the input gradient: every
+    rank must call it, with the same incoming gradient. The backward is
+    once-differentiable (a double backward raises).
+
+    Args:
+        student_input: (..., D_s) the student's hidden states, the same on every rank.
+        student_weight_shard: (V_k, D_s) this rank's rows of the student's output layer,
+            the input's dtype.
+        teacher_input: (..., D_t) the teacher's hidden states: the student's leading shape
+            and dtype (D_t may differ).
+        teacher_weight_shard: (V_k, D_t) this rank's rows of the teacher's output layer:
+            the same classes as the student's slice.
+        target: (...) global class ids in [0, V) or ``ignore_index``, or ``None`` (every
+            token counts; ``hard_weight`` must be 0).
+        group, vocab_start_index: as in :func:`vocab_parallel_cross_entropy`.
+        student_bias, teacher_bias: (V_k,) this rank's slices of the biases, or ``None``
+            (on every rank).
+        divergence, beta, temperature, ignore_index, soft_weight, hard_weight, reduction:
+            as in :func:`crossentropy.torch.distillation_loss`.
+        chunk_size: tokens per chunk, the same on every rank; ``None`` picks one from the
+            shapes for the widest slice; either is capped so that a chunk of whole rows of
+            the widest slice fits the engine's budget
+            (:func:`crossentropy.torch.linear_distillation.whole_row_chunk`).
+
+    Returns:
+        The loss in the student input's dtype, the same on every rank: a scalar, or (...)
+        for ``reduction="none"``.
+
+    Example:
+        >>> import torch, torch.distributed as dist
+        >>> from crossentropy.torch import linear_distillation_loss
+        >>> from crossentropy.torch.distributed import vocab_parallel_linear_distillation_loss
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> hs = torch.randn(6, 4, generator=g, dtype=torch.float64)
+        >>> ws = torch.randn(10, 4, generator=g, dtype=torch.float64)
+        >>> ht = torch.randn(6, 8, generator=g, dtype=torch.float64)
+        >>> wt = torch.randn(10, 8, generator=g, dtype=torch.float64)
+        >>> options = {"divergence": "reverse_kl", "temperature": 2.0}
+        >>> ours = vocab_parallel_linear_distillation_loss(hs, ws, ht, wt, chunk_size=4, **options)
+        >>> whole = linear_distillation_loss(hs, ws, ht, wt, **options)
+        >>> print(torch.allclose(ours, whole))
+        True
+        >>> dist.destroy_process_group()
+    """
+    function = FUNCTIONS[5]
+    group_ = _Group.of(group, function)
+    options = {
+        "divergence": divergence,
+        "beta": beta,
+        "temperature": temperature,
+        "soft_weight": soft_weight,
+        "hard_weight": hard_weight,
+        "reduction": reduction,
+        "ignore_index": ignore_index,
+    }
+    student = (student_input, student_weight_shard, student_bias)
+    teacher = (teacher_input, teacher_weight_shard, teacher_bias)
+
+    def describe() -> dict[str, float]:
+        return {
+            "function": 5.0,
+            **_linear_distillation_fields(student, teacher, vocab_start_index, chunk_size),
+            **_distillation_fields(target, tuple(student_input.shape[:-1]), options),
+        }
+
+    shard = _shard(_agree(function, group_, describe), group_.rank)
+    tokens = math.prod(student_input.shape[:-1])
+
+    def flat(x: Tensor) -> Tensor:
+        x = x.reshape(tokens, x.shape[-1])
+        return x if x.stride(-1) == 1 else x.contiguous()
+
+    flat_input = flat(student_input)
+    chunk = whole_row_chunk(chunk_size, tokens, shard.widest, flat_input.element_size())
+    plan = _distill_plan(
+        target, tokens, shard, options, group_.handle, flat_input.device, student_input.dtype, chunk
+    )
+    detached = (
+        flat(teacher_input.detach()),
+        teacher_weight_shard.detach().contiguous(),
+        None if teacher_bias is None else teacher_bias.detach(),
+    )
+    wants = engine.wanted_gradients(student_input, student_weight_shard, student_bias)
+    loss: Tensor = _VocabParallelLinearDistillation.apply(  # type: ignore[no-untyped-call]
+        flat_input, student_weight_shard.contiguous(), student_bias, detached, plan, wants
+    )
+    return loss.reshape(student_input.shape[:-1]) if plan.reduction == "none" else loss
