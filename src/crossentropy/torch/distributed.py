@@ -1853,7 +1853,8 @@ def vocab_parallel_linear_distillation_loss(
             (:func:`crossentropy.torch.linear_distillation.whole_row_chunk`).
 
     Returns:
-        The loss in the student input's dtype, the same on every rank: a scalar, or (...)
+        The loss, float32 for float32/bfloat16/float16 inputs (float64 for float64), the
+        same on every rank: a scalar, or (...)
         for ``reduction="none"``.
 
     Example:
@@ -1904,7 +1905,14 @@ def vocab_parallel_linear_distillation_loss(
     flat_input = flat(student_input)
     chunk = whole_row_chunk(chunk_size, tokens, shard.widest, flat_input.element_size())
     plan = _distill_plan(
-        target, tokens, shard, options, group_.handle, flat_input.device, student_input.dtype, chunk
+        target,
+        tokens,
+        shard,
+        options,
+        group_.handle,
+        flat_input.device,
+        torch.promote_types(student_input.dtype, torch.float32),  # as the single-process loss
+        chunk,
     )
     detached = (
         flat(teacher_input.detach()),

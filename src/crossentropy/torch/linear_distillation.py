@@ -410,7 +410,8 @@ def linear_distillation_loss(
     unfused computation runs instead of the sweep; their memory is the unfused
     computation's.
     Under ``torch.autocast`` the products run in the autocast dtype and the loss is
-    float32. The loss has the student input's dtype (float32 under autocast).
+    float32. The loss is float32 for float32/bfloat16/float16 inputs (as
+    :func:`crossentropy.torch.distillation_loss`'s), float64 for float64.
 
     Example:
         >>> import torch
@@ -454,7 +455,8 @@ def linear_distillation_loss(
             f"{target.device}"
         )
     target = _check_target(target, leading, vocabulary, ignore_index)
-    loss_dtype = student_input.dtype
+    # float32 for half precision (a loss is never rounded to bfloat16), as distillation_loss
+    loss_dtype = torch.promote_types(student_input.dtype, torch.float32)
     low = conventions.autocast_dtype(student_input)
     if low is not None:  # the products in the autocast dtype, as F.linear runs there
 
@@ -465,7 +467,6 @@ def linear_distillation_loss(
         teacher_input, teacher_weight = cast(teacher_input), cast(teacher_weight)
         student_bias = None if student_bias is None else cast(student_bias)
         teacher_bias = None if teacher_bias is None else cast(teacher_bias)
-        loss_dtype = torch.promote_types(loss_dtype, torch.float32)
     options: dict[str, Any] = {
         "distillation": d,
         "reduction": reduction,
