@@ -727,3 +727,49 @@ def test_peak_memory_is_at_most_an_eighth_of_the_unfused():
     logits_kib = 1024 * 16000 * 4 // 1024
     assert unfused["peak_extra_kib"] > 2 * logits_kib  # the measurement sees the logits
     assert ours["peak_extra_kib"] <= unfused["peak_extra_kib"] / 8
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_half_precision_keeps_the_logit_gradient_whole(monkeypatch, reduction):
+    """bfloat16 over several chunks runs engine.kept_gradient_sweep (G kept whole in
+    bfloat16, dW one product at the end), never the chunked sweep with its float32
+    accumulator, and gives the float64 computation's loss and gradients within bfloat16's
+    rounding of the logits."""
+    swept = []
+    plain = engine.sweep
+
+    def counting(*args, **kwargs):
+        swept.append(kwargs.get("wants"))
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "sweep", counting)
+    hs, ws, bs, ht, wt, bt, y, incoming = problem(
+        37, 8, 12, 50, bias=True, dtype=torch.bfloat16, seed=11, ignore_index=-100
+    )
+    options = dict(
+        divergence="jsd",
+        beta=0.4,
+        temperature=1.5,
+        ignore_index=-100,
+        soft_weight=0.7,
+        hard_weight=0.3,
+        reduction=reduction,
+    )
+
+    def ours(h, w, b):
+        return linear_distillation_loss(
+            h, w, ht, wt, y, student_bias=b, teacher_bias=bt, chunk_size=10, **options
+        )
+
+    mine = loss_and_grads(ours, hs, ws, bs, incoming if reduction == "none" else 1.0)
+    reference = loss_and_grads(
+        lambda h, w, b: reference64(h, w, b, ht, wt, bt, y, **options),
+        hs,
+        ws,
+        bs,
+        incoming if reduction == "none" else 1.0,
+    )
+    # the forward of "none" has no gradients to keep: the plain sweep, without any
+    assert all(not any(wants) for wants in swept)
+    for what, a, b in zip(("loss", "grad_input", "grad_weight", "grad_bias"), mine, reference):
+        assert_near(a, b, torch.bfloat16, what, 1.5)

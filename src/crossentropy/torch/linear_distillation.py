@@ -18,7 +18,11 @@ logits in one reusable buffer and its teacher logits in another, the head's thre
 over each whole row (log-sum-exps, divergence sums, the gradient written over the
 student's logits), then dh_s = G W_s, dW_s += G^T h_s and db_s += sum_rows G. Both
 models' (tokens x vocabulary) logits never exist: the peak beyond the inputs and their
-gradients is one chunk of each and the float32 weight-gradient accumulator.
+gradients is one chunk of each and the float32 weight-gradient accumulator. In
+bfloat16/float16 the sweep keeps the student's logit gradient G whole instead
+(:func:`crossentropy.torch.engine.kept_gradient_sweep`: G in the half dtype, dW_s one
+product at the end): the logits' size in half precision, about what the float32
+accumulator takes, without its pass over the weight's size at every chunk.
 
 Whole rows always: the chunk size is capped so that one chunk's rows fit the engine's
 budget (:data:`crossentropy.torch.engine.CHUNK_BYTES`, 512 MiB); a vocabulary so wide that
@@ -120,7 +124,7 @@ class _LinearDistillation(torch.autograd.Function):
             scale=scale,
             losses=losses,
         )
-        grads = engine.sweep(
+        grads = engine.kept_gradient_sweep(
             student_input,
             student_weight,
             student_bias,
@@ -193,7 +197,7 @@ class _LinearDistillation(torch.autograd.Function):
         )
         wants = (needs[0], needs[1], needs[2])
         with torch.autocast(student_input.device.type, enabled=False):
-            again = engine.sweep(
+            again = engine.kept_gradient_sweep(
                 student_input,
                 student_weight,
                 student_bias,
