@@ -771,5 +771,6 @@ def test_half_precision_keeps_the_logit_gradient_whole(monkeypatch, reduction):
     )
     # the forward of "none" has no gradients to keep: the plain sweep, without any
     assert all(not any(wants) for wants in swept)
-    for what, a, b in zip(("loss", "grad_input", "grad_weight", "grad_bias"), mine, reference):
+    names = ("loss", "grad_input", "grad_weight", "grad_bias")
+    for what, a, b in zip(names, mine, reference, strict=True):
         assert_near(a, b, torch.bfloat16, what, 1.5)
