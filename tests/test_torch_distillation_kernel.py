@@ -259,3 +259,28 @@ def test_fused_takes_a_narrower_teacher_and_refuses_a_wider_one() -> None:
     wide = distillation_loss(zs, zt.double())
     assert wide.dtype == torch.float64
     torch.testing.assert_close(wide, distillation_loss(zs, zt.double(), impl="torch"))
+
+
+def test_kernel_refuses_a_scratch_it_cannot_use() -> None:
+    """The kernel checks its scratch (3 V values per thread) before it reads or writes
+    anything: NULL, or too small, returns -1 and leaves the outputs and the scratch as they
+    were; the size it needs gives the launcher's numbers."""
+    kernel = _kernel.load().distill_rows_f32
+    torch.manual_seed(4)
+    zs, zt = torch.randn(2, 20), torch.randn(2, 20)
+    target, live = torch.tensor([3, 19]), torch.ones(2, dtype=torch.bool)
+    scale = torch.tensor([1.0, 0.5])
+    loss, out, scratch = torch.full((2,), 7.0), torch.full((2, 20), 7.0), torch.full((60,), 7.0)
+
+    def call(pointer: int | None, size: int) -> int:
+        return int(kernel(zs.data_ptr(), 20, zt.data_ptr(), 20, out.data_ptr(), 20,
+                          target.data_ptr(), live.data_ptr(), scale.data_ptr(), 2, 20, 2, 0.5,
+                          1.0, 1.0, 0.5, loss.data_ptr(), pointer, size))  # fmt: skip
+
+    for pointer, size in ((scratch.data_ptr(), 59), (None, 60), (scratch.data_ptr(), -1)):
+        assert call(pointer, size) == -1
+        assert (loss == 7).all() and (out == 7).all() and (scratch == 7).all()
+    assert call(scratch.data_ptr(), 60) == 2
+    d = _distill.check_distillation("jsd", 0.5, 1.0, 1.0, 0.5)
+    want_loss, want_grad = _kernel.distill_rows(zs, zt, target, live, d, row_scale=scale)
+    assert torch.equal(loss, want_loss) and torch.equal(out, want_grad)
