@@ -284,3 +284,25 @@ def test_kernel_refuses_a_scratch_it_cannot_use() -> None:
     d = _distill.check_distillation("jsd", 0.5, 1.0, 1.0, 0.5)
     want_loss, want_grad = _kernel.distill_rows(zs, zt, target, live, d, row_scale=scale)
     assert torch.equal(loss, want_loss) and torch.equal(out, want_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_rows_of_an_infinite_maximum_equal_the_torch_ops(dtype, divergence, temperature) -> None:
+    """A row whose maximum is +inf is not shifted by it, so the exponentials of its large
+    finite logits overflow (e^100): the kernel's probabilities there are still those of
+    the torch operations (0 beside the +inf, NaN at it), not inf / inf."""
+    inf = math.inf
+    zs = torch.tensor([[inf, 100.0, 0.0, -3.0], [1.0, 2.0, 0.5, 0.0], [inf, 95.0, inf, 1.0]])
+    zt = torch.tensor([[1.0, 2.0, 0.5, 0.0], [inf, 100.0, 0.0, -3.0], [90.0, inf, 0.0, 1.0]])
+    zs, zt = zs.to(dtype), zt.to(dtype)
+    y, live = torch.tensor([1, 2, 3]), torch.ones(3, dtype=torch.bool)
+    scale = torch.tensor([1.0, 0.5, 2.0])
+    for hard in (0.0, 0.5):
+        d = _distill.check_distillation(divergence, 0.3, temperature, 1.0, hard)
+        loss, grad = _kernel.distill_rows(zs, zt, y, live, d, row_scale=scale)
+        ops_loss, ops_grad = _distill.distill_rows(zs, zt, y, live, d, row_scale=scale)
+        assert grad is not None and ops_grad is not None
+        torch.testing.assert_close(loss, ops_loss.to(loss.dtype), equal_nan=True)
+        torch.testing.assert_close(grad, ops_grad.to(dtype), equal_nan=True)
