@@ -681,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="SUBSTRING",
-        help='keep only the configurations whose name contains SUBSTRING (repeatable: any '
+        help="keep only the configurations whose name contains SUBSTRING (repeatable: any "
         'of them), e.g. --only "bfloat16 (4096"; the logits-only ones are named alike',
     )
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
