@@ -34,6 +34,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_distillation.py          # full run (long)
     .venv/bin/python benchmarks/bench_distillation.py --quick  # smoke test, small shapes
+    .venv/bin/python benchmarks/bench_distillation.py --only "bfloat16 (4096"  # one shape
 
 The table is printed and saved as JSON (default benchmarks/results/distillation.json).
 """
@@ -666,10 +667,23 @@ def render_logits(config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _chosen(configs: tuple[Config, ...], only: list[str]) -> tuple[Config, ...]:
+    """The configurations whose name contains one of ``only`` (all of them without it)."""
+    return tuple(c for c in configs if not only or any(part in c.name for part in only))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, a smoke test")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the JSON file to write")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SUBSTRING",
+        help="keep only the configurations whose name contains SUBSTRING (repeatable: any "
+        'of them), e.g. --only "bfloat16 (4096"; the logits-only ones are named alike',
+    )
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._worker:
@@ -678,8 +692,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    configs = QUICK_CONFIGS if args.quick else FULL_CONFIGS
-    logit_configs = QUICK_LOGIT_CONFIGS if args.quick else FULL_LOGIT_CONFIGS
+    configs = _chosen(QUICK_CONFIGS if args.quick else FULL_CONFIGS, args.only)
+    logit_configs = _chosen(QUICK_LOGIT_CONFIGS if args.quick else FULL_LOGIT_CONFIGS, args.only)
+    if not configs and not logit_configs:
+        parser.error(f"--only {args.only}: no configuration's name contains any of them")
     load_before = os.getloadavg()
     started = time.time()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
@@ -702,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         "backward; and the same loss on given logits",
         "command": command_line(),
         "quick": args.quick,
+        "only": args.only,
         "date_utc": utc(started),
         "wall_seconds": time.time() - started,
         "machine": machine_info(torch.get_num_threads(), load_before),

@@ -718,9 +718,9 @@ from crossentropy.torch import _kernel
 kernel = _kernel.load().distill_rows_f32
 zs, zt = torch.randn(10), torch.randn(20)  # the student's 10 floats read as a row of 20
 target, live = torch.zeros(1, dtype=torch.int64), torch.ones(1, dtype=torch.bool)
-loss = torch.empty(1)
+loss, scratch = torch.empty(1), torch.empty(3 * 20)
 kernel(zs.data_ptr(), 20, zt.data_ptr(), 20, None, 0, target.data_ptr(), live.data_ptr(), None,
-       1, 20, 2, 0.5, 1.0, 1.0, 0.5, loss.data_ptr())
+       1, 20, 2, 0.5, 1.0, 1.0, 0.5, loss.data_ptr(), scratch.data_ptr(), scratch.numel())
 print("not caught")
 """
 

@@ -259,3 +259,50 @@ def test_fused_takes_a_narrower_teacher_and_refuses_a_wider_one() -> None:
     wide = distillation_loss(zs, zt.double())
     assert wide.dtype == torch.float64
     torch.testing.assert_close(wide, distillation_loss(zs, zt.double(), impl="torch"))
+
+
+def test_kernel_refuses_a_scratch_it_cannot_use() -> None:
+    """The kernel checks its scratch (3 V values per thread) before it reads or writes
+    anything: NULL, or too small, returns -1 and leaves the outputs and the scratch as they
+    were; the size it needs gives the launcher's numbers."""
+    kernel = _kernel.load().distill_rows_f32
+    torch.manual_seed(4)
+    zs, zt = torch.randn(2, 20), torch.randn(2, 20)
+    target, live = torch.tensor([3, 19]), torch.ones(2, dtype=torch.bool)
+    scale = torch.tensor([1.0, 0.5])
+    loss, out, scratch = torch.full((2,), 7.0), torch.full((2, 20), 7.0), torch.full((60,), 7.0)
+
+    def call(pointer: int | None, size: int) -> int:
+        return int(kernel(zs.data_ptr(), 20, zt.data_ptr(), 20, out.data_ptr(), 20,
+                          target.data_ptr(), live.data_ptr(), scale.data_ptr(), 2, 20, 2, 0.5,
+                          1.0, 1.0, 0.5, loss.data_ptr(), pointer, size))  # fmt: skip
+
+    for pointer, size in ((scratch.data_ptr(), 59), (None, 60), (scratch.data_ptr(), -1)):
+        assert call(pointer, size) == -1
+        assert (loss == 7).all() and (out == 7).all() and (scratch == 7).all()
+    assert call(scratch.data_ptr(), 60) == 2
+    d = _distill.check_distillation("jsd", 0.5, 1.0, 1.0, 0.5)
+    want_loss, want_grad = _kernel.distill_rows(zs, zt, target, live, d, row_scale=scale)
+    assert torch.equal(loss, want_loss) and torch.equal(out, want_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_rows_of_an_infinite_maximum_equal_the_torch_ops(dtype, divergence, temperature) -> None:
+    """A row whose maximum is +inf is not shifted by it, so the exponentials of its large
+    finite logits overflow (e^100): the kernel's probabilities there are still those of
+    the torch operations (0 beside the +inf, NaN at it), not inf / inf."""
+    inf = math.inf
+    zs = torch.tensor([[inf, 100.0, 0.0, -3.0], [1.0, 2.0, 0.5, 0.0], [inf, 95.0, inf, 1.0]])
+    zt = torch.tensor([[1.0, 2.0, 0.5, 0.0], [inf, 100.0, 0.0, -3.0], [90.0, inf, 0.0, 1.0]])
+    zs, zt = zs.to(dtype), zt.to(dtype)
+    y, live = torch.tensor([1, 2, 3]), torch.ones(3, dtype=torch.bool)
+    scale = torch.tensor([1.0, 0.5, 2.0])
+    for hard in (0.0, 0.5):
+        d = _distill.check_distillation(divergence, 0.3, temperature, 1.0, hard)
+        loss, grad = _kernel.distill_rows(zs, zt, y, live, d, row_scale=scale)
+        ops_loss, ops_grad = _distill.distill_rows(zs, zt, y, live, d, row_scale=scale)
+        assert grad is not None and ops_grad is not None
+        torch.testing.assert_close(loss, ops_loss.to(loss.dtype), equal_nan=True)
+        torch.testing.assert_close(grad, ops_grad.to(dtype), equal_nan=True)

@@ -630,32 +630,39 @@ static inline float exp_sub_f32(float x) {
  * Distillation over whole rows: the row math of crossentropy.torch._distill (its docstring
  * has the derivation and the decided numerics), the three phases over one row of the
  * student z_s and one of the teacher z_t (V classes each, the same storage type), the two
- * rows staying in cache between them. With u = z_s / T, v = z_t / T (divisions, as the
- * torch operations do), each log-sum-exp taken with the library's shift (the maximum where
- * it is finite, else 0: crossentropy._array.shift_and_log_sum) and
- * log p = (u - shift) - log sum e^(u - shift):
+ * rows and three scratch rows of V floats staying in cache between them. With u = z_s / T,
+ * v = z_t / T (divisions, as the torch operations do), each log-sum-exp taken with the
+ * library's shift (the maximum where it is finite, else 0:
+ * crossentropy._array.shift_and_log_sum) and log p = (u - shift) - log sum e^(u - shift):
  *
  *   phase 1  pass A  the maxima of z_s and z_t (NaN if a logit is)
- *            pass B  s_s = sum e^(u - shift_s), s_t likewise, s_1 = sum e^(z_s - shift_1)
- *                    when hard_weight != 0 and T != 1 (at T = 1 it is s_s); z_s[y] for a
- *                    target y in [0, V) (one unsigned compare: otherwise no target term)
- *   phase 2  D = sum of the divergence's terms, R = (1 - beta) sum_k p_s,k (log p_s,k -
- *            log M_k) (jsd), a term whose probability factor is 0 being exactly 0
- *   loss     soft_weight D + hard_weight (L_1 - z_s[y]), each term only where its weight
+ *            pass B  e_s = e^(u - shift_s), e_t likewise, into the scratch rows, and their
+ *                    sums s_s, s_t; e_1 = e^(z_s - shift_1) and s_1 when hard_weight != 0
+ *                    and T != 1 (at T = 1 they are e_s, s_s); z_s[y] for a target y in
+ *                    [0, V) (one unsigned compare: otherwise no target term)
+ *   phase 2  with p_s = e_s / s_s, p_t = e_t / s_t (no exponential) and the log p's from
+ *            the logits: D = sum of the divergence's terms, R = (1 - beta) sum_k p_s,k
+ *            (log p_s,k - log M_k) (jsd), a term whose probability factor is 0 being
+ *            exactly 0; the jsd keeps log M_k in e_t's scratch row
+ *   loss     soft_weight D + hard_weight (L_1 - z_y), each term only where its weight
  *            is not 0; 0 for a row that is not live
- *   phase 3  per class, times the row's scale r:
- *              (r soft_weight / T) dD/du_k + r hard_weight (e^(z_s,k - L_1) - [k = y])
- *            with dD/du_k = p_s - p_t (forward KL), p_s (log p_s - log p_t - D)
- *            (reverse KL), p_s ((1 - beta)(log p_s - log M) - R) (jsd); a row that is not
- *            live or whose scale is 0 is written as exactly 0. One loop per divergence;
- *            e^(z_s,k - L_1) is always its own exponential (at T = 1 the same number as
- *            p_s), since an exponential taken only when T != 1 keeps GCC from vectorising.
+ *   phase 3  per class, times the row's scale r, from the scratch rows and the logits:
+ *              (r soft_weight / T) dD/du_k + r hard_weight (e_1,k / s_1 - [k = y])
+ *            with dD/du_k = p_s - p_t (forward KL: needs no row sum, so it is written in
+ *            phase 2's loop), p_s (log p_s - log p_t - D) (reverse KL),
+ *            p_s ((1 - beta)(log p_s - log M) - R) (jsd); a row that is not live or whose
+ *            scale is 0 is written as exactly 0. One loop per divergence, each vectorised.
  *
+ * So each class costs two exponentials (three with hard_weight != 0 and T != 1), and for
+ * the jsd one log1p and one division more: log M_k = logaddexp(log beta + log p_t,k,
+ * log(1 - beta) + log p_s,k) = max + log1p(e^-|difference|) (-inf where both are), the
+ * e^-|difference| being the smaller of beta p_t,k and (1 - beta) p_s,k over the larger (0
+ * where the larger underflows to 0, whose terms are 0). A row whose maximum is not finite
+ * (+inf, NaN, all -inf) is not shifted by it, so its e's may overflow where p does not:
+ * its scratch row takes p = e^(log p) instead (a loop more, in such rows only).
  * Probabilities are exponentials down to float's subnormals (exp_sub_f32), as torch's exp
- * gives them, so that the terms taken as exactly 0 (p = 0) are the torch operations' ones.
- *
- * log M_k = logaddexp(log beta + log p_t,k, log(1 - beta) + log p_s,k) (-inf where both
- * are). The gradient of each class depends on its own logits and the row's numbers only,
+ * gives them, so that the terms taken as exactly 0 (p = 0) are the torch operations'
+ * ones. The gradient of each class depends on its own logits and the row's numbers only,
  * so it may be written over the student's row (out == student). Half-precision rows are
  * computed in float, the gradient rounded to the storage type once.
  *   student, teacher  (rows, V) with row strides in elements
@@ -663,154 +670,192 @@ static inline float exp_sub_f32(float x) {
  *   target            (rows,) class ids; live (rows,) 0/1; scale (rows,) or NULL (1)
  *   divergence        0 forward KL, 1 reverse KL, 2 jsd (0 < beta < 1)
  *   loss              (rows,) per-row losses
+ *   scratch           scratch_size >= 3 V values of the compute type, the caller's thread's
+ * Returns rows, or -1 (nothing read or written) when the scratch is NULL or too small.
  */
 #define DISTILL_FORWARD_KL 0
 #define DISTILL_REVERSE_KL 1
 #define DISTILL_JSD 2
 
-#define DEFINE_DISTILL_KERNEL(NAME, T, ACC, LOAD, ONE, EXP, LOG, LOG1P)                           \
-    int64_t NAME(const T *xs, int64_t s_stride, const T *xt, int64_t t_stride, T *out,            \
-                 int64_t out_stride, const int64_t *target, const uint8_t *live,                  \
-                 const ACC *scale, int64_t rows, int64_t V, int64_t divergence, double beta_,     \
-                 double temperature_, double soft_weight_, double hard_weight_, ACC *loss) {      \
-        const ACC temp = (ACC)temperature_, beta = (ACC)beta_;                                    \
-        const ACC sw = (ACC)soft_weight_, hw = (ACC)hard_weight_;                                 \
-        const int jsd = divergence == DISTILL_JSD, reverse = divergence == DISTILL_REVERSE_KL;    \
-        const ACC log_b = jsd ? (ACC)log(beta_) : (ACC)0;                                         \
-        const ACC log_b1 = jsd ? (ACC)log1p(-beta_) : (ACC)0;                                    \
-        const ACC keep = jsd ? (ACC)1 - beta : (ACC)0; /* 1 - beta */                            \
-        const int hard = hw != 0, unit = temperature_ == 1.0;                                    \
-        for (int64_t i = 0; i < rows; ++i) {                                                      \
-            const T *sr = xs + i * s_stride, *tr = xt + i * t_stride;                             \
-            T *orow = out ? out + i * out_stride : (T *)0;                                        \
-            const ACC r = scale ? scale[i] : (ACC)1;                                              \
-            if (!live[i]) {                                                                       \
-                loss[i] = 0;                                                                      \
-                if (orow)                                                                         \
-                    for (int64_t j = 0; j < V; ++j) orow[j] = ONE((ACC)0);                        \
-                continue;                                                                         \
-            }                                                                                     \
-            /* phase 1, pass A: the maxima */                                                     \
-            ACC top_s = -INFINITY, top_t = -INFINITY;                                             \
-            int nan_s = 0, nan_t = 0;                                                             \
-            _Pragma("omp simd reduction(max : top_s, top_t) reduction(| : nan_s, nan_t)")         \
-            for (int64_t j = 0; j < V; ++j) {                                                     \
-                const ACC a = LOAD(sr[j]), b = LOAD(tr[j]);                                       \
-                top_s = a > top_s ? a : top_s;                                                    \
-                top_t = b > top_t ? b : top_t;                                                    \
-                nan_s |= a != a;                                                                  \
-                nan_t |= b != b;                                                                  \
-            }                                                                                     \
+#define DEFINE_DISTILL_KERNEL(NAME, T, ACC, LOAD, ONE, EXP, LOG, LOG1P)                            \
+    int64_t NAME(const T *xs, int64_t s_stride, const T *xt, int64_t t_stride, T *out,             \
+                 int64_t out_stride, const int64_t *target, const uint8_t *live,                   \
+                 const ACC *scale, int64_t rows, int64_t V, int64_t divergence, double beta_,      \
+                 double temperature_, double soft_weight_, double hard_weight_, ACC *loss,         \
+                 ACC *scratch, int64_t scratch_size) {                                             \
+        const ACC temp = (ACC)temperature_, beta = (ACC)beta_;                                     \
+        const ACC sw = (ACC)soft_weight_, hw = (ACC)hard_weight_;                                  \
+        const int jsd = divergence == DISTILL_JSD, reverse = divergence == DISTILL_REVERSE_KL;     \
+        const ACC log_b = jsd ? (ACC)log(beta_) : (ACC)0;                                          \
+        const ACC log_b1 = jsd ? (ACC)log1p(-beta_) : (ACC)0;                                      \
+        const ACC keep = jsd ? (ACC)1 - beta : (ACC)0; /* 1 - beta */                              \
+        const int hard = hw != 0, unit = temperature_ == 1.0, own_q = hard && !unit;               \
+        /* the three scratch rows: e_s (then read as p_s), e_t (jsd: then log M), e_1 */           \
+        if (!scratch || V < 0 || scratch_size / 3 < V) return -1;                                  \
+        ACC *es = scratch, *et = scratch + V, *e1 = scratch + 2 * V;                               \
+        for (int64_t i = 0; i < rows; ++i) {                                                       \
+            const T *sr = xs + i * s_stride, *tr = xt + i * t_stride;                              \
+            T *orow = out ? out + i * out_stride : (T *)0;                                         \
+            const ACC r = scale ? scale[i] : (ACC)1;                                               \
+            if (!live[i]) {                                                                        \
+                loss[i] = 0;                                                                       \
+                if (orow)                                                                          \
+                    for (int64_t j = 0; j < V; ++j) orow[j] = ONE((ACC)0);                         \
+                continue;                                                                          \
+            }                                                                                      \
+            /* phase 1, pass A: the maxima */                                                      \
+            ACC top_s = -INFINITY, top_t = -INFINITY;                                              \
+            int nan_s = 0, nan_t = 0;                                                              \
+            _Pragma("omp simd reduction(max : top_s, top_t) reduction(| : nan_s, nan_t)")          \
+            for (int64_t j = 0; j < V; ++j) {                                                      \
+                const ACC a = LOAD(sr[j]), b = LOAD(tr[j]);                                        \
+                top_s = a > top_s ? a : top_s;                                                     \
+                top_t = b > top_t ? b : top_t;                                                     \
+                nan_s |= a != a;                                                                   \
+                nan_t |= b != b;                                                                   \
+            }                                                                                      \
             const ACC m_s = nan_s ? (ACC)NAN : top_s / temp, m_t = nan_t ? (ACC)NAN : top_t / temp; \
-            const ACC m_1 = nan_s ? (ACC)NAN : top_s;                                             \
-            const ACC sh_s = isfinite(m_s) ? m_s : (ACC)0, sh_t = isfinite(m_t) ? m_t : (ACC)0;  \
-            const ACC sh_1 = isfinite(m_1) ? m_1 : (ACC)0;                                        \
-            /* phase 1, pass B: the sums of exponentials */                                       \
-            ACC s_s = 0, s_t = 0, s_1 = 0;                                                        \
-            _Pragma("omp simd reduction(+ : s_s, s_t)")                                           \
-            for (int64_t j = 0; j < V; ++j) {                                                     \
-                s_s += EXP(LOAD(sr[j]) / temp - sh_s);                                            \
-                s_t += EXP(LOAD(tr[j]) / temp - sh_t);                                            \
-            }                                                                                     \
-            if (hard && !unit) {                                                                  \
-                _Pragma("omp simd reduction(+ : s_1)")                                            \
-                for (int64_t j = 0; j < V; ++j) s_1 += EXP(LOAD(sr[j]) - sh_1);                   \
-            }                                                                                     \
-            const ACC ls_s = LOG(s_s), ls_t = LOG(s_t);                                           \
-            const ACC ls_1 = unit ? ls_s : LOG(s_1), q_1 = unit ? sh_s : sh_1;                    \
-            const uint64_t y = (uint64_t)target[i];                                               \
-            const ACC z_y = y < (uint64_t)V ? LOAD(sr[y]) : (ACC)0;                               \
-            /* phase 2: D and R */                                                                \
-            ACC D = 0, R = 0;                                                                     \
-            if (sw != 0) {                                                                        \
-                if (jsd) {                                                                        \
-                    _Pragma("omp simd reduction(+ : D, R)")                                       \
-                    for (int64_t j = 0; j < V; ++j) {                                             \
-                        const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                       \
-                        const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                       \
-                        const ACC ps = EXP(lps), pt = EXP(lpt);                                   \
-                        const ACC a = log_b + lpt, b = log_b1 + lps;                              \
-                        const ACC w = a > b ? a : b, gap = a > b ? b - a : a - b;                 \
-                        const ACC lm = w == -INFINITY ? w : w + LOG1P(EXP(gap));                  \
-                        const ACC ts = ps == 0 ? (ACC)0 : ps * (lps - lm);                        \
-                        const ACC tt = pt == 0 ? (ACC)0 : pt * (lpt - lm);                        \
-                        D += beta * tt + keep * ts;                                               \
-                        R += keep * ts;                                                           \
-                    }                                                                             \
-                } else if (reverse) {                                                             \
-                    _Pragma("omp simd reduction(+ : D)")                                          \
-                    for (int64_t j = 0; j < V; ++j) {                                             \
-                        const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                       \
-                        const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                       \
-                        const ACC ps = EXP(lps);                                                  \
-                        D += ps == 0 ? (ACC)0 : ps * (lps - lpt);                                 \
-                    }                                                                             \
-                } else {                                                                          \
-                    _Pragma("omp simd reduction(+ : D)")                                          \
-                    for (int64_t j = 0; j < V; ++j) {                                             \
-                        const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                       \
-                        const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                       \
-                        const ACC pt = EXP(lpt);                                                  \
-                        D += pt == 0 ? (ACC)0 : pt * (lpt - lps);                                 \
-                    }                                                                             \
-                }                                                                                 \
-            }                                                                                     \
-            /* the NaN of a NaN logit even where every term's factor came out 0 */               \
-            if (sw != 0 && (nan_s || nan_t)) D = (ACC)NAN;                                        \
-            /* CE = L_1 - z_y = log s_1 - (z_y - shift_1) */                                      \
-            const ACC ce = hard ? ls_1 - (z_y - q_1) : (ACC)0;                                    \
-            loss[i] = (sw != 0 ? sw * D : (ACC)0) + (hard ? hw * ce : (ACC)0);                    \
-            if (!orow) continue;                                                                  \
-            if (r == 0) {                                                                         \
-                for (int64_t j = 0; j < V; ++j) orow[j] = ONE((ACC)0);                            \
-                continue;                                                                         \
-            }                                                                                     \
-            /* phase 3: the gradient, one loop per divergence (each vectorised); the soft  \
-             * part is exactly 0 when soft_weight is, the hard part when hard_weight is */ \
-            const ACC A = sw != 0 ? r * sw / temp : (ACC)0, C = r * hw;                           \
-            const ACC dR = reverse ? D : R;                                                       \
-            const ACC gy = y < (uint64_t)V ? C : (ACC)0;                                          \
-            if (jsd) {                                                                            \
-                _Pragma("omp simd")                                                               \
-                for (int64_t j = 0; j < V; ++j) {                                                 \
-                    const ACC zs = LOAD(sr[j]);                                                   \
-                    const ACC lps = (zs / temp - sh_s) - ls_s;                                    \
-                    const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                           \
-                    const ACC ps = EXP(lps);                                                      \
-                    const ACC a = log_b + lpt, b = log_b1 + lps;                                  \
-                    const ACC w = a > b ? a : b, gap = a > b ? b - a : a - b;                     \
-                    const ACC lm = w == -INFINITY ? w : w + LOG1P(EXP(gap));                      \
-                    ACC g = sw == 0 || ps == 0 ? (ACC)0 : A * (ps * (keep * (lps - lm) - dR));    \
-                    const ACC q = EXP((zs - q_1) - ls_1);                                         \
-                    g += hard ? C * q - ((uint64_t)j == y ? gy : (ACC)0) : (ACC)0;                \
-                    orow[j] = ONE(g);                                                             \
-                }                                                                                 \
-            } else if (reverse) {                                                                 \
-                _Pragma("omp simd")                                                               \
-                for (int64_t j = 0; j < V; ++j) {                                                 \
-                    const ACC zs = LOAD(sr[j]);                                                   \
-                    const ACC lps = (zs / temp - sh_s) - ls_s;                                    \
-                    const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                           \
-                    const ACC ps = EXP(lps);                                                      \
-                    ACC g = sw == 0 || ps == 0 ? (ACC)0 : A * (ps * ((lps - lpt) - dR));          \
-                    const ACC q = EXP((zs - q_1) - ls_1);                                         \
-                    g += hard ? C * q - ((uint64_t)j == y ? gy : (ACC)0) : (ACC)0;                \
-                    orow[j] = ONE(g);                                                             \
-                }                                                                                 \
-            } else {                                                                              \
-                _Pragma("omp simd")                                                               \
-                for (int64_t j = 0; j < V; ++j) {                                                 \
-                    const ACC zs = LOAD(sr[j]);                                                   \
-                    const ACC ps = EXP((zs / temp - sh_s) - ls_s);                                \
-                    const ACC pt = EXP((LOAD(tr[j]) / temp - sh_t) - ls_t);                       \
-                    ACC g = sw == 0 ? (ACC)0 : A * (ps - pt);                                     \
-                    const ACC q = EXP((zs - q_1) - ls_1);                                         \
-                    g += hard ? C * q - ((uint64_t)j == y ? gy : (ACC)0) : (ACC)0;                \
-                    orow[j] = ONE(g);                                                             \
-                }                                                                                 \
-            }                                                                                     \
-        }                                                                                         \
-        return rows;                                                                              \
+            const ACC m_1 = nan_s ? (ACC)NAN : top_s;                                              \
+            const ACC sh_s = isfinite(m_s) ? m_s : (ACC)0, sh_t = isfinite(m_t) ? m_t : (ACC)0;    \
+            const ACC sh_1 = isfinite(m_1) ? m_1 : (ACC)0;                                         \
+            /* phase 1, pass B: the exponentials, kept in the scratch rows, and their sums */      \
+            ACC s_s = 0, s_t = 0, s_1 = 0;                                                         \
+            _Pragma("omp simd reduction(+ : s_s, s_t)")                                            \
+            for (int64_t j = 0; j < V; ++j) {                                                      \
+                const ACC a = EXP(LOAD(sr[j]) / temp - sh_s), b = EXP(LOAD(tr[j]) / temp - sh_t);  \
+                es[j] = a;                                                                         \
+                et[j] = b;                                                                         \
+                s_s += a;                                                                          \
+                s_t += b;                                                                          \
+            }                                                                                      \
+            if (own_q) {                                                                           \
+                _Pragma("omp simd reduction(+ : s_1)")                                             \
+                for (int64_t j = 0; j < V; ++j) {                                                  \
+                    const ACC c = EXP(LOAD(sr[j]) - sh_1);                                         \
+                    e1[j] = c;                                                                     \
+                    s_1 += c;                                                                      \
+                }                                                                                  \
+            }                                                                                      \
+            const ACC ls_s = LOG(s_s), ls_t = LOG(s_t);                                            \
+            const ACC ls_1 = unit ? ls_s : LOG(s_1), q_1 = unit ? sh_s : sh_1;                     \
+            /* p = e / s, by 1 / s once per row; q = e^(z_s - L_1) (at T = 1 it is p_s) */         \
+            ACC is = (ACC)1 / s_s, it = (ACC)1 / s_t, iq = own_q ? (ACC)1 / s_1 : (ACC)0;          \
+            /* a row whose maximum is not finite (+inf, NaN, all -inf) is not shifted by it:       \
+             * its e's may overflow where p = e^(log p) does not, so there the scratch row         \
+             * takes p = e^(log p) itself, as the torch operations have it */                      \
+            if (!isfinite(m_s)) {                                                                  \
+                is = 1;                                                                            \
+                _Pragma("omp simd")                                                                \
+                for (int64_t j = 0; j < V; ++j) es[j] = EXP((LOAD(sr[j]) / temp - sh_s) - ls_s);   \
+            }                                                                                      \
+            if (!isfinite(m_t)) {                                                                  \
+                it = 1;                                                                            \
+                _Pragma("omp simd")                                                                \
+                for (int64_t j = 0; j < V; ++j) et[j] = EXP((LOAD(tr[j]) / temp - sh_t) - ls_t);   \
+            }                                                                                      \
+            if (own_q && !isfinite(m_1)) {                                                         \
+                iq = 1;                                                                            \
+                _Pragma("omp simd")                                                                \
+                for (int64_t j = 0; j < V; ++j) e1[j] = EXP((LOAD(sr[j]) - q_1) - ls_1);           \
+            }                                                                                      \
+            iq = own_q ? iq : is;                                                                  \
+            const ACC *qr = own_q ? e1 : es;                                                       \
+            const uint64_t y = (uint64_t)target[i];                                                \
+            const ACC z_y = y < (uint64_t)V ? LOAD(sr[y]) : (ACC)0;                                \
+            const ACC A = sw != 0 ? r * sw / temp : (ACC)0, C = r * hw;                            \
+            const ACC gy = y < (uint64_t)V ? C : (ACC)0;                                           \
+            /* the forward KL's gradient needs no row sum: written in phase 2's loop */            \
+            const int fused = orow && r != 0 && sw != 0 && !jsd && !reverse;                       \
+            /* phase 2: D and R */                                                                 \
+            ACC D = 0, R = 0;                                                                      \
+            if (sw != 0 && jsd) {                                                                  \
+                _Pragma("omp simd reduction(+ : D, R)")                                            \
+                for (int64_t j = 0; j < V; ++j) {                                                  \
+                    const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                            \
+                    const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                            \
+                    const ACC ps = es[j] * is, pt = et[j] * it;                                    \
+                    const ACC a = log_b + lpt, b = log_b1 + lps, w = a > b ? a : b;                \
+                    /* e^-|a - b| = the smaller of beta p_t, (1 - beta) p_s over the larger */     \
+                    const ACC ma = beta * pt, mb = keep * ps;                                      \
+                    const ACC big = ma > mb ? ma : mb, small = ma > mb ? mb : ma;                  \
+                    const ACC ratio = big > 0 ? small / big : (ACC)0;                              \
+                    const ACC lm = w == -INFINITY ? w : w + LOG1P(ratio);                          \
+                    const ACC ts = ps == 0 ? (ACC)0 : ps * (lps - lm);                             \
+                    const ACC tt = pt == 0 ? (ACC)0 : pt * (lpt - lm);                             \
+                    et[j] = lm;                                                                    \
+                    D += beta * tt + keep * ts;                                                    \
+                    R += keep * ts;                                                                \
+                }                                                                                  \
+            } else if (sw != 0 && reverse) {                                                       \
+                _Pragma("omp simd reduction(+ : D)")                                               \
+                for (int64_t j = 0; j < V; ++j) {                                                  \
+                    const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                            \
+                    const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                            \
+                    const ACC ps = es[j] * is;                                                     \
+                    D += ps == 0 ? (ACC)0 : ps * (lps - lpt);                                      \
+                }                                                                                  \
+            } else if (fused) {                                                                    \
+                _Pragma("omp simd reduction(+ : D)")                                               \
+                for (int64_t j = 0; j < V; ++j) {                                                  \
+                    const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                            \
+                    const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                            \
+                    const ACC ps = es[j] * is, pt = et[j] * it;                                    \
+                    D += pt == 0 ? (ACC)0 : pt * (lpt - lps);                                      \
+                    ACC g = A * (ps - pt);                                                         \
+                    g += hard ? C * (qr[j] * iq) - ((uint64_t)j == y ? gy : (ACC)0) : (ACC)0;      \
+                    orow[j] = ONE(g);                                                              \
+                }                                                                                  \
+            } else if (sw != 0) {                                                                  \
+                _Pragma("omp simd reduction(+ : D)")                                               \
+                for (int64_t j = 0; j < V; ++j) {                                                  \
+                    const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                            \
+                    const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                            \
+                    const ACC pt = et[j] * it;                                                     \
+                    D += pt == 0 ? (ACC)0 : pt * (lpt - lps);                                      \
+                }                                                                                  \
+            }                                                                                      \
+            /* the NaN of a NaN logit even where every term's factor came out 0 */                 \
+            if (sw != 0 && (nan_s || nan_t)) D = (ACC)NAN;                                         \
+            /* CE = L_1 - z_y = log s_1 - (z_y - shift_1) */                                       \
+            const ACC ce = hard ? ls_1 - (z_y - q_1) : (ACC)0;                                     \
+            loss[i] = (sw != 0 ? sw * D : (ACC)0) + (hard ? hw * ce : (ACC)0);                     \
+            if (!orow || fused) continue;                                                          \
+            if (r == 0) {                                                                          \
+                for (int64_t j = 0; j < V; ++j) orow[j] = ONE((ACC)0);                             \
+                continue;                                                                          \
+            }                                                                                      \
+            /* phase 3: the gradient from the scratch rows, one loop per divergence (each          \
+             * vectorised); the soft part is exactly 0 when soft_weight is, the hard part          \
+             * when hard_weight is */                                                              \
+            if (sw != 0 && jsd) {                                                                  \
+                _Pragma("omp simd")                                                                \
+                for (int64_t j = 0; j < V; ++j) {                                                  \
+                    const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                            \
+                    const ACC ps = es[j] * is;                                                     \
+                    ACC g = ps == 0 ? (ACC)0 : A * (ps * (keep * (lps - et[j]) - R));              \
+                    g += hard ? C * (qr[j] * iq) - ((uint64_t)j == y ? gy : (ACC)0) : (ACC)0;      \
+                    orow[j] = ONE(g);                                                              \
+                }                                                                                  \
+            } else if (sw != 0 && reverse) {                                                       \
+                _Pragma("omp simd")                                                                \
+                for (int64_t j = 0; j < V; ++j) {                                                  \
+                    const ACC lps = (LOAD(sr[j]) / temp - sh_s) - ls_s;                            \
+                    const ACC lpt = (LOAD(tr[j]) / temp - sh_t) - ls_t;                            \
+                    const ACC ps = es[j] * is;                                                     \
+                    ACC g = ps == 0 ? (ACC)0 : A * (ps * ((lps - lpt) - D));                       \
+                    g += hard ? C * (qr[j] * iq) - ((uint64_t)j == y ? gy : (ACC)0) : (ACC)0;      \
+                    orow[j] = ONE(g);                                                              \
+                }                                                                                  \
+            } else { /* soft_weight 0: the hard part alone */                                      \
+                _Pragma("omp simd")                                                                \
+                for (int64_t j = 0; j < V; ++j) {                                                  \
+                    ACC g = 0;                                                                     \
+                    g += hard ? C * (qr[j] * iq) - ((uint64_t)j == y ? gy : (ACC)0) : (ACC)0;      \
+                    orow[j] = ONE(g);                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        return rows;                                                                               \
     }
 
 DEFINE_DISTILL_KERNEL(distill_rows_f32, float, float, IDENTITY, TOKEN_F32_ONE, exp_sub_f32, logf,

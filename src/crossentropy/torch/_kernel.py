@@ -154,7 +154,8 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
         getattr(library, stats).restype = getattr(library, grad).restype = i64
     for name in _DISTILL_KERNELS.values():
         kernel = getattr(library, name)
-        kernel.argtypes = [p, i64, p, i64, p, i64, p, p, p, i64, i64, i64, f64, f64, f64, f64, p]
+        kernel.argtypes = [p, i64, p, i64, p, i64, p, p, p, i64, i64, i64, f64, f64, f64, f64]
+        kernel.argtypes += [p, p, i64]
         kernel.restype = i64
     return library
 
@@ -598,6 +599,8 @@ _DISTILL_KERNELS = {
     torch.float16: "distill_rows_f16",
 }
 _DIVERGENCE_CODES = {"forward_kl": 0, "reverse_kl": 1, "jsd": 2}
+_DISTILL_SCRATCH_ROWS = 3
+"""Scratch rows of V values per thread that the distillation kernel needs (it checks)."""
 # teacher dtypes that the student's dtype holds exactly (the launcher casts those)
 _EXACT_IN = {
     torch.float32: (torch.bfloat16, torch.float16),
@@ -733,7 +736,10 @@ def distill_rows(
     size, wide = student.element_size(), compute.itemsize
 
     def run(a: int, b: int) -> None:
-        kernel(
+        # this thread's three scratch rows of the compute dtype (the exponentials, log M),
+        # their size passed for the kernel to check; the local name keeps them alive
+        scratch = torch.empty(max(1, _DISTILL_SCRATCH_ROWS * classes), dtype=compute)
+        done = kernel(
             student.data_ptr() + a * student.stride(0) * size,
             student.stride(0),
             teacher.data_ptr() + a * teacher.stride(0) * size,
@@ -751,7 +757,11 @@ def distill_rows(
             soft,
             hard,
             losses.data_ptr() + a * wide,
+            scratch.data_ptr(),
+            scratch.numel(),
         )
+        if done != b - a:
+            raise RuntimeError(f"the distillation kernel refused its scratch ({done})")
 
     _over_rows(rows, 2 * classes, run)
     return losses, into
