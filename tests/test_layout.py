@@ -34,7 +34,7 @@ NO_PRIVATE_NAMES = [
     "gradients.py",
     "information.py",
     "losses.py",
-    "report.py",
+    "report",
     "compat",
     "demo",
     "explore",
