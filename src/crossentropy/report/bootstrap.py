@@ -225,7 +225,8 @@ def _weights(seed: int, units: IntArray, replicates: int) -> FloatArray:
 
 def _bin_of(confidence: FloatArray, edges: FloatArray) -> IntArray:
     """Bin b holds (edges[b], edges[b + 1]]; edges[0] and below go to bin 0, above the last
-    edge to the last bin (the rule of calibration.bin_index)."""
+    edge to the last bin: the rule of calibration.bin_index, which is to replace this local
+    copy once calibration.py lands."""
     index = np.searchsorted(edges, confidence, side="left") - 1
     return np.clip(index, 0, edges.shape[0] - 2).astype(np.int64)
 
