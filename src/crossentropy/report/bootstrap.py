@@ -77,7 +77,7 @@ import numbers
 import numpy as np
 import numpy.typing as npt
 
-from .calibration import MAX_BINS
+from .calibration import MAX_BINS, bin_index
 from .checks import FloatArray, IntArray
 from .result import Interval, Uncertainty
 
@@ -223,14 +223,6 @@ def _weights(seed: int, units: IntArray, replicates: int) -> FloatArray:
     return counts.astype(np.float64).reshape(units.shape[0], replicates)
 
 
-def _bin_of(confidence: FloatArray, edges: FloatArray) -> IntArray:
-    """Bin b holds (edges[b], edges[b + 1]]; edges[0] and below go to bin 0, above the last
-    edge to the last bin: the rule of calibration.bin_index, which is to replace this local
-    copy once calibration.py lands."""
-    index = np.searchsorted(edges, confidence, side="left") - 1
-    return np.clip(index, 0, edges.shape[0] - 2).astype(np.int64)
-
-
 def _per_unit(units: IntArray, columns: list[FloatArray]) -> tuple[IntArray, FloatArray]:
     """The distinct units and, per unit, the sum of each column: (unique units, (U, k))."""
     unique, inverse = np.unique(units, return_inverse=True)
@@ -348,7 +340,7 @@ class Bootstrap:
         unique, inverse = np.unique(array, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         inverse, conf, hits = inverse[order], conf[order], hits[order]
-        cell = inverse * bins + _bin_of(conf, self.edges)
+        cell = inverse * bins + bin_index(conf, self.edges)
         step = self._chunk(3 * bins)
         for start in range(0, unique.shape[0], step):
             stop = min(start + step, unique.shape[0])
