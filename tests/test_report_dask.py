@@ -124,6 +124,16 @@ def test_single_label_matches_compute_report(client: Any, name: str) -> None:
         assert got.uncertainty is not None
 
 
+def test_normalize_matches_compute_report(client: Any) -> None:
+    x, y = _single(seed=3)
+    scores = _softmax(x) * np.linspace(0.5, 4.0, len(y))[:, None]  # rows not summing to 1
+    expected = compute_report(scores, y, normalize=True, bins=8)
+    got = dask_report(_chunked(scores, UNEVEN), da.from_array(y), normalize=True, bins=8)
+    _same(got, expected)
+    with pytest.raises(BadValue, match=r"^row 0: probabilities sum to"):
+        dask_report(_chunked(scores, UNEVEN), da.from_array(y))
+
+
 def test_one_hot_labels_and_split_columns(client: Any) -> None:
     x, ids = _single(seed=5)
     onehot = np.eye(x.shape[1])[ids]

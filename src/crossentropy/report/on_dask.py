@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .accumulator import ReportAccumulator
-from .checks import BadValue
+from .checks import BadValue, check_predictions
 from .result import Report
 
 __all__ = ["DASK_EXTRA", "PIECE_ELEMENTS", "dask_report", "report_files"]
@@ -141,6 +141,7 @@ class _Options:
     bootstrap: int
     seed: int
     level: float
+    normalize: bool = False
     edges: tuple[float, ...] | None = None
 
     def accumulator(self, num_classes: int, first_row: int) -> ReportAccumulator:
@@ -183,7 +184,12 @@ def _block_accumulator(
         rows = first_row + np.arange(start, stop, dtype=np.int64)
         sequences = None if tokens is None else rows // tokens
         try:
-            acc.update(x[start:stop], y[start:stop], sequences=sequences)
+            piece = x[start:stop]
+            if options.normalize:
+                piece = check_predictions(
+                    piece, logits=options.logits, multilabel=options.multilabel, normalize=True
+                )
+            acc.update(piece, y[start:stop], sequences=sequences)
         except BadValue as exc:
             row = first_row + start + exc.row
             raise _TaskError("value", exc.message, row, exc.column, exc.hint) from None
@@ -412,6 +418,7 @@ def _check_split_every(split_every: object) -> int:
 def _options(
     logits: object,
     multilabel: object,
+    normalize: object,
     worst: int,
     bins: int,
     binning: str,
@@ -424,6 +431,7 @@ def _options(
     return _Options(
         logits=_check_flag(logits, "logits"),
         multilabel=_check_flag(multilabel, "multilabel"),
+        normalize=_check_flag(normalize, "normalize"),
         worst=worst,
         bins=bins,
         binning=binning,
@@ -441,6 +449,7 @@ def dask_report(
     *,
     logits: bool = False,
     multilabel: bool = False,
+    normalize: bool = False,
     worst: int = 10,
     bins: int = 15,
     binning: str = "uniform",
@@ -461,6 +470,8 @@ def dask_report(
         predictions: a dask array (anything else is wrapped by ``dask.array.asarray``),
             (n, C) probabilities or logits, or (S, T, V) token logits / probabilities.
         labels: (n,) class ids or (n, C) one-hot / n-hot rows; for token arrays (S, T) ids.
+        normalize: divide each row of probabilities by its sum first (as
+            :func:`compute_report` does).
         split_every: how many accumulators one task merges (the fan-in of the tree).
 
     The arrays are rechunked so that each block holds whole rows (token arrays: whole
@@ -483,7 +494,17 @@ def dask_report(
     """
     dask, da = _import_dask()
     options = _options(
-        logits, multilabel, worst, bins, binning, top_k, ignore_index, bootstrap, seed, level
+        logits,
+        multilabel,
+        normalize,
+        worst,
+        bins,
+        binning,
+        top_k,
+        ignore_index,
+        bootstrap,
+        seed,
+        level,
     )
     every = _check_split_every(split_every)
     layout = _layout(da, predictions, labels, options.multilabel)
@@ -631,6 +652,7 @@ def report_files(
     *,
     logits: bool = False,
     multilabel: bool = False,
+    normalize: bool = False,
     worst: int = 10,
     bins: int = 15,
     binning: str = "uniform",
@@ -667,7 +689,17 @@ def report_files(
     dask, da = _import_dask()
     distributed = _import_distributed()
     options = _options(
-        logits, multilabel, worst, bins, binning, top_k, ignore_index, bootstrap, seed, level
+        logits,
+        multilabel,
+        normalize,
+        worst,
+        bins,
+        binning,
+        top_k,
+        ignore_index,
+        bootstrap,
+        seed,
+        level,
     )
     every = _check_split_every(split_every)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
