@@ -392,8 +392,12 @@ def _report(
     where: _Where,
     client: Any = None,
 ) -> Report:
-    options.accumulator(layout.num_classes, 0)  # checks the options on the client
-    if options.binning == "quantile" and options.bootstrap > 0:
+    two_passes = options.binning == "quantile" and options.bootstrap > 0
+    # check the options on the client (the second pass's edges are not known yet)
+    replace(options, binning="uniform" if two_passes else options.binning).accumulator(
+        layout.num_classes, 0
+    )
+    if two_passes:
         first = replace(options, bootstrap=0, worst=0)
         edges = _run(dask, layout, first, split_every, _quantile_edges, where, client)
         options = replace(options, edges=edges)
@@ -480,7 +484,8 @@ def dask_report(
     holds at a time.
 
     Raises:
-        BadValue: a ValueError naming the row (among all rows) of the first bad entry found.
+        BadValue: a ValueError naming the row (among all rows) of the first bad entry found
+            (in the first block that fails: with bad values in several blocks, any of them).
         ValueError, TypeError: shapes, dtypes or options that do not fit, before anything
             is computed.
         ImportError: dask is not installed.
@@ -628,7 +633,7 @@ def _connect(distributed: Any, scheduler: object, timeout: float) -> tuple[Any, 
         )
     if scheduler == "local":
         cluster = distributed.LocalCluster(
-            processes=True, threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR
+            processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.ERROR
         )
         try:
             return distributed.Client(cluster, set_as_default=False), cluster
