@@ -252,6 +252,15 @@ def test_bad_token_names_sequence_and_token(client: Any) -> None:
         )
 
 
+def test_every_row_ignored(client: Any) -> None:
+    x, _ = _single(n=30)
+    with pytest.raises(ValueError, match=r"^no rows: .*\(30 rows ignored\)") as info:
+        dask_report(
+            _chunked(x, (10, 20)), da.from_array(np.full(30, -100)), logits=True, ignore_index=-100
+        )
+    assert info.value.__suppress_context__
+
+
 @pytest.mark.parametrize(
     ("x", "y", "kind", "message"),
     [

@@ -679,7 +679,9 @@ def report_files(
 
     Args:
         scheduler: the scheduler's address, e.g. ``"tcp://10.0.0.5:8786"``, or ``"local"`` for
-            a cluster of worker processes on this machine.
+            a cluster of worker processes on this machine (started and closed here; a script
+            that uses it needs the ``if __name__ == "__main__":`` guard, as processes are
+            spawned).
         predictions_pattern: glob of the predictions files (.npy), (n_i, C) or (S_i, T, V).
         labels_pattern: glob of the labels files (.npy), (n_i,), (n_i, C) or (S_i, T).
         timeout: seconds to wait for the scheduler.
