@@ -386,11 +386,6 @@ def test_unreachable_scheduler(tmp_path: Path) -> None:
         report_files("", pred, lab)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ReportAccumulator.update numbers a bad label among the rows kept after "
-    "ignore_index, not among the rows of the chunk",
-)
 def test_bad_label_after_ignored_rows_names_its_row(client: Any) -> None:
     x, y = _single()
     y[100:106] = -100

@@ -68,7 +68,7 @@ from .calibration import (
     ConfidenceValues,
     uniform_edges,
 )
-from .checks import EPS, FloatArray, IntArray, check_labels, check_predictions
+from .checks import EPS, BadValue, FloatArray, IntArray, check_labels, check_predictions
 from .result import ClassStats, Report, SequenceStats, WorstRow
 from .rows import score_rows
 
@@ -307,15 +307,21 @@ class ReportAccumulator:
                 )
             seq = seq.astype(np.int64, copy=False)
         row_index = np.arange(self.next_row, self.next_row + n, dtype=np.int64)
-        self.next_row += n
+        kept = np.arange(n)
         if self.ignore_index is not None:
             keep = self._kept(y)
             if not keep.all():
-                self.ignored += int(n - keep.sum())
-                x, y, row_index = x[keep], y[keep], row_index[keep]
-                seq = None if seq is None else seq[keep]
-                n = x.shape[0]
-        ids, rows = check_labels(y, self.num_classes, multilabel=self.multilabel)
+                kept = np.flatnonzero(keep)
+                x, y, row_index = x[kept], y[kept], row_index[kept]
+                seq = None if seq is None else seq[kept]
+        try:
+            ids, rows = check_labels(y, self.num_classes, multilabel=self.multilabel)
+        except BadValue as exc:
+            exc.row = int(kept[exc.row])  # its row in the chunk, ignored rows counted
+            raise
+        self.next_row += n
+        self.ignored += n - kept.size
+        n = kept.size
         if n == 0:
             return
         units = row_index if seq is None else seq
