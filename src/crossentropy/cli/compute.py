@@ -1302,9 +1302,7 @@ def compute(
         "level": ci,
     }
     if dask is not None:
-        if normalize:
-            raise CliError("--normalize is not available with --dask", "--dask")
-        report = _dask_report(dask, predictions, labels, **options)
+        report = _dask_report(dask, predictions, labels, normalize=normalize, **options)
     else:
         two_passes = binning is Binning.quantile and bootstrap > 0
         if two_passes:
