@@ -747,3 +747,44 @@ def test_distill_kernel_tests_under_sanitizers(flags: str) -> None:
     )  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
     assert " passed" in tests.stdout and "skipped" not in tests.stdout, tests.stdout[-2000:]
+
+
+# ------------------------------------------------------------------ the report's row scores
+
+
+SCORE_OVERRUN = """
+import torch
+from crossentropy.torch import _kernel
+kernel = _kernel.load().score_rows_f32
+z = torch.randn(10)  # 10 floats, read as one row of 20 classes
+target = torch.zeros(1, dtype=torch.int64)
+out = [torch.empty(1, dtype=torch.float64) for _ in range(4)]
+out += [torch.empty(1, dtype=torch.int64) for _ in range(2)]
+kernel(z.data_ptr(), 20, target.data_ptr(), 1, 20, *(o.data_ptr() for o in out))
+print("not caught")
+"""
+
+
+@pytest.mark.parametrize("flags", ["", "-march=x86-64-v2"])
+def test_score_kernel_tests_under_sanitizers(flags: str) -> None:
+    """In a Python with the sanitizer runtime preloaded, the kernel built with ASan + UBSan
+    (with the machine's instruction sets, the AVX-512 rows where it has them, and without
+    AVX-512, the generic rows): a deliberate overrun by the score kernel is caught (the
+    build is live), then the row-score tests run clean through it: labels outside the row
+    (the int64 extremes, -1, C) given to the kernel directly, odd row strides over buffers
+    of exactly the rows' span, rows that coincide, values that are not finite, every
+    dtype, C from 1 to 70000 (every AVX-512 tail length)."""
+    env = _sanitized_python(flags)
+    control = _python(["-c", SCORE_OVERRUN], env)
+    # a 64-byte load across the buffer's end is an "unknown-crash" to ASan, a scalar one a
+    # "heap-buffer-overflow": either way, caught in the score kernel
+    caught = ("heap-buffer-overflow", "unknown-crash")
+    assert control.returncode != 0 and any(c in control.stderr for c in caught), (
+        control.stdout + control.stderr[-3000:]
+    )
+    assert " in score_rows_" in control.stderr, control.stderr[-3000:]
+    tests = _python(
+        ["-m", "pytest", "tests/test_report_rows.py", "-x", "-p", "no:cacheprovider"], env
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-3000:]
+    assert " passed" in tests.stdout and "skipped" not in tests.stdout, tests.stdout[-2000:]

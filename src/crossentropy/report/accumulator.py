@@ -1,33 +1,52 @@
-"""Loss reports for a set of predictions, computed as a stream.
+"""The report as running sums: fed chunk by chunk, merged across workers.
 
 :class:`ReportAccumulator` is fed the predictions and labels chunk by chunk (``update``) and
-keeps only running sums, so its memory is bounded by the number of classes and the number of
-worst rows kept, never by the number of rows. ``result()`` turns the sums into a
-:class:`Report`:
+keeps only running sums, so its memory is bounded by the number of classes, the number of bins,
+the bootstrap replicates and the worst rows kept, never by the number of rows (two documented
+exceptions: token files keep two numbers per sequence, and quantile bins keep one entry per
+distinct confidence, at most :data:`~crossentropy.report.calibration.MAX_DISTINCT`).
+``result()`` turns the sums into a :class:`~crossentropy.report.result.Report`:
 
 - the mean cross entropy, in nats and in bits, and the perplexity exp(mean nats);
-- the accuracy (multi-label: exact-match accuracy, and the per-element accuracy);
-- per class: its count, its mean cross entropy and its accuracy;
+- the accuracy (multi-label: exact-match accuracy, and the per-element accuracy) and the top-k
+  accuracy (the label among the k highest scores; ties go to the lower class index, as argmax
+  does, where scikit-learn's ``top_k_accuracy_score`` prefers the higher one);
+- per class: its count, its mean cross entropy, its accuracy and its one-vs-rest ECE;
 - the Brier score: for single-label rows the sum over classes of the squared error
   (p_ic - y_ic)^2, averaged over rows (scikit-learn's multiclass ``brier_score_loss`` with
   ``scale_by_half=False``); for multi-label rows the mean over elements of (p_ij - y_ij)^2
   (the mean of the per-label binary Brier scores);
-- the expected calibration error over :data:`ECE_BINS` equal-width bins of the confidence,
-  sum_b (n_b / n) |accuracy_b - confidence_b|; the confidence of a single-label row is its
-  largest probability and it is right when its argmax is the label; a multi-label element's
-  confidence is max(p, 1 - p) and it is right when (p > 1/2) equals its label;
+- calibration over ``bins`` confidence bins, equal-width (``binning="uniform"``) or equal-mass
+  (``"quantile"``, ties never split): ECE = sum_b (n_b / n) |accuracy_b - confidence_b|, RMSCE
+  (the root of the same mean of squares) and MCE (the largest gap); the confidence of a
+  single-label row is its largest probability and it is right when its argmax is the label; a
+  multi-label element's confidence is max(p, 1 - p) and it is right when (p > 1/2) equals its
+  label. The classwise ECE is the mean over classes of the ECE of each class's one-vs-rest
+  column (its probability against the indicator of the class; multi-label: each label's
+  probability against the label), over uniform bins, computed for at most
+  :data:`CLASSWISE_CLASSES` classes (a vocabulary is not a set of classes one calibrates);
 - the ``worst`` rows with the largest loss (row index and loss), kept in a bounded heap; ties
-  go to the earlier row, so the result does not depend on the chunking.
+  go to the earlier row, so the result does not depend on the chunking;
+- token files (``sequences`` given): the quantiles over sequences of each sequence's
+  perplexity, exp(mean cross entropy of its scored tokens);
+- ``bootstrap=B``: percentile intervals at ``level`` from a Poisson bootstrap over rows (over
+  sequences for token files), see :mod:`crossentropy.report.bootstrap`.
 
-The per-row losses come from the library's own functions: ``sparse_softmax_cross_entropy`` /
-``softmax_cross_entropy`` for logits with integer / one-hot labels, ``nll_loss`` on the log of
-the probabilities clipped to [eps, 1 - eps] (eps the float64 machine epsilon, as
-scikit-learn's ``log_loss`` clips), ``sigmoid_cross_entropy`` and ``binary_cross_entropy``
-(same eps) for multi-label logits and probabilities. The loss of a multi-label row is the mean
-of its per-label losses, so the mean cross entropy is the mean over all elements.
+Rows whose label is ``ignore_index`` are skipped and counted.
 
-The checks of :func:`check_predictions` and :func:`check_labels` raise :class:`BadValue` with
-the row and column of the first bad entry, for the caller to name its place in a file.
+**Merging.** Two accumulators of disjoint rows merge (:meth:`ReportAccumulator.merge`) into the
+accumulator of all of them: every count, bin, worst row, sequence and bootstrap weight is the
+one a single pass gives (rows are numbered globally from ``first_row``, so the worst rows and
+the bootstrap's per-row weights do not depend on where a chunk starts), and every sum is the
+same sum of the same terms, added in another order (so equal to float64 rounding: relative
+differences of order 1e-16 per term).
+
+The per-row quantities come from :func:`crossentropy.report.rows.score_rows` (the fused C
+kernel for logits when torch is installed, float64 NumPy otherwise); for probabilities the
+loss is -log p_y with p_y clipped to [EPS, 1 - EPS] (scikit-learn's ``log_loss`` rule), and
+multi-label rows use ``sigmoid_cross_entropy`` / ``binary_cross_entropy`` (same eps). The loss
+of a multi-label row is the mean of its per-label losses, so the mean cross entropy is the mean
+over all elements.
 """
 
 from __future__ import annotations
@@ -41,32 +60,119 @@ import numpy.typing as npt
 
 import crossentropy as ce
 
+from .bootstrap import MAX_REPLICATES, Bootstrap
+from .calibration import (
+    MAX_BINS,
+    ClasswiseBins,
+    ConfidenceBins,
+    ConfidenceValues,
+    uniform_edges,
+)
 from .checks import EPS, FloatArray, IntArray, check_labels, check_predictions
-from .result import CalibrationBin, ClassStats, Report, WorstRow
+from .result import ClassStats, Report, SequenceStats, WorstRow
+from .rows import score_rows
 
-__all__ = ["ECE_BINS", "ReportAccumulator", "compute_report"]
+__all__ = [
+    "BINNINGS",
+    "CLASSWISE_CLASSES",
+    "ECE_BINS",
+    "SEQUENCE_QUANTILES",
+    "ReportAccumulator",
+    "compute_report",
+]
 
 ECE_BINS = 15
 """The default number of confidence bins."""
 
-# --------------------------------------------------------------------------------------------
-# The report
-# --------------------------------------------------------------------------------------------
+CLASSWISE_CLASSES = 1024
+"""The most classes for which the classwise ECE is computed (it costs a pass over every
+probability, and C x bins sums)."""
+
+BINNINGS = ("uniform", "quantile")
+"""The binnings of the calibration: equal-width bins, or equal-mass bins (ties never split)."""
+
+SEQUENCE_QUANTILES = {"min": 0.0, "5%": 0.05, "25%": 0.25, "50%": 0.5, "75%": 0.75,
+                      "95%": 0.95, "max": 1.0}  # fmt: skip
+"""The quantiles of the per-sequence perplexity a token report gives."""
+
+_SEED_LIMIT = 1 << 63
 
 
 def _mean(total: float, count: float) -> float | None:
     return total / count if count > 0 else None
 
 
+def _integer(name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer; got {type(value).__name__} {value!r}")
+    v = int(value)
+    if v < low or (high is not None and v > high):
+        accepted = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name}: expected an integer {accepted}; got {v}")
+    return v
+
+
+def _checked_edges(edges: npt.ArrayLike) -> FloatArray:
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < 2 or not np.all(np.isfinite(e)):
+        raise ValueError(f"edges: expected at least 2 finite bin edges in a 1-D array; got {e!r}")
+    if e[0] != 0.0 or e[-1] > 1.0 or np.any(np.diff(e) <= 0):
+        raise ValueError(
+            "edges: expected increasing edges from 0 to at most 1 "
+            f"(as quantile_edges() gives); got {e.tolist()[:6]}..."
+        )
+    return e
+
+
+class _Sequences:
+    """Per-sequence sums of scored tokens: sorted sequence ids, loss sums and token counts."""
+
+    def __init__(self) -> None:
+        self.ids: IntArray = np.zeros(0, dtype=np.int64)
+        self.loss: FloatArray = np.zeros(0)
+        self.count: IntArray = np.zeros(0, dtype=np.int64)
+
+    def add(self, ids: IntArray, loss: FloatArray, count: IntArray) -> None:
+        all_ids = np.concatenate([self.ids, ids])
+        unique, inverse = np.unique(all_ids, return_inverse=True)
+        self.loss = np.bincount(
+            inverse, weights=np.concatenate([self.loss, loss]), minlength=unique.size
+        ).astype(np.float64)
+        self.count = np.bincount(
+            inverse, weights=np.concatenate([self.count, count]), minlength=unique.size
+        ).astype(np.int64)
+        self.ids = unique
+
+    def stats(self) -> SequenceStats:
+        scored = self.count > 0
+        perplexity = np.exp(self.loss[scored] / self.count[scored])
+        quantiles = (
+            {k: float(np.quantile(perplexity, q)) for k, q in SEQUENCE_QUANTILES.items()}
+            if perplexity.size
+            else {}
+        )
+        return SequenceStats(sequences=int(scored.sum()), perplexity_quantiles=quantiles)
+
+
 class ReportAccumulator:
-    """Running sums of a loss report, fed chunk by chunk.
+    """Running sums of a loss report, fed chunk by chunk, mergeable.
 
     Args:
-        num_classes: C, the number of prediction columns.
+        num_classes: C, the number of prediction columns (the vocabulary for token files).
         logits: the predictions are logits (softmax / sigmoid applied here) rather than
-            probabilities.
+            probabilities. Log-probabilities are logits (their log-sum-exp is 0).
         multilabel: one independent binary label per class (sigmoid / binary cross entropy).
         worst: how many of the worst-scored rows to keep.
+        bins: the number of confidence bins, 1 to ``MAX_BINS``.
+        binning: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass, ties never split).
+        top_k: also give the top-k accuracy (single-label), 1 <= k <= C.
+        ignore_index: a class id whose rows are skipped (single-label integer labels).
+        bootstrap: the number of Poisson bootstrap replicates (0: no intervals).
+        seed: the bootstrap's seed, 0 <= seed < 2**63.
+        level: the intervals' confidence level, in (0, 1).
+        edges: fixed bin edges (``quantile_edges()`` of a first pass): with quantile binning and
+            a bootstrap, the second pass needs them.
+        first_row: the global index of the first row fed (where this part starts in the data).
 
     Example:
         >>> import numpy as np
@@ -78,90 +184,198 @@ class ReportAccumulator:
     """
 
     def __init__(
-        self, num_classes: int, *, logits: bool, multilabel: bool, worst: int = 10
+        self,
+        num_classes: int,
+        *,
+        logits: bool = False,
+        multilabel: bool = False,
+        worst: int = 10,
+        bins: int = ECE_BINS,
+        binning: str = "uniform",
+        top_k: int | None = None,
+        ignore_index: int | None = None,
+        bootstrap: int = 0,
+        seed: int = 0,
+        level: float = 0.95,
+        edges: npt.ArrayLike | None = None,
+        first_row: int = 0,
     ) -> None:
-        if num_classes < 1 or (num_classes < 2 and not multilabel):
+        c = _integer("num_classes", num_classes, 1)
+        if c < 2 and not multilabel:
             raise ValueError(
-                f"num_classes: expected at least 2 classes (1 with multilabel); got {num_classes}"
+                f"num_classes: expected at least 2 classes (1 with multilabel); got {c}"
             )
-        if worst < 0:
-            raise ValueError(f"worst: expected a count >= 0; got {worst}")
-        self.num_classes = num_classes
-        self.logits = logits
-        self.multilabel = multilabel
-        self.worst = worst
-        c = num_classes
+        self.num_classes = c
+        self.logits = bool(logits)
+        self.multilabel = bool(multilabel)
+        self.worst = _integer("worst", worst, 0)
+        self.bins = _integer("bins", bins, 1, MAX_BINS)
+        if binning not in BINNINGS:
+            raise ValueError(f"binning: expected one of {', '.join(BINNINGS)}; got {binning!r}")
+        self.binning = binning
+        if top_k is not None:
+            if multilabel:
+                raise ValueError("top_k: applies to single-label rows, not to multilabel ones")
+            top_k = _integer("top_k", top_k, 1, c)
+        self.top_k = top_k
+        if ignore_index is not None:
+            if multilabel:
+                raise ValueError(
+                    "ignore_index: applies to single-label class ids, not to multilabel rows"
+                )
+            ignore_index = _integer("ignore_index", ignore_index, -(1 << 62), 1 << 62)
+        self.ignore_index = ignore_index
+        self.bootstrap = _integer("bootstrap", bootstrap, 0, MAX_REPLICATES)
+        self.seed = _integer("seed", seed, 0, _SEED_LIMIT - 1)
+        level = float(level)
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level: expected a confidence level in (0, 1); got {level}")
+        self.level = level
+        fixed = None if edges is None else _checked_edges(edges)
+        if binning == "uniform":
+            if fixed is not None:
+                raise ValueError("edges: fixed edges go with binning='quantile' (a second pass)")
+            fixed = uniform_edges(self.bins)
+        elif fixed is None and self.bootstrap:
+            raise ValueError(
+                "edges: quantile bins with a bootstrap need the edges of a first pass "
+                "(quantile_edges() of an accumulator without bootstrap)"
+            )
+        self.edges = fixed
+        self.first_row = _integer("first_row", first_row, 0)
+        self.next_row = self.first_row
+
         self.rows = 0
+        self.ignored = 0
         self.elements = 0
         self.loss_sum = 0.0
         self.correct = 0
+        self.top_k_correct = 0
         self.element_correct = 0
         self.brier_sum = 0.0
         self.class_count = np.zeros(c, dtype=np.int64)
         self.class_loss = np.zeros(c)
         self.class_correct = np.zeros(c)
-        self.bin_count = np.zeros(ECE_BINS, dtype=np.int64)
-        self.bin_confidence = np.zeros(ECE_BINS)
-        self.bin_correct = np.zeros(ECE_BINS)
+        self.confidence: ConfidenceBins | ConfidenceValues = (
+            ConfidenceValues() if fixed is None else ConfidenceBins(fixed)
+        )
+        self.classwise = ClasswiseBins(c, self.bins) if c <= CLASSWISE_CLASSES else None
+        self.resampled = (
+            Bootstrap(self.bootstrap, self.seed, fixed)
+            if self.bootstrap and fixed is not None  # (quantile bins without edges: refused)
+            else None
+        )
+        self.sequences: _Sequences | None = None
         self._heap: list[tuple[float, int]] = []  # (loss, -row): the root is the one to drop
 
     # ---- one chunk ----------------------------------------------------------------------
 
-    def update(self, predictions: npt.ArrayLike, labels: npt.ArrayLike) -> None:
-        """Add a chunk: predictions (n, C), labels as :func:`check_labels` accepts them.
+    def update(
+        self,
+        predictions: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        *,
+        sequences: npt.ArrayLike | None = None,
+    ) -> None:
+        """Add a chunk: predictions (n, C), labels as :func:`check_labels` accepts them, and
+        for token files the global sequence index of each row.
 
         The predictions are checked with :func:`check_predictions` (without normalising), so
-        normalise rows before, as the ``--normalize`` option does.
+        normalise rows before, as the ``--normalize`` option does. Rows are numbered from
+        ``first_row`` on, in the order they are fed.
+
+        Raises:
+            BadValue: at the first bad entry of the chunk (row and column within it).
+            ValueError: for shapes that do not fit.
         """
         x = check_predictions(predictions, logits=self.logits, multilabel=self.multilabel)
         if x.shape[1] != self.num_classes:
             raise ValueError(f"predictions: expected {self.num_classes} columns; got {x.shape[1]}")
-        ids, rows = check_labels(labels, self.num_classes, multilabel=self.multilabel)
+        y = np.asarray(labels)
         n = x.shape[0]
-        if (ids is not None and ids.shape[0] != n) or (rows is not None and rows.shape[0] != n):
-            raise ValueError("predictions and labels: the chunks have different row counts")
+        if y.ndim == 0 or y.shape[0] != n:
+            raise ValueError(
+                f"predictions and labels: {n} prediction rows but labels of shape {y.shape}"
+            )
+        seq = None
+        if sequences is not None:
+            seq = np.asarray(sequences)
+            if seq.shape != (n,) or seq.dtype.kind not in "iu" or (n and seq.min() < 0):
+                raise ValueError(
+                    f"sequences: expected {n} non-negative integer sequence indices; got "
+                    f"shape {seq.shape} of {seq.dtype}"
+                )
+            seq = seq.astype(np.int64, copy=False)
+        row_index = np.arange(self.next_row, self.next_row + n, dtype=np.int64)
+        self.next_row += n
+        if self.ignore_index is not None:
+            keep = self._kept(y)
+            if not keep.all():
+                self.ignored += int(n - keep.sum())
+                x, y, row_index = x[keep], y[keep], row_index[keep]
+                seq = None if seq is None else seq[keep]
+                n = x.shape[0]
+        ids, rows = check_labels(y, self.num_classes, multilabel=self.multilabel)
         if n == 0:
             return
+        units = row_index if seq is None else seq
         if self.multilabel:
             assert rows is not None
-            row_loss = self._update_multilabel(x, rows)
+            row_loss = self._update_multilabel(x, rows, units)
         else:
             assert ids is not None
-            row_loss = self._update_multiclass(x, ids, rows)
-        self._keep_worst(row_loss, self.rows)
+            row_loss = self._update_single(x, ids, units)
+        self._keep_worst(row_loss, row_index)
+        if seq is not None:
+            if self.sequences is None:
+                self.sequences = _Sequences()
+            unique, inverse = np.unique(seq, return_inverse=True)
+            tokens: IntArray = np.bincount(inverse, minlength=unique.size).astype(np.int64)
+            self.sequences.add(
+                unique,
+                np.bincount(inverse, weights=row_loss, minlength=unique.size).astype(np.float64),
+                tokens,
+            )
         self.rows += n
 
-    def _update_multiclass(self, x: FloatArray, ids: IntArray, onehot: FloatArray | None) -> Any:
-        c = self.num_classes
-        if self.logits:
-            if onehot is None:
-                loss = ce.sparse_softmax_cross_entropy(x, ids, reduction="none")
-            else:
-                loss = ce.softmax_cross_entropy(x, onehot, reduction="none")
-            p = np.asarray(ce.softmax(x))
-        else:
-            p = x
-            log_p = np.log(np.clip(p, EPS, 1.0 - EPS))
-            loss = ce.nll_loss(log_p, ids, reduction="none")
-        loss = np.asarray(loss, dtype=np.float64)
-        n = x.shape[0]
-        predicted = np.argmax(p, axis=1)
-        right = (predicted == ids).astype(np.float64)
-        p_true = p[np.arange(n), ids]
-        squared = np.einsum("ij,ij->i", p, p) - 2.0 * p_true + 1.0
-        confidence = p[np.arange(n), predicted]
+    def _kept(self, y: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+        """The rows whose label is not ``ignore_index`` (integer class-id labels only)."""
+        column = y if y.ndim == 1 else (y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else None)
+        if column is None:
+            raise ValueError(
+                "ignore_index: applies to integer class-id labels (a column), not to one-hot rows"
+            )
+        return np.asarray(column != self.ignore_index)
 
-        self.elements += n * c
+    def _update_single(self, x: FloatArray, ids: IntArray, units: IntArray) -> FloatArray:
+        c = self.num_classes
+        s = score_rows(x, ids, logits=self.logits)
+        loss = s.loss
+        right = (s.predicted == ids).astype(np.float64)
+        brier = s.sum_squares - 2.0 * s.p_true + 1.0
+
+        self.elements += ids.size * c
         self.loss_sum += float(np.sum(loss))
         self.correct += int(right.sum())
-        self.brier_sum += float(np.sum(squared))
+        if self.top_k is not None:
+            self.top_k_correct += int(np.count_nonzero(s.rank < self.top_k))
+        self.brier_sum += float(np.sum(brier))
         self.class_count += np.bincount(ids, minlength=c)
         self.class_loss += np.bincount(ids, weights=loss, minlength=c)
         self.class_correct += np.bincount(ids, weights=right, minlength=c)
-        self._bin(confidence, right)
+        self.confidence.add(s.confidence, right)
+        if self.classwise is not None:
+            p = np.asarray(ce.softmax(np.asarray(x, dtype=np.float64))) if self.logits else x
+            onehot = np.zeros(p.shape)
+            onehot[np.arange(ids.size), ids] = 1.0
+            self.classwise.add(np.asarray(p, dtype=np.float64), onehot)
+        if self.resampled is not None:
+            self.resampled.add_rows(units, loss, right, brier)
+            self.resampled.add_calibration(units, s.confidence, right)
         return loss
 
-    def _update_multilabel(self, x: FloatArray, y: FloatArray) -> Any:
+    def _update_multilabel(self, x: FloatArray, y: FloatArray, units: IntArray) -> FloatArray:
+        x = np.asarray(x, dtype=np.float64)
         if self.logits:
             loss = ce.sigmoid_cross_entropy(x, y, reduction="none")
             p = np.asarray(ce.sigmoid(x))
@@ -169,28 +383,31 @@ class ReportAccumulator:
             p = x
             loss = ce.binary_cross_entropy(p, y, eps=EPS, reduction="none")
         loss = np.asarray(loss, dtype=np.float64)
-        predicted = p > 0.5
-        right = predicted == (y == 1)
+        right = (p > 0.5) == (y == 1)
+        squared = (p - y) ** 2
         self.elements += y.size
         self.loss_sum += float(np.sum(loss))
-        self.correct += int(np.all(right, axis=1).sum())
+        exact = np.all(right, axis=1)
+        self.correct += int(exact.sum())
         self.element_correct += int(right.sum())
-        self.brier_sum += float(np.sum((p - y) ** 2))
+        self.brier_sum += float(np.sum(squared))
         self.class_count += (y == 1).sum(axis=0).astype(np.int64)
         self.class_loss += loss.sum(axis=0)
         self.class_correct += right.sum(axis=0)
-        confidence = np.maximum(p, 1.0 - p)
-        self._bin(confidence.reshape(-1), right.reshape(-1).astype(np.float64))
-        return loss.mean(axis=1)
+        confidence = np.maximum(p, 1.0 - p).reshape(-1)
+        right_flat = right.reshape(-1).astype(np.float64)
+        self.confidence.add(confidence, right_flat)
+        if self.classwise is not None:
+            self.classwise.add(p, y)
+        row_loss: FloatArray = loss.mean(axis=1)
+        if self.resampled is not None:
+            self.resampled.add_rows(units, row_loss, exact.astype(np.float64), squared.mean(axis=1))
+            self.resampled.add_calibration(
+                np.repeat(units, self.num_classes), confidence, right_flat
+            )
+        return row_loss
 
-    def _bin(self, confidence: FloatArray, right: FloatArray) -> None:
-        # bin b holds (b/B, (b+1)/B]; a confidence of exactly 0 goes to the first bin
-        b = np.clip(np.ceil(confidence * ECE_BINS).astype(np.int64) - 1, 0, ECE_BINS - 1)
-        self.bin_count += np.bincount(b, minlength=ECE_BINS)
-        self.bin_confidence += np.bincount(b, weights=confidence, minlength=ECE_BINS)
-        self.bin_correct += np.bincount(b, weights=right, minlength=ECE_BINS)
-
-    def _keep_worst(self, loss: FloatArray, offset: int) -> None:
+    def _keep_worst(self, loss: FloatArray, row_index: IntArray) -> None:
         k = self.worst
         if k == 0:
             return
@@ -202,24 +419,106 @@ class ReportAccumulator:
         else:
             candidates = np.arange(len(loss))
         if len(heap) == k:
-            candidates = candidates[loss[candidates] > heap[0][0]]
+            candidates = candidates[loss[candidates] >= heap[0][0]]
         for i in candidates:
-            item = (float(loss[i]), -(offset + int(i)))
-            if len(heap) < k:
-                heapq.heappush(heap, item)
-            elif item > heap[0]:
-                heapq.heapreplace(heap, item)
+            self._push((float(loss[i]), -int(row_index[i])))
+
+    def _push(self, item: tuple[float, int]) -> None:
+        heap = self._heap
+        if len(heap) < self.worst:
+            heapq.heappush(heap, item)
+        elif item > heap[0]:
+            heapq.heapreplace(heap, item)
+
+    # ---- merging ------------------------------------------------------------------------
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "num_classes": self.num_classes,
+            "logits": self.logits,
+            "multilabel": self.multilabel,
+            "worst": self.worst,
+            "bins": self.bins,
+            "binning": self.binning,
+            "top_k": self.top_k,
+            "ignore_index": self.ignore_index,
+            "bootstrap": self.bootstrap,
+            "seed": self.seed,
+            "level": self.level,
+            "edges": None if self.edges is None else self.edges.tolist(),
+        }
+
+    def merge(self, other: ReportAccumulator) -> None:
+        """Add the rows of ``other`` (fed rows disjoint from this one's: its own
+        ``first_row``): this accumulator becomes the one of all their rows.
+
+        Raises:
+            ValueError: when the two were made with different options (named).
+        """
+        if not isinstance(other, ReportAccumulator):
+            raise TypeError(f"other: expected a ReportAccumulator; got {type(other).__name__}")
+        mine, theirs = self._options(), other._options()
+        for name, value in mine.items():
+            if theirs[name] != value:
+                raise ValueError(
+                    f"other: made with {name}={theirs[name]!r}, this one with {name}={value!r}; "
+                    "only reports of the same options merge"
+                )
+        self.first_row = min(self.first_row, other.first_row)
+        self.next_row = max(self.next_row, other.next_row)
+        for name in (
+            "rows",
+            "ignored",
+            "elements",
+            "loss_sum",
+            "correct",
+            "top_k_correct",
+            "element_correct",
+            "brier_sum",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.class_count = self.class_count + other.class_count
+        self.class_loss = self.class_loss + other.class_loss
+        self.class_correct = self.class_correct + other.class_correct
+        self.confidence.merge(other.confidence)  # type: ignore[arg-type]
+        if self.classwise is not None and other.classwise is not None:
+            self.classwise.merge(other.classwise)
+        if self.resampled is not None and other.resampled is not None:
+            self.resampled.merge(other.resampled)
+        if other.sequences is not None:
+            if self.sequences is None:
+                self.sequences = _Sequences()
+            self.sequences.add(other.sequences.ids, other.sequences.loss, other.sequences.count)
+        for item in other._heap:
+            self._push(item)
 
     # ---- the result ---------------------------------------------------------------------
+
+    def quantile_edges(self) -> FloatArray:
+        """The edges of the equal-mass bins of the rows fed so far: with them, a second pass
+        (``edges=``) puts every confidence in the same bin, which a bootstrap needs.
+
+        Raises:
+            ValueError: when the binning is not quantile, or the edges are already fixed.
+        """
+        if not isinstance(self.confidence, ConfidenceValues):
+            raise ValueError(
+                "quantile_edges: the accumulator has fixed edges (binning "
+                f"{self.binning!r}{', edges given' if self.binning == 'quantile' else ''})"
+            )
+        if self.rows == 0:
+            raise ValueError("quantile_edges: no rows yet")
+        return self.confidence.edges(self.bins)
 
     def result(self) -> Report:
         """The report of every row fed so far.
 
         Raises:
-            ValueError: when no rows were fed.
+            ValueError: when no rows were fed (or every row was ignored).
         """
         if self.rows == 0:
-            raise ValueError("no rows: the report needs at least one prediction")
+            ignored = f" ({self.ignored} rows ignored)" if self.ignored else ""
+            raise ValueError(f"no rows: the report needs at least one prediction{ignored}")
         n = self.rows
         if self.multilabel:
             count = self.elements
@@ -228,26 +527,23 @@ class ReportAccumulator:
             count = n
             per_class_denominator = self.class_count.astype(np.float64)
         nats = self.loss_sum / count
+        classwise = None if self.classwise is None else self.classwise.errors()
         classes = [
             ClassStats(
                 index=j,
                 count=int(self.class_count[j]),
                 cross_entropy=_mean(float(self.class_loss[j]), per_class_denominator[j]),
                 accuracy=_mean(float(self.class_correct[j]), per_class_denominator[j]),
+                ece=None if classwise is None else float(classwise[j]),
             )
             for j in range(self.num_classes)
         ]
-        total = float(self.bin_count.sum())
-        ece = 0.0
-        bins = []
-        for b in range(ECE_BINS):
-            nb = int(self.bin_count[b])
-            conf = _mean(float(self.bin_confidence[b]), nb)
-            accuracy = _mean(float(self.bin_correct[b]), nb)
-            if nb:
-                assert conf is not None and accuracy is not None
-                ece += nb / total * abs(accuracy - conf)
-            bins.append(CalibrationBin(b / ECE_BINS, (b + 1) / ECE_BINS, nb, conf, accuracy))
+        binned = (
+            self.confidence.binned(self.bins)
+            if isinstance(self.confidence, ConfidenceValues)
+            else self.confidence
+        )
+        ece, rmsce, mce = binned.errors()
         worst = [WorstRow(-neg, loss) for loss, neg in sorted(self._heap, reverse=True)]
         return Report(
             rows=n,
@@ -260,10 +556,20 @@ class ReportAccumulator:
             accuracy=self.correct / n,
             element_accuracy=self.element_correct / self.elements if self.multilabel else None,
             brier=self.brier_sum / count,
-            ece=ece,
+            ece=float(ece),
             classes=classes,
-            calibration=bins,
+            calibration=binned.bins(),
             worst=worst,
+            rmsce=float(rmsce),
+            mce=float(mce),
+            classwise_ece=None if classwise is None else float(np.mean(classwise)),
+            binning=self.binning,
+            bins=self.bins,
+            top_k=self.top_k,
+            top_k_accuracy=None if self.top_k is None else self.top_k_correct / n,
+            ignored=self.ignored,
+            sequences=None if self.sequences is None else self.sequences.stats(),
+            uncertainty=None if self.resampled is None else self.resampled.uncertainty(self.level),
         )
 
 
@@ -276,8 +582,19 @@ def compute_report(
     normalize: bool = False,
     worst: int = 10,
     chunk_rows: int | None = None,
+    bins: int = ECE_BINS,
+    binning: str = "uniform",
+    top_k: int | None = None,
+    ignore_index: int | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> Report:
     """The report of whole arrays, fed to a :class:`ReportAccumulator` in ``chunk_rows`` rows.
+
+    ``predictions`` (n, C) with labels (n,) or (n, C); or a token file's (S, T, V) with labels
+    (S, T): its S x T tokens are the rows, row s * T + t in sequence s. Quantile bins with a
+    bootstrap take two passes (the first finds the edges).
 
     Example:
         >>> import numpy as np
@@ -286,18 +603,55 @@ def compute_report(
         0.7201 0.5
     """
     x = np.asarray(predictions)
-    if x.ndim == 1:
-        x = x[:, None]
     y = np.asarray(labels)
-    if y.shape[0] != x.shape[0]:
+    per_sequence: int | None = None
+    if x.ndim == 3:
+        if multilabel:
+            raise ValueError("predictions: token arrays (S, T, V) are single-label; no multilabel")
+        if y.shape != x.shape[:2]:
+            raise ValueError(
+                f"labels: token predictions of shape {x.shape} need labels of shape "
+                f"{x.shape[:2]}; got {y.shape}"
+            )
+        per_sequence = x.shape[1]
+        x = x.reshape(-1, x.shape[2])
+        y = y.reshape(-1)
+    elif x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"predictions: expected (n, C) or (S, T, V); got shape {x.shape}")
+    if y.ndim == 0 or y.shape[0] != x.shape[0]:
         raise ValueError(
-            f"predictions and labels: {x.shape[0]} prediction rows but {y.shape[0]} label rows"
+            f"predictions and labels: {x.shape[0]} prediction rows but labels of shape {y.shape}"
         )
-    acc = ReportAccumulator(x.shape[1], logits=logits, multilabel=multilabel, worst=worst)
+    options: dict[str, Any] = {
+        "logits": logits,
+        "multilabel": multilabel,
+        "worst": worst,
+        "bins": bins,
+        "binning": binning,
+        "top_k": top_k,
+        "ignore_index": ignore_index,
+        "seed": seed,
+        "level": level,
+    }
     step = max(1, chunk_rows or x.shape[0] or 1)
-    for start in range(0, x.shape[0], step):
-        chunk = check_predictions(
-            x[start : start + step], logits=logits, multilabel=multilabel, normalize=normalize
-        )
-        acc.update(chunk, y[start : start + step])
-    return acc.result()
+
+    def run(accumulator: ReportAccumulator) -> ReportAccumulator:
+        for start in range(0, x.shape[0], step):
+            chunk = check_predictions(
+                x[start : start + step], logits=logits, multilabel=multilabel, normalize=normalize
+            )
+            rows = np.arange(start, start + chunk.shape[0])
+            accumulator.update(
+                chunk,
+                y[start : start + step],
+                sequences=None if per_sequence is None else rows // per_sequence,
+            )
+        return accumulator
+
+    edges = None
+    if binning == "quantile" and bootstrap:
+        edges = run(ReportAccumulator(x.shape[1], **options)).quantile_edges()
+    acc = ReportAccumulator(x.shape[1], bootstrap=bootstrap, edges=edges, **options)
+    return run(acc).result()

@@ -35,6 +35,11 @@ SUM_TOLERANCE = 1e-6
 """How far from 1 the sum of a row of probabilities may be (float32 files round)."""
 
 
+_KEPT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+"""Logits of these dtypes are checked and scored as they are (the row kernel reads them);
+everything else becomes float64."""
+
+
 class BadValue(ValueError):
     """An entry of the input that the report cannot use: where it is, what is wrong, a hint."""
 
@@ -71,7 +76,8 @@ def _check_finite(x: FloatArray) -> None:
 def check_predictions(
     predictions: npt.ArrayLike, *, logits: bool, multilabel: bool, normalize: bool = False
 ) -> FloatArray:
-    """Validate one chunk of predictions, shape (n, C); return it as float64.
+    """Validate one chunk of predictions, shape (n, C); return it as float64 (float32 and
+    float16 logits as they are: a float32 logit is at most ~3.4e38, far within the limit).
 
     Every entry must be finite, and a logit at most :data:`LOGIT_LIMIT` in magnitude.
     Probabilities (``logits=False``) must lie in [0, 1] and, for single-label rows, sum to 1
@@ -81,11 +87,15 @@ def check_predictions(
     Raises:
         BadValue: at the first entry (or row) that breaks a rule.
     """
-    x = np.asarray(predictions, dtype=np.float64)
+    x = np.asarray(predictions)
+    if not (logits and x.dtype in _KEPT_DTYPES):
+        x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"predictions: expected a 2-D array (rows, classes); got shape {x.shape}")
     _check_finite(x)
     if logits:
+        if x.dtype in _KEPT_DTYPES:  # finite float32 / float16 values are far within the limit
+            return x
         beyond = np.abs(x) > LOGIT_LIMIT
         if beyond.any():
             row, col = _first(beyond)

@@ -49,6 +49,7 @@ from .modules import (
     NLLLoss,
     SmoothL1Loss,
 )
+from .scoring import score_rows
 from .tokens import softmax_entropy, token_log_probs
 
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "mse_loss",
     "nll_loss",
     "release_cached_buffers",
+    "score_rows",
     "smooth_l1_loss",
     "softmax_entropy",
     "token_log_probs",

@@ -866,3 +866,230 @@ DEFINE_DISTILL_KERNEL(distill_rows_bf16, uint16_t, float, bf16_to_f32, TOKEN_BF1
                       exp_sub_f32, logf, log1p_unit_f32)
 DEFINE_DISTILL_KERNEL(distill_rows_f16, _Float16, float, f16_to_f32, TOKEN_F16_ONE, exp_sub_f32,
                       logf, log1p_unit_f32)
+
+/*
+ * Per-row scores of a report (crossentropy.torch.scoring): for one row of logits z (C
+ * classes) and its label y,
+ *
+ *   pass A  z_y (only for y in [0, C): one unsigned compare, else no index is formed),
+ *           m = max_j z_j, rank = #{j: z_j > z_y} + #{j < y: z_j == z_y}, and whether a
+ *           logit is not finite (z - z != 0: NaN and +-inf, one subtraction)
+ *   pass B  e_j = exp(z_j - m) (the row from cache); k = #{j: z_j == m} (>= 1), the sum
+ *           of the others t = sum_{j: z_j < m} e_j and q = sum_j e_j^2, both summed in
+ *           double; argmax = min{j: z_j == m} (the first of tied maxima)
+ *   out     peak = m, log_sum = log s = log k + log1p(t / k) with s = k + t (so logsumexp
+ *           = m + log s), picked = z_y, squares = q / s^2 = sum_j p_j^2, argmax, rank
+ *
+ * log1p keeps the relative precision of a small loss: a confident row (t << 1, y the
+ * argmax) has loss log1p(t) ~ t, where log(1 + t) would keep only t's digits above 1e-16.
+ *
+ * The caller forms the loss as log s - (z_y - m), never as (m + log s) - z_y, which would
+ * lose the digits of a small loss under a large m. float32 and half rows take the float
+ * exponential of the other kernels (about 1 ulp) of the float difference z_j - m corrected
+ * by its rounding error (so a term is not off by |z_j - m| ulps, 25 ulps at a logit 25
+ * below the maximum), the sums in double: the relative error of t, and so of a small loss,
+ * is about a float ulp (measured below 2e-7 by tests/test_report_rows.py); float64 rows are
+ * computed in double throughout (libm's exp).
+ *
+ * Every row is written. A row whose label is outside [0, C) gets picked = NaN and
+ * rank = -1 (its other numbers do not depend on y); a row holding a logit that is not
+ * finite (NaN, +-inf) gets NaN for every float output and -1 for argmax and rank, which
+ * the caller reads as "refused" (so the finiteness check costs no pass of its own). No
+ * such row forms an undefined operation (the shift is 0 where m is not finite, as in the
+ * kernels above, and the float exponential clamps its argument).
+ *   x        (rows, C) with the row stride x_stride in elements (rows may even coincide:
+ *            they are only read)
+ *   target   (rows,) int64 labels
+ *   outputs  (rows,) each: peak, log_sum, picked, squares (double); argmax, rank (int64)
+ * Returns rows when every label was in [0, C), else -(i + 1) for the first row i whose
+ * label was not (every row is still written, as above).
+ */
+/* One row's outputs from its sums (see above): a row with a logit that is not finite gets
+ * NaN and -1; otherwise k >= 1 (a finite row holds its maximum), s = k + t. */
+static inline void score_write(int64_t i, int bad, double top, double zy, int64_t k, double t,
+                               double q, int64_t first, int64_t rank_value, double *peak,
+                               double *log_sum, double *picked, double *squares,
+                               int64_t *argmax, int64_t *rank) {
+    if (bad) {
+        peak[i] = log_sum[i] = picked[i] = squares[i] = (double)NAN;
+        argmax[i] = rank[i] = -1;
+        return;
+    }
+    const double s = (double)k + t;
+    peak[i] = top;
+    log_sum[i] = log((double)k) + log1p(t / (double)k);
+    squares[i] = q / (s * s);
+    picked[i] = zy;
+    argmax[i] = first;
+    rank[i] = rank_value;
+}
+
+#define SCORE_BLOCK 1024
+
+#define DEFINE_SCORE_KERNEL(NAME, T, ACC, LOAD, EXP)                                     \
+    static int64_t NAME(const T *x, int64_t x_stride, const int64_t *target, int64_t rows,          \
+                 int64_t C, double *peak, double *log_sum, double *picked, double *squares,    \
+                 int64_t *argmax, int64_t *rank) {                                             \
+        int64_t first_bad = -1;                                                                \
+        for (int64_t i = 0; i < rows; ++i) {                                                   \
+            const T *xr = x + i * x_stride;                                                    \
+            const int64_t y = target[i];                                                       \
+            /* one unsigned compare: a negative y wraps to >= 2^63, so out of range too */     \
+            const int ok = (uint64_t)y < (uint64_t)C;                                          \
+            if (!ok && first_bad < 0) first_bad = i;                                           \
+            const ACC zy = ok ? LOAD(xr[y]) : (ACC)0;                                          \
+            const int64_t before = ok ? y : 0;                                                 \
+            /* pass A: the maximum, the rank of z_y, a logit that is not finite */             \
+            ACC top = -INFINITY;                                                               \
+            int bad = 0;                                                                       \
+            int64_t above = 0, tied = 0;                                                       \
+            _Pragma("omp simd reduction(max : top) reduction(| : bad) reduction(+ : above, tied)") \
+            for (int64_t j = 0; j < C; ++j) {                                                  \
+                const ACC z = LOAD(xr[j]);                                                     \
+                top = z > top ? z : top;                                                       \
+                bad |= !(z - z == 0);                                                          \
+                above += z > zy;                                                               \
+                tied += (z == zy) & (j < before);                                              \
+            }                                                                                  \
+            const ACC shift = isfinite(top) ? top : (ACC)0;                                    \
+            /* pass B: the sums of e and e^2, the first maximum; summed by blocks of         \
+             * SCORE_BLOCK classes (each block's sums added to the row's), so that a sum's   \
+             * rounding grows with C / SCORE_BLOCK + SCORE_BLOCK / lanes, not C / lanes */    \
+            double t = 0, q = 0;                                                               \
+            int64_t first = C, k = 0;                                                          \
+            for (int64_t b = 0; b < C; b += SCORE_BLOCK) {                                     \
+                const int64_t end = C - b < SCORE_BLOCK ? C : b + SCORE_BLOCK;                 \
+                double tb = 0, qb = 0;                                                         \
+                _Pragma("omp simd reduction(+ : tb, qb, k) reduction(min : first)")            \
+                for (int64_t j = b; j < end; ++j) {                                            \
+                    const ACC z = LOAD(xr[j]);                                                 \
+                    /* d = z - m rounded and its rounding error r (TwoSum, exact):            \
+                     * e^(d + r) = e^d (1 + r) to second order, so e is as exact as the      \
+                     * exponential (0 stays 0: r is NaN where d overflowed to -inf) */        \
+                    const ACC d = z - shift, back = d - z;                                     \
+                    const ACC r = (z - (d - back)) - (shift + back);                           \
+                    const ACC e0 = EXP(d), e = e0 == 0 ? e0 : e0 + e0 * r;                     \
+                    const int at_top = z == top;                                               \
+                    tb += at_top ? 0.0 : (double)e;                                            \
+                    k += at_top;                                                               \
+                    qb += (double)(e * e);                                                     \
+                    first = (at_top && j < first) ? j : first;                                 \
+                }                                                                              \
+                t += tb;                                                                       \
+                q += qb;                                                                       \
+            }                                                                                  \
+            score_write(i, bad, (double)top, ok ? (double)zy : (double)NAN, k, t, q,          \
+                        first < C ? first : -1, ok ? above + tied : -1, peak, log_sum, picked,   \
+                        squares, argmax, rank);                                                \
+        }                                                                                      \
+        return first_bad < 0 ? rows : -(first_bad + 1);                                        \
+    }
+
+DEFINE_SCORE_KERNEL(score_rows_f32_generic, float, float, IDENTITY, exp_neg_f32)
+DEFINE_SCORE_KERNEL(score_rows_f64_generic, double, double, IDENTITY, exp_neg_f64)
+DEFINE_SCORE_KERNEL(score_rows_bf16_generic, uint16_t, float, bf16_to_f32, exp_neg_f32)
+DEFINE_SCORE_KERNEL(score_rows_f16_generic, _Float16, float, f16_to_f32, exp_neg_f32)
+
+#if CE_AVX512
+/*
+ * The same rows on AVX-512, 16 float lanes (float32 and half rows): the counts of pass A
+ * and k by popcounts of comparison masks, the first maximum from the first mask that has
+ * one, t and q summed in 2 x 8 double lanes (each lane sums C / 16 terms: for float rows
+ * their rounding is far below the float exponential's), exp16_neg (1.6 ulp) for the
+ * exponential, with the same TwoSum correction of z - m. Lanes past C (the masked tail)
+ * count nowhere.
+ */
+#define SCORE_MASK_BEFORE(rem) /* the lanes j + l < before, rem = before - j */              \
+    ((rem) >= 16 ? (__mmask16)0xFFFF : (rem) <= 0 ? (__mmask16)0 : (__mmask16)((1u << (rem)) - 1u))
+
+#define DEFINE_SCORE_AVX512(NAME, T, LOAD, MASKLOAD, FROM)                                     \
+    static int64_t NAME(const T *x, int64_t x_stride, const int64_t *target, int64_t rows,     \
+                        int64_t C, double *peak, double *log_sum, double *picked,              \
+                        double *squares, int64_t *argmax, int64_t *rank) {                     \
+        const __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1u);                             \
+        const int64_t body = C - C % 16;                                                       \
+        const __m512 zero = _mm512_setzero_ps();                                               \
+        int64_t first_bad = -1;                                                                \
+        for (int64_t i = 0; i < rows; ++i) {                                                   \
+            const T *xr = x + i * x_stride;                                                    \
+            const int64_t y = target[i];                                                       \
+            const int ok = (uint64_t)y < (uint64_t)C;                                          \
+            if (!ok && first_bad < 0) first_bad = i;                                           \
+            const float zy = ok ? FROM(xr[y]) : 0.0f;                                          \
+            const int64_t before = ok ? y : 0;                                                 \
+            const __m512 vzy = _mm512_set1_ps(zy);                                             \
+            /* pass A */                                                                       \
+            __m512 vm = _mm512_set1_ps(-INFINITY);                                             \
+            __mmask16 badm = 0;                                                                \
+            int64_t above = 0, tied = 0;                                                       \
+            for (int64_t j = 0; j < C; j += 16) {                                              \
+                const __mmask16 live = j < body ? (__mmask16)0xFFFF : tail;                    \
+                const __m512 v = j < body ? LOAD(xr + j) : MASKLOAD(live, xr + j);             \
+                vm = _mm512_mask_max_ps(vm, live, vm, v);                                      \
+                badm |= _mm512_mask_cmp_ps_mask(live, _mm512_sub_ps(v, v), zero, _CMP_NEQ_UQ); \
+                above += __builtin_popcount(_mm512_mask_cmp_ps_mask(live, v, vzy, _CMP_GT_OQ)); \
+                const __mmask16 eq = _mm512_mask_cmp_ps_mask(live, v, vzy, _CMP_EQ_OQ);        \
+                if (eq && j < before)                                                          \
+                    tied += __builtin_popcount(eq & SCORE_MASK_BEFORE(before - j));            \
+            }                                                                                  \
+            const float top = _mm512_reduce_max_ps(vm);                                        \
+            const float shift = isfinite(top) ? top : 0.0f;                                    \
+            const __m512 vshift = _mm512_set1_ps(shift), vtop = _mm512_set1_ps(top);           \
+            /* pass B */                                                                       \
+            __m512d t0 = _mm512_setzero_pd(), t1 = t0, q0 = t0, q1 = t0;                       \
+            int64_t first = C, k = 0;                                                          \
+            for (int64_t j = 0; j < C; j += 16) {                                              \
+                const __mmask16 live = j < body ? (__mmask16)0xFFFF : tail;                    \
+                const __m512 v = j < body ? LOAD(xr + j) : MASKLOAD(live, xr + j);             \
+                const __m512 d = _mm512_sub_ps(v, vshift), back = _mm512_sub_ps(d, v);         \
+                const __m512 r = _mm512_sub_ps(_mm512_sub_ps(v, _mm512_sub_ps(d, back)),       \
+                                               _mm512_add_ps(vshift, back));                   \
+                const __m512 e0 = exp16_neg(d);                                                \
+                const __mmask16 nz = _mm512_mask_cmp_ps_mask(live, e0, zero, _CMP_NEQ_OQ);     \
+                const __m512 e = _mm512_maskz_fmadd_ps(nz, e0, r, e0);                         \
+                const __mmask16 at = _mm512_mask_cmp_ps_mask(live, v, vtop, _CMP_EQ_OQ);       \
+                const __m512 rest = _mm512_maskz_mov_ps((__mmask16)~at, e);                    \
+                const __m512 e2 = _mm512_mul_ps(e, e);                                         \
+                t0 = _mm512_add_pd(t0, _mm512_cvtps_pd(_mm512_castps512_ps256(rest)));         \
+                t1 = _mm512_add_pd(t1, _mm512_cvtps_pd(_mm256_castpd_ps(                       \
+                                           _mm512_extractf64x4_pd(_mm512_castps_pd(rest), 1)))); \
+                q0 = _mm512_add_pd(q0, _mm512_cvtps_pd(_mm512_castps512_ps256(e2)));           \
+                q1 = _mm512_add_pd(q1, _mm512_cvtps_pd(_mm256_castpd_ps(                       \
+                                           _mm512_extractf64x4_pd(_mm512_castps_pd(e2), 1)))); \
+                if (at) {                                                                      \
+                    k += __builtin_popcount(at);                                               \
+                    if (first == C) first = j + __builtin_ctz(at);                             \
+                }                                                                              \
+            }                                                                                  \
+            const double t = _mm512_reduce_add_pd(_mm512_add_pd(t0, t1));                      \
+            const double q = _mm512_reduce_add_pd(_mm512_add_pd(q0, q1));                      \
+            score_write(i, badm != 0, (double)top, ok ? (double)zy : (double)NAN, k, t, q,    \
+                        first < C ? first : -1, ok ? above + tied : -1, peak, log_sum, picked,   \
+                        squares, argmax, rank);                                                \
+        }                                                                                      \
+        return first_bad < 0 ? rows : -(first_bad + 1);                                        \
+    }
+
+DEFINE_SCORE_AVX512(score_rows_f32_avx512, float, F32_LOAD, F32_MASKLOAD, F32_FROM)
+DEFINE_SCORE_AVX512(score_rows_bf16_avx512, uint16_t, BF16_LOAD, BF16_MASKLOAD, BF16_FROM)
+DEFINE_SCORE_AVX512(score_rows_f16_avx512, _Float16, F16_LOAD, F16_MASKLOAD, F16_FROM)
+#define SCORE_FAST(FAST) return FAST(x, x_stride, target, rows, C, peak, log_sum, picked, squares, argmax, rank);
+#else
+#define SCORE_FAST(FAST)
+#endif
+
+/* The exported kernels: the AVX-512 rows where the build has them, the generic ones
+ * otherwise (and for float64). */
+#define DEFINE_SCORE_DISPATCH(NAME, T, FAST, GENERIC)                                          \
+    int64_t NAME(const T *x, int64_t x_stride, const int64_t *target, int64_t rows, int64_t C,  \
+                 double *peak, double *log_sum, double *picked, double *squares,               \
+                 int64_t *argmax, int64_t *rank) {                                             \
+        FAST                                                                                   \
+        return GENERIC(x, x_stride, target, rows, C, peak, log_sum, picked, squares, argmax,   \
+                       rank);                                                                  \
+    }
+
+DEFINE_SCORE_DISPATCH(score_rows_f32, float, SCORE_FAST(score_rows_f32_avx512), score_rows_f32_generic)
+DEFINE_SCORE_DISPATCH(score_rows_f64, double, , score_rows_f64_generic)
+DEFINE_SCORE_DISPATCH(score_rows_bf16, uint16_t, SCORE_FAST(score_rows_bf16_avx512), score_rows_bf16_generic)
+DEFINE_SCORE_DISPATCH(score_rows_f16, _Float16, SCORE_FAST(score_rows_f16_avx512), score_rows_f16_generic)

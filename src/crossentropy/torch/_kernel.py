@@ -52,6 +52,7 @@ __all__ = [
     "launch",
     "load",
     "release_cached_buffers",
+    "score_rows",
     "token_gradient",
     "token_statistics",
     "unavailable_reason",
@@ -156,6 +157,10 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
         kernel = getattr(library, name)
         kernel.argtypes = [p, i64, p, i64, p, i64, p, p, p, i64, i64, i64, f64, f64, f64, f64]
         kernel.argtypes += [p, p, i64]
+        kernel.restype = i64
+    for name in _SCORE_KERNELS.values():
+        kernel = getattr(library, name)
+        kernel.argtypes = [p, i64, p, i64, i64, p, p, p, p, p, p]
         kernel.restype = i64
     return library
 
@@ -765,3 +770,72 @@ def distill_rows(
 
     _over_rows(rows, 2 * classes, run)
     return losses, into
+
+
+# per storage dtype: the per-row scores of a report
+_SCORE_KERNELS = {
+    torch.float32: "score_rows_f32",
+    torch.float64: "score_rows_f64",
+    torch.bfloat16: "score_rows_bf16",
+    torch.float16: "score_rows_f16",
+}
+
+
+def score_rows(
+    z: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-row scores of the CPU logits ``z`` (rows, C) (rows contiguous, any row
+    stride; only read) with the labels ``target`` (rows,), by the ``score_rows_*`` kernel:
+    ``(peak, log_sum, picked, squares, argmax, rank)``, float64 and int64 tensors of
+    (rows,): m = max_j z_j, log sum_j exp(z_j - m), z_y, sum_j p_j^2, the first argmax and
+    #{j: z_j > z_y} + #{j < y: z_j = z_y}. Float64 throughout for float64 logits; float32
+    and half rows take a float exponential summed in float64 (see the kernel's comment).
+
+    Every label must be an integer in [0, C) (``ValueError`` naming the first that is not;
+    the kernel checks each row itself as well and forms no index outside it). A row holding
+    a logit that is not finite (NaN, +-inf) gets NaN numbers and -1 for argmax and rank."""
+    _rows_of("z", z, z)
+    rows, classes = z.shape
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) != (rows,):
+        shown = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target)
+        raise ValueError(f"target: expected shape ({rows},), one class id per row; got {shown}")
+    if not _validate.holds_in_int64(target) or target.is_floating_point() or target.is_complex():
+        raise TypeError(f"target: expected integer class ids (int64); got {target.dtype}")
+    if target.device.type != "cpu":
+        raise ValueError(f"target: expected a CPU tensor; got one on {target.device}")
+    ids = target.to(dtype=torch.int64).contiguous()
+    if rows:
+        outside = (ids < 0) | (ids >= classes)
+        if bool(outside.any()):
+            first = int(torch.nonzero(outside)[0, 0])
+            raise ValueError(
+                f"target: expected class ids in [0, {classes}); got {int(ids[first])} at "
+                f"position ({first},)"
+            )
+    peak, log_sum, picked, squares = (torch.empty(rows, dtype=torch.float64) for _ in range(4))
+    argmax, rank = torch.empty(rows, dtype=torch.int64), torch.empty(rows, dtype=torch.int64)
+    outputs = (peak, log_sum, picked, squares, argmax, rank)
+    kernel = getattr(load(), _SCORE_KERNELS[z.dtype])
+    size = z.element_size()
+    refused: list[int] = []
+
+    def run(a: int, b: int) -> None:
+        done = kernel(
+            z.data_ptr() + a * z.stride(0) * size,
+            z.stride(0),
+            ids.data_ptr() + a * 8,
+            b - a,
+            classes,
+            *(out.data_ptr() + a * 8 for out in outputs),
+        )
+        if done != b - a:
+            refused.append(a - done - 1)
+
+    _over_rows(rows, classes, run)
+    if refused:  # the labels were checked above: only a label changed meanwhile lands here
+        first = min(refused)
+        raise ValueError(
+            f"target: expected class ids in [0, {classes}); got {int(ids[first])} at "
+            f"position ({first},)"
+        )
+    return outputs
