@@ -571,7 +571,7 @@ def test_bootstrap(files: dict[str, str]) -> None:
         assert u[key]["low"] < a[metric] < u[key]["high"]
     wide = run_json(*args, "--seed", "3", "--ci", "0.99")["uncertainty"]["cross_entropy"]
     assert wide["low"] <= u["cross_entropy"]["low"] and wide["high"] >= u["cross_entropy"]["high"]
-    text = invoke(*args)
+    text = invoke(*args, "--seed", "3")
     assert text.exit_code == 0, text.output
     iv = a["uncertainty"]["cross_entropy"]
     assert f"[{iv['low']:.4g}, {iv['high']:.4g}]" in text.stdout
@@ -586,8 +586,8 @@ def test_quantile_bootstrap_two_passes(files: dict[str, str], tmp_path: Path) ->
     two = run_json(
         files["p"], files["y"], "--binning", "quantile", "--bins", "6", "--bootstrap", "50"
     )
-    assert two["calibration"] == one["calibration"]
-    assert two["ece"] == one["ece"]
+    _close(two["calibration"], one["calibration"])  # the same edges (sums in another order)
+    _close(two["ece"], one["ece"])
     assert two["uncertainty"]["replicates"] == 50
     data = Path(files["p"]).read_bytes()
     result = CliRunner().invoke(

@@ -744,7 +744,7 @@ def _token_length(predictions: Source, labels: Source, *, multilabel: bool) -> i
     return shape[1]
 
 
-def _validated(
+def _prepared(
     x: npt.NDArray[Any],
     keep: npt.NDArray[np.bool_] | None,
     *,
@@ -752,27 +752,37 @@ def _validated(
     multilabel: bool,
     normalize: bool,
 ) -> npt.NDArray[Any]:
-    """A chunk of predictions checked (the rows in ``keep``, all when None); returned as it
-    is, in its own dtype, or normalised (float64) with ``normalize`` (ignored rows then set to
-    the uniform distribution, never read)."""
+    """A chunk of predictions for the accumulator, which checks it (and names the bad entry).
+
+    The rows outside ``keep`` (their label is the ignore index) are neither checked nor
+    scored: padding may hold anything (NaN from a fully masked row), so they are replaced by
+    a harmless row (logits 0, or the uniform distribution). ``normalize`` divides each kept
+    row by its sum (:func:`check_predictions`, which checks it), in float64; otherwise the
+    chunk keeps its dtype (float32 and float16 are scored as they are).
+    """
     kept_rows = None if keep is None or keep.all() else np.flatnonzero(keep)
-    try:
-        checked = check_predictions(
-            x if kept_rows is None else x[kept_rows],
-            logits=logits,
-            multilabel=multilabel,
-            normalize=normalize,
-        )
-    except BadValue as exc:
-        if kept_rows is not None:
-            exc.row = int(kept_rows[exc.row])
-        raise
-    if not normalize:
-        return x
+    if normalize:
+        try:
+            checked = check_predictions(
+                x if kept_rows is None else x[kept_rows],
+                logits=logits,
+                multilabel=multilabel,
+                normalize=True,
+            )
+        except BadValue as exc:
+            if kept_rows is not None:
+                exc.row = int(kept_rows[exc.row])
+            raise
+        if kept_rows is None:
+            return checked
+        out = np.full(x.shape, 1.0 / x.shape[1])
+        out[kept_rows] = checked
+        return out
     if kept_rows is None:
-        return checked
-    out = np.full(x.shape, 1.0 / x.shape[1])
-    out[kept_rows] = checked
+        return x
+    assert keep is not None
+    out = x.copy()
+    out[~keep] = 0.0 if logits else 1.0 / x.shape[1]
     return out
 
 
@@ -847,7 +857,7 @@ def accumulate(
             m = y.shape[0]
             keep = _kept(y, ignore_index, labels.name)
             try:
-                x = _validated(
+                x = _prepared(
                     x_all[done : done + m],
                     keep,
                     logits=logits,
@@ -880,6 +890,14 @@ def accumulate(
             on_progress(predictions.position)
     assert acc is not None
     return acc
+
+
+def _finished(acc: ReportAccumulator, name: str) -> Report:
+    """The accumulator's report (every row ignored: a one-line error)."""
+    try:
+        return acc.result()
+    except ValueError as exc:
+        raise CliError(f"{name}: {' '.join(str(exc).split())}") from None
 
 
 def _accumulator(name: str, c: int, **options: Any) -> ReportAccumulator:
@@ -938,7 +956,7 @@ def run_report(
         on_progress=on_progress,
         **options,
     )
-    return acc.result()
+    return _finished(acc, predictions.name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -960,7 +978,7 @@ def render_text(report: Report, console: Console, *, title: str) -> None:
 
     sequences = sequence_rows(report)
     if sequences:
-        table = Table(title="Per sequence (perplexity of its tokens)", box=box.SIMPLE)
+        table = Table(title="Per sequence", box=box.SIMPLE, caption="perplexity of its tokens")
         table.add_column("")
         table.add_column("value", justify="right")
         for name, value in sequences:
@@ -1139,12 +1157,14 @@ def _local_report(predictions: str, labels: str, *, two_passes: bool, **options:
                 )
                 if number < passes:
                     edges = acc.quantile_edges()
+                else:
+                    report = _finished(acc, pred_source.name)
         except MemoryError:
             raise CliError("out of memory (a row too wide for one chunk?)") from None
         finally:
             for s in sources:
                 s.close()
-    return acc.result()
+    return report
 
 
 def compute(
