@@ -153,6 +153,18 @@ def test_ignored_tokens_are_removed_rows(
     for key in ("cross_entropy_nats", "perplexity", "accuracy", "top_k_accuracy", "brier", "ece"):
         np.testing.assert_allclose(a[key], b[key], rtol=1e-12)
     assert a["calibration"] == b["calibration"]
+    # padding is neither checked nor scored: NaN there (a fully masked row) changes nothing
+    np.save(root / "nan_z.npy", np.where(scored[..., None], z, np.float32(np.nan)))
+    d = run_json(str(root / "nan_z.npy"), paths["y"], "--logits", "--top-k", "3")
+    assert {**d, "predictions": ""} == {**a, "predictions": ""}
+    # a NaN in a scored token is named
+    bad = z.copy()
+    bad[0, 4, 2] = np.nan  # sequence 0 is whole
+    np.save(root / "bad_z.npy", bad)
+    assert_bad(invoke(str(root / "bad_z.npy"), paths["y"], "--logits"), "row 4, column 3")
+    # every token ignored
+    np.save(root / "pad.npy", np.full((S, T), -100))
+    assert_bad(invoke(paths["z"], str(root / "pad.npy"), "--logits"), "no rows", "ignored")
     # another ignore index: -100 is then a label like any other (and out of range)
     y2 = np.where(scored, y, 0)
     y2[~scored] = V + 5
