@@ -58,6 +58,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import functools
+import glob
 import importlib
 import io
 import json
@@ -1100,12 +1101,29 @@ def _rereadable(spec: str) -> bool:
         return True  # open_source says what is wrong with it
 
 
+def _tokens_pattern(pattern: str) -> bool:
+    """Whether the first file a glob pattern matches holds tokens (S, T, V): its NPY header
+    says so. (Anything else, a file that cannot be read included, is the Dask report's to
+    tell.)"""
+    matches = sorted(glob.glob(pattern, recursive=True))
+    if not matches:
+        return False
+    try:
+        with open(matches[0], "rb") as file:
+            return len(_read_header(file, matches[0])[0]) == 3
+    except (OSError, ValueError):
+        return False
+
+
 def _dask_report(scheduler: str, predictions: str, labels: str, **options: Any) -> Report:
-    """The report of the files matching two glob patterns, computed on a Dask cluster."""
+    """The report of the files matching two glob patterns, computed on a Dask cluster (token
+    files, as locally, skip the label :data:`IGNORE_INDEX` unless ``ignore_index`` is given)."""
     if _STDIN in (predictions, labels):
         raise CliError(
             "reads glob patterns of files (the workers open them), not standard input", "--dask"
         )
+    if options.get("ignore_index") is None and _tokens_pattern(predictions):
+        options["ignore_index"] = IGNORE_INDEX
     try:
         on_dask = importlib.import_module("crossentropy.report.on_dask")
         report: Report = on_dask.report_files(scheduler, predictions, labels, **options)
