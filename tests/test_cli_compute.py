@@ -782,6 +782,7 @@ def test_html(files: dict[str, str], data: dict[str, np.ndarray], tmp_path: Path
         (["--bootstrap", "-1"], ["--bootstrap"]),
         (["--bootstrap", "100001"], ["--bootstrap"]),
         (["--seed", "-1"], ["--seed"]),
+        (["--seed", str(1 << 63)], ["--seed"]),
         (["--ci", "1"], ["--ci", "(0, 1)"]),
         (["--ci", "0"], ["--ci"]),
         (["--ci", "nan"], ["--ci"]),

@@ -1267,7 +1267,10 @@ def compute(
         ),
     ] = 0,
     seed: Annotated[
-        int, typer.Option("--seed", min=0, metavar="S", help="The seed of the bootstrap.")
+        int,
+        typer.Option(
+            "--seed", min=0, max=(1 << 63) - 1, metavar="S", help="The seed of the bootstrap."
+        ),
     ] = 0,
     ci: Annotated[
         float,
