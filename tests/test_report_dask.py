@@ -7,6 +7,7 @@ start), so every accumulator is pickled between processes on its way to the clie
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import pickle
@@ -17,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
+from crossentropy.cli.app import app  # noqa: E402
 from crossentropy.report import BadValue, ReportAccumulator, compute_report  # noqa: E402
 from crossentropy.report.on_dask import dask_report, report_files  # noqa: E402
 
@@ -338,6 +341,35 @@ def test_token_files_match_compute_report(cluster: Any, tmp_path: Path) -> None:
     pred, lab = _shards(tmp_path, x.astype(np.float32), y.astype(np.int32), [4, 6, 4])
     got = report_files(cluster.scheduler_address, pred, lab, logits=True, ignore_index=-100)
     _same(got, compute_report(x.astype(np.float32), y, logits=True, ignore_index=-100))
+
+
+def test_command_on_the_cluster_gives_the_local_report(cluster: Any, tmp_path: Path) -> None:
+    """`crossentropy compute --dask ADDRESS 'p/*.npy' 'l/*.npy'`, as a user runs it, gives
+    the report `compute` gives on the concatenated files."""
+    x, y = _tokens(s=10)
+    pred, lab = _shards(tmp_path, x.astype(np.float32), y.astype(np.int64), [3, 3, 4])
+    whole_x, whole_y = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(whole_x, x.astype(np.float32))
+    np.save(whole_y, y.astype(np.int64))
+    common = ["--logits", "--top-k", "3", "--bootstrap", "20", "--seed", "4", "--format", "json"]
+    runner = CliRunner()
+    on_dask = runner.invoke(
+        app, ["compute", "--dask", cluster.scheduler_address, pred, lab, *common]
+    )
+    assert on_dask.exit_code == 0, on_dask.output
+    local = runner.invoke(app, ["compute", str(whole_x), str(whole_y), *common])
+    assert local.exit_code == 0, local.output
+    a, b = json.loads(on_dask.stdout), json.loads(local.stdout)
+    assert a["rows"] == b["rows"] and a["ignored"] == b["ignored"] > 0
+    assert [w["row"] for w in a["worst"]] == [w["row"] for w in b["worst"]]
+    for key in ("cross_entropy_nats", "accuracy", "top_k_accuracy", "brier", "ece", "rmsce"):
+        assert a[key] == pytest.approx(b[key], rel=1e-12), key
+    assert a["uncertainty"]["ece"]["low"] == pytest.approx(
+        b["uncertainty"]["ece"]["low"], rel=1e-12
+    )
+    assert a["sequences"]["perplexity_quantiles"] == pytest.approx(
+        b["sequences"]["perplexity_quantiles"], rel=1e-12
+    )
 
 
 def test_files_on_a_local_cluster(tmp_path: Path) -> None:

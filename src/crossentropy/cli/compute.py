@@ -102,8 +102,6 @@ from crossentropy.report import (
     BadValue,
     Report,
     ReportAccumulator,
-    check_labels,
-    check_predictions,
 )
 from crossentropy.report.bootstrap import MAX_REPLICATES
 from crossentropy.report.calibration import MAX_BINS
@@ -745,48 +743,6 @@ def _token_length(predictions: Source, labels: Source, *, multilabel: bool) -> i
     return shape[1]
 
 
-def _prepared(
-    x: npt.NDArray[Any],
-    keep: npt.NDArray[np.bool_] | None,
-    *,
-    logits: bool,
-    multilabel: bool,
-    normalize: bool,
-) -> npt.NDArray[Any]:
-    """A chunk of predictions for the accumulator, which checks it (and names the bad entry).
-
-    The rows outside ``keep`` (their label is the ignore index) are neither checked nor
-    scored: padding may hold anything (NaN from a fully masked row), so they are replaced by
-    a harmless row (logits 0, or the uniform distribution). ``normalize`` divides each kept
-    row by its sum (:func:`check_predictions`, which checks it), in float64; otherwise the
-    chunk keeps its dtype (float32 and float16 are scored as they are).
-    """
-    kept_rows = None if keep is None or keep.all() else np.flatnonzero(keep)
-    if normalize:
-        try:
-            checked = check_predictions(
-                x if kept_rows is None else x[kept_rows],
-                logits=logits,
-                multilabel=multilabel,
-                normalize=True,
-            )
-        except BadValue as exc:
-            if kept_rows is not None:
-                exc.row = int(kept_rows[exc.row])
-            raise
-        if kept_rows is None:
-            return checked
-        out = np.full(x.shape, 1.0 / x.shape[1])
-        out[kept_rows] = checked
-        return out
-    if kept_rows is None:
-        return x
-    assert keep is not None
-    out = x.copy()
-    out[~keep] = 0.0 if logits else 1.0 / x.shape[1]
-    return out
-
-
 def accumulate(
     predictions: Source,
     labels: Source,
@@ -836,6 +792,7 @@ def accumulate(
                 c,
                 logits=logits,
                 multilabel=multilabel,
+                normalize=normalize,
                 worst=worst,
                 bins=bins,
                 binning=binning,
@@ -856,35 +813,18 @@ def accumulate(
                 )
             y, where_y = got
             m = y.shape[0]
-            keep = _kept(y, ignore_index, labels.name)
-            try:
-                x = _prepared(
-                    x_all[done : done + m],
-                    keep,
-                    logits=logits,
-                    multilabel=multilabel,
-                    normalize=normalize,
-                )
-            except BadValue as exc:
-                exc.row += done
-                raise _fail(predictions, where_x, exc) from None
-            try:
-                check_labels(y if keep is None or keep.all() else y[keep], c, multilabel=multilabel)
-            except BadValue as exc:
-                if keep is not None:
-                    exc.row = int(np.flatnonzero(keep)[exc.row])
-                raise _fail(labels, where_y, exc) from None
-            except ValueError as exc:
-                raise CliError(f"{labels.name}: {exc}") from None
+            _check_ignorable(y, ignore_index, labels.name)
             first = seen + done
             sequences = None if tokens is None else np.arange(first, first + m) // tokens
             try:
-                acc.update(x, y, sequences=sequences)
+                acc.update(x_all[done : done + m], y, sequences=sequences)
             except BadValue as exc:
+                if exc.argument == "labels":
+                    raise _fail(labels, where_y, exc) from None
                 exc.row += done
                 raise _fail(predictions, where_x, exc) from None
             except ValueError as exc:
-                raise CliError(f"{predictions.name}: {exc}") from None
+                raise CliError(f"{labels.name}: {' '.join(str(exc).split())}") from None
             done += m
         seen += n
         if on_progress is not None:
@@ -919,18 +859,14 @@ def _accumulator(name: str, c: int, **options: Any) -> ReportAccumulator:
         raise CliError(" ".join(str(exc).split())) from None
 
 
-def _kept(y: npt.NDArray[Any], ignore_index: int | None, name: str) -> npt.NDArray[np.bool_] | None:
-    """The rows whose label is not ``ignore_index`` (None: no index, every row)."""
-    if ignore_index is None:
-        return None
-    if y.shape[1] != 1:
+def _check_ignorable(y: npt.NDArray[Any], ignore_index: int | None, name: str) -> None:
+    """``--ignore-index`` applies to labels given as class ids (a column)."""
+    if ignore_index is not None and y.shape[1] != 1:
         raise CliError(
             f"applies to labels given as class ids; {name} has one-hot rows of "
             f"{y.shape[1]} columns",
             "--ignore-index",
         )
-    kept: npt.NDArray[np.bool_] = y[:, 0] != ignore_index
-    return kept
 
 
 def run_report(

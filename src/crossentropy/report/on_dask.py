@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .accumulator import ReportAccumulator
-from .checks import BadValue, check_predictions
+from .checks import BadValue
 from .result import Report
 
 __all__ = ["DASK_EXTRA", "PIECE_ELEMENTS", "dask_report", "report_files"]
@@ -159,6 +159,7 @@ class _Options:
             level=self.level,
             edges=None if self.edges is None else np.array(self.edges),
             first_row=first_row,
+            normalize=self.normalize,
         )
 
 
@@ -184,12 +185,7 @@ def _block_accumulator(
         rows = first_row + np.arange(start, stop, dtype=np.int64)
         sequences = None if tokens is None else rows // tokens
         try:
-            piece = x[start:stop]
-            if options.normalize:
-                piece = check_predictions(
-                    piece, logits=options.logits, multilabel=options.multilabel, normalize=True
-                )
-            acc.update(piece, y[start:stop], sequences=sequences)
+            acc.update(x[start:stop], y[start:stop], sequences=sequences)
         except BadValue as exc:
             row = first_row + start + exc.row
             raise _TaskError("value", exc.message, row, exc.column, exc.hint) from None
