@@ -217,8 +217,10 @@ def test_bounded_memory_mmap(tmp_path: Path) -> None:
         import contextlib, io, sys
         import numpy as np
         from crossentropy.cli.app import app
+        from crossentropy.cli import compute
         from crossentropy.cli.compute import MappedArraySource
         MappedArraySource.release = sys.argv[1] == "1"
+        compute.MAPPED_CHUNK_BYTES = 4 << 20  # chunks of 4 MiB: a bound far below the file
         S, T, V = 64, 512, 768
         z = np.lib.format.open_memmap({str(tmp_path / "z.npy")!r}, mode="w+",
                                       dtype=np.float32, shape=(S, T, V))

@@ -56,6 +56,7 @@ or a pipe.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import functools
 import glob
@@ -109,6 +110,7 @@ from crossentropy.report.calibration import MAX_BINS
 __all__ = [
     "CHUNK_BYTES",
     "IGNORE_INDEX",
+    "MAPPED_CHUNK_BYTES",
     "MAX_CHUNK_ROWS",
     "MAX_COLUMNS",
     "MAX_LINE_BYTES",
@@ -133,6 +135,11 @@ __all__ = [
 
 CHUNK_BYTES = 2 << 20
 """The target size of one chunk of input, in bytes of text (CSV) or of array data."""
+
+MAPPED_CHUNK_BYTES = 32 << 20
+"""The size of one chunk of a memory-mapped NPY file: a view of the map, not a copy, so a
+larger chunk costs no memory of its own and keeps the per-chunk work small beside the rows'
+(a chunk of 16 rows of a 32000-entry vocabulary ran at 2.5 GB/s here, of 256 rows at 3.4)."""
 
 MAX_LINE_BYTES = 32 << 20
 """The longest CSV line read (its line break included): a million numbers of 31 characters."""
@@ -434,9 +441,10 @@ class MappedArraySource:
 
     A plain memory map keeps every page it has read resident (in the process's RSS) until the
     map is closed, so a 10 GB file would end up all in memory. Here the file is mapped with
-    ``MADV_SEQUENTIAL`` (the kernel reads ahead and may drop pages behind), each chunk is
-    copied out of the map, and the pages wholly before the next row to read are released with
-    ``madvise(MADV_DONTNEED)``: the resident part of the map stays at about one chunk. (On a
+    ``MADV_SEQUENTIAL`` (the kernel reads ahead and may drop pages behind), each chunk is a
+    read-only view of the map (scored where it lies, no copy), and when the next chunk is read
+    the pages wholly before it are released with ``madvise(MADV_DONTNEED)``: the resident
+    part of the map stays at about one chunk. (On a
     platform without ``madvise`` the map works as a plain one.) ``release = False`` keeps the
     pages, for measuring what the release saves.
     """
@@ -462,7 +470,7 @@ class MappedArraySource:
             self.map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         self._advise(getattr(mmap, "MADV_SEQUENTIAL", None), 0, len(self.map))
         self.released = 0  # the map's bytes before this offset have been given back
-        self.rows_per_chunk = max(1, CHUNK_BYTES // max(self.row_bytes, 1))
+        self.rows_per_chunk = max(1, MAPPED_CHUNK_BYTES // max(self.row_bytes, 1))
         self.offset = 0
 
     def _advise(self, option: int | None, start: int, length: int) -> None:
@@ -470,14 +478,16 @@ class MappedArraySource:
             self.map.madvise(option, start, length)
 
     def close(self) -> None:
-        self.map.close()
+        # a chunk still referenced (by an error's traceback) keeps the map: unmapped later
+        with contextlib.suppress(BufferError):
+            self.map.close()
 
     def as_tokens(self) -> None:
         """Read a 2-D array of token labels (S, T) as S * T rows of one column."""
         self.rows = math.prod(self.shape)
         self.columns = 1
         self.row_bytes = self.dtype.itemsize
-        self.rows_per_chunk = max(1, CHUNK_BYTES // self.row_bytes)
+        self.rows_per_chunk = max(1, MAPPED_CHUNK_BYTES // self.row_bytes)
 
     @property
     def position(self) -> int:
@@ -489,15 +499,15 @@ class MappedArraySource:
         if count <= 0:
             return None
         begin = self.data_offset + start * self.row_bytes
+        if self.release:  # the rows before this chunk have been scored: give their pages back
+            end = begin // mmap.PAGESIZE * mmap.PAGESIZE
+            self._advise(getattr(mmap, "MADV_DONTNEED", None), self.released, end - self.released)
+            self.released = max(self.released, end)
+        # a view, not a copy: the row kernel reads the mapped pages once
         block = np.frombuffer(
             self.map, dtype=self.dtype, count=count * self.columns, offset=begin
         ).reshape(count, self.columns)
-        block = block.copy()  # the map cannot close while a view into it lives
         self.offset = start + count
-        if self.release:
-            end = (begin + count * self.row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
-            self._advise(getattr(mmap, "MADV_DONTNEED", None), self.released, end - self.released)
-            self.released = max(self.released, end)
 
         def where(row: int, col: int | None) -> str:
             return f"row {start + row}{_column(col)}"

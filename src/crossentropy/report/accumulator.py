@@ -70,11 +70,12 @@ from .calibration import (
 )
 from .checks import EPS, BadValue, FloatArray, IntArray, check_labels, check_predictions
 from .result import ClassStats, Report, SequenceStats, WorstRow
-from .rows import score_rows
+from .rows import refuses_non_finite, score_rows
 
 __all__ = [
     "BINNINGS",
     "CLASSWISE_CLASSES",
+    "CLASSWISE_PIECE",
     "ECE_BINS",
     "SEQUENCE_QUANTILES",
     "ReportAccumulator",
@@ -87,6 +88,9 @@ ECE_BINS = 15
 CLASSWISE_CLASSES = 1024
 """The most classes for which the classwise ECE is computed (it costs a pass over every
 probability, and C x bins sums)."""
+
+CLASSWISE_PIECE = 1 << 18
+"""How many entries of a chunk the classwise sums take at a time (a few MiB of float64)."""
 
 BINNINGS = ("uniform", "quantile")
 """The binnings of the calibration: equal-width bins, or equal-mass bins (ties never split)."""
@@ -326,13 +330,11 @@ class ReportAccumulator:
                 kept = np.flatnonzero(keep)
                 x, y, row_index = x[kept], y[kept], row_index[kept]
                 seq = None if seq is None else seq[kept]
-        try:
-            x = check_predictions(
-                x, logits=self.logits, multilabel=self.multilabel, normalize=self.normalize
-            )
-        except BadValue as exc:
-            exc.row, exc.argument = int(kept[exc.row]), "predictions"
-            raise
+        # float32/float16 logits are checked by the row kernel as it scores them (one pass
+        # over the chunk instead of two); on its error, the check below names the entry
+        deferred = not self.multilabel and refuses_non_finite(x, logits=self.logits)
+        if not deferred:
+            x = self._checked(x, kept)
         try:
             ids, rows = check_labels(y, self.num_classes, multilabel=self.multilabel)
         except BadValue as exc:
@@ -349,7 +351,12 @@ class ReportAccumulator:
             row_loss = self._update_multilabel(x, rows, units)
         else:
             assert ids is not None
-            row_loss = self._update_single(x, ids, units)
+            try:
+                row_loss = self._update_single(x, ids, units)
+            except ValueError:
+                if deferred:  # scoring refused a non-finite row before adding anything
+                    self._checked(x, kept)
+                raise
         self._keep_worst(row_loss, row_index)
         if seq is not None:
             if self.sequences is None:
@@ -362,6 +369,17 @@ class ReportAccumulator:
                 tokens,
             )
         self.rows += n
+
+    def _checked(self, x: npt.NDArray[Any], kept: IntArray) -> FloatArray:
+        """:func:`check_predictions` of the kept rows ``x``; a bad entry named by its row in
+        the chunk (``kept`` maps the rows of ``x`` to the chunk's)."""
+        try:
+            return check_predictions(
+                x, logits=self.logits, multilabel=self.multilabel, normalize=self.normalize
+            )
+        except BadValue as exc:
+            exc.row, exc.argument = int(kept[exc.row]), "predictions"
+            raise
 
     def _kept(self, y: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
         """The rows whose label is not ``ignore_index`` (integer class-id labels only)."""
@@ -390,10 +408,15 @@ class ReportAccumulator:
         self.class_correct += np.bincount(ids, weights=right, minlength=c)
         self.confidence.add(s.confidence, right)
         if self.classwise is not None:
-            p = np.asarray(ce.softmax(np.asarray(x, dtype=np.float64))) if self.logits else x
-            onehot = np.zeros(p.shape)
-            onehot[np.arange(ids.size), ids] = 1.0
-            self.classwise.add(np.asarray(p, dtype=np.float64), onehot)
+            # in pieces of CLASSWISE_PIECE entries: the probabilities and the indicators are
+            # float64 arrays of the piece's size, not of the chunk's
+            step = max(1, CLASSWISE_PIECE // c)
+            for a in range(0, ids.size, step):
+                z = np.asarray(x[a : a + step], dtype=np.float64)
+                p = np.asarray(ce.softmax(z)) if self.logits else z
+                onehot = np.zeros(p.shape)
+                onehot[np.arange(p.shape[0]), ids[a : a + step]] = 1.0
+                self.classwise.add(p, onehot)
         if self.resampled is not None:
             self.resampled.add_rows(units, loss, right, brier)
             self.resampled.add_calibration(units, s.confidence, right)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .checks import EPS, FloatArray, IntArray
 
-__all__ = ["RowScores", "score_rows", "score_rows_numpy"]
+__all__ = ["RowScores", "refuses_non_finite", "score_rows", "score_rows_numpy"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,22 @@ def _score_logits_with_torch(x: npt.NDArray[np.floating], ids: IntArray) -> RowS
         sum_squares=got.sum_squares.numpy(),
         rank=got.rank.numpy(),
     )
+
+
+def refuses_non_finite(x: npt.NDArray[Any], *, logits: bool) -> bool:
+    """Whether :func:`score_rows` itself refuses a NaN or infinite entry of ``x`` (a
+    ValueError): float32 and float16 logits, which the C kernel scores, checking every row as
+    it reads it. A caller may then skip its own pass over ``x`` and check only on an error."""
+    if not logits or x.ndim != 2 or x.dtype not in _UNCHECKED_DTYPES:
+        return False
+    try:
+        from ..torch import fused_available
+    except ImportError:
+        return False
+    return bool(fused_available())
+
+
+_UNCHECKED_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 def score_rows(x: npt.NDArray[np.floating], ids: IntArray, *, logits: bool) -> RowScores:
