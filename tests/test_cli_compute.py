@@ -463,3 +463,340 @@ def test_fuzz_binary(
     labels.write_text("0\n1\n2\n0\n")
     _check_outcome(invoke(str(path), str(labels), "--format", "json"))
     _check_outcome(invoke(str(path), str(labels), "--format", "json", "--logits"))
+
+
+# ------------------------------------------------------------------------------------------
+# the report's options: top-k, calibration, bootstrap, ignore index, figure, JSON and HTML
+# ------------------------------------------------------------------------------------------
+
+
+def torch_calibration(p: np.ndarray, y: np.ndarray, bins: int, norm: str) -> float:
+    """torchmetrics' calibration error of the top label, in float64 (its ``_ce_compute`` on
+    float64 confidences; the public class casts them to float32)."""
+    import torch
+    from torchmetrics.functional.classification.calibration_error import _ce_compute
+
+    confidence = torch.from_numpy(p.max(axis=1))
+    right = torch.from_numpy((p.argmax(axis=1) == y).astype(np.float64))
+    return float(_ce_compute(confidence, right, bins, norm=norm))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, data: dict[str, np.ndarray]) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("options")
+    return {
+        "p": save(root / "p.npy", data["p"]),
+        "z": save(root / "z.npy", data["z"]),
+        "y": save(root / "y.npy", data["y"]),
+        "pm": save(root / "pm.npy", data["pm"]),
+        "ym": save(root / "ym.npy", data["ym"]),
+        "y_csv": save(root / "y.csv", data["y"]),
+    }
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_top_k(files: dict[str, str], data: dict[str, np.ndarray], k: int) -> None:
+    from sklearn.metrics import top_k_accuracy_score
+
+    r = run_json(files["p"], files["y"], "--top-k", str(k))
+    assert r["top_k"] == k
+    expected = top_k_accuracy_score(data["y"], data["p"], k=k, labels=range(C))
+    np.testing.assert_allclose(r["top_k_accuracy"], expected, rtol=1e-12)
+    assert_bad(invoke(files["p"], files["y"], "--top-k", str(C)), "--top-k", f"has {C}")
+    assert_bad(invoke(files["p"], files["y"], "--top-k", "0"), "--top-k")
+
+
+@pytest.mark.parametrize("bins", [1, 7, 15, 40])
+def test_calibration_matches_torchmetrics(
+    files: dict[str, str], data: dict[str, np.ndarray], bins: int
+) -> None:
+    import torch
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    p, y = data["p"], data["y"]
+    r = run_json(files["p"], files["y"], "--bins", str(bins))
+    assert r["bins"] == bins and r["binning"] == "uniform"
+    assert len(r["calibration"]) == bins
+    for key, norm in (("ece", "l1"), ("rmsce", "l2"), ("mce", "max")):
+        np.testing.assert_allclose(r[key], torch_calibration(p, y, bins, norm), rtol=1e-12)
+        metric = MulticlassCalibrationError(num_classes=C, n_bins=bins, norm=norm)
+        public = float(metric(torch.from_numpy(p), torch.from_numpy(y)))
+        np.testing.assert_allclose(r[key], public, rtol=1e-5)  # float32 inside torchmetrics
+    # classwise: the mean over classes of each one-vs-rest column's binned calibration error
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    per_class = []
+    for k in range(C):
+        col, hit = p[:, k], (y == k).astype(float)
+        total = 0.0
+        for b in range(bins):
+            inside = (col > edges[b]) & (col <= edges[b + 1])
+            if b == 0:
+                inside |= col == 0
+            if inside.any():
+                total += inside.mean() * abs(hit[inside].mean() - col[inside].mean())
+        per_class.append(total)
+    np.testing.assert_allclose(r["classwise_ece"], np.mean(per_class), rtol=1e-10)
+    np.testing.assert_allclose([c["ece"] for c in r["classes"]], per_class, rtol=1e-10)
+
+
+def test_quantile_bins(files: dict[str, str], data: dict[str, np.ndarray]) -> None:
+    r = run_json(files["p"], files["y"], "--binning", "quantile", "--bins", "8")
+    assert r["binning"] == "quantile"
+    counts = [b["count"] for b in r["calibration"]]
+    assert sum(counts) == N
+    # equal mass: distinct random confidences fill each bin with N / 8 rows, give or take one
+    assert max(counts) - min(counts) <= 2, counts
+    confidence = data["p"].max(axis=1)
+    right = data["p"].argmax(axis=1) == data["y"]
+    ece = 0.0
+    for b in r["calibration"]:
+        inside = (confidence > b["lower"]) & (confidence <= b["upper"])
+        if b["lower"] == r["calibration"][0]["lower"]:
+            inside |= confidence == b["lower"]
+        assert inside.sum() == b["count"]
+        ece += inside.mean() * abs(right[inside].mean() - confidence[inside].mean())
+    np.testing.assert_allclose(r["ece"], ece, rtol=1e-12)
+
+
+def test_bootstrap(files: dict[str, str]) -> None:
+    args = [files["p"], files["y"], "--bootstrap", "200"]
+    a = run_json(*args, "--seed", "3")
+    b = run_json(*args, "--seed", "3")
+    c = run_json(*args, "--seed", "4")
+    assert a == b  # reproducible for a seed
+    u, v = a["uncertainty"], c["uncertainty"]
+    assert (u["replicates"], u["seed"], u["level"]) == (200, 3, 0.95)
+    assert u["cross_entropy"] != v["cross_entropy"]  # another seed, other resamples
+    for key, metric in (("cross_entropy", "cross_entropy_nats"), ("accuracy", "accuracy")):
+        assert u[key]["low"] < a[metric] < u[key]["high"]
+    wide = run_json(*args, "--seed", "3", "--ci", "0.99")["uncertainty"]["cross_entropy"]
+    assert wide["low"] <= u["cross_entropy"]["low"] and wide["high"] >= u["cross_entropy"]["high"]
+    text = invoke(*args, "--seed", "3")
+    assert text.exit_code == 0, text.output
+    iv = a["uncertainty"]["cross_entropy"]
+    assert f"[{iv['low']:.4g}, {iv['high']:.4g}]" in text.stdout
+    assert "200 replicates" in text.stdout
+    assert run_json(files["p"], files["y"])["uncertainty"] is None
+
+
+def test_quantile_bootstrap_two_passes(files: dict[str, str], tmp_path: Path) -> None:
+    """Quantile edges from a first pass, then the bootstrap over them: the bins are those of
+    the one-pass quantile report; standard input cannot be read twice."""
+    one = run_json(files["p"], files["y"], "--binning", "quantile", "--bins", "6")
+    two = run_json(
+        files["p"], files["y"], "--binning", "quantile", "--bins", "6", "--bootstrap", "50"
+    )
+    _close(two["calibration"], one["calibration"])  # the same edges (sums in another order)
+    _close(two["ece"], one["ece"])
+    assert two["uncertainty"]["replicates"] == 50
+    data = Path(files["p"]).read_bytes()
+    result = CliRunner().invoke(
+        app,
+        ["compute", "-", files["y"], "--binning", "quantile", "--bootstrap", "5"],
+        input=data,
+        env=ENV,
+    )
+    assert_bad(result, "reads the input twice", "standard input")
+    # one pass reads standard input
+    result = CliRunner().invoke(
+        app, ["compute", "-", files["y"], "--bootstrap", "5", "--format", "json"], input=data
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_ignore_index(tmp_path: Path, data: dict[str, np.ndarray]) -> None:
+    z, y = data["z"], data["y"].copy()
+    drop = np.zeros(N, dtype=bool)
+    drop[::7] = True
+    y[drop] = 3  # a class id, ignored
+    y_ignored = y.copy()
+    y_ignored[drop] = -1
+    full = run_json(
+        save(tmp_path / "z.npy", z),
+        save(tmp_path / "y.csv", y_ignored),
+        "--logits",
+        "--ignore-index",
+        "-1",
+        "--top-k",
+        "2",
+    )
+    kept = run_json(
+        save(tmp_path / "zk.npy", z[~drop]),
+        save(tmp_path / "yk.csv", y[~drop]),
+        "--logits",
+        "--top-k",
+        "2",
+    )
+    assert full["ignored"] == int(drop.sum()) and kept["ignored"] == 0
+    assert full["rows"] == kept["rows"] == int((~drop).sum())
+    for key in (
+        "cross_entropy_nats",
+        "accuracy",
+        "brier",
+        "ece",
+        "rmsce",
+        "mce",
+        "classwise_ece",
+        "top_k_accuracy",
+        "calibration",
+        "classes",
+    ):
+        _close(full[key], kept[key])
+    # an ignored label that is also a class id: the rows of class 3 are skipped
+    r3 = run_json(
+        str(tmp_path / "z.npy"),
+        save(tmp_path / "y3.csv", data["y"]),
+        "--logits",
+        "--ignore-index",
+        "3",
+    )
+    assert r3["ignored"] == int((data["y"] == 3).sum())
+    assert r3["classes"][3]["count"] == 0
+    onehot = save(tmp_path / "oh.npy", np.eye(C, dtype=np.int64)[data["y"]])
+    assert_bad(
+        invoke(str(tmp_path / "z.npy"), onehot, "--logits", "--ignore-index", "-1"),
+        "--ignore-index",
+        "one-hot",
+    )
+    assert_bad(
+        invoke(str(tmp_path / "z.npy"), onehot, "--multilabel", "--ignore-index", "0"),
+        "--ignore-index",
+        "--multilabel",
+    )
+
+
+def test_figure(tmp_path: Path, files: dict[str, str]) -> None:
+    from xml.etree import ElementTree
+
+    from PIL import Image
+
+    from crossentropy.report import compute_report
+    from crossentropy.viz.reliability import reliability_figure
+
+    png, svg = tmp_path / "r.png", tmp_path / "r.svg"
+    r = run_json(files["p"], files["y"], "--figure", str(png), "--bootstrap", "20")
+    with Image.open(png) as image:
+        image.verify()
+        assert image.format == "PNG"
+    run_json(files["p"], files["y"], "--figure", str(svg))
+    root = ElementTree.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    # the bars are the report's bins
+    report = compute_report(np.load(files["p"]), np.load(files["y"]), bootstrap=20)
+    fig = reliability_figure(report)
+    top, bottom = fig.axes
+    heights = [p.get_height() for p in top.patches if p.get_gid() == "accuracy"]
+    counts = [p.get_height() for p in bottom.patches if p.get_gid() == "count"]
+    shown = [b for b in r["calibration"] if b["count"]]
+    np.testing.assert_allclose(heights, [b["accuracy"] for b in shown], rtol=1e-12)
+    assert counts == [b["count"] for b in shown]
+    assert f"{r['ece']:.4f}" in top.get_title() and "[" in top.get_title()
+    assert_bad(
+        invoke(files["p"], files["y"], "--figure", str(tmp_path / "r.pdf")),
+        "--figure",
+        ".png or .svg",
+    )
+    assert_bad(
+        invoke(files["p"], files["y"], "--figure", str(tmp_path / "no" / "r.png")),
+        "--figure",
+        "no such directory",
+    )
+
+
+def test_figure_without_matplotlib(files: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for module in [m for m in sys.modules if m.startswith("crossentropy.viz")]:
+        monkeypatch.delitem(sys.modules, module)
+    assert_bad(
+        invoke(files["p"], files["y"], "--figure", "x.png"), "--figure", "crossentropy[plot]"
+    )
+    page = invoke(files["p"], files["y"], "--format", "html")
+    assert page.exit_code == 0, page.output
+    assert "needs matplotlib" in page.stdout
+
+
+def test_json_every_field(files: dict[str, str]) -> None:
+    from dataclasses import fields
+
+    from crossentropy.report import Report
+
+    r = run_json(files["p"], files["y"], "--top-k", "2", "--bootstrap", "10")
+    for f in fields(Report):
+        assert f.name in r
+    for key in ("predictions", "labels", "brier_definition"):  # the keys of before
+        assert key in r
+    assert r["uncertainty"]["ece"]["low"] <= r["uncertainty"]["ece"]["high"]
+
+
+def test_html(files: dict[str, str], data: dict[str, np.ndarray], tmp_path: Path) -> None:
+    import re
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tables = 0
+            self.svg = 0
+            self.cells: list[str] = []
+            self.in_cell = False
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            self.tables += tag == "table"
+            self.svg += tag == "svg"
+            self.in_cell = tag == "td"
+
+        def handle_endtag(self, tag: str) -> None:
+            self.in_cell = False if tag == "td" else self.in_cell
+
+        def handle_data(self, text: str) -> None:
+            if self.in_cell:
+                self.cells.append(text)
+
+    weird = tmp_path / "<b>&p.npy"
+    save(weird, data["p"])
+    result = invoke(str(weird), files["y"], "--format", "html", "--bootstrap", "20")
+    assert result.exit_code == 0, result.output
+    page = result.stdout
+    parser = Tables()
+    parser.feed(page)
+    assert parser.tables >= 4  # summary, calibration, per class, worst rows
+    assert parser.svg == 1
+    assert not re.search(r"https?://", page)
+    assert "<link" not in page and "<script" not in page and "src=" not in page
+    assert "<b>&p.npy" not in page and "&lt;b&gt;&amp;p.npy" in page
+    r = run_json(str(weird), files["y"], "--bootstrap", "20")
+    iv = r["uncertainty"]["cross_entropy"]
+    from crossentropy.cli.report_html import format_interval
+    from crossentropy.report import Interval
+
+    shown = format_interval(r["cross_entropy_nats"], Interval(iv["low"], iv["high"]))
+    assert shown in parser.cells
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--bins", "0"], ["--bins"]),
+        (["--bins", "10001"], ["--bins"]),
+        (["--binning", "log"], ["--binning"]),
+        (["--bootstrap", "-1"], ["--bootstrap"]),
+        (["--bootstrap", "100001"], ["--bootstrap"]),
+        (["--seed", "-1"], ["--seed"]),
+        (["--seed", str(1 << 63)], ["--seed"]),
+        (["--ci", "1"], ["--ci", "(0, 1)"]),
+        (["--ci", "0"], ["--ci"]),
+        (["--ci", "nan"], ["--ci"]),
+        (["--ignore-index", "x"], ["--ignore-index"]),
+        (["--format", "pdf"], ["--format"]),
+        (["--top-k", "2", "--multilabel"], ["--top-k", "--multilabel"]),
+    ],
+)
+def test_bad_options(files: dict[str, str], args: list[str], fragments: list[str]) -> None:
+    assert_bad(invoke(files["p"], files["y"], *args), *fragments)
+
+
+def test_dask_refuses_stdin(files: dict[str, str]) -> None:
+    result = CliRunner().invoke(
+        app, ["compute", "-", files["y"], "--dask", "tcp://127.0.0.1:1"], input=b"", env=ENV
+    )
+    assert_bad(result, "--dask", "standard input")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import pickle
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import brier_score_loss, log_loss, top_k_accuracy_score
 
-from crossentropy.report import Report, ReportAccumulator, compute_report
+from crossentropy.report import BadValue, Report, ReportAccumulator, compute_report
 
 RNG = np.random.default_rng(20261126)
 
@@ -328,3 +329,27 @@ def test_bad_types_and_multilabel_only_options() -> None:
 def test_token_array_label_shape_is_checked() -> None:
     with pytest.raises(ValueError, match=r"labels.*\(2, 3\)"):
         compute_report(np.zeros((2, 3, 4)), np.zeros((2, 4), dtype=int), logits=True)
+
+
+def test_ignored_rows_are_not_checked_and_bad_entries_name_their_place() -> None:
+    z, y = classification(50, 4, seed=12)
+    y = y.copy()
+    z[[3, 17]] = np.nan  # padding of ignored rows may hold anything
+    y[[3, 17]] = -100
+    r = compute_report(z, y, logits=True, ignore_index=-100)
+    keep = y != -100
+    assert r.cross_entropy_nats == pytest.approx(
+        compute_report(z[keep], y[keep], logits=True).cross_entropy_nats, rel=1e-12
+    )
+    acc = ReportAccumulator(4, logits=True, ignore_index=-100)
+    bad = z[:6].copy()
+    bad[5, 2] = np.inf
+    with pytest.raises(BadValue) as info:
+        acc.update(bad, np.array([0, 1, -100, -100, 3, 1]))  # row 3: NaN, ignored
+    assert (info.value.row, info.value.column, info.value.argument) == (5, 2, "predictions")
+    with pytest.raises(BadValue) as info:
+        acc.update(z[:3], np.array([-100, 9, 1]))
+    assert (info.value.row, info.value.argument) == (1, "labels")
+    assert acc.rows == 0 and acc.next_row == 0  # a chunk that raises leaves no trace
+    unpickled = pickle.loads(pickle.dumps(info.value))
+    assert (unpickled.row, unpickled.argument, str(unpickled)) == (1, "labels", str(info.value))

@@ -5,8 +5,11 @@ memory used does not grow with the file; ``-`` is the standard input, and a pipe
 works as a file does (an NPZ archive excepted: zip needs a regular file). The first bytes tell
 the format:
 
-- NPY (the NPY magic bytes, or ``.npy``): memory-mapped (``numpy.load(mmap_mode="r")``) and
-  read in blocks of rows; from a pipe, read as a stream.
+- NPY (the NPY magic bytes, or ``.npy``): a regular file is mapped into memory with
+  :mod:`mmap` and read in chunks of rows, the pages already read given back to the system
+  (``madvise``), so that the resident memory stays about one chunk however large the file (a
+  Fortran-ordered array is read through numpy's memory map instead); from a pipe, read as a
+  stream.
 - NPZ (the ZIP magic bytes, or ``.npz``): the archive's only array, or the one named after a
   colon (``data.npz:logits``), or, when there are several and none is named, the one called
   ``predictions``/``probabilities``/``probs``/``logits`` (predictions) or
@@ -27,15 +30,40 @@ probabilities (``--logits``: logits); a 1-D array or a single column is one prob
 or a 1-D array) or one-hot rows; with ``--multilabel``, n-hot rows. The numbers are defined
 in :mod:`crossentropy.report`; row numbers in the report count data rows from 0 (a CSV's
 header and blank lines excluded).
+
+Language-model token files: predictions of shape (S, T, V) (S sequences of T tokens over a
+vocabulary of V; NPY or NPZ, not CSV) with labels of shape (S, T) (an NPY or NPZ array) are
+S * T rows, row r of sequence r // T; a label equal to the ignore index (``-100`` unless
+``--ignore-index`` says another) is padding and is not scored (the report counts it as
+``ignored``). The report then adds the quantiles over sequences of each sequence's
+perplexity. The arrays are handed to the accumulator in their own dtype (float32 and float16
+are not widened here).
+
+Options of the report: ``--bins N`` (1 to ``MAX_BINS``, default 15) confidence bins of the
+calibration, ``--binning uniform|quantile`` (equal width, or equal mass), ``--top-k K``
+(the top-K accuracy, K less than the number of classes), ``--bootstrap B --seed S --ci LEVEL``
+(percentile intervals of B Poisson-bootstrap replicates, reproducible for a seed),
+``--ignore-index I`` (skip rows labelled I; class ids only, not one-hot or ``--multilabel``
+rows), ``--figure PATH`` (the reliability diagram, ``.png`` or ``.svg``; needs matplotlib, the
+``plot`` extra), ``--format text|json|html`` (on standard output; html is one self-contained
+page, see :mod:`crossentropy.cli.report_html`) and ``--dask SCHEDULER`` (PREDICTIONS and
+LABELS are then glob patterns of files, scored on that Dask cluster by
+``crossentropy.report.on_dask.report_files``). Quantile bins with a bootstrap read the inputs
+twice (the edges first, then the resamples over them): that needs files, not standard input
+or a pipe.
 """
 
 from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
+import glob
+import importlib
 import io
 import json
 import math
+import mmap
 import os
 import stat
 import sys
@@ -50,35 +78,56 @@ import numpy.typing as npt
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from crossentropy.cli.errors import CliError
+from crossentropy.cli.report_html import (
+    calibration_rows,
+    class_rows,
+    format_number,
+    render_html,
+    sequence_rows,
+    summary_rows,
+)
 from crossentropy.report import (
+    ECE_BINS,
     BadValue,
     Report,
     ReportAccumulator,
-    check_labels,
-    check_predictions,
 )
+from crossentropy.report.bootstrap import MAX_REPLICATES
+from crossentropy.report.calibration import MAX_BINS
 
 __all__ = [
     "CHUNK_BYTES",
+    "IGNORE_INDEX",
     "MAX_CHUNK_ROWS",
     "MAX_COLUMNS",
     "MAX_LINE_BYTES",
     "MAX_WORST",
     "PROGRESS_BYTES",
     "ArraySource",
+    "Binning",
     "Block",
     "CsvSource",
+    "MappedArraySource",
     "OutputFormat",
     "Source",
     "StreamArraySource",
+    "accumulate",
     "compute",
     "open_source",
     "render_text",
     "report_json",
+    "report_page",
     "run_report",
 ]
 
@@ -110,8 +159,22 @@ _LABEL_KEYS = ("labels", "targets", "y")
 
 
 class OutputFormat(str, Enum):
+    """What ``--format`` writes on standard output."""
+
     text = "text"
     json = "json"
+    html = "html"
+
+
+class Binning(str, Enum):
+    """The confidence bins of ``--binning``: equal width or equal mass."""
+
+    uniform = "uniform"
+    quantile = "quantile"
+
+
+IGNORE_INDEX = -100
+"""The label of a token that is not scored (padding), unless ``--ignore-index`` says another."""
 
 
 Block = tuple[npt.NDArray[Any], Callable[[int, int | None], str]]
@@ -173,6 +236,7 @@ class CsvSource:
         self.consumed = 0
         self.line = 0
         self.columns: int | None = None
+        self.shape: tuple[int, ...] | None = None  # unknown until read: a CSV is rows
         self.first = True
 
     def close(self) -> None:
@@ -306,33 +370,134 @@ def _is_number(field: str) -> bool:
     return True
 
 
+def _as_rows(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, columns) of an array read as rows: a 1-D array is one column, a 3-D array of
+    tokens (S, T, V) is S * T rows of V columns."""
+    if len(shape) == 1:
+        return shape[0], 1
+    return math.prod(shape[:-1]), shape[-1]
+
+
 class ArraySource:
-    """Rows of a 1-D or 2-D array (a memory map or an array in memory)."""
+    """Rows of a 1-D, 2-D or 3-D (tokens) array in memory or memory-mapped by numpy."""
 
     def __init__(self, array: npt.NDArray[Any], name: str, size: int) -> None:
         self.name = name
         self.array = _checked_array(array, name)
+        self.shape: tuple[int, ...] | None = tuple(array.shape)
         self.size = size
         self.offset = 0
-        self.columns = 1 if self.array.ndim == 1 else self.array.shape[1]
+        self.rows, self.columns = _as_rows(self.array.shape)
         self.rows_per_chunk = max(1, CHUNK_BYTES // max(self.columns * array.dtype.itemsize, 1))
 
     def close(self) -> None:
         pass
 
+    def as_tokens(self) -> None:
+        """Read a 2-D array of token labels (S, T) as S * T rows of one column."""
+        self.rows, self.columns = self.array.size, 1
+
     @property
     def position(self) -> int:
-        total = max(self.array.shape[0], 1)
-        return int(self.size * self.offset / total)
+        return int(self.size * self.offset / max(self.rows, 1))
 
     def read(self, n: int) -> Block | None:
         start = self.offset
-        if start >= self.array.shape[0]:
+        if start >= self.rows:
             return None
-        block = np.array(self.array[start : start + min(n, self.rows_per_chunk)])
-        self.offset = start + block.shape[0]
-        if block.ndim == 1:
-            block = block[:, None]
+        stop = start + min(n, self.rows_per_chunk, self.rows - start)
+        block = np.array(self.array.reshape(self.rows, self.columns)[start:stop])
+        self.offset = stop
+
+        def where(row: int, col: int | None) -> str:
+            return f"row {start + row}{_column(col)}"
+
+        return block, where
+
+
+def _read_header(file: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """(shape, Fortran order, dtype) from an NPY header; the file is left at the data."""
+    version = np.lib.format.read_magic(file)  # type: ignore[no-untyped-call]
+    if version == (1, 0):
+        header = np.lib.format.read_array_header_1_0(file)  # type: ignore[no-untyped-call]
+    else:
+        header = np.lib.format.read_array_header_2_0(file)  # type: ignore[no-untyped-call]
+    shape, fortran, dtype = header
+    shape = tuple(int(d) for d in shape)
+    dtype = np.dtype(dtype)
+    _checked_array(np.empty((0,) * len(shape), dtype=dtype), name, shape)
+    return shape, bool(fortran), dtype
+
+
+class MappedArraySource:
+    """Rows of an NPY file mapped into memory with :mod:`mmap`, its resident pages given back.
+
+    A plain memory map keeps every page it has read resident (in the process's RSS) until the
+    map is closed, so a 10 GB file would end up all in memory. Here the file is mapped with
+    ``MADV_SEQUENTIAL`` (the kernel reads ahead and may drop pages behind), each chunk is
+    copied out of the map, and the pages wholly before the next row to read are released with
+    ``madvise(MADV_DONTNEED)``: the resident part of the map stays at about one chunk. (On a
+    platform without ``madvise`` the map works as a plain one.) ``release = False`` keeps the
+    pages, for measuring what the release saves.
+    """
+
+    release = True
+    """Whether consumed pages are released (``madvise(MADV_DONTNEED)``) after each chunk."""
+
+    def __init__(self, path: Path, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+        with open(path, "rb") as file:
+            self.shape, fortran, self.dtype = _read_header(file, name)
+            self.data_offset = file.tell()
+            if fortran:  # pragma: no cover - the caller reads such a file with numpy instead
+                raise CliError(f"{name}: a Fortran-ordered array; save it in C order")
+            self.rows, self.columns = _as_rows(self.shape)
+            self.row_bytes = self.columns * self.dtype.itemsize
+            needed = self.data_offset + self.rows * self.row_bytes
+            if size < needed:
+                raise CliError(
+                    f"{name}: truncated array data ({size} bytes; the header says {needed})"
+                )
+            self.map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._advise(getattr(mmap, "MADV_SEQUENTIAL", None), 0, len(self.map))
+        self.released = 0  # the map's bytes before this offset have been given back
+        self.rows_per_chunk = max(1, CHUNK_BYTES // max(self.row_bytes, 1))
+        self.offset = 0
+
+    def _advise(self, option: int | None, start: int, length: int) -> None:
+        if option is not None and length > 0 and hasattr(self.map, "madvise"):
+            self.map.madvise(option, start, length)
+
+    def close(self) -> None:
+        self.map.close()
+
+    def as_tokens(self) -> None:
+        """Read a 2-D array of token labels (S, T) as S * T rows of one column."""
+        self.rows = math.prod(self.shape)
+        self.columns = 1
+        self.row_bytes = self.dtype.itemsize
+        self.rows_per_chunk = max(1, CHUNK_BYTES // self.row_bytes)
+
+    @property
+    def position(self) -> int:
+        return int(self.size * self.offset / max(self.rows, 1))
+
+    def read(self, n: int) -> Block | None:
+        start = self.offset
+        count = min(n, self.rows_per_chunk, self.rows - start)
+        if count <= 0:
+            return None
+        begin = self.data_offset + start * self.row_bytes
+        block = np.frombuffer(
+            self.map, dtype=self.dtype, count=count * self.columns, offset=begin
+        ).reshape(count, self.columns)
+        block = block.copy()  # the map cannot close while a view into it lives
+        self.offset = start + count
+        if self.release:
+            end = (begin + count * self.row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+            self._advise(getattr(mmap, "MADV_DONTNEED", None), self.released, end - self.released)
+            self.released = max(self.released, end)
 
         def where(row: int, col: int | None) -> str:
             return f"row {start + row}{_column(col)}"
@@ -348,18 +513,11 @@ class StreamArraySource:
         self.file = file
         self.closing = closing
         self.size = size
-        version = np.lib.format.read_magic(file)  # type: ignore[no-untyped-call]
-        if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(file)  # type: ignore[no-untyped-call]
-        else:
-            header = np.lib.format.read_array_header_2_0(file)  # type: ignore[no-untyped-call]
-        shape, fortran, dtype = header
-        self.shape: tuple[int, ...] = tuple(shape)
-        self.dtype = np.dtype(dtype)
-        _checked_array(np.empty((0,) * len(self.shape), dtype=self.dtype), name, self.shape)
+        shape, fortran, self.dtype = _read_header(file, name)
+        self.shape: tuple[int, ...] | None = shape
         if fortran:
             raise CliError(f"{name}: a Fortran-ordered array; save it in C order")
-        self.columns = 1 if len(self.shape) == 1 else self.shape[1]
+        self.rows, self.columns = _as_rows(shape)
         self.row_bytes = self.columns * self.dtype.itemsize
         self.rows_per_chunk = max(1, CHUNK_BYTES // max(self.row_bytes, 1))
         self.offset = 0
@@ -369,13 +527,20 @@ class StreamArraySource:
         if self.closing is not None:
             self.closing.close()
 
+    def as_tokens(self) -> None:
+        """Read a 2-D array of token labels (S, T) as S * T rows of one column."""
+        self.rows = self.rows * self.columns
+        self.columns = 1
+        self.row_bytes = self.dtype.itemsize
+        self.rows_per_chunk = max(1, CHUNK_BYTES // self.row_bytes)
+
     @property
     def position(self) -> int:
-        return int(self.size * self.offset / max(self.shape[0], 1))
+        return int(self.size * self.offset / max(self.rows, 1))
 
     def read(self, n: int) -> Block | None:
         start = self.offset
-        rows = min(n, self.rows_per_chunk, self.shape[0] - start)
+        rows = min(n, self.rows_per_chunk, self.rows - start)
         if rows <= 0:
             return None
         data = self.file.read(rows * self.row_bytes)
@@ -391,7 +556,7 @@ class StreamArraySource:
         return block, where
 
 
-Source = CsvSource | ArraySource | StreamArraySource
+Source = CsvSource | ArraySource | MappedArraySource | StreamArraySource
 
 
 def _checked_array(
@@ -400,9 +565,12 @@ def _checked_array(
     shape = array.shape if shape is None else shape
     if array.dtype.kind not in "biuf":
         raise CliError(f"{name}: array of dtype {array.dtype}; expected numbers")
-    if len(shape) not in (1, 2):
-        raise CliError(f"{name}: array of shape {shape}; expected 1-D or 2-D (rows, columns)")
-    if len(shape) == 2 and not 1 <= shape[1] <= MAX_COLUMNS:
+    if len(shape) not in (1, 2, 3):
+        raise CliError(
+            f"{name}: array of shape {shape}; expected 1-D, 2-D (rows, columns) or 3-D "
+            "(sequences, tokens, vocabulary)"
+        )
+    if len(shape) >= 2 and not 1 <= shape[-1] <= MAX_COLUMNS:
         raise CliError(f"{name}: array of shape {shape}; expected 1 to {MAX_COLUMNS} columns")
     return array
 
@@ -476,9 +644,12 @@ def _open_stream(
             raise CliError(f"{name}:{member}: a member name needs an .npz file")
         if head == _NPY_MAGIC or suffix == ".npy":
             if path is not None and regular:
+                fortran = _read_header(stream, name)[1]
                 file.close()
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
-                return ArraySource(array, name, size)
+                if fortran:  # rows are strided: numpy's memory map reads them
+                    array = np.load(path, mmap_mode="r", allow_pickle=False)
+                    return ArraySource(array, name, size)
+                return MappedArraySource(path, name, size)
             return StreamArraySource(stream, name, size)
         if b"\0" in head:
             raise CliError(f"{name}: binary data (a NUL byte at the start), not CSV, NPY or NPZ")
@@ -538,7 +709,41 @@ def _fail(source: Source, where: Callable[[int, int | None], str], exc: BadValue
     return CliError(f"{source.name}: {where(exc.row, exc.column)}: {exc.message}{hint}")
 
 
-def run_report(
+def _token_length(predictions: Source, labels: Source, *, multilabel: bool) -> int | None:
+    """T, the tokens per sequence, when the predictions are tokens (S, T, V); None for rows.
+
+    The labels of tokens must be an array of shape (S, T): they are then read as S * T rows
+    of one class id each.
+    """
+    shape = predictions.shape
+    if shape is None or len(shape) != 3:
+        if labels.shape is not None and len(labels.shape) == 3:
+            raise CliError(
+                f"{labels.name}: labels of shape {labels.shape} for predictions "
+                f"{predictions.name} of shape {shape or '(rows, columns)'}: 3-D labels are "
+                "not read (token labels are (S, T) with predictions (S, T, V))"
+            )
+        return None
+    if multilabel:
+        raise CliError(
+            f"{predictions.name}: token predictions of shape {shape} take class ids of shape "
+            "(S, T), not --multilabel"
+        )
+    if isinstance(labels, CsvSource):
+        raise CliError(
+            f"{labels.name}: the labels of token predictions {predictions.name} of shape "
+            f"{shape} must be an NPY or NPZ array of shape (S, T) = {shape[:2]}, not CSV"
+        )
+    if labels.shape != shape[:2]:
+        raise CliError(
+            f"{labels.name}: labels of shape {labels.shape} for token predictions "
+            f"{predictions.name} of shape {shape}: expected (S, T) = {shape[:2]}"
+        )
+    labels.as_tokens()
+    return shape[1]
+
+
+def accumulate(
     predictions: Source,
     labels: Source,
     *,
@@ -548,12 +753,26 @@ def run_report(
     worst: int = 10,
     chunk_rows: int | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> Report:
+    bins: int = ECE_BINS,
+    binning: str = "uniform",
+    top_k: int | None = None,
+    ignore_index: int | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
+    edges: npt.NDArray[np.float64] | None = None,
+) -> ReportAccumulator:
     """Feed both sources, chunk by chunk in lockstep, to a :class:`ReportAccumulator`.
 
     Either source may return fewer rows than asked for (a chunk is bounded in bytes too): a
-    chunk of predictions is matched with as many reads of labels as it takes.
+    chunk of predictions is matched with as many reads of labels as it takes. Token
+    predictions (S, T, V) are S * T rows, row r of sequence r // T; their labels equal to
+    ``ignore_index`` (:data:`IGNORE_INDEX` unless given) are skipped. The remaining options
+    are the accumulator's.
     """
+    tokens = _token_length(predictions, labels, multilabel=multilabel)
+    if tokens is not None and ignore_index is None:
+        ignore_index = IGNORE_INDEX
     rows = min(chunk_rows or MAX_CHUNK_ROWS, MAX_CHUNK_ROWS)
     acc: ReportAccumulator | None = None
     seen = 0
@@ -568,13 +787,22 @@ def run_report(
         x_all, where_x = block
         n, c = x_all.shape
         if acc is None:
-            if c == 1 and not multilabel:
-                raise CliError(
-                    f"{predictions.name}: one column of predictions; pass --multilabel for "
-                    f"binary labels (one probability or logit per label), or give one column "
-                    f"per class"
-                )
-            acc = ReportAccumulator(c, logits=logits, multilabel=multilabel, worst=worst)
+            acc = _accumulator(
+                predictions.name,
+                c,
+                logits=logits,
+                multilabel=multilabel,
+                normalize=normalize,
+                worst=worst,
+                bins=bins,
+                binning=binning,
+                top_k=top_k,
+                ignore_index=ignore_index,
+                bootstrap=bootstrap,
+                seed=seed,
+                level=level,
+                edges=edges,
+            )
         done = 0
         while done < n:
             got = labels.read(n - done)
@@ -585,29 +813,87 @@ def run_report(
                 )
             y, where_y = got
             m = y.shape[0]
+            _check_ignorable(y, ignore_index, labels.name)
+            first = seen + done
+            sequences = None if tokens is None else np.arange(first, first + m) // tokens
             try:
-                x = check_predictions(
-                    x_all[done : done + m],
-                    logits=logits,
-                    multilabel=multilabel,
-                    normalize=normalize,
-                )
+                acc.update(x_all[done : done + m], y, sequences=sequences)
             except BadValue as exc:
+                if exc.argument == "labels":
+                    raise _fail(labels, where_y, exc) from None
                 exc.row += done
                 raise _fail(predictions, where_x, exc) from None
-            try:
-                check_labels(y, c, multilabel=multilabel)
-            except BadValue as exc:
-                raise _fail(labels, where_y, exc) from None
             except ValueError as exc:
-                raise CliError(f"{labels.name}: {exc}") from None
-            acc.update(x, y)
+                raise CliError(f"{labels.name}: {' '.join(str(exc).split())}") from None
             done += m
         seen += n
         if on_progress is not None:
             on_progress(predictions.position)
     assert acc is not None
-    return acc.result()
+    return acc
+
+
+def _finished(acc: ReportAccumulator, name: str) -> Report:
+    """The accumulator's report (every row ignored: a one-line error)."""
+    try:
+        return acc.result()
+    except ValueError as exc:
+        raise CliError(f"{name}: {' '.join(str(exc).split())}") from None
+
+
+def _accumulator(name: str, c: int, **options: Any) -> ReportAccumulator:
+    """The accumulator for predictions of ``c`` columns, the options checked against C."""
+    if c == 1 and not options["multilabel"]:
+        raise CliError(
+            f"{name}: one column of predictions; pass --multilabel for binary labels (one "
+            f"probability or logit per label), or give one column per class"
+        )
+    top_k = options["top_k"]
+    if top_k is not None and not top_k < c:
+        raise CliError(
+            f"top-{top_k} accuracy needs more classes than {top_k}; {name} has {c}", "--top-k"
+        )
+    try:
+        return ReportAccumulator(c, **options)
+    except ValueError as exc:
+        raise CliError(" ".join(str(exc).split())) from None
+
+
+def _check_ignorable(y: npt.NDArray[Any], ignore_index: int | None, name: str) -> None:
+    """``--ignore-index`` applies to labels given as class ids (a column)."""
+    if ignore_index is not None and y.shape[1] != 1:
+        raise CliError(
+            f"applies to labels given as class ids; {name} has one-hot rows of "
+            f"{y.shape[1]} columns",
+            "--ignore-index",
+        )
+
+
+def run_report(
+    predictions: Source,
+    labels: Source,
+    *,
+    logits: bool,
+    multilabel: bool,
+    normalize: bool,
+    worst: int = 10,
+    chunk_rows: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    **options: Any,
+) -> Report:
+    """The report of both sources (:func:`accumulate`, its keyword options, then the result)."""
+    acc = accumulate(
+        predictions,
+        labels,
+        logits=logits,
+        multilabel=multilabel,
+        normalize=normalize,
+        worst=worst,
+        chunk_rows=chunk_rows,
+        on_progress=on_progress,
+        **options,
+    )
+    return _finished(acc, predictions.name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,68 +901,43 @@ def run_report(
 # --------------------------------------------------------------------------------------------
 
 
-def _number(value: float | None, digits: int = 6) -> str:
-    if value is None:
-        return "-"
-    if math.isinf(value):
-        return "inf"
-    return f"{value:.{digits}g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.3e}"
-
-
 def render_text(report: Report, console: Console, *, title: str) -> None:
-    """The report as rich tables."""
+    """The report as rich tables: the summary (intervals beside the metrics when
+    bootstrapped), per sequence (token files), per class, the calibration bins, the worst
+    rows."""
     summary = Table(title=title, box=box.SIMPLE_HEAVY, show_header=True)
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     summary.add_column("meaning", style="dim")
-    kind = "multi-label (sigmoid)" if report.multilabel else "single-label (softmax)"
-    source = "logits" if report.logits else "probabilities"
-    summary.add_row("rows", str(report.rows), f"{kind}, from {source}")
-    summary.add_row("classes", str(report.num_classes), "")
-    per = "per label" if report.multilabel else "per row"
-    summary.add_row("cross entropy", _number(report.cross_entropy_nats), f"nats, mean {per}")
-    summary.add_row("cross entropy", _number(report.cross_entropy_bits), f"bits, mean {per}")
-    summary.add_row("perplexity", _number(report.perplexity), "exp(cross entropy in nats)")
-    if report.multilabel:
-        summary.add_row("accuracy", _number(report.accuracy), "rows with every label right")
-        summary.add_row(
-            "label accuracy", _number(report.element_accuracy), "labels right (p > 0.5)"
-        )
-        summary.add_row("Brier score", _number(report.brier), "mean (p - y)^2 per label")
-    else:
-        summary.add_row("accuracy", _number(report.accuracy), "argmax = label")
-        summary.add_row("Brier score", _number(report.brier), "sum over classes of (p - y)^2")
-    summary.add_row("ECE", _number(report.ece), "expected calibration error, 15 bins")
+    for row in summary_rows(report):
+        summary.add_row(*row)
     console.print(summary)
 
-    classes = Table(title="Per class", box=box.SIMPLE)
-    classes.add_column("class", justify="right")
-    classes.add_column("positives" if report.multilabel else "count", justify="right")
-    classes.add_column("cross entropy (nats)", justify="right")
-    classes.add_column("accuracy", justify="right")
-    shown = report.classes
-    if len(shown) > 30:
-        shown = sorted(
-            (c for c in shown if c.cross_entropy is not None),
-            key=lambda c: -(c.cross_entropy or 0.0),
-        )[:20]
-        classes.caption = f"the 20 classes of highest cross entropy of {report.num_classes}"
-    for c in shown:
-        classes.add_row(str(c.index), str(c.count), _number(c.cross_entropy), _number(c.accuracy))
+    sequences = sequence_rows(report)
+    if sequences:
+        table = Table(title="Per sequence", box=box.SIMPLE, caption="perplexity of its tokens")
+        table.add_column("")
+        table.add_column("value", justify="right")
+        for name, value in sequences:
+            table.add_row(name, value)
+        console.print(table)
+
+    header, rows, caption = class_rows(report)
+    classes = Table(title="Per class", box=box.SIMPLE, caption=caption)
+    for name in header:
+        classes.add_column(name, justify="right")
+    for cells in rows:
+        classes.add_row(*cells)
     console.print(classes)
 
-    calibration = Table(title="Calibration (confidence bins)", box=box.SIMPLE)
-    for name in ("bin", "count", "confidence", "accuracy", "gap"):
+    header, rows = calibration_rows(report)
+    calibration = Table(
+        title=f"Calibration ({report.bins} {report.binning} confidence bins)", box=box.SIMPLE
+    )
+    for name in header:
         calibration.add_column(name, justify="right")
-    for b in report.calibration:
-        if b.count and b.confidence is not None and b.accuracy is not None:
-            calibration.add_row(
-                f"({b.lower:.3f}, {b.upper:.3f}]",
-                str(b.count),
-                _number(b.confidence, 4),
-                _number(b.accuracy, 4),
-                _number(abs(b.accuracy - b.confidence), 4),
-            )
+    for cells in rows:
+        calibration.add_row(*cells)
     console.print(calibration)
 
     if report.worst:
@@ -684,12 +945,12 @@ def render_text(report: Report, console: Console, *, title: str) -> None:
         worst.add_column("row", justify="right")
         worst.add_column("loss (nats)", justify="right")
         for w in report.worst:
-            worst.add_row(str(w.row), _number(w.loss))
+            worst.add_row(str(w.row), format_number(w.loss))
         console.print(worst)
 
 
 def report_json(report: Report, *, predictions: str, labels: str) -> str:
-    """The report as JSON: every number (infinities as null)."""
+    """The report as JSON: every field of :class:`Report` (infinities and NaN as null)."""
 
     def clean(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
@@ -709,9 +970,155 @@ def report_json(report: Report, *, predictions: str, labels: str) -> str:
     return json.dumps(clean(data), indent=2)
 
 
+def report_page(report: Report, *, title: str) -> str:
+    """The report as one HTML page, the reliability diagram inline when matplotlib is there."""
+    try:
+        reliability = importlib.import_module("crossentropy.viz.reliability")
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] != "matplotlib":
+            raise
+        svg = None
+    else:
+        svg = reliability.reliability_svg(report)
+    return render_html(report, title=title, figure_svg=svg)
+
+
 # --------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------
+
+
+def _figure_format(path: str | None) -> str | None:
+    """The format of ``--figure PATH`` (png or svg), matplotlib checked before any reading."""
+    if path is None:
+        return None
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in ("png", "svg"):
+        raise CliError(f"{path!r}: the file name must end in .png or .svg", "--figure")
+    if Path(path).is_dir():
+        raise CliError(f"{path!r} is a directory", "--figure")
+    if not Path(path).parent.is_dir():
+        raise CliError(f"{path!r}: no such directory {str(Path(path).parent)!r}", "--figure")
+    try:
+        importlib.import_module("crossentropy.viz.reliability")
+    except ImportError as exc:
+        if exc.name is not None and exc.name.split(".")[0] != "matplotlib":
+            raise
+        raise CliError(
+            "the figure needs matplotlib, which is not installed: pip install crossentropy[plot]",
+            "--figure",
+        ) from None
+    return suffix
+
+
+def _write_figure(report: Report, path: str, fmt: str) -> None:
+    reliability = importlib.import_module("crossentropy.viz.reliability")
+    figures = importlib.import_module("crossentropy.viz.figures")
+    try:
+        figures.save_figure(reliability.reliability_figure(report), path, format=fmt)
+    except OSError as exc:
+        raise CliError(f"cannot write {path!r}: {exc.strerror or exc}", "--figure") from None
+
+
+def _advance(progress: Progress, task: TaskID, done: int) -> None:
+    progress.update(task, completed=done)
+
+
+def _rereadable(spec: str) -> bool:
+    """Whether an input can be read twice: a regular file (a pipe or standard input cannot)."""
+    if spec == _STDIN:
+        return False
+    path = Path(spec)
+    if not path.exists() and ":" in spec:
+        path = Path(spec.rpartition(":")[0])
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return True  # open_source says what is wrong with it
+
+
+def _tokens_pattern(pattern: str) -> bool:
+    """Whether the first file a glob pattern matches holds tokens (S, T, V): its NPY header
+    says so. (Anything else, a file that cannot be read included, is the Dask report's to
+    tell.)"""
+    matches = sorted(glob.glob(pattern, recursive=True))
+    if not matches:
+        return False
+    try:
+        with open(matches[0], "rb") as file:
+            return len(_read_header(file, matches[0])[0]) == 3
+    except (OSError, ValueError):
+        return False
+
+
+def _dask_report(scheduler: str, predictions: str, labels: str, **options: Any) -> Report:
+    """The report of the files matching two glob patterns, computed on a Dask cluster (token
+    files, as locally, skip the label :data:`IGNORE_INDEX` unless ``ignore_index`` is given)."""
+    if _STDIN in (predictions, labels):
+        raise CliError(
+            "reads glob patterns of files (the workers open them), not standard input", "--dask"
+        )
+    if options.get("ignore_index") is None and _tokens_pattern(predictions):
+        options["ignore_index"] = IGNORE_INDEX
+    try:
+        on_dask = importlib.import_module("crossentropy.report.on_dask")
+        report: Report = on_dask.report_files(scheduler, predictions, labels, **options)
+    except ImportError as exc:
+        raise CliError(
+            f"needs dask[distributed] ({' '.join(str(exc).split())})", "--dask"
+        ) from None
+    except ValueError as exc:
+        raise CliError(" ".join(str(exc).split())) from None
+    except OSError as exc:  # the scheduler cannot be reached (a timeout is an OSError)
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise CliError(f"cannot use the scheduler {scheduler!r}: {reason}", "--dask") from None
+    return report
+
+
+def _local_report(predictions: str, labels: str, *, two_passes: bool, **options: Any) -> Report:
+    """The report of two local inputs, read once, or twice (quantile edges, then the
+    bootstrap) with ``two_passes``."""
+    edges = None
+    passes = 2 if two_passes else 1
+    for number in range(1, passes + 1):
+        sources: list[Source] = []
+        try:
+            sources.append(open_source(predictions, role="predictions"))
+            sources.append(open_source(labels, role="labels"))
+            pred_source, label_source = sources
+            show = sys.stderr.isatty() and pred_source.size >= PROGRESS_BYTES
+            with Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+                disable=not show,
+            ) as progress:
+                what = "reading" if passes == 1 else f"reading (pass {number} of {passes})"
+                task = progress.add_task(what, total=pred_source.size)
+                pass_options = dict(options)
+                if number < passes:  # the first of two: the quantile edges only
+                    pass_options["bootstrap"] = 0
+                else:
+                    pass_options["edges"] = edges
+                acc = accumulate(
+                    pred_source,
+                    label_source,
+                    on_progress=functools.partial(_advance, progress, task),
+                    **pass_options,
+                )
+                if number < passes:
+                    edges = acc.quantile_edges()
+                else:
+                    report = _finished(acc, pred_source.name)
+        except MemoryError:
+            raise CliError("out of memory (a row too wide for one chunk?)") from None
+        finally:
+            for s in sources:
+                s.close()
+    return report
 
 
 def compute(
@@ -720,7 +1127,8 @@ def compute(
         typer.Argument(
             metavar="PREDICTIONS",
             help="Predictions: CSV, NPY or NPZ (FILE.npz:NAME picks an array), a row per "
-            "example; - reads standard input.",
+            "example, or tokens (S, T, V); - reads standard input. With --dask: a glob "
+            "pattern of NPY files.",
             show_default=False,
         ),
     ],
@@ -728,8 +1136,8 @@ def compute(
         str,
         typer.Argument(
             metavar="LABELS",
-            help="Labels, a file as for PREDICTIONS: integer class ids (a column) or one-hot / "
-            "n-hot rows.",
+            help="Labels, a file as for PREDICTIONS: integer class ids (a column; (S, T) for "
+            "tokens) or one-hot / n-hot rows. With --dask: a glob pattern.",
             show_default=False,
         ),
     ],
@@ -749,7 +1157,11 @@ def compute(
     ] = False,
     output_format: Annotated[
         OutputFormat,
-        typer.Option("--format", metavar="FORMAT", help="Output format: text or json."),
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="Output format on standard output: text, json or html (one self-contained page).",
+        ),
     ] = OutputFormat.text,
     worst: Annotated[
         int,
@@ -757,6 +1169,74 @@ def compute(
             "--worst", min=0, max=MAX_WORST, metavar="N", help="How many worst-scored rows to list."
         ),
     ] = 10,
+    bins: Annotated[
+        int,
+        typer.Option(
+            "--bins", min=1, max=MAX_BINS, metavar="N", help="Confidence bins of the calibration."
+        ),
+    ] = ECE_BINS,
+    binning: Annotated[
+        Binning,
+        typer.Option(
+            "--binning",
+            metavar="KIND",
+            help="uniform (equal width) or quantile (equal mass; tied confidences never split).",
+        ),
+    ] = Binning.uniform,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            "--top-k",
+            min=1,
+            metavar="K",
+            help="Also the top-K accuracy (K less than the number of classes).",
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            max=MAX_REPLICATES,
+            metavar="B",
+            help="Bootstrap replicates for intervals (0: none).",
+        ),
+    ] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", min=0, max=(1 << 63) - 1, metavar="S", help="The seed of the bootstrap."
+        ),
+    ] = 0,
+    ci: Annotated[
+        float,
+        typer.Option("--ci", metavar="LEVEL", help="The level of the intervals, in (0, 1)."),
+    ] = 0.95,
+    ignore_index: Annotated[
+        int | None,
+        typer.Option(
+            "--ignore-index",
+            metavar="I",
+            help=f"Skip rows whose class id is I (token files: {IGNORE_INDEX} unless given).",
+        ),
+    ] = None,
+    figure: Annotated[
+        str | None,
+        typer.Option(
+            "--figure",
+            metavar="PATH",
+            help="Write the reliability diagram to PATH (.png or .svg; needs matplotlib).",
+        ),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="SCHEDULER",
+            help="Run on the Dask cluster at SCHEDULER; PREDICTIONS and LABELS are then glob "
+            "patterns of NPY files.",
+        ),
+    ] = None,
     chunk_size: Annotated[
         int | None,
         typer.Option(
@@ -774,40 +1254,56 @@ def compute(
         raise CliError(
             "--normalize applies to single-label probabilities, not to --logits or --multilabel"
         )
+    if not 0.0 < ci < 1.0:  # NaN too
+        raise CliError(f"{ci} is not a level in (0, 1), such as 0.95", "--ci")
+    if top_k is not None and multilabel:
+        raise CliError("top-k accuracy applies to single-label rows, not --multilabel", "--top-k")
+    if ignore_index is not None and multilabel:
+        raise CliError(
+            "applies to labels given as class ids, not to --multilabel n-hot rows",
+            "--ignore-index",
+        )
     if predictions == _STDIN and labels == _STDIN:
         raise CliError("PREDICTIONS and LABELS cannot both be - (standard input)")
-    sources: list[Source] = []
-    try:
-        sources.append(open_source(predictions, role="predictions"))
-        sources.append(open_source(labels, role="labels"))
-        pred_source, label_source = sources
-        show = sys.stderr.isatty() and pred_source.size >= PROGRESS_BYTES
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            disable=not show,
-        ) as progress:
-            task = progress.add_task("reading", total=pred_source.size)
-            report = run_report(
-                pred_source,
-                label_source,
-                logits=logits,
-                multilabel=multilabel,
-                normalize=normalize,
-                worst=worst,
-                chunk_rows=chunk_size,
-                on_progress=lambda done: progress.update(task, completed=done),
-            )
-    except MemoryError:
-        raise CliError("out of memory (a row too wide for one chunk?)") from None
-    finally:
-        for s in sources:
-            s.close()
+    figure_format = _figure_format(figure)
+    options: dict[str, Any] = {
+        "logits": logits,
+        "multilabel": multilabel,
+        "worst": worst,
+        "bins": bins,
+        "binning": binning.value,
+        "top_k": top_k,
+        "ignore_index": ignore_index,
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "level": ci,
+    }
+    if dask is not None:
+        report = _dask_report(dask, predictions, labels, normalize=normalize, **options)
+    else:
+        two_passes = binning is Binning.quantile and bootstrap > 0
+        if two_passes:
+            for spec in (predictions, labels):
+                if not _rereadable(spec):
+                    what = "standard input" if spec == _STDIN else f"{spec} (not a regular file)"
+                    raise CliError(
+                        "--binning quantile with --bootstrap reads the input twice: give a "
+                        f"file, not {what}"
+                    )
+        report = _local_report(
+            predictions,
+            labels,
+            two_passes=two_passes,
+            normalize=normalize,
+            chunk_rows=chunk_size,
+            **options,
+        )
+    if figure is not None and figure_format is not None:
+        _write_figure(report, figure, figure_format)
+    title = f"Loss report: {predictions} vs {labels}"
     if output_format is OutputFormat.json:
         sys.stdout.write(report_json(report, predictions=predictions, labels=labels) + "\n")
+    elif output_format is OutputFormat.html:
+        sys.stdout.write(report_page(report, title=title))
     else:
-        render_text(report, Console(), title=f"Loss report: {predictions} vs {labels}")
+        render_text(report, Console(), title=title)

@@ -25,6 +25,7 @@ from .checks import (
     check_labels,
     check_predictions,
 )
+from .on_dask import dask_report, report_files
 from .result import (
     CalibrationBin,
     ClassStats,
@@ -54,4 +55,6 @@ __all__ = [
     "check_labels",
     "check_predictions",
     "compute_report",
+    "dask_report",
+    "report_files",
 ]

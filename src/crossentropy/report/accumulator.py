@@ -68,7 +68,7 @@ from .calibration import (
     ConfidenceValues,
     uniform_edges,
 )
-from .checks import EPS, FloatArray, IntArray, check_labels, check_predictions
+from .checks import EPS, BadValue, FloatArray, IntArray, check_labels, check_predictions
 from .result import ClassStats, Report, SequenceStats, WorstRow
 from .rows import score_rows
 
@@ -173,6 +173,7 @@ class ReportAccumulator:
         edges: fixed bin edges (``quantile_edges()`` of a first pass): with quantile binning and
             a bootstrap, the second pass needs them.
         first_row: the global index of the first row fed (where this part starts in the data).
+        normalize: divide each row of probabilities by its sum (single-label probabilities).
 
     Example:
         >>> import numpy as np
@@ -199,6 +200,7 @@ class ReportAccumulator:
         level: float = 0.95,
         edges: npt.ArrayLike | None = None,
         first_row: int = 0,
+        normalize: bool = False,
     ) -> None:
         c = _integer("num_classes", num_classes, 1)
         if c < 2 and not multilabel:
@@ -208,6 +210,11 @@ class ReportAccumulator:
         self.num_classes = c
         self.logits = bool(logits)
         self.multilabel = bool(multilabel)
+        if normalize and (logits or multilabel):
+            raise ValueError(
+                "normalize: applies to single-label probabilities, not to logits or multilabel"
+            )
+        self.normalize = bool(normalize)
         self.worst = _integer("worst", worst, 0)
         self.bins = _integer("bins", bins, 1, MAX_BINS)
         if binning not in BINNINGS:
@@ -280,18 +287,23 @@ class ReportAccumulator:
         """Add a chunk: predictions (n, C), labels as :func:`check_labels` accepts them, and
         for token files the global sequence index of each row.
 
-        The predictions are checked with :func:`check_predictions` (without normalising), so
-        normalise rows before, as the ``--normalize`` option does. Rows are numbered from
-        ``first_row`` on, in the order they are fed.
+        Rows whose label is ``ignore_index`` are dropped first (their predictions are neither
+        checked nor scored: padding may hold anything); the others are checked with
+        :func:`check_predictions` (dividing each row by its sum with ``normalize``) and
+        :func:`check_labels`. Rows are numbered from ``first_row`` on, in the order they are
+        fed. A chunk that raises leaves the accumulator as it was.
 
         Raises:
-            BadValue: at the first bad entry of the chunk (row and column within it).
+            BadValue: at the first bad entry, with its row in the chunk (ignored rows counted)
+                and ``argument`` "predictions" or "labels".
             ValueError: for shapes that do not fit.
         """
-        x = check_predictions(predictions, logits=self.logits, multilabel=self.multilabel)
-        if x.shape[1] != self.num_classes:
-            raise ValueError(f"predictions: expected {self.num_classes} columns; got {x.shape[1]}")
+        x = np.asarray(predictions)
         y = np.asarray(labels)
+        if x.ndim != 2 or x.shape[1] != self.num_classes:
+            raise ValueError(
+                f"predictions: expected (rows, {self.num_classes}) values; got shape {x.shape}"
+            )
         n = x.shape[0]
         if y.ndim == 0 or y.shape[0] != n:
             raise ValueError(
@@ -307,15 +319,28 @@ class ReportAccumulator:
                 )
             seq = seq.astype(np.int64, copy=False)
         row_index = np.arange(self.next_row, self.next_row + n, dtype=np.int64)
-        self.next_row += n
+        kept = np.arange(n)
         if self.ignore_index is not None:
             keep = self._kept(y)
             if not keep.all():
-                self.ignored += int(n - keep.sum())
-                x, y, row_index = x[keep], y[keep], row_index[keep]
-                seq = None if seq is None else seq[keep]
-                n = x.shape[0]
-        ids, rows = check_labels(y, self.num_classes, multilabel=self.multilabel)
+                kept = np.flatnonzero(keep)
+                x, y, row_index = x[kept], y[kept], row_index[kept]
+                seq = None if seq is None else seq[kept]
+        try:
+            x = check_predictions(
+                x, logits=self.logits, multilabel=self.multilabel, normalize=self.normalize
+            )
+        except BadValue as exc:
+            exc.row, exc.argument = int(kept[exc.row]), "predictions"
+            raise
+        try:
+            ids, rows = check_labels(y, self.num_classes, multilabel=self.multilabel)
+        except BadValue as exc:
+            exc.row, exc.argument = int(kept[exc.row]), "labels"
+            raise
+        self.next_row += n
+        self.ignored += n - kept.size
+        n = kept.size
         if n == 0:
             return
         units = row_index if seq is None else seq
@@ -437,6 +462,7 @@ class ReportAccumulator:
             "num_classes": self.num_classes,
             "logits": self.logits,
             "multilabel": self.multilabel,
+            "normalize": self.normalize,
             "worst": self.worst,
             "bins": self.bins,
             "binning": self.binning,
@@ -627,6 +653,7 @@ def compute_report(
     options: dict[str, Any] = {
         "logits": logits,
         "multilabel": multilabel,
+        "normalize": normalize,
         "worst": worst,
         "bins": bins,
         "binning": binning,
@@ -639,9 +666,7 @@ def compute_report(
 
     def run(accumulator: ReportAccumulator) -> ReportAccumulator:
         for start in range(0, x.shape[0], step):
-            chunk = check_predictions(
-                x[start : start + step], logits=logits, multilabel=multilabel, normalize=normalize
-            )
+            chunk = x[start : start + step]
             rows = np.arange(start, start + chunk.shape[0])
             accumulator.update(
                 chunk,

@@ -41,14 +41,26 @@ everything else becomes float64."""
 
 
 class BadValue(ValueError):
-    """An entry of the input that the report cannot use: where it is, what is wrong, a hint."""
+    """An entry of the input that the report cannot use: where it is (``row``, ``column``, and
+    ``argument``: ``"predictions"`` or ``"labels"``), what is wrong, a hint."""
 
-    def __init__(self, message: str, row: int, column: int | None = None, hint: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        row: int,
+        column: int | None = None,
+        hint: str = "",
+        argument: str = "",
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.row = row
         self.column = column
         self.hint = hint
+        self.argument = argument
+
+    def __reduce__(self) -> tuple[object, ...]:  # pickles (to travel between processes)
+        return (type(self), (self.message, self.row, self.column, self.hint, self.argument))
 
 
 # --------------------------------------------------------------------------------------------
