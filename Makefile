@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # lint what exists: a fresh clone has no folder that holds no tracked file
 LINT_PATHS := $(wildcard src tests benchmarks docs/_ext)
 
-.PHONY: demo explain test lint unit docs dist translations venv bench bench-variants bench-linear bench-tokens bench-distill bench-triton bench-distributed explore-figure clean
+.PHONY: demo explain test lint unit docs dist translations venv bench bench-variants bench-linear bench-tokens bench-distill bench-triton bench-distributed bench-report explore-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -122,6 +122,11 @@ explore-figure: $(STAMP)
 # the vocabulary-parallel benchmark: 1, 2 and 4 gloo ranks; writes benchmarks/results/vocab_parallel.json
 bench-distributed: $(STAMP)
 	$(BIN)/python benchmarks/bench_vocab_parallel.py
+
+# the scoring report on a 10.5 GB token file (logits (80, 1024, 32000) written to /tmp) against
+# reading the file, torch and torchmetrics: writes benchmarks/results/report.json (about 5 minutes)
+bench-report: $(STAMP)
+	$(BIN)/python benchmarks/bench_report.py
 
 clean:
 	rm -rf $(VENV) $(EXPLAIN_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis site
