@@ -962,22 +962,24 @@ def render_text(report: Report, console: Console, *, title: str) -> None:
 def report_json(report: Report, *, predictions: str, labels: str) -> str:
     """The report as JSON: every field of :class:`Report` (infinities and NaN as null)."""
 
-    def clean(value: Any) -> Any:
+    def plain(value: Any) -> Any:  # dataclasses.asdict without its deep copies (V classes)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {k: plain(v) for k, v in vars(value).items()}
         if isinstance(value, float) and not math.isfinite(value):
             return None
         if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
+            return {k: plain(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [clean(v) for v in value]
+            return [plain(v) for v in value]
         return value
 
-    data = {"predictions": predictions, "labels": labels, **dataclasses.asdict(report)}
+    data = {"predictions": predictions, "labels": labels, **plain(report)}
     data["brier_definition"] = (
         "mean over labels of (p - y)^2"
         if report.multilabel
         else "mean over rows of the sum over classes of (p - y)^2"
     )
-    return json.dumps(clean(data), indent=2)
+    return json.dumps(data, indent=2)
 
 
 def report_page(report: Report, *, title: str) -> str:
