@@ -124,7 +124,7 @@ bench-distributed: $(STAMP)
 	$(BIN)/python benchmarks/bench_vocab_parallel.py
 
 # the scoring report on a 10.5 GB token file (logits (80, 1024, 32000) written to /tmp) against
-# reading the file, torch and torchmetrics: writes benchmarks/results/report.json (about 5 minutes)
+# reading the file, torch and torchmetrics: writes benchmarks/results/report.json (about 3 minutes)
 bench-report: $(STAMP)
 	$(BIN)/python benchmarks/bench_report.py
 
