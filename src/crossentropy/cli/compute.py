@@ -103,6 +103,7 @@ from crossentropy.report import (
     BadValue,
     Report,
     ReportAccumulator,
+    ReportOptions,
 )
 from crossentropy.report.bootstrap import MAX_REPLICATES
 from crossentropy.report.calibration import MAX_BINS
@@ -756,33 +757,23 @@ def _token_length(predictions: Source, labels: Source, *, multilabel: bool) -> i
 def accumulate(
     predictions: Source,
     labels: Source,
+    options: ReportOptions,
     *,
-    logits: bool,
-    multilabel: bool,
-    normalize: bool,
-    worst: int = 10,
     chunk_rows: int | None = None,
     on_progress: Callable[[int], None] | None = None,
-    bins: int = ECE_BINS,
-    binning: str = "uniform",
-    top_k: int | None = None,
-    ignore_index: int | None = None,
-    bootstrap: int = 0,
-    seed: int = 0,
-    level: float = 0.95,
-    edges: npt.NDArray[np.float64] | None = None,
 ) -> ReportAccumulator:
-    """Feed both sources, chunk by chunk in lockstep, to a :class:`ReportAccumulator`.
+    """Feed both sources, chunk by chunk in lockstep, to a :class:`ReportAccumulator` made
+    with ``options``.
 
     Either source may return fewer rows than asked for (a chunk is bounded in bytes too): a
     chunk of predictions is matched with as many reads of labels as it takes. Token
     predictions (S, T, V) are S * T rows, row r of sequence r // T; their labels equal to
-    ``ignore_index`` (:data:`IGNORE_INDEX` unless given) are skipped. The remaining options
-    are the accumulator's.
+    ``options.ignore_index`` (:data:`IGNORE_INDEX` unless given) are skipped.
+    ``on_progress`` is told the position in the predictions after each chunk.
     """
-    tokens = _token_length(predictions, labels, multilabel=multilabel)
-    if tokens is not None and ignore_index is None:
-        ignore_index = IGNORE_INDEX
+    tokens = _token_length(predictions, labels, multilabel=options.multilabel)
+    if tokens is not None and options.ignore_index is None:
+        options = dataclasses.replace(options, ignore_index=IGNORE_INDEX)
     rows = min(chunk_rows or MAX_CHUNK_ROWS, MAX_CHUNK_ROWS)
     acc: ReportAccumulator | None = None
     seen = 0
@@ -797,22 +788,7 @@ def accumulate(
         x_all, where_x = block
         n, c = x_all.shape
         if acc is None:
-            acc = _accumulator(
-                predictions.name,
-                c,
-                logits=logits,
-                multilabel=multilabel,
-                normalize=normalize,
-                worst=worst,
-                bins=bins,
-                binning=binning,
-                top_k=top_k,
-                ignore_index=ignore_index,
-                bootstrap=bootstrap,
-                seed=seed,
-                level=level,
-                edges=edges,
-            )
+            acc = _accumulator(predictions.name, c, options)
         done = 0
         while done < n:
             got = labels.read(n - done)
@@ -823,7 +799,7 @@ def accumulate(
                 )
             y, where_y = got
             m = y.shape[0]
-            _check_ignorable(y, ignore_index, labels.name)
+            _check_ignorable(y, options.ignore_index, labels.name)
             first = seen + done
             sequences = None if tokens is None else np.arange(first, first + m) // tokens
             try:
@@ -851,20 +827,28 @@ def _finished(acc: ReportAccumulator, name: str) -> Report:
         raise CliError(f"{name}: {' '.join(str(exc).split())}") from None
 
 
-def _accumulator(name: str, c: int, **options: Any) -> ReportAccumulator:
+def _accumulator(name: str, c: int, options: ReportOptions) -> ReportAccumulator:
     """The accumulator for predictions of ``c`` columns, the options checked against C."""
-    if c == 1 and not options["multilabel"]:
+    if c == 1 and not options.multilabel:
         raise CliError(
             f"{name}: one column of predictions; pass --multilabel for binary labels (one "
             f"probability or logit per label), or give one column per class"
         )
-    top_k = options["top_k"]
+    top_k = options.top_k
     if top_k is not None and not top_k < c:
         raise CliError(
             f"top-{top_k} accuracy needs more classes than {top_k}; {name} has {c}", "--top-k"
         )
     try:
-        return ReportAccumulator(c, **options)
+        return ReportAccumulator.from_options(c, options)
+    except ValueError as exc:
+        raise CliError(" ".join(str(exc).split())) from None
+
+
+def _options(**options: Any) -> ReportOptions:
+    """:class:`ReportOptions` of the command's options, an error as one line."""
+    try:
+        return ReportOptions(**options)
     except ValueError as exc:
         raise CliError(" ".join(str(exc).split())) from None
 
@@ -891,17 +875,13 @@ def run_report(
     on_progress: Callable[[int], None] | None = None,
     **options: Any,
 ) -> Report:
-    """The report of both sources (:func:`accumulate`, its keyword options, then the result)."""
+    """The report of both sources (:func:`accumulate` with the :class:`ReportOptions` of the
+    keyword options, then the result)."""
+    report_options = _options(
+        logits=logits, multilabel=multilabel, normalize=normalize, worst=worst, **options
+    )
     acc = accumulate(
-        predictions,
-        labels,
-        logits=logits,
-        multilabel=multilabel,
-        normalize=normalize,
-        worst=worst,
-        chunk_rows=chunk_rows,
-        on_progress=on_progress,
-        **options,
+        predictions, labels, report_options, chunk_rows=chunk_rows, on_progress=on_progress
     )
     return _finished(acc, predictions.name)
 
@@ -1063,18 +1043,20 @@ def _tokens_pattern(pattern: str) -> bool:
         return False
 
 
-def _dask_report(scheduler: str, predictions: str, labels: str, **options: Any) -> Report:
+def _dask_report(scheduler: str, predictions: str, labels: str, options: ReportOptions) -> Report:
     """The report of the files matching two glob patterns, computed on a Dask cluster (token
     files, as locally, skip the label :data:`IGNORE_INDEX` unless ``ignore_index`` is given)."""
     if _STDIN in (predictions, labels):
         raise CliError(
             "reads glob patterns of files (the workers open them), not standard input", "--dask"
         )
-    if options.get("ignore_index") is None and _tokens_pattern(predictions):
-        options["ignore_index"] = IGNORE_INDEX
+    if options.ignore_index is None and _tokens_pattern(predictions):
+        options = dataclasses.replace(options, ignore_index=IGNORE_INDEX)
+    keywords = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    del keywords["edges"]  # (a first pass's: report_files makes its own passes)
     try:
         on_dask = importlib.import_module("crossentropy.report.on_dask")
-        report: Report = on_dask.report_files(scheduler, predictions, labels, **options)
+        report: Report = on_dask.report_files(scheduler, predictions, labels, **keywords)
     except ImportError as exc:
         raise CliError(
             f"needs dask[distributed] ({' '.join(str(exc).split())})", "--dask"
@@ -1087,10 +1069,16 @@ def _dask_report(scheduler: str, predictions: str, labels: str, **options: Any) 
     return report
 
 
-def _local_report(predictions: str, labels: str, *, two_passes: bool, **options: Any) -> Report:
+def _local_report(
+    predictions: str,
+    labels: str,
+    options: ReportOptions,
+    *,
+    two_passes: bool,
+    chunk_rows: int | None,
+) -> Report:
     """The report of two local inputs, read once, or twice (quantile edges, then the
     bootstrap) with ``two_passes``."""
-    edges = None
     passes = 2 if two_passes else 1
     for number in range(1, passes + 1):
         sources: list[Source] = []
@@ -1110,19 +1098,17 @@ def _local_report(predictions: str, labels: str, *, two_passes: bool, **options:
             ) as progress:
                 what = "reading" if passes == 1 else f"reading (pass {number} of {passes})"
                 task = progress.add_task(what, total=pred_source.size)
-                pass_options = dict(options)
-                if number < passes:  # the first of two: the quantile edges only
-                    pass_options["bootstrap"] = 0
-                else:
-                    pass_options["edges"] = edges
+                first = number < passes  # the first of two: the quantile edges only
                 acc = accumulate(
                     pred_source,
                     label_source,
+                    dataclasses.replace(options, bootstrap=0) if first else options,
+                    chunk_rows=chunk_rows,
                     on_progress=functools.partial(_advance, progress, task),
-                    **pass_options,
                 )
-                if number < passes:
+                if first:
                     edges = acc.quantile_edges()
+                    options = dataclasses.replace(options, edges=tuple(edges.tolist()))
                 else:
                     report = _finished(acc, pred_source.name)
         except MemoryError:
@@ -1278,20 +1264,21 @@ def compute(
     if predictions == _STDIN and labels == _STDIN:
         raise CliError("PREDICTIONS and LABELS cannot both be - (standard input)")
     figure_format = _figure_format(figure)
-    options: dict[str, Any] = {
-        "logits": logits,
-        "multilabel": multilabel,
-        "worst": worst,
-        "bins": bins,
-        "binning": binning.value,
-        "top_k": top_k,
-        "ignore_index": ignore_index,
-        "bootstrap": bootstrap,
-        "seed": seed,
-        "level": ci,
-    }
+    options = _options(
+        logits=logits,
+        multilabel=multilabel,
+        normalize=normalize,
+        worst=worst,
+        bins=bins,
+        binning=binning.value,
+        top_k=top_k,
+        ignore_index=ignore_index,
+        bootstrap=bootstrap,
+        seed=seed,
+        level=ci,
+    )
     if dask is not None:
-        report = _dask_report(dask, predictions, labels, normalize=normalize, **options)
+        report = _dask_report(dask, predictions, labels, options)
     else:
         two_passes = binning is Binning.quantile and bootstrap > 0
         if two_passes:
@@ -1303,12 +1290,7 @@ def compute(
                         f"file, not {what}"
                     )
         report = _local_report(
-            predictions,
-            labels,
-            two_passes=two_passes,
-            normalize=normalize,
-            chunk_rows=chunk_size,
-            **options,
+            predictions, labels, options, two_passes=two_passes, chunk_rows=chunk_size
         )
     if figure is not None and figure_format is not None:
         _write_figure(report, figure, figure_format)

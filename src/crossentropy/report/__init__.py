@@ -14,7 +14,7 @@ Modules: ``checks`` (what an input must be), ``rows`` (the per-row quantities),
 
 from __future__ import annotations
 
-from .accumulator import ECE_BINS, ReportAccumulator, compute_report
+from .accumulator import ECE_BINS, ReportAccumulator, ReportOptions, compute_report
 from .checks import (
     EPS,
     LOGIT_LIMIT,
@@ -49,6 +49,7 @@ __all__ = [
     "Interval",
     "Report",
     "ReportAccumulator",
+    "ReportOptions",
     "SequenceStats",
     "Uncertainty",
     "WorstRow",

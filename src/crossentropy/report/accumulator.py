@@ -32,7 +32,8 @@ distinct confidence, at most :data:`~crossentropy.report.calibration.MAX_DISTINC
 - ``bootstrap=B``: percentile intervals at ``level`` from a Poisson bootstrap over rows (over
   sequences for token files), see :mod:`crossentropy.report.bootstrap`.
 
-Rows whose label is ``ignore_index`` are skipped and counted.
+Rows whose label is ``ignore_index`` are skipped and counted. The options are one checked
+value, :class:`ReportOptions`; :func:`token_layout` is the shape rule of token arrays.
 
 **Merging.** Two accumulators of disjoint rows merge (:meth:`ReportAccumulator.merge`) into the
 accumulator of all of them: every count, bin, worst row, sequence and bootstrap weight is the
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -79,7 +81,9 @@ __all__ = [
     "ECE_BINS",
     "SEQUENCE_QUANTILES",
     "ReportAccumulator",
+    "ReportOptions",
     "compute_report",
+    "token_layout",
 ]
 
 ECE_BINS = 15
@@ -128,6 +132,133 @@ def _checked_edges(edges: npt.ArrayLike) -> FloatArray:
     return e
 
 
+def _edge_values(edges: npt.ArrayLike | None) -> tuple[float, ...] | None:
+    """``edges`` checked (:func:`_checked_edges`), as the tuple :class:`ReportOptions` holds."""
+    return None if edges is None else tuple(_checked_edges(edges).tolist())
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The options of a report, checked once: one frozen value that compares, hashes and
+    pickles (Dask ships it to the workers).
+
+    :class:`ReportAccumulator` (:meth:`ReportAccumulator.from_options`), :func:`compute_report`
+    and :func:`~crossentropy.report.on_dask.dask_report` take these options; the checks that
+    need the number of classes C (``top_k`` at most C) and the edges a bootstrap over quantile
+    bins needs are the accumulator's.
+
+    Attributes:
+        logits: the predictions are logits (softmax / sigmoid applied here) rather than
+            probabilities. Log-probabilities are logits (their log-sum-exp is 0).
+        multilabel: one independent binary label per class (sigmoid / binary cross entropy).
+        normalize: divide each row of probabilities by its sum (single-label probabilities).
+        worst: how many of the worst-scored rows to keep.
+        bins: the number of confidence bins, 1 to ``MAX_BINS``.
+        binning: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass, ties never split).
+        top_k: also give the top-k accuracy (single-label), k >= 1 (and at most C).
+        ignore_index: a class id whose rows are skipped (single-label integer labels).
+        bootstrap: the number of Poisson bootstrap replicates (0: no intervals).
+        seed: the bootstrap's seed, 0 <= seed < 2**63.
+        level: the intervals' confidence level, in (0, 1).
+        edges: fixed bin edges (``quantile_edges()`` of a first pass), with
+            ``binning="quantile"`` only; held as a tuple of floats (an array is accepted).
+
+    Raises:
+        TypeError, ValueError: an option of the wrong type or out of range, or options that
+            do not go together, named.
+
+    Example:
+        >>> options = ReportOptions(logits=True, bins=10)
+        >>> options.bins, options.binning, options == ReportOptions(logits=True, bins=10)
+        (10, 'uniform', True)
+        >>> ReportOptions(level=1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: level: expected a confidence level in (0, 1); got 1.0
+    """
+
+    logits: bool = False
+    multilabel: bool = False
+    normalize: bool = False
+    worst: int = 10
+    bins: int = ECE_BINS
+    binning: str = "uniform"
+    top_k: int | None = None
+    ignore_index: int | None = None
+    bootstrap: int = 0
+    seed: int = 0
+    level: float = 0.95
+    edges: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        def keep(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)  # frozen: set once, here
+
+        if self.normalize and (self.logits or self.multilabel):
+            raise ValueError(
+                "normalize: applies to single-label probabilities, not to logits or multilabel"
+            )
+        multilabel = bool(self.multilabel)
+        keep("logits", bool(self.logits))
+        keep("multilabel", multilabel)
+        keep("normalize", bool(self.normalize))
+        keep("worst", _integer("worst", self.worst, 0))
+        keep("bins", _integer("bins", self.bins, 1, MAX_BINS))
+        if self.binning not in BINNINGS:
+            raise ValueError(
+                f"binning: expected one of {', '.join(BINNINGS)}; got {self.binning!r}"
+            )
+        if self.top_k is not None:
+            if multilabel:
+                raise ValueError("top_k: applies to single-label rows, not to multilabel ones")
+            keep("top_k", _integer("top_k", self.top_k, 1))
+        if self.ignore_index is not None:
+            if multilabel:
+                raise ValueError(
+                    "ignore_index: applies to single-label class ids, not to multilabel rows"
+                )
+            keep("ignore_index", _integer("ignore_index", self.ignore_index, -(1 << 62), 1 << 62))
+        keep("bootstrap", _integer("bootstrap", self.bootstrap, 0, MAX_REPLICATES))
+        keep("seed", _integer("seed", self.seed, 0, _SEED_LIMIT - 1))
+        level = float(self.level)
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level: expected a confidence level in (0, 1); got {level}")
+        keep("level", level)
+        keep("edges", _edge_values(self.edges))
+        if self.binning == "uniform" and self.edges is not None:
+            raise ValueError("edges: fixed edges go with binning='quantile' (a second pass)")
+
+
+def token_layout(
+    predictions_shape: tuple[int, ...], labels_shape: tuple[int, ...], *, multilabel: bool
+) -> int | None:
+    """T, the tokens per sequence, when the predictions are token arrays; None otherwise.
+
+    Token predictions (S, T, V) are single-label and need labels of shape (S, T): they are
+    then S * T rows of V classes, row s * T + t being token t of sequence s. Predictions of
+    any other number of dimensions are rows, for the caller to check.
+
+    Raises:
+        ValueError: token predictions with ``multilabel``, or with labels of another shape.
+
+    Example:
+        >>> token_layout((4, 16, 32000), (4, 16), multilabel=False)
+        16
+        >>> print(token_layout((100, 10), (100,), multilabel=False))
+        None
+    """
+    if len(predictions_shape) != 3:
+        return None
+    if multilabel:
+        raise ValueError("multilabel: token arrays (S, T, V) are single-label")
+    if tuple(labels_shape) != tuple(predictions_shape[:2]):
+        raise ValueError(
+            f"labels: token predictions of shape {tuple(predictions_shape)} need labels of "
+            f"shape {tuple(predictions_shape[:2])}; got {tuple(labels_shape)}"
+        )
+    return int(predictions_shape[1])
+
+
 class _Sequences:
     """Per-sequence sums of scored tokens: sorted sequence ids, loss sums and token counts."""
 
@@ -163,21 +294,12 @@ class ReportAccumulator:
 
     Args:
         num_classes: C, the number of prediction columns (the vocabulary for token files).
-        logits: the predictions are logits (softmax / sigmoid applied here) rather than
-            probabilities. Log-probabilities are logits (their log-sum-exp is 0).
-        multilabel: one independent binary label per class (sigmoid / binary cross entropy).
-        worst: how many of the worst-scored rows to keep.
-        bins: the number of confidence bins, 1 to ``MAX_BINS``.
-        binning: ``"uniform"`` (equal width) or ``"quantile"`` (equal mass, ties never split).
-        top_k: also give the top-k accuracy (single-label), 1 <= k <= C.
-        ignore_index: a class id whose rows are skipped (single-label integer labels).
-        bootstrap: the number of Poisson bootstrap replicates (0: no intervals).
-        seed: the bootstrap's seed, 0 <= seed < 2**63.
-        level: the intervals' confidence level, in (0, 1).
-        edges: fixed bin edges (``quantile_edges()`` of a first pass): with quantile binning and
-            a bootstrap, the second pass needs them.
+        logits, multilabel, worst, bins, binning, top_k, ignore_index, bootstrap, seed,
+            level, edges, normalize: the options, as :class:`ReportOptions` holds and checks
+            them (kept as ``self.options``); besides, ``top_k`` is at most C, and quantile
+            binning with a bootstrap needs the ``edges`` of a first pass (its
+            ``quantile_edges()``), as every confidence must fall in a known bin.
         first_row: the global index of the first row fed (where this part starts in the data).
-        normalize: divide each row of probabilities by its sum (single-label probabilities).
 
     Example:
         >>> import numpy as np
@@ -206,53 +328,58 @@ class ReportAccumulator:
         first_row: int = 0,
         normalize: bool = False,
     ) -> None:
+        options = ReportOptions(
+            logits=logits,
+            multilabel=multilabel,
+            normalize=normalize,
+            worst=worst,
+            bins=bins,
+            binning=binning,
+            top_k=top_k,
+            ignore_index=ignore_index,
+            bootstrap=bootstrap,
+            seed=seed,
+            level=level,
+            edges=_edge_values(edges),
+        )
+        self._start(num_classes, options, first_row)
+
+    @classmethod
+    def from_options(
+        cls, num_classes: int, options: ReportOptions, *, first_row: int = 0
+    ) -> ReportAccumulator:
+        """The accumulator of ``num_classes`` columns with ``options`` (checked against C).
+
+        Example:
+            >>> acc = ReportAccumulator.from_options(3, ReportOptions(logits=True, bins=10))
+            >>> acc.options == ReportAccumulator(3, logits=True, bins=10).options
+            True
+        """
+        if not isinstance(options, ReportOptions):
+            raise TypeError(f"options: expected a ReportOptions; got {type(options).__name__}")
+        acc = cls.__new__(cls)
+        acc._start(num_classes, options, first_row)
+        return acc
+
+    def _start(self, num_classes: int, options: ReportOptions, first_row: int) -> None:
+        """The empty sums; the checks of ``options`` that need C or are the accumulator's."""
         c = _integer("num_classes", num_classes, 1)
-        if c < 2 and not multilabel:
+        if c < 2 and not options.multilabel:
             raise ValueError(
                 f"num_classes: expected at least 2 classes (1 with multilabel); got {c}"
             )
-        self.num_classes = c
-        self.logits = bool(logits)
-        self.multilabel = bool(multilabel)
-        if normalize and (logits or multilabel):
-            raise ValueError(
-                "normalize: applies to single-label probabilities, not to logits or multilabel"
-            )
-        self.normalize = bool(normalize)
-        self.worst = _integer("worst", worst, 0)
-        self.bins = _integer("bins", bins, 1, MAX_BINS)
-        if binning not in BINNINGS:
-            raise ValueError(f"binning: expected one of {', '.join(BINNINGS)}; got {binning!r}")
-        self.binning = binning
-        if top_k is not None:
-            if multilabel:
-                raise ValueError("top_k: applies to single-label rows, not to multilabel ones")
-            top_k = _integer("top_k", top_k, 1, c)
-        self.top_k = top_k
-        if ignore_index is not None:
-            if multilabel:
-                raise ValueError(
-                    "ignore_index: applies to single-label class ids, not to multilabel rows"
-                )
-            ignore_index = _integer("ignore_index", ignore_index, -(1 << 62), 1 << 62)
-        self.ignore_index = ignore_index
-        self.bootstrap = _integer("bootstrap", bootstrap, 0, MAX_REPLICATES)
-        self.seed = _integer("seed", seed, 0, _SEED_LIMIT - 1)
-        level = float(level)
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level: expected a confidence level in (0, 1); got {level}")
-        self.level = level
-        fixed = None if edges is None else _checked_edges(edges)
-        if binning == "uniform":
-            if fixed is not None:
-                raise ValueError("edges: fixed edges go with binning='quantile' (a second pass)")
-            fixed = uniform_edges(self.bins)
-        elif fixed is None and self.bootstrap:
+        if options.top_k is not None:
+            _integer("top_k", options.top_k, 1, c)
+        fixed = None if options.edges is None else np.array(options.edges)
+        if options.binning == "uniform":
+            fixed = uniform_edges(options.bins)
+        elif fixed is None and options.bootstrap:
             raise ValueError(
                 "edges: quantile bins with a bootstrap need the edges of a first pass "
                 "(quantile_edges() of an accumulator without bootstrap)"
             )
-        self.edges = fixed
+        self.num_classes = c
+        self.options = options
         self.first_row = _integer("first_row", first_row, 0)
         self.next_row = self.first_row
 
@@ -270,10 +397,10 @@ class ReportAccumulator:
         self.confidence: ConfidenceBins | ConfidenceValues = (
             ConfidenceValues() if fixed is None else ConfidenceBins(fixed)
         )
-        self.classwise = ClasswiseBins(c, self.bins) if c <= CLASSWISE_CLASSES else None
+        self.classwise = ClasswiseBins(c, options.bins) if c <= CLASSWISE_CLASSES else None
         self.resampled = (
-            Bootstrap(self.bootstrap, self.seed, fixed)
-            if self.bootstrap and fixed is not None  # (quantile bins without edges: refused)
+            Bootstrap(options.bootstrap, options.seed, fixed)
+            if options.bootstrap and fixed is not None  # (quantile bins without edges: refused)
             else None
         )
         self.sequences: _Sequences | None = None
@@ -324,7 +451,7 @@ class ReportAccumulator:
             seq = seq.astype(np.int64, copy=False)
         row_index = np.arange(self.next_row, self.next_row + n, dtype=np.int64)
         kept = np.arange(n)
-        if self.ignore_index is not None:
+        if self.options.ignore_index is not None:
             keep = self._kept(y)
             if not keep.all():
                 kept = np.flatnonzero(keep)
@@ -332,11 +459,11 @@ class ReportAccumulator:
                 seq = None if seq is None else seq[kept]
         # float32/float16 logits are checked by the row kernel as it scores them (one pass
         # over the chunk instead of two); on its error, the check below names the entry
-        deferred = not self.multilabel and refuses_non_finite(x, logits=self.logits)
+        deferred = not self.options.multilabel and refuses_non_finite(x, logits=self.options.logits)
         if not deferred:
             x = self._checked(x, kept)
         try:
-            ids, rows = check_labels(y, self.num_classes, multilabel=self.multilabel)
+            ids, rows = check_labels(y, self.num_classes, multilabel=self.options.multilabel)
         except BadValue as exc:
             exc.row, exc.argument = int(kept[exc.row]), "labels"
             raise
@@ -346,7 +473,7 @@ class ReportAccumulator:
         if n == 0:
             return
         units = row_index if seq is None else seq
-        if self.multilabel:
+        if self.options.multilabel:
             assert rows is not None
             row_loss = self._update_multilabel(x, rows, units)
         else:
@@ -375,7 +502,10 @@ class ReportAccumulator:
         the chunk (``kept`` maps the rows of ``x`` to the chunk's)."""
         try:
             return check_predictions(
-                x, logits=self.logits, multilabel=self.multilabel, normalize=self.normalize
+                x,
+                logits=self.options.logits,
+                multilabel=self.options.multilabel,
+                normalize=self.options.normalize,
             )
         except BadValue as exc:
             exc.row, exc.argument = int(kept[exc.row]), "predictions"
@@ -388,11 +518,11 @@ class ReportAccumulator:
             raise ValueError(
                 "ignore_index: applies to integer class-id labels (a column), not to one-hot rows"
             )
-        return np.asarray(column != self.ignore_index)
+        return np.asarray(column != self.options.ignore_index)
 
     def _update_single(self, x: FloatArray, ids: IntArray, units: IntArray) -> FloatArray:
         c = self.num_classes
-        s = score_rows(x, ids, logits=self.logits)
+        s = score_rows(x, ids, logits=self.options.logits)
         loss = s.loss
         right = (s.predicted == ids).astype(np.float64)
         brier = s.sum_squares - 2.0 * s.p_true + 1.0
@@ -400,8 +530,8 @@ class ReportAccumulator:
         self.elements += ids.size * c
         self.loss_sum += float(np.sum(loss))
         self.correct += int(right.sum())
-        if self.top_k is not None:
-            self.top_k_correct += int(np.count_nonzero(s.rank < self.top_k))
+        if self.options.top_k is not None:
+            self.top_k_correct += int(np.count_nonzero(s.rank < self.options.top_k))
         self.brier_sum += float(np.sum(brier))
         self.class_count += np.bincount(ids, minlength=c)
         self.class_loss += np.bincount(ids, weights=loss, minlength=c)
@@ -413,7 +543,7 @@ class ReportAccumulator:
             step = max(1, CLASSWISE_PIECE // c)
             for a in range(0, ids.size, step):
                 z = np.asarray(x[a : a + step], dtype=np.float64)
-                p = np.asarray(ce.softmax(z)) if self.logits else z
+                p = np.asarray(ce.softmax(z)) if self.options.logits else z
                 onehot = np.zeros(p.shape)
                 onehot[np.arange(p.shape[0]), ids[a : a + step]] = 1.0
                 self.classwise.add(p, onehot)
@@ -424,7 +554,7 @@ class ReportAccumulator:
 
     def _update_multilabel(self, x: FloatArray, y: FloatArray, units: IntArray) -> FloatArray:
         x = np.asarray(x, dtype=np.float64)
-        if self.logits:
+        if self.options.logits:
             loss = ce.sigmoid_cross_entropy(x, y, reduction="none")
             p = np.asarray(ce.sigmoid(x))
         else:
@@ -456,7 +586,7 @@ class ReportAccumulator:
         return row_loss
 
     def _keep_worst(self, loss: FloatArray, row_index: IntArray) -> None:
-        k = self.worst
+        k = self.options.worst
         if k == 0:
             return
         heap = self._heap
@@ -473,29 +603,17 @@ class ReportAccumulator:
 
     def _push(self, item: tuple[float, int]) -> None:
         heap = self._heap
-        if len(heap) < self.worst:
+        if len(heap) < self.options.worst:
             heapq.heappush(heap, item)
         elif item > heap[0]:
             heapq.heapreplace(heap, item)
 
     # ---- merging ------------------------------------------------------------------------
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "num_classes": self.num_classes,
-            "logits": self.logits,
-            "multilabel": self.multilabel,
-            "normalize": self.normalize,
-            "worst": self.worst,
-            "bins": self.bins,
-            "binning": self.binning,
-            "top_k": self.top_k,
-            "ignore_index": self.ignore_index,
-            "bootstrap": self.bootstrap,
-            "seed": self.seed,
-            "level": self.level,
-            "edges": None if self.edges is None else self.edges.tolist(),
-        }
+    def _made_with(self) -> dict[str, object]:
+        """What two accumulators that merge share: C and each option, by name."""
+        options = {f.name: getattr(self.options, f.name) for f in fields(self.options)}
+        return {"num_classes": self.num_classes, **options}
 
     def merge(self, other: ReportAccumulator) -> None:
         """Add the rows of ``other`` (fed rows disjoint from this one's: its own
@@ -506,13 +624,13 @@ class ReportAccumulator:
         """
         if not isinstance(other, ReportAccumulator):
             raise TypeError(f"other: expected a ReportAccumulator; got {type(other).__name__}")
-        mine, theirs = self._options(), other._options()
-        for name, value in mine.items():
-            if theirs[name] != value:
-                raise ValueError(
-                    f"other: made with {name}={theirs[name]!r}, this one with {name}={value!r}; "
-                    "only reports of the same options merge"
-                )
+        if (other.num_classes, other.options) != (self.num_classes, self.options):
+            mine, theirs = self._made_with(), other._made_with()
+            name = next(name for name in mine if mine[name] != theirs[name])
+            raise ValueError(
+                f"other: made with {name}={theirs[name]!r}, this one with {name}={mine[name]!r}; "
+                "only reports of the same options merge"
+            )
         self.first_row = min(self.first_row, other.first_row)
         self.next_row = max(self.next_row, other.next_row)
         for name in (
@@ -551,13 +669,14 @@ class ReportAccumulator:
             ValueError: when the binning is not quantile, or the edges are already fixed.
         """
         if not isinstance(self.confidence, ConfidenceValues):
+            binning = self.options.binning
             raise ValueError(
                 "quantile_edges: the accumulator has fixed edges (binning "
-                f"{self.binning!r}{', edges given' if self.binning == 'quantile' else ''})"
+                f"{binning!r}{', edges given' if binning == 'quantile' else ''})"
             )
         if self.rows == 0:
             raise ValueError("quantile_edges: no rows yet")
-        return self.confidence.edges(self.bins)
+        return self.confidence.edges(self.options.bins)
 
     def result(self) -> Report:
         """The report of every row fed so far.
@@ -569,7 +688,7 @@ class ReportAccumulator:
             ignored = f" ({self.ignored} rows ignored)" if self.ignored else ""
             raise ValueError(f"no rows: the report needs at least one prediction{ignored}")
         n = self.rows
-        if self.multilabel:
+        if self.options.multilabel:
             count = self.elements
             per_class_denominator = np.full(self.num_classes, float(n))
         else:
@@ -588,7 +707,7 @@ class ReportAccumulator:
             for j in range(self.num_classes)
         ]
         binned = (
-            self.confidence.binned(self.bins)
+            self.confidence.binned(self.options.bins)
             if isinstance(self.confidence, ConfidenceValues)
             else self.confidence
         )
@@ -597,13 +716,15 @@ class ReportAccumulator:
         return Report(
             rows=n,
             num_classes=self.num_classes,
-            multilabel=self.multilabel,
-            logits=self.logits,
+            multilabel=self.options.multilabel,
+            logits=self.options.logits,
             cross_entropy_nats=nats,
             cross_entropy_bits=nats / math.log(2.0),
             perplexity=math.exp(nats) if nats < 709.0 else math.inf,
             accuracy=self.correct / n,
-            element_accuracy=self.element_correct / self.elements if self.multilabel else None,
+            element_accuracy=self.element_correct / self.elements
+            if self.options.multilabel
+            else None,
             brier=self.brier_sum / count,
             ece=float(ece),
             classes=classes,
@@ -612,13 +733,15 @@ class ReportAccumulator:
             rmsce=float(rmsce),
             mce=float(mce),
             classwise_ece=None if classwise is None else float(np.mean(classwise)),
-            binning=self.binning,
-            bins=self.bins,
-            top_k=self.top_k,
-            top_k_accuracy=None if self.top_k is None else self.top_k_correct / n,
+            binning=self.options.binning,
+            bins=self.options.bins,
+            top_k=self.options.top_k,
+            top_k_accuracy=None if self.options.top_k is None else self.top_k_correct / n,
             ignored=self.ignored,
             sequences=None if self.sequences is None else self.sequences.stats(),
-            uncertainty=None if self.resampled is None else self.resampled.uncertainty(self.level),
+            uncertainty=None
+            if self.resampled is None
+            else self.resampled.uncertainty(self.options.level),
         )
 
 
@@ -642,8 +765,9 @@ def compute_report(
     """The report of whole arrays, fed to a :class:`ReportAccumulator` in ``chunk_rows`` rows.
 
     ``predictions`` (n, C) with labels (n,) or (n, C); or a token file's (S, T, V) with labels
-    (S, T): its S x T tokens are the rows, row s * T + t in sequence s. Quantile bins with a
-    bootstrap take two passes (the first finds the edges).
+    (S, T): its S x T tokens are the rows, row s * T + t in sequence s (:func:`token_layout`).
+    The options are those of :class:`ReportOptions`, checked before anything is read. Quantile
+    bins with a bootstrap take two passes (the first finds the edges).
 
     Example:
         >>> import numpy as np
@@ -651,18 +775,23 @@ def compute_report(
         >>> print(f"{r.cross_entropy_nats:.4f} {r.accuracy}")
         0.7201 0.5
     """
+    options = ReportOptions(
+        logits=logits,
+        multilabel=multilabel,
+        normalize=normalize,
+        worst=worst,
+        bins=bins,
+        binning=binning,
+        top_k=top_k,
+        ignore_index=ignore_index,
+        bootstrap=bootstrap,
+        seed=seed,
+        level=level,
+    )
     x = np.asarray(predictions)
     y = np.asarray(labels)
-    per_sequence: int | None = None
-    if x.ndim == 3:
-        if multilabel:
-            raise ValueError("predictions: token arrays (S, T, V) are single-label; no multilabel")
-        if y.shape != x.shape[:2]:
-            raise ValueError(
-                f"labels: token predictions of shape {x.shape} need labels of shape "
-                f"{x.shape[:2]}; got {y.shape}"
-            )
-        per_sequence = x.shape[1]
+    per_sequence = token_layout(x.shape, y.shape, multilabel=options.multilabel)
+    if per_sequence is not None:
         x = x.reshape(-1, x.shape[2])
         y = y.reshape(-1)
     elif x.ndim == 1:
@@ -673,21 +802,10 @@ def compute_report(
         raise ValueError(
             f"predictions and labels: {x.shape[0]} prediction rows but labels of shape {y.shape}"
         )
-    options: dict[str, Any] = {
-        "logits": logits,
-        "multilabel": multilabel,
-        "normalize": normalize,
-        "worst": worst,
-        "bins": bins,
-        "binning": binning,
-        "top_k": top_k,
-        "ignore_index": ignore_index,
-        "seed": seed,
-        "level": level,
-    }
     step = max(1, chunk_rows or x.shape[0] or 1)
 
-    def run(accumulator: ReportAccumulator) -> ReportAccumulator:
+    def run(options: ReportOptions) -> ReportAccumulator:
+        accumulator = ReportAccumulator.from_options(x.shape[1], options)
         for start in range(0, x.shape[0], step):
             chunk = x[start : start + step]
             rows = np.arange(start, start + chunk.shape[0])
@@ -698,8 +816,7 @@ def compute_report(
             )
         return accumulator
 
-    edges = None
-    if binning == "quantile" and bootstrap:
-        edges = run(ReportAccumulator(x.shape[1], **options)).quantile_edges()
-    acc = ReportAccumulator(x.shape[1], bootstrap=bootstrap, edges=edges, **options)
-    return run(acc).result()
+    if options.binning == "quantile" and options.bootstrap:
+        edges = run(replace(options, bootstrap=0)).quantile_edges()
+        options = replace(options, edges=tuple(edges.tolist()))
+    return run(options).result()

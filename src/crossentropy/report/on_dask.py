@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .accumulator import ReportAccumulator
+from .accumulator import ReportAccumulator, ReportOptions, token_layout
 from .checks import BadValue
 from .result import Report
 
@@ -127,48 +127,12 @@ class _TaskError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Options:
-    """The options of the report, as the accumulator takes them."""
-
-    logits: bool
-    multilabel: bool
-    worst: int
-    bins: int
-    binning: str
-    top_k: int | None
-    ignore_index: int | None
-    bootstrap: int
-    seed: int
-    level: float
-    normalize: bool = False
-    edges: tuple[float, ...] | None = None
-
-    def accumulator(self, num_classes: int, first_row: int) -> ReportAccumulator:
-        return ReportAccumulator(
-            num_classes,
-            logits=self.logits,
-            multilabel=self.multilabel,
-            worst=self.worst,
-            bins=self.bins,
-            binning=self.binning,
-            top_k=self.top_k,
-            ignore_index=self.ignore_index,
-            bootstrap=self.bootstrap,
-            seed=self.seed,
-            level=self.level,
-            edges=None if self.edges is None else np.array(self.edges),
-            first_row=first_row,
-            normalize=self.normalize,
-        )
-
-
 def _block_accumulator(
     x: npt.NDArray[Any],
     y: npt.NDArray[Any],
     first_row: int,
     tokens: int | None,
-    options: _Options,
+    options: ReportOptions,
 ) -> ReportAccumulator:
     """The accumulator of one block of whole rows, whose first row is ``first_row`` among all
     rows; with ``tokens`` = T, the block is (s, T, V) with labels (s, T): whole sequences, row
@@ -178,7 +142,7 @@ def _block_accumulator(
         x = x.reshape(-1, x.shape[-1])
         y = y.reshape(-1)
     num_classes = int(x.shape[1])
-    acc = options.accumulator(num_classes, first_row)
+    acc = ReportAccumulator.from_options(num_classes, options, first_row=first_row)
     step = max(1, PIECE_ELEMENTS // num_classes)
     for start in range(0, x.shape[0], step):
         stop = min(x.shape[0], start + step)
@@ -285,15 +249,9 @@ def _check_shapes(x: Any, y: Any, multilabel: bool) -> tuple[int, int | None]:
             raise ValueError(
                 f"{name}: unknown chunk sizes {array.shape}; call .compute_chunk_sizes() first"
             )
-    if x.ndim == 3:
-        if multilabel:
-            raise ValueError("multilabel: token arrays (S, T, V) are single-label")
-        if y.shape != x.shape[:2]:
-            raise ValueError(
-                f"labels: token predictions of shape {x.shape} need labels of shape "
-                f"{x.shape[:2]}; got {y.shape}"
-            )
-        return int(x.shape[2]), int(x.shape[1])
+    tokens = token_layout(x.shape, y.shape, multilabel=multilabel)
+    if tokens is not None:
+        return int(x.shape[2]), tokens
     if x.ndim != 2:
         raise ValueError(
             f"predictions: expected (rows, classes) or (sequences, tokens, vocabulary); "
@@ -358,7 +316,7 @@ def _tree(dask: Any, leaves: Sequence[Any], split_every: int) -> Any:
 def _run(
     dask: Any,
     layout: _Layout,
-    options: _Options,
+    options: ReportOptions,
     split_every: int,
     finish: Callable[[ReportAccumulator], Any],
     where: _Where,
@@ -383,18 +341,16 @@ def _run(
 def _report(
     dask: Any,
     layout: _Layout,
-    options: _Options,
+    options: ReportOptions,
     split_every: int,
     where: _Where,
     client: Any = None,
 ) -> Report:
     two_passes = options.binning == "quantile" and options.bootstrap > 0
-    # check the options on the client (the second pass's edges are not known yet)
-    replace(options, binning="uniform" if two_passes else options.binning).accumulator(
-        layout.num_classes, 0
-    )
+    first = replace(options, bootstrap=0, worst=0) if two_passes else options
+    # the checks against the number of classes, on the client (the edges are not known yet)
+    ReportAccumulator.from_options(layout.num_classes, first)
     if two_passes:
-        first = replace(options, bootstrap=0, worst=0)
         edges = _run(dask, layout, first, split_every, _quantile_edges, where, client)
         options = replace(options, edges=edges)
     report: Report = _run(dask, layout, options, split_every, _result, where, client)
@@ -415,31 +371,13 @@ def _check_split_every(split_every: object) -> int:
     return int(split_every)
 
 
-def _options(
-    logits: object,
-    multilabel: object,
-    normalize: object,
-    worst: int,
-    bins: int,
-    binning: str,
-    top_k: int | None,
-    ignore_index: int | None,
-    bootstrap: int,
-    seed: int,
-    level: float,
-) -> _Options:
-    return _Options(
+def _options(logits: object, multilabel: object, normalize: object, **others: Any) -> ReportOptions:
+    """The options of a report, the three flags checked as True or False (not truthy)."""
+    return ReportOptions(
         logits=_check_flag(logits, "logits"),
         multilabel=_check_flag(multilabel, "multilabel"),
         normalize=_check_flag(normalize, "normalize"),
-        worst=worst,
-        bins=bins,
-        binning=binning,
-        top_k=top_k,
-        ignore_index=ignore_index,
-        bootstrap=bootstrap,
-        seed=seed,
-        level=level,
+        **others,
     )
 
 
@@ -498,14 +436,14 @@ def dask_report(
         logits,
         multilabel,
         normalize,
-        worst,
-        bins,
-        binning,
-        top_k,
-        ignore_index,
-        bootstrap,
-        seed,
-        level,
+        worst=worst,
+        bins=bins,
+        binning=binning,
+        top_k=top_k,
+        ignore_index=ignore_index,
+        bootstrap=bootstrap,
+        seed=seed,
+        level=level,
     )
     every = _check_split_every(split_every)
     layout = _layout(da, predictions, labels, options.multilabel)
@@ -695,14 +633,14 @@ def report_files(
         logits,
         multilabel,
         normalize,
-        worst,
-        bins,
-        binning,
-        top_k,
-        ignore_index,
-        bootstrap,
-        seed,
-        level,
+        worst=worst,
+        bins=bins,
+        binning=binning,
+        top_k=top_k,
+        ignore_index=ignore_index,
+        bootstrap=bootstrap,
+        seed=seed,
+        level=level,
     )
     every = _check_split_every(split_every)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
