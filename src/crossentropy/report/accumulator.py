@@ -292,13 +292,15 @@ class _Sequences:
 class ReportAccumulator:
     """Running sums of a loss report, fed chunk by chunk, mergeable.
 
+    The keyword options (``logits``, ``multilabel``, ``worst``, ``bins``, ``binning``,
+    ``top_k``, ``ignore_index``, ``bootstrap``, ``seed``, ``level``, ``edges``,
+    ``normalize``) are those of :class:`ReportOptions`, which holds and checks them (kept as
+    ``self.options``); besides, ``top_k`` is at most C, and quantile binning with a bootstrap
+    needs the ``edges`` of a first pass (its ``quantile_edges()``), as every confidence must
+    fall in a known bin.
+
     Args:
         num_classes: C, the number of prediction columns (the vocabulary for token files).
-        logits, multilabel, worst, bins, binning, top_k, ignore_index, bootstrap, seed,
-            level, edges, normalize: the options, as :class:`ReportOptions` holds and checks
-            them (kept as ``self.options``); besides, ``top_k`` is at most C, and quantile
-            binning with a bootstrap needs the ``edges`` of a first pass (its
-            ``quantile_edges()``), as every confidence must fall in a known bin.
         first_row: the global index of the first row fed (where this part starts in the data).
 
     Example:
