@@ -14,9 +14,11 @@ check on stdout; exit status 1 on any mismatch.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -89,8 +91,8 @@ def main() -> int:
 
     def check(
         name: str,
-        run: Callable[[dict[str, Tensor]], Tensor],
-        reference: Callable[[dict[str, Tensor]], Tensor],
+        run: Callable[[dict[str, Tensor]], Any],
+        reference: Callable[[dict[str, Tensor]], Any],
         inputs: dict[str, Tensor],
         sliced: set[str],
         bounds: tuple[int, int],
@@ -109,8 +111,7 @@ def main() -> int:
                 mine[k] = leaf(v)
         ours = run(mine)
         expected = reference(whole)
-        ours.backward()
-        expected.backward()
+        torch.autograd.backward([ours, expected])
         errors = {"loss": difference(ours.detach(), expected.detach())}
         for k in inputs:
             want = whole[k].grad
@@ -172,9 +173,9 @@ def main() -> int:
         {"input": hidden, "weight": weight, "bias": bias}, {"weight", "bias"}, explicit,
     )  # fmt: skip
 
-    def tokens(log_probs_and_entropy: object) -> Tensor:
-        log_probs, entropy = log_probs_and_entropy  # type: ignore[misc]
-        return (advantage * log_probs).sum() + 0.3 * entropy.sum()
+    def tokens(log_probs_and_entropy: Any) -> Tensor:
+        log_probs, entropy = log_probs_and_entropy
+        return torch.sum(advantage * log_probs) + 0.3 * torch.sum(entropy)
 
     check(
         "vocab_parallel_token_log_probs",
@@ -199,18 +200,25 @@ def main() -> int:
         )),
         {"input": hidden, "weight": weight, "bias": bias}, {"weight", "bias"}, in_order,
     )  # fmt: skip
+
+    def distillation(t: dict[str, Tensor], divergence: str, beta: float) -> Tensor:
+        return cd.vocab_parallel_distillation_loss(
+            t["student_logits"], t["teacher_logits"].detach(), target,
+            vocab_start_index=start, divergence=divergence, beta=beta, temperature=1.5,
+            hard_weight=0.5,
+        )  # fmt: skip
+
+    def distillation_reference(t: dict[str, Tensor], divergence: str, beta: float) -> Tensor:
+        return ct.distillation_loss(
+            t["student_logits"], t["teacher_logits"].detach(), target, divergence=divergence,
+            beta=beta, temperature=1.5, hard_weight=0.5,
+        )  # fmt: skip
+
     for divergence, beta in (("jsd", 0.3), ("forward_kl", 0.0)):
         check(
             f"vocab_parallel_distillation_loss {divergence}",
-            lambda t, d=divergence, b=beta: cd.vocab_parallel_distillation_loss(
-                t["student_logits"], t["teacher_logits"].detach(), target,
-                vocab_start_index=start, divergence=d, beta=b, temperature=1.5,
-                hard_weight=0.5,
-            ),
-            lambda t, d=divergence, b=beta: ct.distillation_loss(
-                t["student_logits"], t["teacher_logits"].detach(), target, divergence=d,
-                beta=b, temperature=1.5, hard_weight=0.5,
-            ),
+            functools.partial(distillation, divergence=divergence, beta=beta),
+            functools.partial(distillation_reference, divergence=divergence, beta=beta),
             {"student_logits": logits, "teacher_logits": teacher},
             {"student_logits", "teacher_logits"}, explicit,
         )  # fmt: skip

@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,13 +40,17 @@ HELD_OUT = re.compile(
 
 
 def start(
-    group: list[Host], rdzv_id: str, script: str, args: list[list[str]] | list[str]
+    group: list[Host],
+    rdzv_id: str,
+    script: str,
+    args: list[str],
+    *,
+    per_host: list[list[str]] | None = None,
 ) -> list[Process]:
-    """The README's command on every host of ``group`` (the first is the head); ``args``:
-    one list for all, or one list per host."""
-    per_host = args if args and isinstance(args[0], list) else [args] * len(group)
+    """The README's command on every host of ``group`` (the first is the head) with
+    ``args``, or with ``per_host[i]`` on host i."""
     processes = []
-    for host, host_args in zip(group, per_host, strict=True):
+    for host, host_args in zip(group, per_host or [args] * len(group), strict=True):
         argv, env = torchrun_argv(
             host, head=group[0], nnodes=len(group), rdzv_id=rdzv_id, port=PORT,
             script=script, args=host_args, join_timeout=JOIN_S,
@@ -121,7 +130,11 @@ def test_hosts_that_disagree_end_with_the_same_error() -> None:
     with hosts(2) as group:
         began = time.monotonic()
         processes = start(
-            group, "mismatch", EXAMPLE, [[*SMALL, "--hidden", "32"], [*SMALL, "--hidden", "48"]]
+            group,
+            "mismatch",
+            EXAMPLE,
+            [],
+            per_host=[[*SMALL, "--hidden", "32"], [*SMALL, "--hidden", "48"]],
         )
         results = wait_all(processes, bound)
         elapsed = time.monotonic() - began
@@ -131,3 +144,68 @@ def test_hosts_that_disagree_end_with_the_same_error() -> None:
     for _, _, err in results:
         assert "the ranks disagree on input (its last dimension, the hidden size)" in err, err
         assert re.search(r"rank [01]: 32, rank [01]: 48", err), err[-3000:]
+
+
+SERVER = """
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("listening", flush=True)
+while True:
+    connection, _ = server.accept()
+    connection.sendall(b"hello")
+    connection.close()
+"""
+CLIENT = """
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as connection:
+    print(connection.recv(5).decode())
+"""
+
+
+def test_hosts_fixture_links_cut_and_cleanup() -> None:
+    """The fixture itself: hosts reach each other only through the switch, a cut link
+    drops the traffic until restored, and leaving kills every process (an orphan in a
+    session of its own too) and deletes every namespace."""
+
+    def reaches(client: Host, server: Host) -> bool:
+        ((code, out, _),) = wait_all(
+            [client.run([sys.executable, "-c", CLIENT, server.address, "7777"])], 20
+        )
+        return code == 0 and out.strip() == "hello"
+
+    with hosts(2) as (a, b):
+        assert a.address != b.address and a.address.rsplit(".", 1)[0] == b.address.rsplit(".", 1)[0]
+        server = b.run([sys.executable, "-c", SERVER, b.address, "7777"])
+        assert server.wait_for("listening", timeout=20)
+        orphan = b.run(["sh", "-c", "setsid sleep 600 & echo $!"])
+        assert orphan.wait(timeout=20) == 0
+        escaped = int(orphan.output()[0])
+        assert reaches(a, b)
+        a.cut()
+        assert not reaches(a, b)
+        a.restore()
+        deadline = time.monotonic() + 20
+        while not reaches(a, b):
+            assert time.monotonic() < deadline, "the restored link carries nothing"
+        names = [a.name, b.name, a.switch]
+        assert server.poll() is None
+    assert server.poll() is not None
+    stat = Path(f"/proc/{escaped}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20)
+    assert not set(names) & {line.split()[0] for line in listed.stdout.splitlines() if line}
+
+
+def test_hosts_skip_where_namespaces_cannot_be_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with (
+        pytest.raises(
+            pytest.skip.Exception, match=r"cannot make network namespaces here: the `ip` command"
+        ),
+        hosts(2),
+    ):
+        pass
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match=r"need root"), hosts(2):
+        pass
