@@ -39,7 +39,7 @@ still runs in the namespaces (``ip netns pids``), and every namespace is deleted
 ``Process.kill_group()`` does the same for one process tree (a host's agent killed),
 ``Process.descendants()`` lists the pids below it (to kill one worker).
 Namespaces left by a killed earlier session (``cemh{pid}...`` whose pid no longer runs)
-are deleted when ``hosts`` is next called.
+are emptied (their processes killed) and deleted when ``hosts`` is next called.
 
 ``torchrun_argv(host, *, head, nnodes, rdzv_id, port, script, args, ...)`` returns
 ``(argv, env)``: the command the README shows for a multi-host run over c10d rendezvous
@@ -111,6 +111,7 @@ def _sweep_stale() -> None:
         try:
             os.kill(int(match.group(1)), 0)
         except ProcessLookupError:
+            _kill_namespace(name)  # agents and workers left running by the dead session
             with contextlib.suppress(NamespaceError):
                 _ip("netns", "delete", name)
         except PermissionError:

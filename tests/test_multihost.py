@@ -112,7 +112,7 @@ def test_example_trains_on_two_hosts_as_on_one() -> None:
         two = start([head, other], "example2", EXAMPLE, args)
         # the same run on one host (a third namespace, concurrently): 2 processes there
         one = alone.run(
-            [*torchrun(), "--standalone", "--nproc_per_node=2", EXAMPLE, *args],
+            [*torchrun(), "--nproc_per_node=2", EXAMPLE, *args],  # the README's one-host command
             {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
         )
         results = wait_all([*two, one], RUN_S)
