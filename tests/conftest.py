@@ -23,6 +23,14 @@ try:  # hypothesis is a dev dependency; keep the suite fast and deterministic on
 except ImportError:  # pragma: no cover
     pass
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "multihost: several hosts on this machine (network namespaces, torchrun); needs root",
+    )
+
+
 # float64 tolerance of the suite: the library and the reference differ only by rounding.
 RTOL64 = 1e-10
 ATOL64 = 1e-12
