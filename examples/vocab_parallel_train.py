@@ -16,11 +16,47 @@ Run on one machine, CPU and gloo::
 
     torchrun --nproc_per_node=2 examples/vocab_parallel_train.py
 
-Several machines with GPUs, NCCL (the same command on every node, NODE_RANK 0..N-1)::
+Several machines, CPU and gloo (one agent per machine; HEAD is the first machine's address,
+ADDR each machine's own, IFACE its interface on that network)::
 
-    torchrun --nnodes=2 --node_rank=$NODE_RANK --nproc_per_node=8 \\
-        --rdzv_backend=c10d --rdzv_endpoint=$HEAD_NODE:29500 \\
-        examples/vocab_parallel_train.py --backend nccl
+    # on the head (the machine that hosts the rendezvous store)
+    GLOO_SOCKET_IFNAME=$IFACE torchrun --nnodes=2 --nproc_per_node=1 \\
+        --rdzv_backend=c10d --rdzv_endpoint=$HEAD:29500 --rdzv_id=run1 \\
+        --rdzv_conf=is_host=1 --local_addr=$ADDR examples/vocab_parallel_train.py
+    # on every other machine: the same without --rdzv_conf=is_host=1
+    GLOO_SOCKET_IFNAME=$IFACE torchrun --nnodes=2 --nproc_per_node=1 \\
+        --rdzv_backend=c10d --rdzv_endpoint=$HEAD:29500 --rdzv_id=run1 \\
+        --local_addr=$ADDR examples/vocab_parallel_train.py
+
+``is_host=1``, ``--local_addr`` and ``GLOO_SOCKET_IFNAME`` matter where a machine's name
+resolves to loopback (``127.0.1.1 myhost`` in /etc/hosts): torch would then neither know
+that it hosts the store nor tell the others an address they can reach. With GPUs: NCCL,
+``--backend nccl``, ``NCCL_SOCKET_IFNAME`` beside ``GLOO_SOCKET_IFNAME``, and
+``--nproc_per_node`` the GPUs of a machine.
+
+Faults end instead of hanging. ``--timeout SECONDS`` (default 60) bounds every collective:
+a rank whose peer went silent (a cut link) raises after it, and the script then exits at
+once (torch's own default is 30 minutes for gloo, too long to notice anything at a
+terminal). A killed peer is seen within seconds ("Connection closed by peer"). A machine
+that never joins ends the others' rendezvous after ``--rdzv_conf=join_timeout=S`` (600 s by
+default). One caveat from the kernel: after a cut link torch's rendezvous keep-alive on the
+non-head machines waits on a write to the head's store that only fails when TCP gives up
+(about 15 minutes by default; ``sysctl -w net.ipv4.tcp_retries2=5``: about 6 to 13 s);
+until then that agent also ignores SIGTERM.
+
+Elastic restarts: ``--checkpoint PATH --checkpoint-every N`` makes rank 0 write every N steps
+(atomically: ``PATH.tmp``, fsync, rename) the step, the replicated layers, the whole output
+layer and the optimiser's state (the output layer's Adam moments gathered from every rank);
+at start every rank resumes from PATH if it exists (PATH on storage every machine sees; a
+different number of ranks may resume it). The data of a step depends only on the step, so a
+resumed run ends with the loss of an uninterrupted one. With ``torchrun --max-restarts=K``
+also set ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` for every agent: by default the restarted
+workers share the first round's store and read the dead workers' addresses from it::
+
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 GLOO_SOCKET_IFNAME=$IFACE torchrun --nnodes=2 \\
+        --nproc_per_node=1 --max-restarts=3 --rdzv_backend=c10d --rdzv_endpoint=$HEAD:29500 \\
+        --rdzv_id=run1 --local_addr=$ADDR [--rdzv_conf=is_host=1 on the head] \\
+        examples/vocab_parallel_train.py --timeout 30 --checkpoint /shared/run1.pt
 """
 
 from __future__ import annotations
