@@ -164,6 +164,33 @@ def test_a_cut_link_makes_every_rank_raise_within_the_timeout() -> None:
     assert "RendezvousConnectionError" in results[1][2], results[1][2][-3000:]
 
 
+def test_sigterm_ends_both_hosts_while_a_collective_waits_on_a_cut_link() -> None:
+    # --timeout 120: the ranks are still blocked in gloo when the agents get SIGTERM
+    with hosts(2) as group:
+        _, other = group
+        for host in group:
+            retransmit_briefly(host)
+        processes = start(
+            group, "term", ["--steps", "400", "--step-delay", "0.1", "--timeout", "120"]
+        )
+        try:
+            assert wait_any(processes, "step   10", START_S), [p.output() for p in processes]
+            other.cut()
+            time.sleep(2)
+            for process in processes:
+                os.kill(process.pid, signal.SIGTERM)  # the agent (ip netns exec execs it)
+            ends = ended_within(processes, 40)
+        finally:
+            other.restore()
+        results = wait_all(processes, 5)
+    for end, (code, out, err) in zip(ends, results, strict=True):
+        assert end is not None, f"still running 40 s after SIGTERM:\n{err[-3000:]}"
+        assert code not in (0, None)
+        assert "held-out loss" not in out
+        assert "Received 15 death signal, shutting down workers" in err, err[-3000:]
+        assert "Timed out waiting" not in err  # ended by the signal, not the timeout
+
+
 def test_a_host_that_never_joins_ends_in_the_rendezvous_timeout() -> None:
     with hosts(2) as group:
         head, _ = group
