@@ -385,6 +385,9 @@ def torchrun_argv(
         argv.append(f"--max-restarts={max_restarts}")
     argv += [*extra, str(script), *args]
     env = {
+        # restarted workers get a fresh store (torch shares the first round's by default,
+        # where they would read the dead workers' addresses): harmless without restarts
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
         "GLOO_SOCKET_IFNAME": host.interface,
         "PYTHONPATH": str(SRC),
         "OMP_NUM_THREADS": "1",

@@ -209,3 +209,38 @@ def test_hosts_skip_where_namespaces_cannot_be_made(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(pytest.skip.Exception, match=r"need root"), hosts(2):
         pass
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_torchrun_commands() -> list[list[str]]:
+    """The torchrun commands of README.md's ```sh blocks, continuation lines joined, split
+    into words."""
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = line.split("#", 1)[0].split()
+            if "torchrun" in words:
+                commands.append(words)
+    return commands
+
+
+def test_the_readme_commands_are_the_ones_the_tests_run(tmp_path: Path) -> None:
+    """README.md's multi-machine commands (head, then another machine) are what
+    ``torchrun_argv`` builds for the hosts of these tests, with the README's placeholders."""
+    head, other = (
+        Host(name=n, address=a, interface="$IFACE", switch="", port="", logs=tmp_path)
+        for n, a in (("head", "$HEAD"), ("other", "$ADDR"))
+    )
+    documented = readme_torchrun_commands()
+    assert len(documented) == 2, documented
+    shown = ("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "GLOO_SOCKET_IFNAME")
+    for host, words in zip((head, other), documented, strict=True):
+        argv, env = torchrun_argv(
+            host, head=head, nnodes=2, rdzv_id="run1", port=PORT, script=EXAMPLE,
+            args=["--timeout", "30", "--checkpoint", "/shared/run1.pt"],
+            join_timeout=600, max_restarts=3,
+        )  # fmt: skip
+        expected = [f"{k}={env[k]}" for k in shown] + ["torchrun", *argv[len(torchrun()) :]]
+        assert words == expected

@@ -51,10 +51,6 @@ def start(
             max_restarts=max_restarts,
             join_timeout=join_timeout,
         )
-        if max_restarts:
-            # a fresh store for the workers of every rendezvous round: with torch's shared
-            # store (the default) the restarted workers read the dead ones' gloo addresses
-            env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
         processes.append(host.run(argv, env))
     return processes
 

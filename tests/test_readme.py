@@ -33,6 +33,9 @@ README = ROOT / "README.md"
 
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _NOT_RUN = ("pip install", "make ")  # what a ```sh block may hold: setup, not examples
+# and the multi-machine commands, which tests/test_multihost.py checks are the ones its
+# hosts run (one agent per network namespace)
+_RUN_ON_HOSTS = ("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 GLOO_SOCKET_IFNAME=",)
 _DOCTEST_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -64,11 +67,14 @@ def test_every_block_has_a_kind_that_runs() -> None:
     for block in found:
         assert block.language in ("python", "console", "sh"), f"{block}: not run by any test"
         if block.language == "sh":
+            joined = block.code.replace("\\\n", " ")  # continuation lines: one command
             commands = [
-                line.split("#", 1)[0].strip() for line in block.code.splitlines() if line.strip()
+                line.split("#", 1)[0].strip() for line in joined.splitlines() if line.strip()
             ]
             for command in commands:
-                assert command.startswith(_NOT_RUN), (
+                if not command:  # a comment line
+                    continue
+                assert command.startswith(_NOT_RUN + _RUN_ON_HOSTS), (
                     f"{block}: {command!r} in a ```sh block is not run; write it as a "
                     "```console block ($ command, then its output)"
                 )
