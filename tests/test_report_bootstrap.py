@@ -424,3 +424,28 @@ def test_merge_mismatch(other, name):
 def test_merge_needs_a_bootstrap():
     with pytest.raises(TypeError, match="other"):
         Bootstrap(10, 0, EDGES).merge(object())  # type: ignore[arg-type]
+
+
+def test_add_is_add_rows_and_add_calibration_with_one_draw() -> None:
+    """add() (each unit's weights drawn once, for the rows and the calibration items) equals
+    add_rows() then add_calibration(); for multi-label items too (C items per row)."""
+    rng = np.random.default_rng(41)
+    n, c = 300, 3
+    units = rng.integers(0, 120, n)  # repeated units: tokens of sequences
+    loss, brier = rng.uniform(0, 3, n), rng.uniform(0, 2, n)
+    correct = (rng.uniform(size=n) < 0.6).astype(float)
+    for per_row in (1, c):
+        items = np.repeat(units, per_row)
+        confidence = rng.uniform(0.3, 1.0, items.size)
+        right = (rng.uniform(size=items.size) < confidence).astype(float)
+        one, two = Bootstrap(40, 5, EDGES), Bootstrap(40, 5, EDGES)
+        one.add(units, loss, correct, brier, confidence, right, item_units=items)
+        two.add_rows(units, loss, correct, brier)
+        two.add_calibration(items, confidence, right)
+        a, b = one.replicate_values(), two.replicate_values()
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-12, err_msg=name)
+    with pytest.raises(ValueError, match="item_units"):
+        Bootstrap(4, 0, EDGES).add(
+            units, loss, correct, brier, np.full(n, 0.5), right[:n], item_units=units + 1000
+        )

@@ -550,8 +550,7 @@ class ReportAccumulator:
                 onehot[np.arange(p.shape[0]), ids[a : a + step]] = 1.0
                 self.classwise.add(p, onehot)
         if self.resampled is not None:
-            self.resampled.add_rows(units, loss, right, brier)
-            self.resampled.add_calibration(units, s.confidence, right)
+            self.resampled.add(units, loss, right, brier, s.confidence, right)
         return loss
 
     def _update_multilabel(self, x: FloatArray, y: FloatArray, units: IntArray) -> FloatArray:
@@ -581,9 +580,14 @@ class ReportAccumulator:
             self.classwise.add(p, y)
         row_loss: FloatArray = loss.mean(axis=1)
         if self.resampled is not None:
-            self.resampled.add_rows(units, row_loss, exact.astype(np.float64), squared.mean(axis=1))
-            self.resampled.add_calibration(
-                np.repeat(units, self.num_classes), confidence, right_flat
+            self.resampled.add(
+                units,
+                row_loss,
+                exact.astype(np.float64),
+                squared.mean(axis=1),
+                confidence,
+                right_flat,
+                item_units=np.repeat(units, self.num_classes),
             )
         return row_loss
 

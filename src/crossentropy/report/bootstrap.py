@@ -304,24 +304,10 @@ class Bootstrap:
         w_i the weight of row i's unit; the same for accuracy and Brier.
         """
         array = _check_units(units)
-        n = array.shape[0]
-        columns = [
-            np.ones(n),
-            _check_values("loss", loss, n),
-            _check_values("correct", correct, n),
-            _check_values("brier", brier, n),
-        ]
-        if n == 0:
-            return
-        unique, sums = _per_unit(array, columns)
-        step = self._chunk(4)
-        for start in range(0, unique.shape[0], step):
-            w = _weights(self.seed, unique[start : start + step], self.replicates)
-            total = w.T @ sums[start : start + step]
-            self.weight += total[:, 0]
-            self.loss += total[:, 1]
-            self.correct += total[:, 2]
-            self.brier += total[:, 3]
+        columns = self._row_columns(array.shape[0], loss, correct, brier)
+        if array.shape[0]:
+            unique, sums = _per_unit(array, columns)
+            self._absorb(unique, sums, None)
 
     def add_calibration(self, units: IntArray, confidence: FloatArray, correct: FloatArray) -> None:
         """Add calibration items: each item's unit, confidence and correct (1/0).
@@ -334,23 +320,89 @@ class Bootstrap:
         n = array.shape[0]
         conf = _check_values("confidence", confidence, n)
         hits = _check_values("correct", correct, n)
-        if n == 0:
+        if n:
+            unique, inverse = np.unique(array, return_inverse=True)
+            self._absorb(unique, None, (inverse, conf, hits))
+
+    def add(
+        self,
+        units: IntArray,
+        loss: FloatArray,
+        correct: FloatArray,
+        brier: FloatArray,
+        confidence: FloatArray,
+        right: FloatArray,
+        item_units: IntArray | None = None,
+    ) -> None:
+        """:meth:`add_rows` and :meth:`add_calibration` at once, each unit's weights drawn
+        once for both (the draw is most of the bootstrap's cost). The calibration items
+        (``confidence``, ``right``) belong to ``item_units``, by default one per row
+        (``units``); every item's unit must be one of the rows' units.
+        """
+        array = _check_units(units)
+        columns = self._row_columns(array.shape[0], loss, correct, brier)
+        items = array if item_units is None else _check_units(item_units)
+        conf = _check_values("confidence", confidence, items.shape[0])
+        hits = _check_values("right", right, items.shape[0])
+        if not array.shape[0]:
+            if items.shape[0]:
+                raise ValueError("item_units: calibration items without rows")
             return
+        unique, sums = _per_unit(array, columns)
+        index = np.minimum(np.searchsorted(unique, items), unique.shape[0] - 1)
+        if not np.array_equal(unique[index], items):
+            raise ValueError("item_units: expected the units of the rows; got others")
+        self._absorb(unique, sums, (index, conf, hits))
+
+    @staticmethod
+    def _row_columns(
+        n: int, loss: FloatArray, correct: FloatArray, brier: FloatArray
+    ) -> list[FloatArray]:
+        return [
+            np.ones(n),
+            _check_values("loss", loss, n),
+            _check_values("correct", correct, n),
+            _check_values("brier", brier, n),
+        ]
+
+    def _absorb(
+        self,
+        unique: IntArray,
+        rows: FloatArray | None,
+        items: tuple[IntArray, FloatArray, FloatArray] | None,
+    ) -> None:
+        """Add per-unit sums: ``rows`` (U, 4) the row columns of each unit, ``items`` each
+        calibration item's index into ``unique``, confidence and correct. In sub-chunks of
+        units, each sub-chunk's (units, B) weights drawn once and multiplied into both."""
         bins = self.bins
-        unique, inverse = np.unique(array, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        inverse, conf, hits = inverse[order], conf[order], hits[order]
-        cell = inverse * bins + bin_index(conf, self.edges)
-        step = self._chunk(3 * bins)
+        width = (0 if rows is None else 4) + (0 if items is None else 3 * bins)
+        if items is not None:
+            index, conf, hits = items
+            order = np.argsort(index, kind="stable")
+            index, conf, hits = index[order], conf[order], hits[order]
+            cell = index * bins + bin_index(conf, self.edges)
+        step = self._chunk(width)
         for start in range(0, unique.shape[0], step):
             stop = min(start + step, unique.shape[0])
-            lo, hi = np.searchsorted(inverse, [start, stop], side="left")
-            s = _cell_sums(cell[lo:hi] - start * bins, conf[lo:hi], hits[lo:hi], stop - start, bins)
+            parts = [] if rows is None else [rows[start:stop]]
+            if items is not None:
+                lo, hi = np.searchsorted(index, [start, stop], side="left")
+                parts.append(
+                    _cell_sums(cell[lo:hi] - start * bins, conf[lo:hi], hits[lo:hi],
+                               stop - start, bins)
+                )  # fmt: skip
             w = _weights(self.seed, unique[start:stop], self.replicates)
-            total = w.T @ s
-            self.bin_weight += total[:, :bins]
-            self.bin_confidence += total[:, bins : 2 * bins]
-            self.bin_correct += total[:, 2 * bins :]
+            total = w.T @ np.concatenate(parts, axis=1)
+            if rows is not None:
+                self.weight += total[:, 0]
+                self.loss += total[:, 1]
+                self.correct += total[:, 2]
+                self.brier += total[:, 3]
+                total = total[:, 4:]
+            if items is not None:
+                self.bin_weight += total[:, :bins]
+                self.bin_confidence += total[:, bins : 2 * bins]
+                self.bin_correct += total[:, 2 * bins :]
 
     def merge(self, other: Bootstrap) -> None:
         """Add the sums of ``other`` (fed disjoint units, or the same rows split otherwise):
