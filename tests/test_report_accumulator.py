@@ -353,3 +353,23 @@ def test_ignored_rows_are_not_checked_and_bad_entries_name_their_place() -> None
     assert acc.rows == 0 and acc.next_row == 0  # a chunk that raises leaves no trace
     unpickled = pickle.loads(pickle.dumps(info.value))
     assert (unpickled.row, unpickled.argument, str(unpickled)) == (1, "labels", str(info.value))
+
+
+def test_many_sequences_over_many_chunks() -> None:
+    """More sequences than the per-sequence sums keep waiting (they are folded in several
+    times while the chunks come): the quantiles are those of NumPy over every sequence."""
+    rng = np.random.default_rng(13)
+    s, t, v = 70_000, 2, 3
+    z = rng.normal(size=(s, t, v))
+    y = rng.integers(0, v, size=(s, t))
+    y[::5, 1] = -100
+    r = compute_report(z, y, logits=True, ignore_index=-100, chunk_rows=4999)
+    log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    mask = y != -100
+    token_loss = -np.take_along_axis(log_p, np.where(mask, y, 0)[..., None], -1)[..., 0]
+    per_seq = np.exp((token_loss * mask).sum(axis=1) / mask.sum(axis=1))
+    assert r.sequences is not None and r.sequences.sequences == s
+    for name, q in (("5%", 0.05), ("50%", 0.5), ("max", 1.0)):
+        assert r.sequences.perplexity_quantiles[name] == pytest.approx(
+            np.quantile(per_seq, q), rel=1e-12
+        )

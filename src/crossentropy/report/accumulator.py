@@ -260,27 +260,48 @@ def token_layout(
 
 
 class _Sequences:
-    """Per-sequence sums of scored tokens: sorted sequence ids, loss sums and token counts."""
+    """Per-sequence sums of scored tokens: sorted sequence ids, loss sums and token counts.
+
+    What is added waits in a list and is folded into the sorted arrays once it outgrows them
+    (or at least ``_PENDING`` entries wait): each entry is sorted a bounded number of times,
+    so a file of many sequences costs O(n log n) in all, not a re-sort of every sequence per
+    chunk, and the list never holds more than the arrays do (or ``_PENDING`` entries)."""
+
+    _PENDING = 1 << 16
 
     def __init__(self) -> None:
-        self.ids: IntArray = np.zeros(0, dtype=np.int64)
-        self.loss: FloatArray = np.zeros(0)
-        self.count: IntArray = np.zeros(0, dtype=np.int64)
+        self._ids: IntArray = np.zeros(0, dtype=np.int64)
+        self._loss: FloatArray = np.zeros(0)
+        self._count: IntArray = np.zeros(0, dtype=np.int64)
+        self._pending: list[tuple[IntArray, FloatArray, IntArray]] = []
+        self._waiting = 0
 
     def add(self, ids: IntArray, loss: FloatArray, count: IntArray) -> None:
-        all_ids = np.concatenate([self.ids, ids])
-        unique, inverse = np.unique(all_ids, return_inverse=True)
-        self.loss = np.bincount(
-            inverse, weights=np.concatenate([self.loss, loss]), minlength=unique.size
-        ).astype(np.float64)
-        self.count = np.bincount(
-            inverse, weights=np.concatenate([self.count, count]), minlength=unique.size
-        ).astype(np.int64)
-        self.ids = unique
+        """Add ``loss`` and ``count`` to the sums of the sequences ``ids`` (repeats add up)."""
+        self._pending.append((ids, loss, count))
+        self._waiting += ids.size
+        if self._waiting > max(self._ids.size, self._PENDING):
+            self.sums()
+
+    def sums(self) -> tuple[IntArray, FloatArray, IntArray]:
+        """The sorted sequence ids and their loss sums and token counts, all added folded in."""
+        if self._pending:
+            ids, loss, count = zip(*self._pending, strict=True)
+            unique, inverse = np.unique(np.concatenate([self._ids, *ids]), return_inverse=True)
+            self._loss = np.bincount(
+                inverse, weights=np.concatenate([self._loss, *loss]), minlength=unique.size
+            ).astype(np.float64)
+            self._count = np.bincount(
+                inverse, weights=np.concatenate([self._count, *count]), minlength=unique.size
+            ).astype(np.int64)
+            self._ids = unique
+            self._pending, self._waiting = [], 0
+        return self._ids, self._loss, self._count
 
     def stats(self) -> SequenceStats:
-        scored = self.count > 0
-        perplexity = np.exp(self.loss[scored] / self.count[scored])
+        _, loss, count = self.sums()
+        scored = count > 0
+        perplexity = np.exp(loss[scored] / count[scored])
         quantiles = (
             {k: float(np.quantile(perplexity, q)) for k, q in SEQUENCE_QUANTILES.items()}
             if perplexity.size
@@ -490,13 +511,7 @@ class ReportAccumulator:
         if seq is not None:
             if self.sequences is None:
                 self.sequences = _Sequences()
-            unique, inverse = np.unique(seq, return_inverse=True)
-            tokens: IntArray = np.bincount(inverse, minlength=unique.size).astype(np.int64)
-            self.sequences.add(
-                unique,
-                np.bincount(inverse, weights=row_loss, minlength=unique.size).astype(np.float64),
-                tokens,
-            )
+            self.sequences.add(seq, row_loss, np.ones(seq.size, dtype=np.int64))
         self.rows += n
 
     def _checked(self, x: npt.NDArray[Any], kept: IntArray) -> FloatArray:
@@ -661,7 +676,7 @@ class ReportAccumulator:
         if other.sequences is not None:
             if self.sequences is None:
                 self.sequences = _Sequences()
-            self.sequences.add(other.sequences.ids, other.sequences.loss, other.sequences.count)
+            self.sequences.add(*other.sequences.sums())
         for item in other._heap:
             self._push(item)
 
