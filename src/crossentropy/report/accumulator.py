@@ -70,7 +70,15 @@ from .calibration import (
     ConfidenceValues,
     uniform_edges,
 )
-from .checks import EPS, BadValue, FloatArray, IntArray, check_labels, check_predictions
+from .checks import (
+    EPS,
+    BadValue,
+    FloatArray,
+    IntArray,
+    check_integer,
+    check_labels,
+    check_predictions,
+)
 from .result import ClassStats, Report, SequenceStats, WorstRow
 from .rows import refuses_non_finite, score_rows
 
@@ -108,16 +116,6 @@ _SEED_LIMIT = 1 << 63
 
 def _mean(total: float, count: float) -> float | None:
     return total / count if count > 0 else None
-
-
-def _integer(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an integer; got {type(value).__name__} {value!r}")
-    v = int(value)
-    if v < low or (high is not None and v > high):
-        accepted = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name}: expected an integer {accepted}; got {v}")
-    return v
 
 
 def _checked_edges(edges: npt.ArrayLike) -> FloatArray:
@@ -202,8 +200,8 @@ class ReportOptions:
         keep("logits", bool(self.logits))
         keep("multilabel", multilabel)
         keep("normalize", bool(self.normalize))
-        keep("worst", _integer("worst", self.worst, 0))
-        keep("bins", _integer("bins", self.bins, 1, MAX_BINS))
+        keep("worst", check_integer("worst", self.worst, 0))
+        keep("bins", check_integer("bins", self.bins, 1, MAX_BINS))
         if self.binning not in BINNINGS:
             raise ValueError(
                 f"binning: expected one of {', '.join(BINNINGS)}; got {self.binning!r}"
@@ -211,15 +209,18 @@ class ReportOptions:
         if self.top_k is not None:
             if multilabel:
                 raise ValueError("top_k: applies to single-label rows, not to multilabel ones")
-            keep("top_k", _integer("top_k", self.top_k, 1))
+            keep("top_k", check_integer("top_k", self.top_k, 1))
         if self.ignore_index is not None:
             if multilabel:
                 raise ValueError(
                     "ignore_index: applies to single-label class ids, not to multilabel rows"
                 )
-            keep("ignore_index", _integer("ignore_index", self.ignore_index, -(1 << 62), 1 << 62))
-        keep("bootstrap", _integer("bootstrap", self.bootstrap, 0, MAX_REPLICATES))
-        keep("seed", _integer("seed", self.seed, 0, _SEED_LIMIT - 1))
+            keep(
+                "ignore_index",
+                check_integer("ignore_index", self.ignore_index, -(1 << 62), 1 << 62),
+            )
+        keep("bootstrap", check_integer("bootstrap", self.bootstrap, 0, MAX_REPLICATES))
+        keep("seed", check_integer("seed", self.seed, 0, _SEED_LIMIT - 1))
         level = float(self.level)
         if not 0.0 < level < 1.0:
             raise ValueError(f"level: expected a confidence level in (0, 1); got {level}")
@@ -386,13 +387,13 @@ class ReportAccumulator:
 
     def _start(self, num_classes: int, options: ReportOptions, first_row: int) -> None:
         """The empty sums; the checks of ``options`` that need C or are the accumulator's."""
-        c = _integer("num_classes", num_classes, 1)
+        c = check_integer("num_classes", num_classes, 1)
         if c < 2 and not options.multilabel:
             raise ValueError(
                 f"num_classes: expected at least 2 classes (1 with multilabel); got {c}"
             )
         if options.top_k is not None:
-            _integer("top_k", options.top_k, 1, c)
+            check_integer("top_k", options.top_k, 1, c)
         fixed = None if options.edges is None else np.array(options.edges)
         if options.binning == "uniform":
             fixed = uniform_edges(options.bins)
@@ -403,7 +404,7 @@ class ReportAccumulator:
             )
         self.num_classes = c
         self.options = options
-        self.first_row = _integer("first_row", first_row, 0)
+        self.first_row = check_integer("first_row", first_row, 0)
         self.next_row = self.first_row
 
         self.rows = 0

@@ -78,7 +78,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .calibration import MAX_BINS, bin_index
-from .checks import FloatArray, IntArray
+from .checks import FloatArray, IntArray, check_integer
 from .result import Interval, Uncertainty
 
 __all__ = ["MAX_REPLICATES", "WEIGHT_BYTES", "Bootstrap", "poisson_weights"]
@@ -132,16 +132,6 @@ def _mix(z: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 # --------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    """An integer in [low, high) (not a bool); else ValueError/TypeError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer; got {value!r} ({type(value).__name__})")
-    number = int(value)
-    if not low <= number < high:
-        raise ValueError(f"{name}: expected an integer in [{low}, {high - 1}]; got {number}")
-    return number
 
 
 def _check_units(units: npt.ArrayLike) -> IntArray:
@@ -201,8 +191,8 @@ def poisson_weights(seed: int, units: IntArray, replicates: int) -> FloatArray:
         >>> bool((poisson_weights(7, np.array([0]), 4) == w[1]).all())
         True
     """
-    seed = _check_int("seed", seed, 0, _SEED_LIMIT)
-    replicates = _check_int("replicates", replicates, 1, MAX_REPLICATES + 1)
+    seed = check_integer("seed", seed, 0, _SEED_LIMIT - 1)
+    replicates = check_integer("replicates", replicates, 1, MAX_REPLICATES)
     array = _check_units(units)
     return _weights(seed, array, replicates)
 
@@ -272,8 +262,8 @@ class Bootstrap:
     """
 
     def __init__(self, replicates: int, seed: int, edges: FloatArray) -> None:
-        self.replicates = _check_int("replicates", replicates, 1, MAX_REPLICATES + 1)
-        self.seed = _check_int("seed", seed, 0, _SEED_LIMIT)
+        self.replicates = check_integer("replicates", replicates, 1, MAX_REPLICATES)
+        self.seed = check_integer("seed", seed, 0, _SEED_LIMIT - 1)
         self.edges = _check_edges(edges)
         bins = self.edges.shape[0] - 1
         b = self.replicates

@@ -66,7 +66,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .checks import FloatArray, IntArray
+from .checks import FloatArray, IntArray, check_integer
 from .result import CalibrationBin
 
 __all__ = [
@@ -98,19 +98,8 @@ leaves the classwise ECE out (None) beyond."""
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(value: object, name: str, low: int, high: int | None) -> int:
-    """``value`` as an int in [low, high] (high None: no upper limit)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an integer; got {value!r} ({type(value).__name__})")
-    number = int(value)
-    if number < low or (high is not None and number > high):
-        accepted = f"at least {low}" if high is None else f"from {low} to {high}"
-        raise ValueError(f"{name}: expected an integer {accepted}; got {number}")
-    return number
-
-
 def _check_bins(bins: object) -> int:
-    return _check_int(bins, "bins", 1, MAX_BINS)
+    return check_integer("bins", bins, 1, MAX_BINS)
 
 
 def _check_unit(values: npt.ArrayLike, name: str, ndim: int) -> FloatArray:
@@ -353,7 +342,7 @@ class ConfidenceValues:
     """
 
     def __init__(self, *, max_distinct: int = MAX_DISTINCT) -> None:
-        self.max_distinct = _check_int(max_distinct, "max_distinct", 1, None)
+        self.max_distinct = check_integer("max_distinct", max_distinct, 1)
         self.shift = 0
         self.keys: IntArray = np.zeros(0, dtype=np.int64)
         self.count: IntArray = np.zeros(0, dtype=np.int64)
@@ -494,7 +483,7 @@ class ClasswiseBins:
     """
 
     def __init__(self, num_classes: int, bins: int) -> None:
-        self.num_classes = _check_int(num_classes, "num_classes", 1, None)
+        self.num_classes = check_integer("num_classes", num_classes, 1)
         self.edges = uniform_edges(bins)
         size = self.edges.size - 1
         if self.num_classes * size > CLASSWISE_LIMIT:

@@ -6,6 +6,8 @@ column of the first bad entry, for the caller to name its place in a file.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import numpy.typing as npt
 
@@ -16,6 +18,7 @@ __all__ = [
     "BadValue",
     "FloatArray",
     "IntArray",
+    "check_integer",
     "check_labels",
     "check_predictions",
 ]
@@ -66,6 +69,18 @@ class BadValue(ValueError):
 # --------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------
+
+
+def check_integer(name: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` as an int in [low, high] (``high`` None: no upper limit), a bool refused:
+    else a TypeError or ValueError naming ``name``, what was given and what is accepted."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer; got {type(value).__name__} {value!r}")
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        accepted = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name}: expected an integer {accepted}; got {number}")
+    return number
 
 
 def _first(mask: npt.NDArray[np.bool_]) -> tuple[int, int | None]:
