@@ -373,3 +373,24 @@ def test_many_sequences_over_many_chunks() -> None:
         assert r.sequences.perplexity_quantiles[name] == pytest.approx(
             np.quantile(per_seq, q), rel=1e-12
         )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_half_and_single_logits_checked_by_the_kernel_name_the_entry(
+    dtype: type, bad: float
+) -> None:
+    """float32/float16 logits are checked as the row kernel scores them (no separate pass):
+    a non-finite entry is still named by its row (ignored rows counted) and column, and the
+    accumulator is left as it was."""
+    z, y = classification(40, 5, seed=14)
+    z = z.astype(dtype)
+    z[23, 4] = bad
+    y[:3] = -100
+    acc = ReportAccumulator(5, logits=True, ignore_index=-100)
+    with pytest.raises(BadValue) as info:
+        acc.update(z, y)
+    assert (info.value.row, info.value.column, info.value.argument) == (23, 4, "predictions")
+    assert acc.rows == 0 and acc.next_row == 0
+    acc.update(z[:20], y[:20])
+    assert acc.rows == 17

@@ -491,13 +491,11 @@ class ReportAccumulator:
         except BadValue as exc:
             exc.row, exc.argument = int(kept[exc.row]), "labels"
             raise
-        self.next_row += n
-        self.ignored += n - kept.size
-        n = kept.size
-        if n == 0:
-            return
+        # nothing is counted before the chunk is scored: a chunk that raises leaves no trace
         units = row_index if seq is None else seq
-        if self.options.multilabel:
+        if kept.size == 0:
+            pass  # every row ignored
+        elif self.options.multilabel:
             assert rows is not None
             row_loss = self._update_multilabel(x, rows, units)
         else:
@@ -508,6 +506,11 @@ class ReportAccumulator:
                 if deferred:  # scoring refused a non-finite row before adding anything
                     self._checked(x, kept)
                 raise
+        self.next_row += n
+        self.ignored += n - kept.size
+        n = kept.size
+        if n == 0:
+            return
         self._keep_worst(row_loss, row_index)
         if seq is not None:
             if self.sequences is None:
